@@ -1,0 +1,79 @@
+/* quants.h - CPU kernels for the quantized GGUF block formats.
+ *
+ * For each weight type T: to_float (dequantise a row), and vec_dot (dot product of a row
+ * of T with a row of activations quantised to T's vec_dot_type). Activations are
+ * quantised once per matmul with from_float of the vec_dot_type (Q8_0, Q8_1 or Q8_K),
+ * exactly as llama.cpp does, so that results match it closely.
+ *
+ * Two tables: llm__quant_ref holds plain scalar C (the reference the tests compare
+ * against); llm__quant_best holds the fastest kernels this CPU supports (AVX2/FMA/F16C
+ * chosen at run time), falling back to the reference. Private. */
+#ifndef LLM_CPU_QUANTS_H
+#define LLM_CPU_QUANTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../../lib/dtype.h"
+
+#define QK4_0 32
+#define QK4_1 32
+#define QK5_0 32
+#define QK5_1 32
+#define QK8_0 32
+#define QK8_1 32
+#define QK_K 256
+#define K_SCALE_SIZE 12
+
+typedef uint16_t llm_f16;  /* IEEE half, as stored */
+typedef uint16_t llm_bf16; /* bfloat16, as stored */
+
+typedef struct { llm_f16 d; uint8_t qs[QK4_0 / 2]; } block_q4_0;
+typedef struct { llm_f16 d; llm_f16 m; uint8_t qs[QK4_1 / 2]; } block_q4_1;
+typedef struct { llm_f16 d; uint8_t qh[4]; uint8_t qs[QK5_0 / 2]; } block_q5_0;
+typedef struct { llm_f16 d; llm_f16 m; uint8_t qh[4]; uint8_t qs[QK5_1 / 2]; } block_q5_1;
+typedef struct { llm_f16 d; int8_t qs[QK8_0]; } block_q8_0;
+typedef struct { llm_f16 d; llm_f16 s; int8_t qs[QK8_1]; } block_q8_1; /* s = d * sum(qs) */
+typedef struct { uint8_t scales[QK_K / 16]; uint8_t qs[QK_K / 4]; llm_f16 d; llm_f16 dmin; } block_q2_K;
+typedef struct { uint8_t hmask[QK_K / 8]; uint8_t qs[QK_K / 4]; uint8_t scales[12]; llm_f16 d; } block_q3_K;
+typedef struct { llm_f16 d; llm_f16 dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t qs[QK_K / 2]; } block_q4_K;
+typedef struct { llm_f16 d; llm_f16 dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t qh[QK_K / 8]; uint8_t qs[QK_K / 2]; } block_q5_K;
+typedef struct { uint8_t ql[QK_K / 2]; uint8_t qh[QK_K / 4]; int8_t scales[QK_K / 16]; llm_f16 d; } block_q6_K;
+typedef struct { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; } block_q8_K;
+
+/* Dequantise n elements (a multiple of the block size). */
+typedef void (*llm_to_float_fn)(const void *src, float *dst, int64_t n);
+/* Quantise n floats (a multiple of the block size) into blocks. */
+typedef void (*llm_from_float_fn)(const float *src, void *dst, int64_t n);
+/* *s = dot(x, y) over n elements; x is a row of the weight type, y of its vec_dot_type. */
+typedef void (*llm_vec_dot_fn)(int64_t n, float *s, const void *x, const void *y);
+
+typedef struct llm_quant_traits {
+    llm_to_float_fn to_float;     /* NULL: type not supported */
+    llm_from_float_fn from_float; /* for the types that serve as vec_dot_type (and F16) */
+    llm_vec_dot_fn vec_dot;
+    uint32_t vec_dot_type;        /* enum llm_dtype of the activation row */
+} llm_quant_traits;
+
+/* Indexed by enum llm_dtype; entries of unsupported types are all NULL. */
+extern const llm_quant_traits llm__quant_ref[LLM_DT_COUNT];
+/* Filled by llm__quant_init() from the CPU's features; safe to call many times. */
+extern llm_quant_traits llm__quant_best[LLM_DT_COUNT];
+void llm__quant_init(void);
+
+/* Half-precision conversions (round-to-nearest-even, like the F16C instructions). */
+float llm__f16_to_f32(llm_f16 h);
+llm_f16 llm__f32_to_f16(float f);
+float llm__bf16_to_f32(llm_bf16 h);
+llm_bf16 llm__f32_to_bf16(float f);
+
+/* Row helpers used by attention and the KV cache. */
+void llm__f32_to_f16_row(const float *x, llm_f16 *y, int64_t n);
+void llm__f16_to_f32_row(const llm_f16 *x, float *y, int64_t n);
+/* dot of two f16 rows with float accumulation (llama.cpp's ggml_vec_dot_f16 numerics) */
+float llm__dot_f16(int64_t n, const llm_f16 *x, const llm_f16 *y);
+
+/* Names of the CPU features in use, e.g. "avx2,fma,f16c". */
+const char *llm__cpu_features(void);
+
+#endif
