@@ -1,0 +1,28 @@
+/* sampler.h - the sampler chain's interface to the rest of lib/ and to its unit test.
+ * Private; never installed. */
+#ifndef LLM_SAMPLER_H
+#define LLM_SAMPLER_H
+
+#include "internal.h"
+
+/* llm_sampler_create without a model: the vocabulary size is given directly. Same
+ * params contract and errors as the public call (n_vocab < 1 is LLM_ERR_INVALID_ARG). */
+LLM_INTERNAL llm_status llm__sampler_create_n(int32_t n_vocab, const llm_sampler_params *p,
+                                              llm_sampler **out);
+
+/* The parameters in effect after size handling and defaulting. */
+LLM_INTERNAL const llm_sampler_params *llm__sampler_params(const llm_sampler *s);
+
+/* Writes into out[0..n_vocab) the logits after the penalties of the current history,
+ * exactly as the next llm_sampler_sample would see them. */
+LLM_INTERNAL void llm__sampler_penalized(llm_sampler *s, const float *logits, float *out);
+
+/* Runs the chain up to, but not including, the draw: writes the surviving tokens and
+ * their final probabilities (after temperature; they sum to 1) into ids/probs, which
+ * must hold n_vocab entries, and returns how many survive (0 when every logit is -inf
+ * or NaN). With temperature <= 0 the single survivor is the argmax. Changes neither the
+ * history nor the generator. */
+LLM_INTERNAL int32_t llm__sampler_candidates(llm_sampler *s, const float *logits,
+                                             llm_token *ids, float *probs);
+
+#endif
