@@ -1,0 +1,492 @@
+/* cpu.c - the CPU backend: the vtable's ops as plain C over the quant kernels of
+ * quants.c, split across the persistent thread pool.
+ *
+ * Numerics follow llama.cpp's CPU backend where that decides results: activations are
+ * quantised once per matmul to the weight type's vec_dot_type, RMS norm accumulates in
+ * double, softmax sums in double, the KV cache is f16 and attention rounds q and the
+ * softmax probabilities to f16 as its non-flash path does. */
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../lib/backend.h"
+#include "quants.h"
+#include "threadpool.h"
+
+#define CACHE_LINE 64
+
+struct llm_backend {
+    llm_pool *pool;
+    /* quantised activations of the current matmul */
+    void *xq;
+    size_t xq_cap;
+    /* per-thread attention scratch: scores [n_keys] + q in f16 [head_dim] */
+    float *att;
+    size_t att_stride; /* floats per thread */
+    int att_threads;
+    llm_status err;
+};
+
+static void *aligned_alloc_bytes(size_t n)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, CACHE_LINE, n ? n : CACHE_LINE) != 0)
+        return NULL;
+    return p;
+}
+
+static llm_status cpu_create(const llm_backend_config *cfg, llm_backend **out)
+{
+    *out = NULL;
+    llm__quant_init();
+    llm_backend *be = llm__calloc(1, sizeof *be);
+    if (!be)
+        return llm__fail(LLM_ERR_NO_MEMORY, "cpu backend: out of memory");
+    int n = cfg && cfg->n_threads > 0 ? cfg->n_threads : llm__cpu_cores();
+    be->pool = llm__pool_create(n);
+    if (!be->pool) {
+        llm__free(be);
+        return llm__fail(LLM_ERR_NO_MEMORY, "cpu backend: cannot start %d threads", n);
+    }
+    *out = be;
+    return LLM_OK;
+}
+
+static void cpu_destroy(llm_backend *be)
+{
+    if (!be)
+        return;
+    llm__pool_destroy(be->pool);
+    free(be->xq);
+    free(be->att);
+    llm__free(be);
+}
+
+static llm_status cpu_set_threads(llm_backend *be, int32_t n)
+{
+    if (n < 1 || n > 1024)
+        return llm__fail(LLM_ERR_INVALID_ARG, "cpu backend: n_threads %d out of range", n);
+    if (n == llm__pool_size(be->pool))
+        return LLM_OK;
+    llm_pool *p = llm__pool_create(n);
+    if (!p)
+        return llm__fail(LLM_ERR_NO_MEMORY, "cpu backend: cannot start %d threads", n);
+    llm__pool_destroy(be->pool);
+    be->pool = p;
+    return LLM_OK;
+}
+
+static void *cpu_alloc(llm_backend *be, size_t n)
+{
+    (void)be;
+    return aligned_alloc_bytes(n);
+}
+
+static void cpu_free(llm_backend *be, void *p)
+{
+    (void)be;
+    free(p);
+}
+
+static int cpu_supports_dtype(llm_backend *be, uint32_t t)
+{
+    (void)be;
+    if (t >= LLM_DT_COUNT)
+        return 0;
+    const llm_quant_traits *tr = &llm__quant_best[t];
+    return tr->to_float && tr->vec_dot;
+}
+
+static llm_status cpu_prepare_weight(llm_backend *be, llm_tensor *w)
+{
+    if (!cpu_supports_dtype(be, w->dtype)) {
+        const llm_dtype_info *info = llm__dtype_info(w->dtype);
+        return llm__fail(LLM_ERR_UNSUPPORTED, "cpu backend: tensor '%s' has type %s (%u), "
+                         "which the CPU backend does not support", w->name,
+                         info ? info->name : "unknown", w->dtype);
+    }
+    return LLM_OK;
+}
+
+static void cpu_release_weight(llm_backend *be, llm_tensor *w)
+{
+    (void)be;
+    w->extra = NULL;
+}
+
+static int ensure_buf(void **buf, size_t *cap, size_t need)
+{
+    if (*cap >= need)
+        return 1;
+    void *p = aligned_alloc_bytes(need);
+    if (!p)
+        return 0;
+    free(*buf);
+    *buf = p;
+    *cap = need;
+    return 1;
+}
+
+/* ---- matmul ------------------------------------------------------------------------ */
+
+typedef struct matmul_job {
+    float *y;
+    int64_t ldy;
+    const llm_tensor *w;
+    const float *x;
+    int64_t ldx;
+    int64_t n;
+    const void *xq;     /* activations in the vec_dot type */
+    size_t xq_row;      /* bytes per activation row */
+    llm_vec_dot_fn dot;
+    llm_from_float_fn quant;
+    atomic_long next;   /* next row chunk to take */
+} matmul_job;
+
+static void quantize_rows(void *arg, int ith, int nth)
+{
+    matmul_job *j = arg;
+    for (int64_t r = ith; r < j->n; r += nth)
+        j->quant(j->x + r * j->ldx, (char *)j->xq + (size_t)r * j->xq_row, j->w->ne[0]);
+}
+
+#define ROWS_PER_CHUNK 16
+#define TOKENS_PER_TILE 32
+
+static void matmul_rows(void *arg, int ith, int nth)
+{
+    (void)ith;
+    (void)nth;
+    matmul_job *j = arg;
+    const int64_t k = j->w->ne[0], rows = j->w->ne[1];
+    const char *wd = j->w->data;
+    for (;;) {
+        int64_t r0 = atomic_fetch_add(&j->next, ROWS_PER_CHUNK);
+        if (r0 >= rows)
+            break;
+        int64_t r1 = r0 + ROWS_PER_CHUNK < rows ? r0 + ROWS_PER_CHUNK : rows;
+        /* a weight row is reused across a tile of tokens while it sits in L1 */
+        for (int64_t t0 = 0; t0 < j->n; t0 += TOKENS_PER_TILE) {
+            int64_t t1 = t0 + TOKENS_PER_TILE < j->n ? t0 + TOKENS_PER_TILE : j->n;
+            for (int64_t r = r0; r < r1; r++) {
+                const void *wr = wd + (size_t)r * j->w->row_bytes;
+                for (int64_t t = t0; t < t1; t++) {
+                    float s;
+                    j->dot(k, &s, wr, (const char *)j->xq + (size_t)t * j->xq_row);
+                    j->y[t * j->ldy + r] = s;
+                }
+            }
+        }
+    }
+}
+
+static void cpu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w,
+                       const float *x, int64_t ldx, int64_t n)
+{
+    const llm_quant_traits *tr = &llm__quant_best[w->dtype];
+    matmul_job j = {.y = y, .ldy = ldy, .w = w, .x = x, .ldx = ldx, .n = n, .dot = tr->vec_dot};
+    atomic_init(&j.next, 0);
+    if (tr->vec_dot_type == LLM_DT_F32) {
+        j.xq = x;
+        j.xq_row = (size_t)ldx * sizeof(float);
+    } else {
+        j.quant = llm__quant_best[tr->vec_dot_type].from_float;
+        j.xq_row = llm__dtype_row_size(tr->vec_dot_type, w->ne[0]);
+        if (!ensure_buf(&be->xq, &be->xq_cap, j.xq_row * (size_t)n)) {
+            be->err = llm__fail(LLM_ERR_NO_MEMORY, "cpu backend: out of memory in matmul");
+            return;
+        }
+        j.xq = be->xq;
+        if (n * w->ne[0] < 65536)
+            quantize_rows(&j, 0, 1);
+        else
+            llm__pool_run(be->pool, quantize_rows, &j);
+    }
+    llm__pool_run(be->pool, matmul_rows, &j);
+}
+
+/* ---- small ops ----------------------------------------------------------------------- */
+
+static void cpu_get_rows(llm_backend *be, float *y, const llm_tensor *w, const int32_t *ids,
+                         int64_t n)
+{
+    (void)be;
+    llm_to_float_fn to_float = llm__quant_best[w->dtype].to_float;
+    for (int64_t i = 0; i < n; i++)
+        to_float((const char *)w->data + (size_t)ids[i] * w->row_bytes, y + i * w->ne[0],
+                 w->ne[0]);
+}
+
+static void cpu_rms_norm(llm_backend *be, float *y, const float *x, const float *w,
+                         int64_t n_rows, int64_t dim, float eps)
+{
+    (void)be;
+    for (int64_t r = 0; r < n_rows; r++) {
+        const float *xr = x + r * dim;
+        float *yr = y + r * dim;
+        double sum = 0.0;
+        for (int64_t i = 0; i < dim; i++)
+            sum += (double)(xr[i] * xr[i]);
+        const float mean = (float)(sum / (double)dim);
+        const float scale = 1.0f / sqrtf(mean + eps);
+        if (w) {
+            for (int64_t i = 0; i < dim; i++)
+                yr[i] = (xr[i] * scale) * w[i];
+        } else {
+            for (int64_t i = 0; i < dim; i++)
+                yr[i] = xr[i] * scale;
+        }
+    }
+}
+
+static void cpu_rope(llm_backend *be, float *x, int64_t n_tokens, int32_t n_heads,
+                     int32_t head_dim, int32_t n_rot, const int32_t *pos, float freq_base,
+                     float freq_scale, const float *freq_factors, int mode)
+{
+    (void)be;
+    const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
+    float cache[1024]; /* cos, sin pairs for n_rot <= 512 */
+    for (int64_t t = 0; t < n_tokens; t++) {
+        /* the angle table is built as llama.cpp builds it: a running product in float */
+        float theta = (float)pos[t];
+        for (int32_t i = 0; i < n_rot; i += 2) {
+            const float ff = freq_factors ? freq_factors[i / 2] : 1.0f;
+            const float th = freq_scale * (theta / ff);
+            cache[i] = cosf(th);
+            cache[i + 1] = sinf(th);
+            theta *= theta_scale;
+        }
+        for (int32_t h = 0; h < n_heads; h++) {
+            float *v = x + (t * n_heads + h) * head_dim;
+            if (mode == LLM_ROPE_NEOX) {
+                const int32_t half = n_rot / 2;
+                for (int32_t i = 0; i < half; i++) {
+                    const float c = cache[2 * i], s = cache[2 * i + 1];
+                    const float a = v[i], b = v[i + half];
+                    v[i] = a * c - b * s;
+                    v[i + half] = a * s + b * c;
+                }
+            } else {
+                for (int32_t i = 0; i < n_rot; i += 2) {
+                    const float c = cache[i], s = cache[i + 1];
+                    const float a = v[i], b = v[i + 1];
+                    v[i] = a * c - b * s;
+                    v[i + 1] = a * s + b * c;
+                }
+            }
+        }
+    }
+}
+
+/* GELU (tanh form), looked up through an f16 table as llama.cpp's CPU backend does. */
+static float gelu_table[1 << 16];
+static atomic_int gelu_ready;
+
+static void gelu_init(void)
+{
+    if (atomic_load(&gelu_ready))
+        return;
+    const float c = 0.7978845608028654f; /* sqrt(2/pi) */
+    for (int i = 0; i < (1 << 16); i++) {
+        float x = llm__f16_to_f32((llm_f16)i);
+        float g = 0.5f * x * (1.0f + tanhf(c * x * (1.0f + 0.044715f * x * x)));
+        gelu_table[i] = llm__f16_to_f32(llm__f32_to_f16(g));
+    }
+    atomic_store(&gelu_ready, 1);
+}
+
+static inline float gelu_f16(float x)
+{
+    if (x <= -10.0f)
+        return 0.0f;
+    if (x >= 10.0f)
+        return x;
+    return gelu_table[llm__f32_to_f16(x)];
+}
+
+static void cpu_glu(llm_backend *be, float *y, const float *gate, const float *up, int64_t n,
+                    int act)
+{
+    (void)be;
+    if (act == LLM_ACT_GELU_TANH) {
+        gelu_init();
+        for (int64_t i = 0; i < n; i++)
+            y[i] = gelu_f16(gate[i]) * up[i];
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            const float g = gate[i];
+            y[i] = (g / (1.0f + expf(-g))) * up[i];
+        }
+    }
+}
+
+static void cpu_copy_rows(llm_backend *be, float *y, const float *x, int64_t dim,
+                          const int32_t *rows, int64_t n)
+{
+    (void)be;
+    for (int64_t i = 0; i < n; i++)
+        memcpy(y + i * dim, x + (int64_t)rows[i] * dim, (size_t)dim * sizeof(float));
+}
+
+static void cpu_add(llm_backend *be, float *y, const float *a, const float *b, int64_t n)
+{
+    (void)be;
+    for (int64_t i = 0; i < n; i++)
+        y[i] = a[i] + b[i];
+}
+
+static void cpu_scale(llm_backend *be, float *y, const float *x, float s, int64_t n)
+{
+    (void)be;
+    for (int64_t i = 0; i < n; i++)
+        y[i] = x[i] * s;
+}
+
+/* ---- KV cache and attention -------------------------------------------------------- */
+
+static void cpu_kv_write(llm_backend *be, const llm_kv_layer *kv, const float *k,
+                         const float *v, const int32_t *slots, int64_t n_tokens)
+{
+    (void)be;
+    const int64_t row = (int64_t)kv->n_head_kv * kv->head_dim;
+    for (int64_t i = 0; i < n_tokens; i++) {
+        llm__f32_to_f16_row(k + i * row, (llm_f16 *)kv->k + (int64_t)slots[i] * row, row);
+        llm__f32_to_f16_row(v + i * row, (llm_f16 *)kv->v + (int64_t)slots[i] * row, row);
+    }
+}
+
+static void cpu_kv_copy_block(llm_backend *be, const llm_kv_layer *kv, int32_t block_size,
+                              int32_t dst, int32_t src)
+{
+    (void)be;
+    const size_t bytes = (size_t)block_size * kv->n_head_kv * kv->head_dim * sizeof(llm_f16);
+    memcpy((char *)kv->k + (size_t)dst * bytes, (char *)kv->k + (size_t)src * bytes, bytes);
+    memcpy((char *)kv->v + (size_t)dst * bytes, (char *)kv->v + (size_t)src * bytes, bytes);
+}
+
+typedef struct attn_job {
+    const llm_attention_args *a;
+    llm_backend *be;
+    atomic_long next;
+} attn_job;
+
+static void attention_rows(void *arg, int ith, int nth)
+{
+    (void)nth;
+    attn_job *j = arg;
+    const llm_attention_args *a = j->a;
+    const llm_kv_layer *kv = a->kv;
+    const int32_t hd = kv->head_dim, n_head = a->n_head, n_kv = kv->n_head_kv;
+    const int32_t group = n_head / n_kv, bs = a->block_size;
+    const int64_t kv_row = (int64_t)n_kv * hd;
+    float *scores = j->be->att + (size_t)ith * j->be->att_stride;
+    llm_f16 *q16 = (llm_f16 *)(scores + (j->be->att_stride - (size_t)hd));
+    float acc[LLM_MAX_HEAD_DIM];
+    const int64_t items = a->n_tokens * n_head;
+    for (;;) {
+        const int64_t it = atomic_fetch_add(&j->next, 1);
+        if (it >= items)
+            break;
+        const int64_t t = it / n_head;
+        const int32_t h = (int32_t)(it % n_head), kh = h / group;
+        const int32_t p = a->q_pos[t];
+        const int32_t *bt = a->block_tables + (int64_t)a->q_seq[t] * a->max_blocks;
+        const int32_t p0 = a->window > 0 && p - a->window + 1 > 0 ? p - a->window + 1 : 0;
+        const float *q = a->q + (t * n_head + h) * hd;
+        llm__f32_to_f16_row(q, q16, hd);
+        float mx = -INFINITY;
+        for (int32_t kp = p0; kp <= p; kp++) {
+            const int64_t slot = (int64_t)bt[kp / bs] * bs + kp % bs;
+            const llm_f16 *kr = (const llm_f16 *)kv->k + slot * kv_row + (int64_t)kh * hd;
+            float s = llm__dot_f16(hd, kr, q16) * a->scale;
+            if (a->softcap > 0.0f)
+                s = a->softcap * tanhf(s / a->softcap);
+            scores[kp - p0] = s;
+            if (s > mx)
+                mx = s;
+        }
+        const int32_t nk = p - p0 + 1;
+        double sum = 0.0;
+        for (int32_t i = 0; i < nk; i++) {
+            const float e = expf(scores[i] - mx);
+            scores[i] = e;
+            sum += (double)e;
+        }
+        const float inv = (float)(1.0 / sum);
+        memset(acc, 0, (size_t)hd * sizeof(float));
+        for (int32_t kp = p0; kp <= p; kp++) {
+            const int64_t slot = (int64_t)bt[kp / bs] * bs + kp % bs;
+            const llm_f16 *vr = (const llm_f16 *)kv->v + slot * kv_row + (int64_t)kh * hd;
+            /* probabilities are rounded to f16, as in llama.cpp's f16 V product */
+            const float pr = llm__f16_to_f32(llm__f32_to_f16(scores[kp - p0] * inv));
+            for (int32_t d = 0; d < hd; d++)
+                acc[d] += pr * llm__f16_to_f32(vr[d]);
+        }
+        memcpy(a->out + (t * n_head + h) * hd, acc, (size_t)hd * sizeof(float));
+    }
+}
+
+static void cpu_attention(llm_backend *be, const llm_attention_args *a)
+{
+    int32_t max_keys = 1;
+    for (int64_t t = 0; t < a->n_tokens; t++)
+        if (a->q_pos[t] + 1 > max_keys)
+            max_keys = a->q_pos[t] + 1;
+    const int nth = llm__pool_size(be->pool);
+    /* scores, then q as f16 (head_dim halves fit in head_dim floats) */
+    const size_t stride = (size_t)max_keys + (size_t)a->kv->head_dim + 16;
+    if (stride > be->att_stride || nth > be->att_threads) {
+        float *p = aligned_alloc_bytes(stride * (size_t)nth * sizeof(float));
+        if (!p) {
+            be->err = llm__fail(LLM_ERR_NO_MEMORY, "cpu backend: out of memory in attention");
+            return;
+        }
+        free(be->att);
+        be->att = p;
+        be->att_stride = stride;
+        be->att_threads = nth;
+    }
+    attn_job j = {.a = a, .be = be};
+    atomic_init(&j.next, 0);
+    llm__pool_run(be->pool, attention_rows, &j);
+}
+
+static llm_status cpu_synchronize(llm_backend *be)
+{
+    llm_status st = be->err;
+    be->err = LLM_OK;
+    return st;
+}
+
+static const struct llm_backend_ops cpu_ops = {
+    .abi_version = LLM_BACKEND_ABI_VERSION,
+    .size = sizeof(struct llm_backend_ops),
+    .name = "cpu",
+    .create = cpu_create,
+    .destroy = cpu_destroy,
+    .set_threads = cpu_set_threads,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .prepare_weight = cpu_prepare_weight,
+    .release_weight = cpu_release_weight,
+    .supports_dtype = cpu_supports_dtype,
+    .matmul = cpu_matmul,
+    .get_rows = cpu_get_rows,
+    .rms_norm = cpu_rms_norm,
+    .rope = cpu_rope,
+    .glu = cpu_glu,
+    .copy_rows = cpu_copy_rows,
+    .add = cpu_add,
+    .scale = cpu_scale,
+    .kv_write = cpu_kv_write,
+    .kv_copy_block = cpu_kv_copy_block,
+    .attention = cpu_attention,
+    .features = llm__cpu_features,
+    .synchronize = cpu_synchronize,
+};
+
+const struct llm_backend_ops *llm__backend_cpu_ops(void)
+{
+    return &cpu_ops;
+}

@@ -1,0 +1,133 @@
+/* backend.h - THE backend vtable: what a compute backend (cpu, cuda, rocm) provides.
+ *
+ * The core (lib/) drives every computation through these function pointers and knows no
+ * backend's internals; a backend includes only this header. Activations are plain f32
+ * arrays in memory the backend allocated (row-major, one row per token); weights are
+ * llm_tensor views of the model file that a backend may repack in prepare_weight.
+ * Private; never installed. */
+#ifndef LLM_BACKEND_H
+#define LLM_BACKEND_H
+
+#include "dtype.h"
+
+#define LLM_BACKEND_ABI_VERSION 1
+
+/* Largest attention head the backends must handle (models are checked at load). */
+#define LLM_MAX_HEAD_DIM 512
+
+/* A weight matrix: ne[1] rows of ne[0] elements of dtype, rows `row_bytes` apart. */
+typedef struct llm_tensor {
+    char name[96];
+    uint32_t dtype;     /* enum llm_dtype */
+    int64_t ne[2];      /* [row length, rows]; vectors have ne[1] == 1 */
+    size_t row_bytes;
+    const void *data;   /* host bytes (the mapped file) */
+    void *extra;        /* owned by the backend that prepared the tensor */
+} llm_tensor;
+
+typedef struct llm_backend llm_backend;
+
+enum llm_act { LLM_ACT_SILU = 0, LLM_ACT_GELU_TANH = 1 };
+enum llm_rope_mode { LLM_ROPE_NORM = 0, LLM_ROPE_NEOX = 2 };
+
+/* One layer's paged KV cache: K and V pools of n_blocks blocks, each block_size token
+ * slots of n_head_kv * head_dim elements (f16). Token slot s of block b starts at
+ * element ((b * block_size + s) * n_head_kv) * head_dim. */
+typedef struct llm_kv_layer {
+    void *k, *v;
+    uint32_t dtype;     /* LLM_DT_F16 */
+    int32_t n_head_kv;
+    int32_t head_dim;
+} llm_kv_layer;
+
+/* Attention of a batch of query tokens over the paged cache (which already holds the
+ * batch's own keys and values). Query i belongs to sequence q_seq[i] at position q_pos[i]
+ * and attends to that sequence's keys at positions [max(0, q_pos[i] - window + 1),
+ * q_pos[i]] (window 0: no limit). Sequence s's position p lives in block
+ * block_tables[s * max_blocks + p / block_size], slot p % block_size. */
+typedef struct llm_attention_args {
+    float *out;                 /* [n_tokens, n_head * head_dim] */
+    const float *q;             /* [n_tokens, n_head * head_dim] */
+    const llm_kv_layer *kv;
+    int64_t n_tokens;
+    int32_t n_head;
+    int32_t block_size;
+    const int32_t *q_pos;
+    const int32_t *q_seq;
+    const int32_t *block_tables;
+    int32_t max_blocks;
+    float scale;                /* applied to q·k */
+    float softcap;              /* 0: none; else s = softcap * tanh(s / softcap) */
+    int32_t window;             /* sliding window in tokens; 0: none */
+} llm_attention_args;
+
+typedef struct llm_backend_config {
+    int32_t n_threads; /* 0: the backend's default */
+} llm_backend_config;
+
+struct llm_backend_ops {
+    uint32_t abi_version;
+    uint32_t size; /* sizeof(struct llm_backend_ops) the backend was built with */
+    const char *name;
+
+    llm_status (*create)(const llm_backend_config *cfg, llm_backend **out);
+    void (*destroy)(llm_backend *be);
+    llm_status (*set_threads)(llm_backend *be, int32_t n_threads);
+
+    /* memory for activations and the KV cache; alloc returns NULL on failure */
+    void *(*alloc)(llm_backend *be, size_t nbytes);
+    void (*free)(llm_backend *be, void *p);
+    /* LLM_OK or LLM_ERR_UNSUPPORTED (dtype) with a message */
+    llm_status (*prepare_weight)(llm_backend *be, llm_tensor *w);
+    void (*release_weight)(llm_backend *be, llm_tensor *w);
+    /* whether matmul/get_rows accept this weight dtype */
+    int (*supports_dtype)(llm_backend *be, uint32_t dtype);
+
+    /* y[j*ldy + r] = dot(x[j*ldx ...], row r of w) for j < n, r < w->ne[1] */
+    void (*matmul)(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, const float *x,
+                   int64_t ldx, int64_t n);
+    /* y[j] = row ids[j] of w as f32 */
+    void (*get_rows)(llm_backend *be, float *y, const llm_tensor *w, const int32_t *ids,
+                     int64_t n);
+    /* each of n_rows rows of dim: y = x / rms(x) * w (w NULL: no weight); y may be x */
+    void (*rms_norm)(llm_backend *be, float *y, const float *x, const float *w, int64_t n_rows,
+                     int64_t dim, float eps);
+    /* rotary embedding in place on x [n_tokens, n_heads, head_dim], first n_rot dims */
+    void (*rope)(llm_backend *be, float *x, int64_t n_tokens, int32_t n_heads, int32_t head_dim,
+                 int32_t n_rot, const int32_t *pos, float freq_base, float freq_scale,
+                 const float *freq_factors, int mode);
+    /* y = act(gate) * up over n elements */
+    void (*glu)(llm_backend *be, float *y, const float *gate, const float *up, int64_t n,
+                int act);
+    /* y[i] = x[rows[i]] for i < n, rows of dim floats (y must not alias x) */
+    void (*copy_rows)(llm_backend *be, float *y, const float *x, int64_t dim,
+                      const int32_t *rows, int64_t n);
+    /* y = a + b over n elements (y may alias a) */
+    void (*add)(llm_backend *be, float *y, const float *a, const float *b, int64_t n);
+    /* y = x * s over n elements (in place allowed) */
+    void (*scale)(llm_backend *be, float *y, const float *x, float s, int64_t n);
+    /* writes n_tokens rows of k and v [n_tokens, n_head_kv * head_dim] to their slots:
+     * token i goes to global slot slots[i] (block * block_size + offset) */
+    void (*kv_write)(llm_backend *be, const llm_kv_layer *kv, const float *k, const float *v,
+                     const int32_t *slots, int64_t n_tokens);
+    /* copies whole KV blocks (copy-on-write of shared blocks) */
+    void (*kv_copy_block)(llm_backend *be, const llm_kv_layer *kv, int32_t block_size,
+                          int32_t dst, int32_t src);
+    void (*attention)(llm_backend *be, const llm_attention_args *a);
+    /* what the backend runs on, e.g. "avx2,fma,f16c" (static text) */
+    const char *(*features)(void);
+    /* waits for queued work; returns LLM_OK or the first asynchronous error */
+    llm_status (*synchronize)(llm_backend *be);
+};
+
+/* The backend registry. */
+typedef struct llm_backend_handle {
+    const struct llm_backend_ops *ops;
+    llm_backend *be;
+} llm_backend_handle;
+
+LLM_INTERNAL const struct llm_backend_ops *llm__backend_cpu_ops(void);
+/* The backend by name ("cpu", or NULL for the default); NULL if unknown. */
+LLM_INTERNAL const struct llm_backend_ops *llm__backend_find(const char *name);
+
+#endif

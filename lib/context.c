@@ -1,0 +1,315 @@
+/* context.c - the public context: a paged KV cache, scratch memory sized once at
+ * creation, and llm_decode, which splits a batch into micro-batches and runs the
+ * architecture's forward pass over them. */
+#include <stdio.h>
+#include <string.h>
+
+#include "kv_cache.h"
+#include "model.h"
+
+struct llm_context {
+    llm_model *model;
+    const struct llm_backend_ops *ops;
+    llm_backend *be;
+    int32_t n_ctx, n_batch, n_seq, block_size, n_threads;
+    llm_kv_cache *kv;
+    llm_kv_layer *layers; /* [n_layer] */
+    /* activations for one micro-batch of n_batch tokens */
+    float *x, *h, *q, *k, *v, *att, *gate, *up;
+    /* per-token bookkeeping of the current call, n_batch entries each */
+    int32_t *tokens, *pos, *seq, *slots, *out_rows;
+    /* per-sequence lengths before the current call, for rollback */
+    int32_t *seq_len0, *seq_count;
+    float *logits;
+    int64_t logits_cap; /* rows */
+    int32_t n_logits;
+    char err[1024];
+};
+
+static llm_status ctx_fail(llm_context *c, llm_status st)
+{
+    snprintf(c->err, sizeof c->err, "%s", llm_last_error());
+    return st;
+}
+
+static void read_params(llm_context_params *dst, const llm_context_params *src)
+{
+    llm_context_params_init(dst);
+    if (src) {
+        size_t n = src->size < sizeof *dst ? src->size : sizeof *dst;
+        memcpy(dst, src, n);
+        dst->size = sizeof *dst;
+    }
+}
+
+static void copy_block(void *user, int32_t dst, int32_t src)
+{
+    llm_context *c = user;
+    for (int il = 0; il < c->model->hp.n_layer; il++)
+        c->ops->kv_copy_block(c->be, &c->layers[il], c->block_size, dst, src);
+}
+
+llm_status llm_context_create(llm_model *model, const llm_context_params *params,
+                              llm_context **out)
+{
+    llm__clear_error();
+    if (!out)
+        return llm__fail(LLM_ERR_INVALID_ARG, "llm_context_create: out is NULL");
+    *out = NULL;
+    if (!model)
+        return llm__fail(LLM_ERR_INVALID_ARG, "llm_context_create: model is NULL");
+    if (params && params->size < sizeof(size_t))
+        return llm__fail(LLM_ERR_INVALID_ARG, "llm_context_create: params->size is not set "
+                         "(call llm_context_params_init)");
+    llm_context_params p;
+    read_params(&p, params);
+    const llm_hparams *hp = &model->hp;
+    if (p.n_ctx < 0 || p.n_batch < 0 || p.n_seq_max < 0 || p.n_threads < 0 ||
+        p.block_size < 0 || p.block_size > 1024 || p.n_seq_max > 65536 || p.n_threads > 1024)
+        return llm__fail(LLM_ERR_INVALID_ARG, "llm_context_create: a parameter is out of range "
+                         "(n_ctx %d, n_batch %d, n_seq_max %d, n_threads %d, block_size %d)",
+                         p.n_ctx, p.n_batch, p.n_seq_max, p.n_threads, p.block_size);
+    llm_context *c = llm__calloc(1, sizeof *c);
+    if (!c)
+        return llm__fail(LLM_ERR_NO_MEMORY, "llm_context_create: out of memory");
+    c->model = model;
+    c->ops = model->ops;
+    c->block_size = p.block_size ? p.block_size : 16;
+    c->n_ctx = p.n_ctx ? p.n_ctx : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
+    c->n_ctx = (c->n_ctx + c->block_size - 1) / c->block_size * c->block_size;
+    c->n_batch = p.n_batch ? p.n_batch : 512;
+    c->n_seq = p.n_seq_max ? p.n_seq_max : 1;
+    c->n_threads = p.n_threads;
+
+    llm_status st;
+    llm_backend_config cfg = {.n_threads = p.n_threads};
+    if ((st = c->ops->create(&cfg, &c->be)) != LLM_OK)
+        goto fail;
+    if ((st = llm__kv_create(c->n_ctx / c->block_size, c->block_size, c->n_seq, &c->kv)))
+        goto fail;
+    c->layers = llm__calloc((size_t)hp->n_layer, sizeof(llm_kv_layer));
+    if (!c->layers)
+        goto oom;
+    const size_t kv_row = (size_t)hp->n_head_kv * (size_t)hp->head_dim;
+    const size_t pool_bytes = (size_t)c->n_ctx * kv_row * 2; /* f16 */
+    for (int il = 0; il < hp->n_layer; il++) {
+        llm_kv_layer *l = &c->layers[il];
+        l->dtype = LLM_DT_F16;
+        l->n_head_kv = hp->n_head_kv;
+        l->head_dim = hp->head_dim;
+        l->k = c->ops->alloc(c->be, pool_bytes);
+        l->v = c->ops->alloc(c->be, pool_bytes);
+        if (!l->k || !l->v)
+            goto oom;
+    }
+    const size_t nb = (size_t)c->n_batch;
+    const size_t E = (size_t)hp->n_embd, H = (size_t)hp->n_head * (size_t)hp->head_dim,
+                 KV = kv_row, F = (size_t)hp->n_ff;
+    float **bufs[] = {&c->x, &c->h, &c->q, &c->k, &c->v, &c->att, &c->gate, &c->up};
+    const size_t widths[] = {E, E > H ? E : H, H, KV, KV, H, F, F};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        *bufs[i] = c->ops->alloc(c->be, nb * widths[i] * sizeof(float));
+        if (!*bufs[i])
+            goto oom;
+    }
+    int32_t **ints[] = {&c->tokens, &c->pos, &c->seq, &c->slots, &c->out_rows};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        *ints[i] = llm__malloc(nb * sizeof(int32_t));
+        if (!*ints[i])
+            goto oom;
+    }
+    c->seq_len0 = llm__calloc((size_t)c->n_seq, sizeof(int32_t));
+    c->seq_count = llm__calloc((size_t)c->n_seq, sizeof(int32_t));
+    if (!c->seq_len0 || !c->seq_count)
+        goto oom;
+    *out = c;
+    return LLM_OK;
+oom:
+    st = llm__fail(LLM_ERR_NO_MEMORY, "llm_context_create: out of memory (n_ctx %d, n_batch %d)",
+                   c->n_ctx, c->n_batch);
+fail:
+    llm_context_free(c);
+    return st;
+}
+
+void llm_context_free(llm_context *c)
+{
+    if (!c)
+        return;
+    if (c->be) {
+        for (int il = 0; c->layers && il < c->model->hp.n_layer; il++) {
+            c->ops->free(c->be, c->layers[il].k);
+            c->ops->free(c->be, c->layers[il].v);
+        }
+        float *bufs[] = {c->x, c->h, c->q, c->k, c->v, c->att, c->gate, c->up, c->logits};
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+            c->ops->free(c->be, bufs[i]);
+        c->ops->destroy(c->be);
+    }
+    llm__free(c->layers);
+    llm__kv_free(c->kv);
+    int32_t *ints[] = {c->tokens, c->pos, c->seq, c->slots, c->out_rows, c->seq_len0,
+                       c->seq_count};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
+        llm__free(ints[i]);
+    llm__free(c);
+}
+
+const char *llm_context_last_error(const llm_context *c)
+{
+    return c ? c->err : "";
+}
+
+int32_t llm_context_n_ctx(const llm_context *c)
+{
+    return c ? c->n_ctx : 0;
+}
+
+llm_status llm_context_set_threads(llm_context *c, int32_t n_threads)
+{
+    if (!c)
+        return llm__fail(LLM_ERR_INVALID_ARG, "llm_context_set_threads: ctx is NULL");
+    llm_status st = c->ops->set_threads(c->be, n_threads);
+    return st == LLM_OK ? st : ctx_fail(c, st);
+}
+
+int32_t llm_kv_seq_length(const llm_context *c, int32_t seq_id)
+{
+    if (!c || seq_id < 0 || seq_id >= c->n_seq)
+        return -1;
+    return llm__kv_seq_len(c->kv, seq_id);
+}
+
+llm_status llm_kv_seq_truncate(llm_context *c, int32_t seq_id, int32_t p0)
+{
+    if (!c)
+        return llm__fail(LLM_ERR_INVALID_ARG, "llm_kv_seq_truncate: ctx is NULL");
+    if (seq_id < -1 || seq_id >= c->n_seq || p0 < 0) {
+        llm__fail(LLM_ERR_INVALID_ARG, "llm_kv_seq_truncate: sequence %d / position %d out of "
+                  "range (%d sequences)", seq_id, p0, c->n_seq);
+        return ctx_fail(c, LLM_ERR_INVALID_ARG);
+    }
+    for (int32_t s = 0; s < c->n_seq; s++)
+        if (seq_id == -1 || s == seq_id)
+            llm__kv_seq_truncate(c->kv, s, p0);
+    return LLM_OK;
+}
+
+void llm_kv_clear(llm_context *c)
+{
+    if (c)
+        llm_kv_seq_truncate(c, -1, 0);
+}
+
+const float *llm_context_logits(llm_context *c, int32_t i)
+{
+    if (!c || c->n_logits == 0)
+        return NULL;
+    if (i < 0)
+        i += c->n_logits;
+    if (i < 0 || i >= c->n_logits)
+        return NULL;
+    return c->logits + (int64_t)i * c->model->hp.n_vocab;
+}
+
+/* Checks the batch and assigns each token its sequence and position. */
+static llm_status check_batch(llm_context *c, const llm_batch *b)
+{
+    if (b->size < offsetof(llm_batch, logits) + sizeof(b->logits))
+        return llm__fail(LLM_ERR_INVALID_ARG, "llm_decode: batch->size %zu is too small "
+                         "(call llm_batch_init)", b->size);
+    if (b->n_tokens < 1 || !b->tokens)
+        return llm__fail(LLM_ERR_INVALID_ARG, "llm_decode: the batch has no tokens");
+    const int32_t n_vocab = c->model->hp.n_vocab;
+    for (int32_t s = 0; s < c->n_seq; s++) {
+        c->seq_len0[s] = llm__kv_seq_len(c->kv, s);
+        c->seq_count[s] = 0;
+    }
+    for (int32_t i = 0; i < b->n_tokens; i++) {
+        const int32_t s = b->seq_ids ? b->seq_ids[i] : 0;
+        if (b->tokens[i] < 0 || b->tokens[i] >= n_vocab)
+            return llm__fail(LLM_ERR_INVALID_ARG, "llm_decode: token %d at batch index %d is "
+                             "outside the vocabulary (%d)", b->tokens[i], i, n_vocab);
+        if (s < 0 || s >= c->n_seq)
+            return llm__fail(LLM_ERR_INVALID_ARG, "llm_decode: sequence id %d at batch index %d "
+                             "is outside [0, %d) (n_seq_max)", s, i, c->n_seq);
+        const int32_t expect = c->seq_len0[s] + c->seq_count[s]++;
+        if (b->positions && b->positions[i] != expect)
+            return llm__fail(LLM_ERR_INVALID_ARG, "llm_decode: token at batch index %d has "
+                             "position %d, but sequence %d continues at %d", i,
+                             b->positions[i], s, expect);
+    }
+    return LLM_OK;
+}
+
+llm_status llm_decode(llm_context *c, const llm_batch *b)
+{
+    if (!c)
+        return llm__fail(LLM_ERR_INVALID_ARG, "llm_decode: ctx is NULL");
+    if (!b)
+        return ctx_fail(c, llm__fail(LLM_ERR_INVALID_ARG, "llm_decode: batch is NULL"));
+    c->n_logits = 0;
+    llm_status st = check_batch(c, b);
+    if (st != LLM_OK)
+        return ctx_fail(c, st);
+    /* reserve cache blocks for every sequence first, so a full cache changes nothing */
+    for (int32_t s = 0; s < c->n_seq; s++) {
+        if (!c->seq_count[s])
+            continue;
+        st = llm__kv_seq_grow(c->kv, s, c->seq_len0[s] + c->seq_count[s], copy_block, c);
+        if (st != LLM_OK)
+            goto rollback;
+    }
+    /* logits rows */
+    const int32_t n_vocab = c->model->hp.n_vocab;
+    int64_t n_out = 0;
+    for (int32_t i = 0; i < b->n_tokens; i++)
+        n_out += b->logits ? b->logits[i] != 0 : i == b->n_tokens - 1;
+    if (n_out > c->logits_cap) {
+        float *p = c->ops->alloc(c->be, (size_t)n_out * (size_t)n_vocab * sizeof(float));
+        if (!p) {
+            st = llm__fail(LLM_ERR_NO_MEMORY, "llm_decode: no memory for %lld rows of logits",
+                           (long long)n_out);
+            goto rollback;
+        }
+        c->ops->free(c->be, c->logits);
+        c->logits = p;
+        c->logits_cap = n_out;
+    }
+    /* micro-batches of at most n_batch tokens */
+    for (int32_t s = 0; s < c->n_seq; s++)
+        c->seq_count[s] = 0;
+    int64_t out_done = 0;
+    for (int32_t i0 = 0; i0 < b->n_tokens; i0 += c->n_batch) {
+        const int32_t n = b->n_tokens - i0 < c->n_batch ? b->n_tokens - i0 : c->n_batch;
+        int64_t n_out_ub = 0;
+        for (int32_t j = 0; j < n; j++) {
+            const int32_t i = i0 + j, s = b->seq_ids ? b->seq_ids[i] : 0;
+            c->tokens[j] = b->tokens[i];
+            c->seq[j] = s;
+            c->pos[j] = c->seq_len0[s] + c->seq_count[s]++;
+            c->slots[j] = llm__kv_slot(c->kv, s, c->pos[j]);
+            if (b->logits ? b->logits[i] != 0 : i == b->n_tokens - 1)
+                c->out_rows[n_out_ub++] = j;
+        }
+        llm_step step = {
+            .ops = c->ops, .be = c->be, .n = n, .tokens = c->tokens, .pos = c->pos,
+            .seq = c->seq, .slots = c->slots, .block_tables = llm__kv_block_tables(c->kv),
+            .max_blocks = llm__kv_max_blocks(c->kv), .block_size = c->block_size,
+            .kv = c->layers, .n_out = n_out_ub, .out_rows = c->out_rows,
+            .logits = c->logits + out_done * n_vocab, .x = c->x, .h = c->h, .q = c->q,
+            .k = c->k, .v = c->v, .att = c->att, .gate = c->gate, .up = c->up,
+        };
+        st = c->model->arch->forward(c->model, &step);
+        if (st != LLM_OK)
+            goto rollback;
+        out_done += n_out_ub;
+    }
+    c->n_logits = (int32_t)n_out;
+    return LLM_OK;
+rollback:
+    for (int32_t s = 0; s < c->n_seq; s++)
+        llm__kv_seq_truncate(c->kv, s, c->seq_len0[s]);
+    c->n_logits = 0;
+    return ctx_fail(c, st);
+}

@@ -1,0 +1,350 @@
+/* model.c - model loading (GGUF -> hyper-parameters, weights, tokenizer), the
+ * architecture table, and the public model, tokenizer and chat-template calls. */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "chat.h"
+#include "model.h"
+
+static const llm_arch *const archs[] = {&llm__arch_llama, &llm__arch_gemma3};
+
+/* ---- helpers for lib/models/ ------------------------------------------------------- */
+
+llm_status llm__model_tensor(llm_model *m, llm_tensor *t, const char *name, int64_t ne0,
+                             int64_t ne1, int required)
+{
+    memset(t, 0, sizeof *t);
+    const llm_gguf_tensor *gt = llm__gguf_find_tensor(m->gguf, name);
+    if (!gt) {
+        if (required)
+            return llm__fail(LLM_ERR_INVALID_MODEL, "model: tensor '%s' is missing", name);
+        return LLM_OK;
+    }
+    int64_t rows = 1;
+    for (uint32_t d = 1; d < gt->n_dims; d++)
+        rows *= gt->ne[d];
+    if (gt->ne[0] != ne0 || rows != ne1)
+        return llm__fail(LLM_ERR_INVALID_MODEL,
+                         "model: tensor '%s' has shape [%" PRId64 ", %" PRId64 "], expected "
+                         "[%" PRId64 ", %" PRId64 "]",
+                         name, gt->ne[0], rows, ne0, ne1);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->dtype = gt->type;
+    t->ne[0] = ne0;
+    t->ne[1] = ne1;
+    t->row_bytes = llm__dtype_row_size(gt->type, ne0);
+    t->data = gt->data;
+    /* norms and other vectors are read directly as f32 by the model code */
+    if (ne1 == 1 && gt->type != LLM_DT_F32)
+        return llm__fail(LLM_ERR_UNSUPPORTED, "model: vector tensor '%s' must be f32", name);
+    return LLM_OK;
+}
+
+llm_status llm__layer_tensor(llm_model *m, llm_tensor *t, int il, const char *suffix,
+                             int64_t ne0, int64_t ne1, int required)
+{
+    char name[128];
+    snprintf(name, sizeof name, "blk.%d.%s", il, suffix);
+    return llm__model_tensor(m, t, name, ne0, ne1, required);
+}
+
+llm_status llm__model_u32(llm_model *m, const char *key, int32_t *out, int required)
+{
+    char full[160];
+    snprintf(full, sizeof full, "%s.%s", m->arch_name, key);
+    uint32_t v;
+    int r = llm__gguf_get_u32(m->gguf, full, &v);
+    if (r < 0)
+        return LLM_ERR_INVALID_MODEL;
+    if (r == 0)
+        return required ? llm__fail(LLM_ERR_INVALID_MODEL, "model: key '%s' is missing", full)
+                        : LLM_OK;
+    if (v > (uint32_t)INT32_MAX)
+        return llm__fail(LLM_ERR_INVALID_MODEL, "model: key '%s' = %u is out of range", full, v);
+    *out = (int32_t)v;
+    return LLM_OK;
+}
+
+llm_status llm__model_f32(llm_model *m, const char *key, float *out, int required)
+{
+    char full[160];
+    snprintf(full, sizeof full, "%s.%s", m->arch_name, key);
+    float v;
+    int r = llm__gguf_get_f32(m->gguf, full, &v);
+    if (r < 0)
+        return LLM_ERR_INVALID_MODEL;
+    if (r == 0)
+        return required ? llm__fail(LLM_ERR_INVALID_MODEL, "model: key '%s' is missing", full)
+                        : LLM_OK;
+    if (!isfinite(v))
+        return llm__fail(LLM_ERR_INVALID_MODEL, "model: key '%s' is not finite", full);
+    *out = v;
+    return LLM_OK;
+}
+
+/* ---- load ---------------------------------------------------------------------------- */
+
+static llm_status prepare_weights(llm_model *m, const llm_model_params *p)
+{
+    /* every matrix of the model, in file order, for progress reporting */
+    int64_t n_t = llm__gguf_n_tensors(m->gguf);
+    llm_tensor *mats[16 * LLM_MAX_LAYERS + 4];
+    int n = 0;
+    mats[n++] = &m->tok_embd;
+    if (m->output.data && m->output.data != m->tok_embd.data)
+        mats[n++] = &m->output;
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        llm_layer *l = &m->layers[il];
+        llm_tensor *ts[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
+        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
+            if (ts[i]->data)
+                mats[n++] = ts[i];
+    }
+    (void)n_t;
+    for (int i = 0; i < n; i++) {
+        llm_status st = m->ops->prepare_weight(m->be, mats[i]);
+        if (st != LLM_OK)
+            return st;
+        if (p && p->progress && p->progress((float)(i + 1) / (float)n, p->progress_user))
+            return llm__fail(LLM_ERR_CANCELLED, "model load cancelled");
+    }
+    return LLM_OK;
+}
+
+static void read_params(llm_model_params *dst, const llm_model_params *src)
+{
+    llm_model_params_init(dst);
+    if (src) {
+        size_t n = src->size < sizeof *dst ? src->size : sizeof *dst;
+        memcpy(dst, src, n);
+        dst->size = sizeof *dst;
+    }
+}
+
+llm_status llm_model_load(const char *path, const llm_model_params *params, llm_model **out)
+{
+    llm__clear_error();
+    if (!out)
+        return llm__fail(LLM_ERR_INVALID_ARG, "llm_model_load: out is NULL");
+    *out = NULL;
+    if (!path)
+        return llm__fail(LLM_ERR_INVALID_ARG, "llm_model_load: path is NULL");
+    if (params && params->size < sizeof(size_t))
+        return llm__fail(LLM_ERR_INVALID_ARG, "llm_model_load: params->size is not set "
+                         "(call llm_model_params_init)");
+    llm_model_params p;
+    read_params(&p, params);
+
+    llm_model *m = llm__calloc(1, sizeof *m);
+    if (!m)
+        return llm__fail(LLM_ERR_NO_MEMORY, "llm_model_load: out of memory");
+    llm_status st = llm__gguf_open(path, !(p.flags & LLM_MODEL_NO_MMAP), &m->gguf);
+    if (st != LLM_OK)
+        goto fail;
+    if (llm__gguf_get_str(m->gguf, "general.architecture", &m->arch_name) != 1) {
+        st = llm__fail(LLM_ERR_INVALID_MODEL, "model: '%s' has no general.architecture", path);
+        goto fail;
+    }
+    if (llm__gguf_get_str(m->gguf, "general.name", &m->name) != 1)
+        m->name = "";
+    for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++)
+        if (strcmp(archs[i]->name, m->arch_name) == 0)
+            m->arch = archs[i];
+    if (!m->arch) {
+        st = llm__fail(LLM_ERR_UNSUPPORTED, "model: architecture '%s' is not supported "
+                       "(supported: llama, gemma3)", m->arch_name);
+        goto fail;
+    }
+    st = llm__tokenizer_create(m->gguf, &m->tok);
+    if (st != LLM_OK)
+        goto fail;
+    m->ops = llm__backend_find(NULL);
+    llm_backend_config cfg = {.n_threads = p.n_threads};
+    st = m->ops->create(&cfg, &m->be);
+    if (st != LLM_OK)
+        goto fail;
+    st = m->arch->load(m);
+    if (st != LLM_OK)
+        goto fail;
+    if (m->hp.n_layer < 1 || m->hp.n_layer > LLM_MAX_LAYERS || m->hp.n_head < 1 ||
+        m->hp.n_head_kv < 1 || m->hp.n_head % m->hp.n_head_kv != 0 || m->hp.head_dim < 2 ||
+        m->hp.head_dim > LLM_MAX_HEAD_DIM || m->hp.n_rot > m->hp.head_dim ||
+        m->hp.n_rot % 2 != 0) {
+        st = llm__fail(LLM_ERR_INVALID_MODEL, "model: inconsistent attention shape (%d layers, "
+                       "%d heads, %d kv heads, head dim %d, rope dims %d)",
+                       m->hp.n_layer, m->hp.n_head, m->hp.n_head_kv, m->hp.head_dim,
+                       m->hp.n_rot);
+        goto fail;
+    }
+    if (m->hp.n_vocab != llm__tokenizer_n_vocab(m->tok)) {
+        st = llm__fail(LLM_ERR_INVALID_MODEL, "model: embedding has %d rows but the vocabulary "
+                       "%d tokens", m->hp.n_vocab, llm__tokenizer_n_vocab(m->tok));
+        goto fail;
+    }
+    st = prepare_weights(m, &p);
+    if (st != LLM_OK)
+        goto fail;
+    for (int64_t i = 0; i < llm__gguf_n_tensors(m->gguf); i++) {
+        const llm_gguf_tensor *t = llm__gguf_tensor_at(m->gguf, i);
+        uint64_t n = 1;
+        for (uint32_t d = 0; d < t->n_dims; d++)
+            n *= (uint64_t)t->ne[d];
+        m->n_params += n;
+    }
+    if (llm__gguf_get_str(m->gguf, "tokenizer.chat_template", &m->chat_template) != 1)
+        m->chat_template = llm__chat_builtin_template(m->arch_name);
+    *out = m;
+    return LLM_OK;
+fail:
+    llm_model_free(m);
+    return st;
+}
+
+void llm_model_free(llm_model *m)
+{
+    if (!m)
+        return;
+    if (m->be) {
+        m->ops->release_weight(m->be, &m->tok_embd);
+        m->ops->release_weight(m->be, &m->output);
+        for (int il = 0; m->layers && il < m->hp.n_layer; il++) {
+            llm_layer *l = &m->layers[il];
+            llm_tensor *ts[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
+            for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
+                if (ts[i]->data)
+                    m->ops->release_weight(m->be, ts[i]);
+        }
+        m->ops->destroy(m->be);
+    }
+    llm__free(m->layers);
+    llm__tokenizer_free(m->tok);
+    llm__gguf_close(m->gguf);
+    llm__free(m);
+}
+
+/* ---- getters ------------------------------------------------------------------------ */
+
+const char *llm_model_architecture(const llm_model *m) { return m ? m->arch_name : ""; }
+const char *llm_model_name(const llm_model *m) { return m ? m->name : ""; }
+uint64_t llm_model_n_params(const llm_model *m) { return m ? m->n_params : 0; }
+int32_t llm_model_n_vocab(const llm_model *m) { return m ? m->hp.n_vocab : 0; }
+int32_t llm_model_n_ctx_train(const llm_model *m) { return m ? m->hp.n_ctx_train : 0; }
+int32_t llm_model_n_embd(const llm_model *m) { return m ? m->hp.n_embd : 0; }
+int32_t llm_model_n_layer(const llm_model *m) { return m ? m->hp.n_layer : 0; }
+const char *llm_model_chat_template(const llm_model *m) { return m ? m->chat_template : NULL; }
+
+llm_token llm_model_token(const llm_model *m, llm_special_token which)
+{
+    if (!m || (int)which < 0 || which > LLM_TOKEN_PAD)
+        return -1;
+    return llm__tokenizer_special(m->tok, (int)which);
+}
+
+int llm_model_token_is_eog(const llm_model *m, llm_token token)
+{
+    return m ? llm__tokenizer_is_eog(m->tok, token) : 0;
+}
+
+static int32_t put_text(const char *s, size_t n, char *buf, int32_t cap)
+{
+    if (n >= (size_t)INT32_MAX)
+        return INT32_MIN;
+    if (!buf || cap < 0 || (size_t)cap < n + 1)
+        return -(int32_t)(n + 1);
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    return (int32_t)n;
+}
+
+int32_t llm_model_meta(const llm_model *m, const char *key, char *buf, int32_t cap)
+{
+    if (!m || !key)
+        return INT32_MIN;
+    const llm_gguf_kv *kv = llm__gguf_find(m->gguf, key);
+    if (!kv)
+        return INT32_MIN;
+    char tmp[64];
+    switch (kv->type) {
+    case LLM_GGUF_STRING:
+        return put_text(kv->v.str.ptr, (size_t)kv->v.str.len, buf, cap);
+    case LLM_GGUF_ARRAY:
+        snprintf(tmp, sizeof tmp, "[array of %" PRIu64 "]", kv->v.arr.n);
+        break;
+    case LLM_GGUF_BOOL:
+        snprintf(tmp, sizeof tmp, "%s", kv->v.u64 ? "true" : "false");
+        break;
+    case LLM_GGUF_FLOAT32:
+    case LLM_GGUF_FLOAT64:
+        snprintf(tmp, sizeof tmp, "%g", kv->v.f64);
+        break;
+    case LLM_GGUF_INT8:
+    case LLM_GGUF_INT16:
+    case LLM_GGUF_INT32:
+    case LLM_GGUF_INT64:
+        snprintf(tmp, sizeof tmp, "%" PRId64, kv->v.i64);
+        break;
+    default:
+        snprintf(tmp, sizeof tmp, "%" PRIu64, kv->v.u64);
+        break;
+    }
+    return put_text(tmp, strlen(tmp), buf, cap);
+}
+
+/* ---- tokenizer and chat --------------------------------------------------------------- */
+
+int32_t llm_tokenize(const llm_model *m, const char *text, size_t len, llm_token *out,
+                     int32_t cap, uint32_t flags)
+{
+    if (!m || (!text && len) || cap < 0 || (!out && cap > 0)) {
+        llm__fail(LLM_ERR_INVALID_ARG, "llm_tokenize: invalid arguments");
+        return INT32_MIN;
+    }
+    return llm__tokenize(m->tok, text ? text : "", len, out, cap, flags);
+}
+
+int32_t llm_token_to_piece(const llm_model *m, llm_token token, char *buf, int32_t cap,
+                           uint32_t flags)
+{
+    if (!m || cap < 0 || (!buf && cap > 0))
+        return INT32_MIN;
+    return llm__token_to_piece(m->tok, token, buf, cap, flags);
+}
+
+int32_t llm_detokenize(const llm_model *m, const llm_token *tokens, int32_t n, char *buf,
+                       int32_t cap, uint32_t flags)
+{
+    if (!m || n < 0 || (!tokens && n > 0) || cap < 0 || (!buf && cap > 0))
+        return INT32_MIN;
+    return llm__detokenize(m->tok, tokens, n, buf, cap, flags);
+}
+
+int32_t llm_chat_apply(const llm_model *m, const char *tmpl, const llm_chat_message *msgs,
+                       int32_t n_msgs, int add_generation_prompt, char *buf, int32_t cap)
+{
+    if (n_msgs < 0 || (!msgs && n_msgs > 0) || cap < 0 || (!buf && cap > 0)) {
+        llm__fail(LLM_ERR_INVALID_ARG, "llm_chat_apply: invalid arguments");
+        return INT32_MIN;
+    }
+    for (int32_t i = 0; i < n_msgs; i++) {
+        if (!msgs[i].role || !msgs[i].content) {
+            llm__fail(LLM_ERR_INVALID_ARG, "llm_chat_apply: message %d has a NULL field", i);
+            return INT32_MIN;
+        }
+    }
+    const char *bos = "", *eos = "";
+    if (m) {
+        if (!tmpl)
+            tmpl = m->chat_template;
+        const char *b = llm__tokenizer_text(m->tok, llm__tokenizer_special(m->tok, LLM_TOKEN_BOS));
+        const char *e = llm__tokenizer_text(m->tok, llm__tokenizer_special(m->tok, LLM_TOKEN_EOS));
+        bos = b ? b : "";
+        eos = e ? e : "";
+    }
+    if (!tmpl) {
+        llm__fail(LLM_ERR_TEMPLATE, "llm_chat_apply: the model has no chat template; pass one");
+        return INT32_MIN;
+    }
+    return llm__chat_render(tmpl, msgs, n_msgs, add_generation_prompt, bos, eos, buf, cap);
+}
