@@ -430,7 +430,7 @@ static llm_sampler *make_sampler(const llm_model *model, const options *o)
     llm_sampler *s = NULL;
     llm_status st = llm_sampler_create(model, &sp, &s);
     if (st != LLM_OK)
-        die_status("sampler", st, llm_last_error());
+        die_status("creating the sampler", st, llm_last_error());
     return s;
 }
 
@@ -472,9 +472,11 @@ static char *render_chat(const llm_model *model, const char *tmpl, const llm_cha
         buf = xrealloc(buf, (size_t)cap);
         r = llm_chat_apply(model, tmpl, msgs, n, 1, buf, cap);
     }
-    if (r < 0)
+    if (r < 0) {
+        free(buf);
         die_status("chat template", LLM_ERR_TEMPLATE,
                    r == INT32_MIN ? llm_last_error() : "the rendering changed size");
+    }
     return buf;
 }
 
@@ -570,7 +572,7 @@ typedef struct gen_stats {
 
 static void print_stats(const gen_stats *s)
 {
-    fprintf(stderr, "\nprompt: %d tokens, %.2f tokens/s | generated: %d tokens, %.2f tokens/s\n",
+    fprintf(stderr, "prompt: %d tokens, %.2f tokens/s | generated: %d tokens, %.2f tokens/s\n",
             (int)s->n_prompt, s->t_prompt > 0 ? s->n_prompt / s->t_prompt : 0.0, (int)s->n_gen,
             s->t_gen > 0 ? s->n_gen / s->t_gen : 0.0);
 }
