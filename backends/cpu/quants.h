@@ -73,7 +73,18 @@ void llm__f16_to_f32_row(const llm_f16 *x, float *y, int64_t n);
 /* dot of two f16 rows with float accumulation (llama.cpp's ggml_vec_dot_f16 numerics) */
 float llm__dot_f16(int64_t n, const llm_f16 *x, const llm_f16 *y);
 
-/* Names of the CPU features in use, e.g. "avx2,fma,f16c". */
+/* Names of the CPU features in use, e.g. "avx2,fma,f16c"; "scalar" without SIMD. */
 const char *llm__cpu_features(void);
+
+/* Between quants.c and quants_avx2.c only: the row helpers behind llm__f32_to_f16_row,
+ * llm__f16_to_f32_row and llm__dot_f16, and the function that puts the AVX2/FMA/F16C
+ * kernels into a table and a row-helper set. It returns 0 (and changes nothing) when
+ * quants_avx2.c was built without those instruction sets; the caller checks the CPU. */
+typedef struct llm_quant_row_fns {
+    void (*f32_to_f16_row)(const float *x, llm_f16 *y, int64_t n);
+    void (*f16_to_f32_row)(const llm_f16 *x, float *y, int64_t n);
+    float (*dot_f16)(int64_t n, const llm_f16 *x, const llm_f16 *y);
+} llm_quant_row_fns;
+int llm__quant_avx2_fill(llm_quant_traits *table, llm_quant_row_fns *rows);
 
 #endif

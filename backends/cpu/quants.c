@@ -1,0 +1,858 @@
+/* quants.c - reference (scalar) kernels for the GGUF block formats, the half-precision
+ * conversions, and the run-time choice of the fastest kernels (llm__quant_best).
+ *
+ * The block layouts are ggml's. The activation quantisers (Q8_0, Q8_1, Q8_K) follow
+ * llama.cpp's reference semantics exactly (scale choice, rounding, the Q8_1 `s` field, the
+ * Q8_K bsums), and each vec_dot forms the same integer sums per block as llama.cpp's generic
+ * code and combines them with the block scales in the same float order, so that a matmul
+ * here agrees with llama.cpp's to float rounding. The SIMD kernels in quants_avx2.c are
+ * tested against these. */
+#include "quants.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <string.h>
+
+/* ---- half precision ------------------------------------------------------------- */
+
+static uint32_t f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static float bits_f32(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* NaNs come out quiet with their payload kept (shifted), as the F16C instructions do, so
+ * that the scalar and SIMD row conversions give identical bits for every input. */
+float llm__f16_to_f32(llm_f16 h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t mant = h & 0x3ff;
+    if (exp == 0x1f)
+        return bits_f32(sign | 0x7f800000u | (mant ? 0x400000u | (mant << 13) : 0));
+    if (exp == 0) {
+        if (mant == 0)
+            return bits_f32(sign);
+        /* subnormal: mant * 2^-24; normalise so the leading bit becomes implicit */
+        uint32_t e = 113;
+        while (!(mant & 0x400)) {
+            mant <<= 1;
+            e--;
+        }
+        return bits_f32(sign | (e << 23) | ((mant & 0x3ff) << 13));
+    }
+    return bits_f32(sign | ((exp + 112) << 23) | (mant << 13));
+}
+
+/* Round to nearest, ties to even; overflow gives inf, tiny values give subnormals or 0. */
+llm_f16 llm__f32_to_f16(float f)
+{
+    uint32_t x = f32_bits(f);
+    uint32_t sign = (x >> 16) & 0x8000;
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u) /* NaN: quiet, payload truncated */
+        return (llm_f16)(sign | 0x7e00 | ((ax >> 13) & 0x3ff));
+    if (ax >= 0x477ff000u) /* >= 65520 rounds past the largest half (65504) */
+        return (llm_f16)(sign | 0x7c00);
+    if (ax < 0x38800000u) { /* below 2^-14: a half subnormal, in units of 2^-24 */
+        if (ax <= 0x33000000u) /* <= 2^-25: rounds to zero (the tie goes to even 0) */
+            return (llm_f16)sign;
+        uint32_t e = ax >> 23;
+        uint32_t mant = (ax & 0x7fffff) | 0x800000;
+        uint32_t shift = 126 - e; /* 14..24 */
+        uint32_t r = mant >> shift;
+        uint32_t rem = mant & ((1u << shift) - 1);
+        uint32_t half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (r & 1)))
+            r++;
+        return (llm_f16)(sign | r);
+    }
+    uint32_t h = (ax >> 13) - (112u << 10);
+    uint32_t rem = ax & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1)))
+        h++; /* a carry into the exponent is the right answer */
+    return (llm_f16)(sign | h);
+}
+
+float llm__bf16_to_f32(llm_bf16 h)
+{
+    return bits_f32((uint32_t)h << 16);
+}
+
+/* ggml's rounding: NaNs forced quiet, everything else to nearest even. */
+llm_bf16 llm__f32_to_bf16(float f)
+{
+    uint32_t u = f32_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (llm_bf16)((u >> 16) | 64);
+    return (llm_bf16)((u + (0x7fffu + ((u >> 16) & 1))) >> 16);
+}
+
+#define F16(h) llm__f16_to_f32(h)
+
+/* ---- to_float ------------------------------------------------------------------- */
+
+/* Written as two separate roundings (multiply, then add) like ggml and numpy, so the
+ * output is bit-exact with both; this file is compiled without FMA contraction. */
+
+static void f32_to_float(const void *src, float *dst, int64_t n)
+{
+    memcpy(dst, src, (size_t)n * sizeof(float));
+}
+
+static void f16_to_float(const void *src, float *dst, int64_t n)
+{
+    const llm_f16 *x = src;
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = llm__f16_to_f32(x[i]);
+}
+
+static void bf16_to_float(const void *src, float *dst, int64_t n)
+{
+    const llm_bf16 *x = src;
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = llm__bf16_to_f32(x[i]);
+}
+
+static void q4_0_to_float(const void *src, float *y, int64_t n)
+{
+    const block_q4_0 *x = src;
+    for (int64_t i = 0; i < n / QK4_0; i++, y += QK4_0) {
+        const float d = F16(x[i].d);
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            y[j] = (float)((x[i].qs[j] & 0x0f) - 8) * d;
+            y[j + QK4_0 / 2] = (float)((x[i].qs[j] >> 4) - 8) * d;
+        }
+    }
+}
+
+static void q4_1_to_float(const void *src, float *y, int64_t n)
+{
+    const block_q4_1 *x = src;
+    for (int64_t i = 0; i < n / QK4_1; i++, y += QK4_1) {
+        const float d = F16(x[i].d), m = F16(x[i].m);
+        for (int j = 0; j < QK4_1 / 2; j++) {
+            float v0 = (float)(x[i].qs[j] & 0x0f) * d;
+            float v1 = (float)(x[i].qs[j] >> 4) * d;
+            y[j] = v0 + m;
+            y[j + QK4_1 / 2] = v1 + m;
+        }
+    }
+}
+
+static void q5_0_to_float(const void *src, float *y, int64_t n)
+{
+    const block_q5_0 *x = src;
+    for (int64_t i = 0; i < n / QK5_0; i++, y += QK5_0) {
+        const float d = F16(x[i].d);
+        uint32_t qh;
+        memcpy(&qh, x[i].qh, sizeof qh);
+        for (int j = 0; j < QK5_0 / 2; j++) {
+            int v0 = (x[i].qs[j] & 0x0f) | (int)(((qh >> j) & 1) << 4);
+            int v1 = (x[i].qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
+            y[j] = (float)(v0 - 16) * d;
+            y[j + QK5_0 / 2] = (float)(v1 - 16) * d;
+        }
+    }
+}
+
+static void q5_1_to_float(const void *src, float *y, int64_t n)
+{
+    const block_q5_1 *x = src;
+    for (int64_t i = 0; i < n / QK5_1; i++, y += QK5_1) {
+        const float d = F16(x[i].d), m = F16(x[i].m);
+        uint32_t qh;
+        memcpy(&qh, x[i].qh, sizeof qh);
+        for (int j = 0; j < QK5_1 / 2; j++) {
+            int v0 = (x[i].qs[j] & 0x0f) | (int)(((qh >> j) & 1) << 4);
+            int v1 = (x[i].qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
+            float p0 = (float)v0 * d, p1 = (float)v1 * d;
+            y[j] = p0 + m;
+            y[j + QK5_1 / 2] = p1 + m;
+        }
+    }
+}
+
+static void q8_0_to_float(const void *src, float *y, int64_t n)
+{
+    const block_q8_0 *x = src;
+    for (int64_t i = 0; i < n / QK8_0; i++, y += QK8_0) {
+        const float d = F16(x[i].d);
+        for (int j = 0; j < QK8_0; j++)
+            y[j] = (float)x[i].qs[j] * d;
+    }
+}
+
+static void q8_1_to_float(const void *src, float *y, int64_t n)
+{
+    const block_q8_1 *x = src;
+    for (int64_t i = 0; i < n / QK8_1; i++, y += QK8_1) {
+        const float d = F16(x[i].d);
+        for (int j = 0; j < QK8_1; j++)
+            y[j] = (float)x[i].qs[j] * d;
+    }
+}
+
+static void q8_K_to_float(const void *src, float *y, int64_t n)
+{
+    const block_q8_K *x = src;
+    for (int64_t i = 0; i < n / QK_K; i++, y += QK_K)
+        for (int j = 0; j < QK_K; j++)
+            y[j] = (float)x[i].qs[j] * x[i].d;
+}
+
+/* Q2_K: 16 groups of 16; scales[g] holds a 4-bit scale (low) and a 4-bit min (high).
+ * Element 128*h + 32*s + l (l < 32) is bits 2s..2s+1 of qs[32*h + l]. */
+static void q2_K_to_float(const void *src, float *y, int64_t n)
+{
+    const block_q2_K *x = src;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float d = F16(x[i].d), dmin = F16(x[i].dmin);
+        for (int e = 0; e < QK_K; e++) {
+            int h = e / 128, s = (e % 128) / 32, l = e % 32, g = e / 16;
+            float dl = d * (float)(x[i].scales[g] & 0xf);
+            float ml = dmin * (float)(x[i].scales[g] >> 4);
+            float q = (float)((x[i].qs[32 * h + l] >> (2 * s)) & 3);
+            float p = dl * q;
+            *y++ = p - ml;
+        }
+    }
+}
+
+/* The 16 six-bit Q3_K scales: the low 4 bits of scale j sit in byte j%8 (low nibble for
+ * j < 8, high nibble after), the high 2 bits in byte 8 + j%4 at bit 2*(j/4). */
+static void q3_K_scales(const uint8_t *s, int8_t out[16])
+{
+    for (int j = 0; j < 16; j++) {
+        int lo = j < 8 ? (s[j] & 0xf) : (s[j - 8] >> 4);
+        int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+        out[j] = (int8_t)((lo | (hi << 4)) - 32);
+    }
+}
+
+/* Q3_K element 128*h + 32*s + l: low 2 bits from qs[32*h + l] at bit 2s, and 4 is
+ * subtracted when bit 4h+s of hmask[l] is clear. */
+static int q3_K_value(const block_q3_K *b, int e)
+{
+    int h = e / 128, s = (e % 128) / 32, l = e % 32;
+    int lo = (b->qs[32 * h + l] >> (2 * s)) & 3;
+    return lo - ((b->hmask[l] >> (4 * h + s)) & 1 ? 0 : 4);
+}
+
+static void q3_K_to_float(const void *src, float *y, int64_t n)
+{
+    const block_q3_K *x = src;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float d = F16(x[i].d);
+        int8_t sc[16];
+        q3_K_scales(x[i].scales, sc);
+        for (int e = 0; e < QK_K; e++) {
+            float dl = d * (float)sc[e / 16];
+            *y++ = dl * (float)q3_K_value(&x[i], e);
+        }
+    }
+}
+
+/* Q4_K/Q5_K: 8 groups of 32, each with a 6-bit scale and a 6-bit min packed in 12 bytes
+ * (ggml's get_scale_min_k4). */
+static void k4_scale_min(int j, const uint8_t *q, int *sc, int *m)
+{
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+/* Element 64*c + 32*u + l is the low (u = 0) or high (u = 1) nibble of qs[32*c + l]; Q5_K
+ * adds 16 when bit 2c+u of qh[l] is set. */
+static void q4_K_to_float(const void *src, float *y, int64_t n)
+{
+    const block_q4_K *x = src;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float d = F16(x[i].d), dmin = F16(x[i].dmin);
+        for (int g = 0; g < 8; g++) {
+            int sc, m;
+            k4_scale_min(g, x[i].scales, &sc, &m);
+            const float d1 = d * (float)sc, m1 = dmin * (float)m;
+            const uint8_t *q = x[i].qs + 32 * (g / 2);
+            for (int l = 0; l < 32; l++) {
+                float p = d1 * (float)((q[l] >> (4 * (g & 1))) & 0xf);
+                *y++ = p - m1;
+            }
+        }
+    }
+}
+
+static void q5_K_to_float(const void *src, float *y, int64_t n)
+{
+    const block_q5_K *x = src;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float d = F16(x[i].d), dmin = F16(x[i].dmin);
+        for (int g = 0; g < 8; g++) {
+            int sc, m;
+            k4_scale_min(g, x[i].scales, &sc, &m);
+            const float d1 = d * (float)sc, m1 = dmin * (float)m;
+            const uint8_t *q = x[i].qs + 32 * (g / 2);
+            for (int l = 0; l < 32; l++) {
+                int v = ((q[l] >> (4 * (g & 1))) & 0xf) | (((x[i].qh[l] >> g) & 1) << 4);
+                float p = d1 * (float)v;
+                *y++ = p - m1;
+            }
+        }
+    }
+}
+
+/* Q6_K element 128*h + 32*s + l: low 4 bits are the low (s < 2) or high (s >= 2) nibble
+ * of ql[64*h + 32*(s&1) + l], high 2 bits are bits 2s..2s+1 of qh[32*h + l]; minus 32. */
+static int q6_K_value(const block_q6_K *b, int e)
+{
+    int h = e / 128, s = (e % 128) / 32, l = e % 32;
+    int lo = (b->ql[64 * h + 32 * (s & 1) + l] >> (4 * (s >> 1))) & 0xf;
+    int hi = (b->qh[32 * h + l] >> (2 * s)) & 3;
+    return (lo | (hi << 4)) - 32;
+}
+
+static void q6_K_to_float(const void *src, float *y, int64_t n)
+{
+    const block_q6_K *x = src;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float d = F16(x[i].d);
+        for (int e = 0; e < QK_K; e++) {
+            float dl = d * (float)x[i].scales[e / 16];
+            *y++ = dl * (float)q6_K_value(&x[i], e);
+        }
+    }
+}
+
+/* ---- from_float ----------------------------------------------------------------- */
+
+static void f32_from_float(const float *src, void *dst, int64_t n)
+{
+    memcpy(dst, src, (size_t)n * sizeof(float));
+}
+
+static void f16_from_float(const float *src, void *dst, int64_t n)
+{
+    llm_f16 *y = dst;
+    for (int64_t i = 0; i < n; i++)
+        y[i] = llm__f32_to_f16(src[i]);
+}
+
+static void bf16_from_float(const float *src, void *dst, int64_t n)
+{
+    llm_bf16 *y = dst;
+    for (int64_t i = 0; i < n; i++)
+        y[i] = llm__f32_to_bf16(src[i]);
+}
+
+static float absmax(const float *x, int n)
+{
+    float amax = 0.0f;
+    for (int j = 0; j < n; j++)
+        amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
+    return amax;
+}
+
+/* Q8_0: d = amax/127, q = roundf(x/d) (halves away from zero), x/d computed as x * (1/d). */
+static void q8_0_from_float(const float *x, void *dst, int64_t n)
+{
+    block_q8_0 *y = dst;
+    for (int64_t i = 0; i < n / QK8_0; i++, x += QK8_0) {
+        const float d = absmax(x, QK8_0) / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[i].d = llm__f32_to_f16(d);
+        for (int j = 0; j < QK8_0; j++)
+            y[i].qs[j] = (int8_t)roundf(x[j] * id);
+    }
+}
+
+/* Q8_1 is Q8_0 plus s = d * sum(q), with the unrounded d; the Q4_1/Q5_1 dots use it for the
+ * min term. */
+static void q8_1_from_float(const float *x, void *dst, int64_t n)
+{
+    block_q8_1 *y = dst;
+    for (int64_t i = 0; i < n / QK8_1; i++, x += QK8_1) {
+        const float d = absmax(x, QK8_1) / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        int sum = 0;
+        y[i].d = llm__f32_to_f16(d);
+        for (int j = 0; j < QK8_1; j++) {
+            y[i].qs[j] = (int8_t)roundf(x[j] * id);
+            sum += y[i].qs[j];
+        }
+        y[i].s = llm__f32_to_f16((float)sum * d);
+    }
+}
+
+/* ggml's nearest_int: adding 1.5*2^23 rounds to an integer in the current rounding mode
+ * (to nearest even by default), as the SIMD conversion instructions do. */
+static int nearest_int(float f)
+{
+    float v = f + 12582912.0f;
+    int32_t i;
+    memcpy(&i, &v, sizeof i);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+/* Q8_K: the element of largest magnitude (the first one, on ties) maps to -127, so d can be
+ * negative; q = nearest_int(x * (-127/max)) capped at 127; bsums are the sums of each 16. */
+static void q8_K_from_float(const float *x, void *dst, int64_t n)
+{
+    block_q8_K *y = dst;
+    for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < QK_K; j++) {
+            if (fabsf(x[j]) > amax) {
+                amax = fabsf(x[j]);
+                max = x[j];
+            }
+        }
+        if (amax == 0.0f) {
+            memset(&y[i], 0, sizeof y[i]);
+            continue;
+        }
+        const float iscale = -127.0f / max;
+        for (int j = 0; j < QK_K; j++) {
+            int v = nearest_int(iscale * x[j]);
+            y[i].qs[j] = (int8_t)(v < 127 ? v : 127);
+        }
+        for (int g = 0; g < QK_K / 16; g++) {
+            int sum = 0;
+            for (int l = 0; l < 16; l++)
+                sum += y[i].qs[16 * g + l];
+            y[i].bsums[g] = (int16_t)sum;
+        }
+        y[i].d = 1.0f / iscale;
+    }
+}
+
+/* Weight quantisers for the simple 32-blocks (ggml's quantize_row_*_ref), for tools and
+ * tests; the K-quant weight quantisers (ggml's make_qkx2_quants search) are not here. */
+static void q4_0_from_float(const float *x, void *dst, int64_t n)
+{
+    block_q4_0 *y = dst;
+    for (int64_t i = 0; i < n / QK4_0; i++, x += QK4_0) {
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < QK4_0; j++) {
+            if (fabsf(x[j]) > amax) {
+                amax = fabsf(x[j]);
+                max = x[j];
+            }
+        }
+        const float d = max / -8.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[i].d = llm__f32_to_f16(d);
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            int v0 = (int8_t)(x[j] * id + 8.5f), v1 = (int8_t)(x[j + QK4_0 / 2] * id + 8.5f);
+            y[i].qs[j] = (uint8_t)((v0 < 15 ? v0 : 15) | ((v1 < 15 ? v1 : 15) << 4));
+        }
+    }
+}
+
+static void q4_1_from_float(const float *x, void *dst, int64_t n)
+{
+    block_q4_1 *y = dst;
+    for (int64_t i = 0; i < n / QK4_1; i++, x += QK4_1) {
+        float min = x[0], max = x[0];
+        for (int j = 1; j < QK4_1; j++) {
+            min = x[j] < min ? x[j] : min;
+            max = x[j] > max ? x[j] : max;
+        }
+        const float d = (max - min) / 15.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[i].d = llm__f32_to_f16(d);
+        y[i].m = llm__f32_to_f16(min);
+        for (int j = 0; j < QK4_1 / 2; j++) {
+            int v0 = (int8_t)((x[j] - min) * id + 0.5f);
+            int v1 = (int8_t)((x[j + QK4_1 / 2] - min) * id + 0.5f);
+            y[i].qs[j] = (uint8_t)((v0 < 15 ? v0 : 15) | ((v1 < 15 ? v1 : 15) << 4));
+        }
+    }
+}
+
+static void q5_0_from_float(const float *x, void *dst, int64_t n)
+{
+    block_q5_0 *y = dst;
+    for (int64_t i = 0; i < n / QK5_0; i++, x += QK5_0) {
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < QK5_0; j++) {
+            if (fabsf(x[j]) > amax) {
+                amax = fabsf(x[j]);
+                max = x[j];
+            }
+        }
+        const float d = max / -16.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        uint32_t qh = 0;
+        y[i].d = llm__f32_to_f16(d);
+        for (int j = 0; j < QK5_0 / 2; j++) {
+            int v0 = (int8_t)(x[j] * id + 16.5f), v1 = (int8_t)(x[j + QK5_0 / 2] * id + 16.5f);
+            v0 = v0 < 31 ? v0 : 31;
+            v1 = v1 < 31 ? v1 : 31;
+            y[i].qs[j] = (uint8_t)((v0 & 0xf) | ((v1 & 0xf) << 4));
+            qh |= (uint32_t)((v0 >> 4) & 1) << j;
+            qh |= (uint32_t)((v1 >> 4) & 1) << (j + 16);
+        }
+        memcpy(y[i].qh, &qh, sizeof qh);
+    }
+}
+
+static void q5_1_from_float(const float *x, void *dst, int64_t n)
+{
+    block_q5_1 *y = dst;
+    for (int64_t i = 0; i < n / QK5_1; i++, x += QK5_1) {
+        float min = x[0], max = x[0];
+        for (int j = 1; j < QK5_1; j++) {
+            min = x[j] < min ? x[j] : min;
+            max = x[j] > max ? x[j] : max;
+        }
+        const float d = (max - min) / 31.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        uint32_t qh = 0;
+        y[i].d = llm__f32_to_f16(d);
+        y[i].m = llm__f32_to_f16(min);
+        for (int j = 0; j < QK5_1 / 2; j++) {
+            int v0 = (int)((x[j] - min) * id + 0.5f);
+            int v1 = (int)((x[j + QK5_1 / 2] - min) * id + 0.5f);
+            y[i].qs[j] = (uint8_t)((v0 & 0xf) | ((v1 & 0xf) << 4));
+            qh |= (uint32_t)((v0 >> 4) & 1) << j;
+            qh |= (uint32_t)((v1 >> 4) & 1) << (j + 16);
+        }
+        memcpy(y[i].qh, &qh, sizeof qh);
+    }
+}
+
+/* ---- vec_dot -------------------------------------------------------------------- */
+
+/* The float rows accumulate in double, as ggml's generic ggml_vec_dot_f32/f16/bf16. */
+static void f32_vec_dot(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const float *x = vx, *y = vy;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        sum += (double)(x[i] * y[i]);
+    *s = (float)sum;
+}
+
+
+static void bf16_vec_dot(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const llm_bf16 *x = vx, *y = vy;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        sum += (double)(llm__bf16_to_f32(x[i]) * llm__bf16_to_f32(y[i]));
+    *s = (float)sum;
+}
+
+static float f16_dot_scalar(int64_t n, const llm_f16 *x, const llm_f16 *y)
+{
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        sum += (double)(F16(x[i]) * F16(y[i]));
+    return (float)sum;
+}
+
+static void f16_vec_dot(int64_t n, float *s, const void *vx, const void *vy)
+{
+    *s = f16_dot_scalar(n, vx, vy);
+}
+
+static void q4_0_vec_dot(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_q4_0 *x = vx;
+    const block_q8_0 *y = vy;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        int sumi = 0;
+        for (int j = 0; j < QK8_0 / 2; j++) {
+            sumi += ((x[i].qs[j] & 0x0f) - 8) * y[i].qs[j];
+            sumi += ((x[i].qs[j] >> 4) - 8) * y[i].qs[j + QK8_0 / 2];
+        }
+        sum += (float)sumi * F16(x[i].d) * F16(y[i].d);
+    }
+    *s = sum;
+}
+
+static void q4_1_vec_dot(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_q4_1 *x = vx;
+    const block_q8_1 *y = vy;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK8_1; i++) {
+        int sumi = 0;
+        for (int j = 0; j < QK8_1 / 2; j++) {
+            sumi += (x[i].qs[j] & 0x0f) * y[i].qs[j];
+            sumi += (x[i].qs[j] >> 4) * y[i].qs[j + QK8_1 / 2];
+        }
+        sum += (F16(x[i].d) * F16(y[i].d)) * (float)sumi + F16(x[i].m) * F16(y[i].s);
+    }
+    *s = sum;
+}
+
+static void q5_0_vec_dot(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_q5_0 *x = vx;
+    const block_q8_0 *y = vy;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        uint32_t qh;
+        memcpy(&qh, x[i].qh, sizeof qh);
+        int sumi = 0;
+        for (int j = 0; j < QK8_0 / 2; j++) {
+            int v0 = ((x[i].qs[j] & 0x0f) | (int)(((qh >> j) & 1) << 4)) - 16;
+            int v1 = ((x[i].qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4)) - 16;
+            sumi += v0 * y[i].qs[j] + v1 * y[i].qs[j + QK8_0 / 2];
+        }
+        sum += (F16(x[i].d) * F16(y[i].d)) * (float)sumi;
+    }
+    *s = sum;
+}
+
+static void q5_1_vec_dot(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_q5_1 *x = vx;
+    const block_q8_1 *y = vy;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK8_1; i++) {
+        uint32_t qh;
+        memcpy(&qh, x[i].qh, sizeof qh);
+        int sumi = 0;
+        for (int j = 0; j < QK8_1 / 2; j++) {
+            int v0 = (x[i].qs[j] & 0x0f) | (int)(((qh >> j) & 1) << 4);
+            int v1 = (x[i].qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
+            sumi += v0 * y[i].qs[j] + v1 * y[i].qs[j + QK8_1 / 2];
+        }
+        sum += (F16(x[i].d) * F16(y[i].d)) * (float)sumi + F16(x[i].m) * F16(y[i].s);
+    }
+    *s = sum;
+}
+
+static void q8_0_vec_dot(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_q8_0 *x = vx;
+    const block_q8_0 *y = vy;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        int sumi = 0;
+        for (int j = 0; j < QK8_0; j++)
+            sumi += x[i].qs[j] * y[i].qs[j];
+        sum += (float)sumi * (F16(x[i].d) * F16(y[i].d));
+    }
+    *s = sum;
+}
+
+/* Q3_K to Q6_K: ggml's generic code keeps 8 integer lanes per super-block (element e goes to
+ * lane e % 8, weighted by its group scale) and 8 float lanes across super-blocks, summed at
+ * the end; doing the same gives its float results bit for bit. */
+static float lanes_sum(const float sums[8], float start)
+{
+    for (int l = 0; l < 8; l++)
+        start += sums[l];
+    return start;
+}
+
+static void q2_K_vec_dot(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_q2_K *x = vx;
+    const block_q8_K *y = vy;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        int summs = 0, isum = 0;
+        for (int g = 0; g < QK_K / 16; g++) {
+            summs += y[i].bsums[g] * (x[i].scales[g] >> 4);
+            int isuml = 0;
+            for (int e = 16 * g; e < 16 * g + 16; e++) {
+                int h = e / 128, sh = (e % 128) / 32, l = e % 32;
+                isuml += y[i].qs[e] * ((x[i].qs[32 * h + l] >> (2 * sh)) & 3);
+            }
+            isum += (x[i].scales[g] & 0xf) * isuml;
+        }
+        const float dall = y[i].d * F16(x[i].d);
+        const float dmin = y[i].d * F16(x[i].dmin);
+        sum += dall * (float)isum - dmin * (float)summs;
+    }
+    *s = sum;
+}
+
+static void q3_K_vec_dot(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_q3_K *x = vx;
+    const block_q8_K *y = vy;
+    float sums[8] = {0};
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        int8_t sc[16];
+        int32_t lane[8] = {0};
+        q3_K_scales(x[i].scales, sc);
+        for (int e = 0; e < QK_K; e++)
+            lane[e % 8] += sc[e / 16] * (y[i].qs[e] * q3_K_value(&x[i], e));
+        const float d = F16(x[i].d) * y[i].d;
+        for (int l = 0; l < 8; l++)
+            sums[l] += d * (float)lane[l];
+    }
+    *s = lanes_sum(sums, 0.0f);
+}
+
+static void q4_K_vec_dot(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_q4_K *x = vx;
+    const block_q8_K *y = vy;
+    float sums[8] = {0};
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        int32_t lane[8] = {0};
+        int summs = 0;
+        for (int g = 0; g < 8; g++) {
+            int sc, m;
+            k4_scale_min(g, x[i].scales, &sc, &m);
+            summs += (y[i].bsums[2 * g] + y[i].bsums[2 * g + 1]) * m;
+            const uint8_t *q = x[i].qs + 32 * (g / 2);
+            for (int l = 0; l < 32; l++) {
+                int v = (q[l] >> (4 * (g & 1))) & 0xf;
+                lane[l % 8] += sc * (y[i].qs[32 * g + l] * v);
+            }
+        }
+        const float d = F16(x[i].d) * y[i].d;
+        for (int l = 0; l < 8; l++)
+            sums[l] += d * (float)lane[l];
+        const float dmin = F16(x[i].dmin) * y[i].d;
+        sum -= dmin * (float)summs;
+    }
+    *s = lanes_sum(sums, sum);
+}
+
+static void q5_K_vec_dot(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_q5_K *x = vx;
+    const block_q8_K *y = vy;
+    float sums[8] = {0};
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        int32_t lane[8] = {0};
+        int summs = 0;
+        for (int g = 0; g < 8; g++) {
+            int sc, m;
+            k4_scale_min(g, x[i].scales, &sc, &m);
+            summs += (y[i].bsums[2 * g] + y[i].bsums[2 * g + 1]) * m;
+            const uint8_t *q = x[i].qs + 32 * (g / 2);
+            for (int l = 0; l < 32; l++) {
+                int v = ((q[l] >> (4 * (g & 1))) & 0xf) | (((x[i].qh[l] >> g) & 1) << 4);
+                lane[l % 8] += sc * (y[i].qs[32 * g + l] * v);
+            }
+        }
+        const float d = F16(x[i].d) * y[i].d;
+        for (int l = 0; l < 8; l++)
+            sums[l] += d * (float)lane[l];
+        const float dmin = F16(x[i].dmin) * y[i].d;
+        sum -= dmin * (float)summs;
+    }
+    *s = lanes_sum(sums, sum);
+}
+
+static void q6_K_vec_dot(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_q6_K *x = vx;
+    const block_q8_K *y = vy;
+    float sums[8] = {0};
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        int32_t lane[8] = {0};
+        for (int e = 0; e < QK_K; e++)
+            lane[e % 8] += x[i].scales[e / 16] * (y[i].qs[e] * q6_K_value(&x[i], e));
+        const float d = F16(x[i].d) * y[i].d;
+        for (int l = 0; l < 8; l++)
+            sums[l] += d * (float)lane[l];
+    }
+    *s = lanes_sum(sums, 0.0f);
+}
+
+/* ---- tables --------------------------------------------------------------------- */
+
+/* One initializer for both tables, so that llm__quant_best is usable (as the reference)
+ * even before llm__quant_init() runs. */
+#define REF_TABLE                                                                           \
+    {                                                                                       \
+        [LLM_DT_F32] = {f32_to_float, f32_from_float, f32_vec_dot, LLM_DT_F32},             \
+        [LLM_DT_F16] = {f16_to_float, f16_from_float, f16_vec_dot, LLM_DT_F16},             \
+        [LLM_DT_BF16] = {bf16_to_float, bf16_from_float, bf16_vec_dot, LLM_DT_BF16},        \
+        [LLM_DT_Q4_0] = {q4_0_to_float, q4_0_from_float, q4_0_vec_dot, LLM_DT_Q8_0},        \
+        [LLM_DT_Q4_1] = {q4_1_to_float, q4_1_from_float, q4_1_vec_dot, LLM_DT_Q8_1},        \
+        [LLM_DT_Q5_0] = {q5_0_to_float, q5_0_from_float, q5_0_vec_dot, LLM_DT_Q8_0},        \
+        [LLM_DT_Q5_1] = {q5_1_to_float, q5_1_from_float, q5_1_vec_dot, LLM_DT_Q8_1},        \
+        [LLM_DT_Q8_0] = {q8_0_to_float, q8_0_from_float, q8_0_vec_dot, LLM_DT_Q8_0},        \
+        [LLM_DT_Q8_1] = {q8_1_to_float, q8_1_from_float, NULL, LLM_DT_Q8_1},                \
+        [LLM_DT_Q2_K] = {q2_K_to_float, NULL, q2_K_vec_dot, LLM_DT_Q8_K},                   \
+        [LLM_DT_Q3_K] = {q3_K_to_float, NULL, q3_K_vec_dot, LLM_DT_Q8_K},                   \
+        [LLM_DT_Q4_K] = {q4_K_to_float, NULL, q4_K_vec_dot, LLM_DT_Q8_K},                   \
+        [LLM_DT_Q5_K] = {q5_K_to_float, NULL, q5_K_vec_dot, LLM_DT_Q8_K},                   \
+        [LLM_DT_Q6_K] = {q6_K_to_float, NULL, q6_K_vec_dot, LLM_DT_Q8_K},                   \
+        [LLM_DT_Q8_K] = {q8_K_to_float, q8_K_from_float, NULL, LLM_DT_Q8_K},                \
+    }
+
+const llm_quant_traits llm__quant_ref[LLM_DT_COUNT] = REF_TABLE;
+llm_quant_traits llm__quant_best[LLM_DT_COUNT] = REF_TABLE;
+
+/* ---- row helpers and dispatch --------------------------------------------------- */
+
+static void f32_to_f16_row_scalar(const float *x, llm_f16 *y, int64_t n)
+{
+    f16_from_float(x, y, n);
+}
+
+static void f16_to_f32_row_scalar(const llm_f16 *x, float *y, int64_t n)
+{
+    f16_to_float(x, y, n);
+}
+
+/* The row helpers go through these, switched to SIMD by llm__quant_init(). */
+static llm_quant_row_fns row_fns = {
+    f32_to_f16_row_scalar,
+    f16_to_f32_row_scalar,
+    f16_dot_scalar,
+};
+static const char *features = "scalar";
+
+void llm__f32_to_f16_row(const float *x, llm_f16 *y, int64_t n)
+{
+    row_fns.f32_to_f16_row(x, y, n);
+}
+
+void llm__f16_to_f32_row(const llm_f16 *x, float *y, int64_t n)
+{
+    row_fns.f16_to_f32_row(x, y, n);
+}
+
+float llm__dot_f16(int64_t n, const llm_f16 *x, const llm_f16 *y)
+{
+    return row_fns.dot_f16(n, x, y);
+}
+
+const char *llm__cpu_features(void)
+{
+    return features;
+}
+
+static void quant_init_once(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c") && llm__quant_avx2_fill(llm__quant_best, &row_fns))
+        features = "avx2,fma,f16c";
+#endif
+}
+
+void llm__quant_init(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, quant_init_once);
+}

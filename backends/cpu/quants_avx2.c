@@ -1,0 +1,756 @@
+/* quants_avx2.c - AVX2 + FMA + F16C kernels for the GGUF block formats.
+ *
+ * Compiled with -mavx2 -mfma -mf16c; quants.c installs these into llm__quant_best only
+ * after checking that the CPU has all three. Every kernel forms the same integer sums per
+ * block as the reference in quants.c (so the only differences are in the float rounding of
+ * the final combination), and the activation quantisers produce bit-identical blocks.
+ *
+ * The integer core is the usual one for x86: _mm256_maddubs_epi16 multiplies unsigned by
+ * signed bytes and adds neighbouring pairs into int16 (signed weights are made unsigned by
+ * moving their sign onto the activation with _mm256_sign_epi8), then _mm256_madd_epi16
+ * widens to int32, multiplying by ones or by the group scales. None of the pair sums can
+ * saturate int16 for these formats (at most 2*63*127 for Q6_K). */
+#include "quants.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+
+#include <immintrin.h>
+#include <string.h>
+
+/* ---- helpers -------------------------------------------------------------------- */
+
+static inline float hsum_ps(__m256 v)
+{
+    __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
+static inline float hsum_ps128(__m128 r)
+{
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
+static inline float hmax_ps(__m256 v)
+{
+    __m128 r = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    r = _mm_max_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_max_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
+static inline float hmin_ps(__m256 v)
+{
+    __m128 r = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    r = _mm_min_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_min_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
+static inline int hsum_epi32(__m256i v)
+{
+    __m128i r = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    r = _mm_add_epi32(r, _mm_unpackhi_epi64(r, r));
+    r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 0xb1));
+    return _mm_cvtsi128_si32(r);
+}
+
+static inline float h2f(llm_f16 h)
+{
+    return _cvtsh_ss(h);
+}
+
+/* 16 bytes of packed nibbles -> 32 bytes: the low nibbles first, then the high ones, which
+ * is the element order of the 32-blocks. */
+static inline __m256i nibbles32(const uint8_t *p)
+{
+    __m128i t = _mm_loadu_si128((const __m128i *)p);
+    __m256i b = _mm256_inserti128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1);
+    return _mm256_and_si256(b, _mm256_set1_epi8(0x0f));
+}
+
+/* 32 bits -> 32 bytes, byte i = 0xff where bit i is set. */
+static inline __m256i bits32(const uint8_t *p)
+{
+    uint32_t b;
+    memcpy(&b, p, sizeof b);
+    const __m256i spread = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+                                             0x0101010101010101, 0x0000000000000000);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)b), spread);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+}
+
+/* Sums of 4 neighbouring products of unsigned x and signed y bytes, as 8 floats. */
+static inline __m256 dot_u8s8(__m256i x, __m256i y)
+{
+    __m256i p = _mm256_maddubs_epi16(x, y);
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+}
+
+/* The same for two signed byte vectors. */
+static inline __m256 dot_s8s8(__m256i x, __m256i y)
+{
+    return dot_u8s8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+}
+
+/* Shuffle masks that broadcast one int16 of a 128-bit lane to a whole lane. K4: the same
+ * scale k in both lanes (Q4_K/Q5_K groups of 32). K16: scale 2k in the low lane and 2k+1 in
+ * the high one (the groups of 16 of Q2_K, Q3_K and Q6_K, where one 32-byte vector of
+ * maddubs pairs spans two groups). */
+static const uint8_t shuf_k4[8][32] __attribute__((aligned(32))) = {
+#define R(k) {2*k, 2*k+1, 2*k, 2*k+1, 2*k, 2*k+1, 2*k, 2*k+1, 2*k, 2*k+1, 2*k, 2*k+1,         \
+              2*k, 2*k+1, 2*k, 2*k+1, 2*k, 2*k+1, 2*k, 2*k+1, 2*k, 2*k+1, 2*k, 2*k+1,         \
+              2*k, 2*k+1, 2*k, 2*k+1, 2*k, 2*k+1, 2*k, 2*k+1}
+    R(0), R(1), R(2), R(3), R(4), R(5), R(6), R(7)
+#undef R
+};
+static const uint8_t shuf_k16[4][32] __attribute__((aligned(32))) = {
+#define R(k) {4*k, 4*k+1, 4*k, 4*k+1, 4*k, 4*k+1, 4*k, 4*k+1, 4*k, 4*k+1, 4*k, 4*k+1,         \
+              4*k, 4*k+1, 4*k, 4*k+1, 4*k+2, 4*k+3, 4*k+2, 4*k+3, 4*k+2, 4*k+3, 4*k+2, 4*k+3, \
+              4*k+2, 4*k+3, 4*k+2, 4*k+3, 4*k+2, 4*k+3, 4*k+2, 4*k+3}
+    R(0), R(1), R(2), R(3)
+#undef R
+};
+
+static inline __m256i scale_k4(__m256i scales, int k)
+{
+    return _mm256_shuffle_epi8(scales, _mm256_load_si256((const __m256i *)shuf_k4[k]));
+}
+
+static inline __m256i scale_k16(__m256i scales, int k)
+{
+    return _mm256_shuffle_epi8(scales, _mm256_load_si256((const __m256i *)shuf_k16[k]));
+}
+
+/* ---- vec_dot: the 32-blocks ----------------------------------------------------- */
+
+/* Two blocks per iteration into two accumulators, to keep two dependency chains going. */
+
+static void q4_0_q8_0(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_q4_0 *x = vx;
+    const block_q8_0 *y = vy;
+    const int64_t nb = n / QK8_0;
+    const __m256i off = _mm256_set1_epi8(8);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 1 < nb; i += 2) {
+        __m256i q0 = _mm256_sub_epi8(nibbles32(x[i].qs), off);
+        __m256i q1 = _mm256_sub_epi8(nibbles32(x[i + 1].qs), off);
+        __m256 p0 = dot_s8s8(q0, _mm256_loadu_si256((const __m256i *)y[i].qs));
+        __m256 p1 = dot_s8s8(q1, _mm256_loadu_si256((const __m256i *)y[i + 1].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), p0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i + 1].d) * h2f(y[i + 1].d)), p1, acc1);
+    }
+    if (i < nb) {
+        __m256i q0 = _mm256_sub_epi8(nibbles32(x[i].qs), off);
+        __m256 p0 = dot_s8s8(q0, _mm256_loadu_si256((const __m256i *)y[i].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), p0, acc0);
+    }
+    *s = hsum_ps(_mm256_add_ps(acc0, acc1));
+}
+
+/* Q4_1 and Q5_1: sum((d*q + m) * y) = d*dy*sum(q*qy) + m*s, with s = dy*sum(qy) from Q8_1. */
+static void q4_1_q8_1(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_q4_1 *x = vx;
+    const block_q8_1 *y = vy;
+    const int64_t nb = n / QK8_1;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    float summs = 0.0f;
+    int64_t i = 0;
+    for (; i + 1 < nb; i += 2) {
+        __m256 p0 = dot_u8s8(nibbles32(x[i].qs), _mm256_loadu_si256((const __m256i *)y[i].qs));
+        __m256 p1 = dot_u8s8(nibbles32(x[i + 1].qs),
+                             _mm256_loadu_si256((const __m256i *)y[i + 1].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), p0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i + 1].d) * h2f(y[i + 1].d)), p1, acc1);
+        summs += h2f(x[i].m) * h2f(y[i].s) + h2f(x[i + 1].m) * h2f(y[i + 1].s);
+    }
+    if (i < nb) {
+        __m256 p0 = dot_u8s8(nibbles32(x[i].qs), _mm256_loadu_si256((const __m256i *)y[i].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), p0, acc0);
+        summs += h2f(x[i].m) * h2f(y[i].s);
+    }
+    *s = hsum_ps(_mm256_add_ps(acc0, acc1)) + summs;
+}
+
+/* Q5_0: (nibble | hbit << 4) - 16 is, as a signed byte, the nibble with 0xf0 or-ed in
+ * wherever the high bit is clear. */
+static inline __m256i q5_0_values(const block_q5_0 *b)
+{
+    __m256i hi = _mm256_andnot_si256(bits32(b->qh), _mm256_set1_epi8((char)0xf0));
+    return _mm256_or_si256(nibbles32(b->qs), hi);
+}
+
+static void q5_0_q8_0(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_q5_0 *x = vx;
+    const block_q8_0 *y = vy;
+    const int64_t nb = n / QK8_0;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 1 < nb; i += 2) {
+        __m256 p0 = dot_s8s8(q5_0_values(&x[i]), _mm256_loadu_si256((const __m256i *)y[i].qs));
+        __m256 p1 = dot_s8s8(q5_0_values(&x[i + 1]),
+                             _mm256_loadu_si256((const __m256i *)y[i + 1].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), p0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i + 1].d) * h2f(y[i + 1].d)), p1, acc1);
+    }
+    if (i < nb) {
+        __m256 p0 = dot_s8s8(q5_0_values(&x[i]), _mm256_loadu_si256((const __m256i *)y[i].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), p0, acc0);
+    }
+    *s = hsum_ps(_mm256_add_ps(acc0, acc1));
+}
+
+static inline __m256i q5_1_values(const block_q5_1 *b)
+{
+    __m256i hi = _mm256_and_si256(bits32(b->qh), _mm256_set1_epi8(0x10));
+    return _mm256_or_si256(nibbles32(b->qs), hi);
+}
+
+static void q5_1_q8_1(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_q5_1 *x = vx;
+    const block_q8_1 *y = vy;
+    const int64_t nb = n / QK8_1;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    float summs = 0.0f;
+    int64_t i = 0;
+    for (; i + 1 < nb; i += 2) {
+        __m256 p0 = dot_u8s8(q5_1_values(&x[i]), _mm256_loadu_si256((const __m256i *)y[i].qs));
+        __m256 p1 = dot_u8s8(q5_1_values(&x[i + 1]),
+                             _mm256_loadu_si256((const __m256i *)y[i + 1].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), p0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i + 1].d) * h2f(y[i + 1].d)), p1, acc1);
+        summs += h2f(x[i].m) * h2f(y[i].s) + h2f(x[i + 1].m) * h2f(y[i + 1].s);
+    }
+    if (i < nb) {
+        __m256 p0 = dot_u8s8(q5_1_values(&x[i]), _mm256_loadu_si256((const __m256i *)y[i].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), p0, acc0);
+        summs += h2f(x[i].m) * h2f(y[i].s);
+    }
+    *s = hsum_ps(_mm256_add_ps(acc0, acc1)) + summs;
+}
+
+static void q8_0_q8_0(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_q8_0 *x = vx;
+    const block_q8_0 *y = vy;
+    const int64_t nb = n / QK8_0;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 1 < nb; i += 2) {
+        __m256 p0 = dot_s8s8(_mm256_loadu_si256((const __m256i *)x[i].qs),
+                             _mm256_loadu_si256((const __m256i *)y[i].qs));
+        __m256 p1 = dot_s8s8(_mm256_loadu_si256((const __m256i *)x[i + 1].qs),
+                             _mm256_loadu_si256((const __m256i *)y[i + 1].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), p0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i + 1].d) * h2f(y[i + 1].d)), p1, acc1);
+    }
+    if (i < nb) {
+        __m256 p0 = dot_s8s8(_mm256_loadu_si256((const __m256i *)x[i].qs),
+                             _mm256_loadu_si256((const __m256i *)y[i].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), p0, acc0);
+    }
+    *s = hsum_ps(_mm256_add_ps(acc0, acc1));
+}
+
+/* ---- vec_dot: the K-quants ------------------------------------------------------ */
+
+/* Q2_K: value 0..3 times a 4-bit scale per group of 16, minus dmin * min * sum(q8) where
+ * the sum per group comes from the Q8_K bsums. */
+static void q2_K_q8_K(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_q2_K *x = vx;
+    const block_q8_K *y = vy;
+    const __m256i m3 = _mm256_set1_epi8(3);
+    const __m128i m4 = _mm_set1_epi8(0x0f);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float dall = y[i].d * h2f(x[i].d);
+        const float dmin = -y[i].d * h2f(x[i].dmin);
+        const __m128i sm = _mm_loadu_si128((const __m128i *)x[i].scales);
+        const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sm, 4), m4));
+        const __m256i prod =
+            _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)y[i].bsums));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), acc);
+
+        const __m256i sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(sm, m4));
+        const int8_t *q8 = y[i].qs;
+        __m256i sumi = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m128i lane = h ? _mm256_extracti128_si256(sc16, 1)
+                                   : _mm256_castsi256_si128(sc16);
+            const __m256i scales = _mm256_broadcastsi128_si256(lane);
+            const __m256i bits = _mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * h));
+            for (int k = 0; k < 4; k++, q8 += 32) {
+                __m256i q = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * k), m3);
+                __m256i p = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)q8));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale_k16(scales, k), p));
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(dall), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    *s = hsum_ps(acc);
+}
+
+/* Q3_K: the 3-bit value v = low2 | hbit << 2 is in 0..7 and the weight is v - 4, so the dot
+ * is sum(sc * v * q8) - 4 * sum(sc * bsum) per super-block: no per-element subtraction. */
+static void q3_K_q8_K(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_q3_K *x = vx;
+    const block_q8_K *y = vy;
+    const __m256i m3 = _mm256_set1_epi8(3);
+    const __m256i m1 = _mm256_set1_epi8(1);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        uint32_t w[3], u[4];
+        memcpy(w, x[i].scales, 12);
+        u[0] = (w[0] & 0x0f0f0f0f) | ((w[2] & 0x03030303) << 4);
+        u[1] = (w[1] & 0x0f0f0f0f) | (((w[2] >> 2) & 0x03030303) << 4);
+        u[2] = ((w[0] >> 4) & 0x0f0f0f0f) | (((w[2] >> 4) & 0x03030303) << 4);
+        u[3] = ((w[1] >> 4) & 0x0f0f0f0f) | (((w[2] >> 6) & 0x03030303) << 4);
+        const __m256i sc16 = _mm256_sub_epi16(
+            _mm256_cvtepu8_epi16(_mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0])),
+            _mm256_set1_epi16(32));
+        __m256i sumi = _mm256_slli_epi32(
+            _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)y[i].bsums)), 2);
+        sumi = _mm256_sub_epi32(_mm256_setzero_si256(), sumi);
+
+        __m256i hb = _mm256_loadu_si256((const __m256i *)x[i].hmask);
+        const int8_t *q8 = y[i].qs;
+        for (int h = 0; h < 2; h++) {
+            const __m128i lane = h ? _mm256_extracti128_si256(sc16, 1)
+                                   : _mm256_castsi256_si128(sc16);
+            const __m256i scales = _mm256_broadcastsi128_si256(lane);
+            const __m256i bits = _mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * h));
+            for (int k = 0; k < 4; k++, q8 += 32) {
+                __m256i lo = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * k), m3);
+                __m256i hi = _mm256_slli_epi16(_mm256_and_si256(hb, m1), 2);
+                hb = _mm256_srli_epi16(hb, 1);
+                __m256i q = _mm256_or_si256(lo, hi);
+                __m256i p = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)q8));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale_k16(scales, k), p));
+            }
+        }
+        const float d = y[i].d * h2f(x[i].d);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    *s = hsum_ps(acc);
+}
+
+/* The 8 six-bit scales and 8 mins of Q4_K/Q5_K, unpacked four at a time with word masks:
+ * out[0..1] = scales 0-3, 4-7; out[2..3] = mins 0-3, 4-7. */
+static inline void k4_unpack(const uint8_t *p, uint32_t out[4])
+{
+    uint32_t w[3];
+    memcpy(w, p, 12);
+    out[0] = w[0] & 0x3f3f3f3f;
+    out[1] = (w[2] & 0x0f0f0f0f) | ((w[0] >> 2) & 0x30303030);
+    out[2] = w[1] & 0x3f3f3f3f;
+    out[3] = ((w[2] >> 4) & 0x0f0f0f0f) | ((w[1] >> 2) & 0x30303030);
+}
+
+/* The min term of Q4_K/Q5_K: sum over groups of min * (bsum pair), as 4 int32 lanes. */
+static inline __m128i k4_mins_dot(const __m256i ms16, const int16_t *bsums)
+{
+    const __m256i b = _mm256_loadu_si256((const __m256i *)bsums);
+    const __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+    return _mm_madd_epi16(_mm256_extracti128_si256(ms16, 1), pairs);
+}
+
+static void q4_K_q8_K(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_q4_K *x = vx;
+    const block_q8_K *y = vy;
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m256 acc = _mm256_setzero_ps();
+    __m128 accm = _mm_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        uint32_t u[4];
+        k4_unpack(x[i].scales, u);
+        const __m256i ms16 = _mm256_cvtepu8_epi16(
+            _mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0]));
+        const float d = y[i].d * h2f(x[i].d);
+        const float dmin = -y[i].d * h2f(x[i].dmin);
+        accm = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(k4_mins_dot(ms16, y[i].bsums)),
+                            accm);
+
+        const __m256i scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(ms16));
+        const uint8_t *q4 = x[i].qs;
+        const int8_t *q8 = y[i].qs;
+        __m256i sumi = _mm256_setzero_si256();
+        for (int j = 0; j < 4; j++, q4 += 32, q8 += 64) {
+            const __m256i bits = _mm256_loadu_si256((const __m256i *)q4);
+            __m256i lo = _mm256_and_si256(bits, m4);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+            __m256i pl = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)q8));
+            __m256i ph = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q8 + 32)));
+            pl = _mm256_madd_epi16(scale_k4(scales, 2 * j), pl);
+            ph = _mm256_madd_epi16(scale_k4(scales, 2 * j + 1), ph);
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    *s = hsum_ps(acc) + hsum_ps128(accm);
+}
+
+static void q5_K_q8_K(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_q5_K *x = vx;
+    const block_q8_K *y = vy;
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m256i m1 = _mm256_set1_epi8(1);
+    __m256 acc = _mm256_setzero_ps();
+    __m128 accm = _mm_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        uint32_t u[4];
+        k4_unpack(x[i].scales, u);
+        const __m256i ms16 = _mm256_cvtepu8_epi16(
+            _mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0]));
+        const float d = y[i].d * h2f(x[i].d);
+        const float dmin = -y[i].d * h2f(x[i].dmin);
+        accm = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(k4_mins_dot(ms16, y[i].bsums)),
+                            accm);
+
+        const __m256i scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(ms16));
+        __m256i hb = _mm256_loadu_si256((const __m256i *)x[i].qh);
+        const uint8_t *q5 = x[i].qs;
+        const int8_t *q8 = y[i].qs;
+        __m256i sumi = _mm256_setzero_si256();
+        for (int j = 0; j < 4; j++, q5 += 32, q8 += 64) {
+            const __m256i bits = _mm256_loadu_si256((const __m256i *)q5);
+            __m256i lo = _mm256_and_si256(bits, m4);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+            lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, m1), 4));
+            hi = _mm256_or_si256(hi, _mm256_slli_epi16(
+                                         _mm256_and_si256(_mm256_srli_epi16(hb, 1), m1), 4));
+            hb = _mm256_srli_epi16(hb, 2);
+            __m256i pl = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)q8));
+            __m256i ph = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q8 + 32)));
+            pl = _mm256_madd_epi16(scale_k4(scales, 2 * j), pl);
+            ph = _mm256_madd_epi16(scale_k4(scales, 2 * j + 1), ph);
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    *s = hsum_ps(acc) + hsum_ps128(accm);
+}
+
+/* Q6_K: v = low4 | high2 << 4 in 0..63, weight v - 32; as for Q3_K the offset is taken out
+ * once per super-block as 32 * sum(scale * bsum). */
+static void q6_K_q8_K(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_q6_K *x = vx;
+    const block_q8_K *y = vy;
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m256i m2 = _mm256_set1_epi8(3);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const __m256i sc16 =
+            _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[i].scales));
+        __m256i sumi = _mm256_slli_epi32(
+            _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)y[i].bsums)), 5);
+        sumi = _mm256_sub_epi32(_mm256_setzero_si256(), sumi);
+
+        const uint8_t *ql = x[i].ql, *qh = x[i].qh;
+        const int8_t *q8 = y[i].qs;
+        for (int h = 0; h < 2; h++, ql += 64, qh += 32) {
+            const __m128i lane = h ? _mm256_extracti128_si256(sc16, 1)
+                                   : _mm256_castsi256_si128(sc16);
+            const __m256i scales = _mm256_broadcastsi128_si256(lane);
+            const __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
+            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+            const __m256i hbits = _mm256_loadu_si256((const __m256i *)qh);
+            __m256i q[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(hbits, m2), 4));
+            q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                   _mm256_slli_epi16(
+                                       _mm256_and_si256(_mm256_srli_epi16(hbits, 2), m2), 4));
+            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                   _mm256_slli_epi16(
+                                       _mm256_and_si256(_mm256_srli_epi16(hbits, 4), m2), 4));
+            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                   _mm256_slli_epi16(
+                                       _mm256_and_si256(_mm256_srli_epi16(hbits, 6), m2), 4));
+            for (int k = 0; k < 4; k++, q8 += 32) {
+                __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)q8));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale_k16(scales, k), p));
+            }
+        }
+        const float d = y[i].d * h2f(x[i].d);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    *s = hsum_ps(acc);
+}
+
+/* ---- float rows ----------------------------------------------------------------- */
+
+static void f32_dot(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const float *x = vx, *y = vy;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(y + i + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(y + i + 24), a3);
+    }
+    for (; i + 8 <= n; i += 8)
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a0);
+    double sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < n; i++)
+        sum += (double)(x[i] * y[i]);
+    *s = (float)sum;
+}
+
+static inline __m256 load_f16x8(const llm_f16 *p)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+/* Like ggml's AVX path: four 8-wide float accumulators over 32-element steps, the leftover
+ * elements added in double. */
+static float dot_f16(int64_t n, const llm_f16 *x, const llm_f16 *y)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_fmadd_ps(load_f16x8(x + i), load_f16x8(y + i), a0);
+        a1 = _mm256_fmadd_ps(load_f16x8(x + i + 8), load_f16x8(y + i + 8), a1);
+        a2 = _mm256_fmadd_ps(load_f16x8(x + i + 16), load_f16x8(y + i + 16), a2);
+        a3 = _mm256_fmadd_ps(load_f16x8(x + i + 24), load_f16x8(y + i + 24), a3);
+    }
+    double sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < n; i++)
+        sum += (double)(h2f(x[i]) * h2f(y[i]));
+    return (float)sum;
+}
+
+static void f16_dot(int64_t n, float *s, const void *vx, const void *vy)
+{
+    *s = dot_f16(n, vx, vy);
+}
+
+/* The tails go through an 8-element buffer so that every element is converted by the same
+ * instruction. */
+static void f32_to_f16_row(const float *x, llm_f16 *y, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(y + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    if (i < n) {
+        float in[8] = {0};
+        llm_f16 out[8];
+        memcpy(in, x + i, (size_t)(n - i) * sizeof(float));
+        _mm_storeu_si128((__m128i *)out,
+                         _mm256_cvtps_ph(_mm256_loadu_ps(in), _MM_FROUND_TO_NEAREST_INT));
+        memcpy(y + i, out, (size_t)(n - i) * sizeof(llm_f16));
+    }
+}
+
+static void f16_to_f32_row(const llm_f16 *x, float *y, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, load_f16x8(x + i));
+    if (i < n) {
+        llm_f16 in[8] = {0};
+        float out[8];
+        memcpy(in, x + i, (size_t)(n - i) * sizeof(llm_f16));
+        _mm256_storeu_ps(out, load_f16x8(in));
+        memcpy(y + i, out, (size_t)(n - i) * sizeof(float));
+    }
+}
+
+static void f16_from_float(const float *x, void *y, int64_t n)
+{
+    f32_to_f16_row(x, y, n);
+}
+
+static void f16_to_float(const void *x, float *y, int64_t n)
+{
+    f16_to_f32_row(x, y, n);
+}
+
+/* ---- activation quantisers ------------------------------------------------------ */
+
+/* roundf() on 8 lanes: truncate, then step away from zero when the dropped fraction is at
+ * least one half. x - trunc(x) is exact, so this matches roundf for every input (the
+ * rounding instruction's nearest-even mode would differ on exact halves). */
+static inline __m256i round_away(__m256 v)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    __m256 frac = _mm256_andnot_ps(sign, _mm256_sub_ps(v, t));
+    __m256 ge = _mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+    __m256 step = _mm256_or_ps(_mm256_and_ps(v, sign), _mm256_set1_ps(1.0f));
+    return _mm256_cvttps_epi32(_mm256_add_ps(t, _mm256_and_ps(ge, step)));
+}
+
+/* Four vectors of 8 int32 (elements 0-7, 8-15, ...) -> 32 int8 in element order. */
+static inline __m256i pack_i32x4(__m256i a, __m256i b, __m256i c, __m256i d)
+{
+    __m256i ab = _mm256_packs_epi32(a, b); /* lanes: a0-3 b0-3 | a4-7 b4-7 */
+    __m256i cd = _mm256_packs_epi32(c, d);
+    __m256i v = _mm256_packs_epi16(ab, cd); /* dwords: a0 b0 c0 d0 | a1 b1 c1 d1 */
+    return _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+static inline float absmax32(const float *x)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m0 = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x)),
+                              _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8)));
+    __m256 m1 = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + 16)),
+                              _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 24)));
+    return hmax_ps(_mm256_max_ps(m0, m1));
+}
+
+static void q8_0_from_float(const float *x, void *dst, int64_t n)
+{
+    block_q8_0 *y = dst;
+    for (int64_t i = 0; i < n / QK8_0; i++, x += QK8_0) {
+        const float d = absmax32(x) / 127.0f;
+        const __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+        y[i].d = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+        __m256i q0 = round_away(_mm256_mul_ps(_mm256_loadu_ps(x), id));
+        __m256i q1 = round_away(_mm256_mul_ps(_mm256_loadu_ps(x + 8), id));
+        __m256i q2 = round_away(_mm256_mul_ps(_mm256_loadu_ps(x + 16), id));
+        __m256i q3 = round_away(_mm256_mul_ps(_mm256_loadu_ps(x + 24), id));
+        _mm256_storeu_si256((__m256i *)y[i].qs, pack_i32x4(q0, q1, q2, q3));
+    }
+}
+
+static void q8_1_from_float(const float *x, void *dst, int64_t n)
+{
+    block_q8_1 *y = dst;
+    for (int64_t i = 0; i < n / QK8_1; i++, x += QK8_1) {
+        const float d = absmax32(x) / 127.0f;
+        const __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+        y[i].d = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+        __m256i q0 = round_away(_mm256_mul_ps(_mm256_loadu_ps(x), id));
+        __m256i q1 = round_away(_mm256_mul_ps(_mm256_loadu_ps(x + 8), id));
+        __m256i q2 = round_away(_mm256_mul_ps(_mm256_loadu_ps(x + 16), id));
+        __m256i q3 = round_away(_mm256_mul_ps(_mm256_loadu_ps(x + 24), id));
+        int sum = hsum_epi32(
+            _mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3)));
+        y[i].s = _cvtss_sh((float)sum * d, _MM_FROUND_TO_NEAREST_INT);
+        _mm256_storeu_si256((__m256i *)y[i].qs, pack_i32x4(q0, q1, q2, q3));
+    }
+}
+
+/* Q8_K: the reference takes the first element of largest magnitude; it is +max or -max
+ * depending on which of the row's maximum and minimum is larger in magnitude, and only an
+ * exact tie between the two needs a scan for the first occurrence. The conversion
+ * instruction rounds to nearest even in the default mode, like ggml's nearest_int. */
+static void q8_K_from_float(const float *x, void *dst, int64_t n)
+{
+    block_q8_K *y = dst;
+    for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
+        __m256 vmax = _mm256_loadu_ps(x), vmin = vmax;
+        for (int j = 8; j < QK_K; j += 8) {
+            __m256 v = _mm256_loadu_ps(x + j);
+            vmax = _mm256_max_ps(vmax, v);
+            vmin = _mm256_min_ps(vmin, v);
+        }
+        const float hi = hmax_ps(vmax), lo = -hmin_ps(vmin);
+        float max;
+        if (hi > lo) {
+            max = hi;
+        } else if (lo > hi) {
+            max = -lo;
+        } else {
+            max = 0.0f;
+            for (int j = 0; j < QK_K; j++) {
+                if (x[j] == hi || x[j] == -hi) {
+                    max = x[j];
+                    break;
+                }
+            }
+        }
+        if (max == 0.0f) {
+            memset(&y[i], 0, sizeof y[i]);
+            continue;
+        }
+        const float iscale = -127.0f / max;
+        const __m256 mul = _mm256_set1_ps(iscale);
+        const __m256i cap = _mm256_set1_epi32(127);
+        const __m256i ones8 = _mm256_set1_epi8(1);
+        const __m256i ones16 = _mm256_set1_epi16(1);
+        __m256i sums[8];
+        for (int c = 0; c < 8; c++) {
+            const float *p = x + 32 * c;
+            __m256i q0 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p), mul)), cap);
+            __m256i q1 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p + 8), mul)), cap);
+            __m256i q2 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p + 16), mul)), cap);
+            __m256i q3 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p + 24), mul)), cap);
+            __m256i q = pack_i32x4(q0, q1, q2, q3);
+            _mm256_storeu_si256((__m256i *)(y[i].qs + 32 * c), q);
+            /* sums of 4 consecutive elements: q0-3, q4-7, q8-11, q12-15 | q16-19 ... */
+            sums[c] = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, q), ones16);
+        }
+        /* Two rounds of horizontal adds over four chunks give, per 128-bit lane, the sums
+         * of 16: low lane = first half of chunks c..c+3, high lane = second half. */
+        for (int c = 0; c < 8; c += 4) {
+            __m256i h01 = _mm256_hadd_epi32(sums[c], sums[c + 1]);
+            __m256i h23 = _mm256_hadd_epi32(sums[c + 2], sums[c + 3]);
+            __m256i g = _mm256_hadd_epi32(h01, h23);
+            /* g = [c.0 c+1.0 c+2.0 c+3.0 | c.1 c+1.1 c+2.1 c+3.1] (chunk.half) */
+            __m128i first = _mm256_castsi256_si128(g), second = _mm256_extracti128_si256(g, 1);
+            __m128i lo16 = _mm_packs_epi32(_mm_unpacklo_epi32(first, second),
+                                           _mm_unpackhi_epi32(first, second));
+            _mm_storeu_si128((__m128i *)(y[i].bsums + 2 * c), lo16);
+        }
+        y[i].d = 1.0f / iscale;
+    }
+}
+
+/* ---- registration --------------------------------------------------------------- */
+
+int llm__quant_avx2_fill(llm_quant_traits *t, llm_quant_row_fns *rows)
+{
+    t[LLM_DT_F32].vec_dot = f32_dot;
+    t[LLM_DT_F16].vec_dot = f16_dot;
+    t[LLM_DT_F16].from_float = f16_from_float;
+    t[LLM_DT_F16].to_float = f16_to_float;
+    t[LLM_DT_Q4_0].vec_dot = q4_0_q8_0;
+    t[LLM_DT_Q4_1].vec_dot = q4_1_q8_1;
+    t[LLM_DT_Q5_0].vec_dot = q5_0_q8_0;
+    t[LLM_DT_Q5_1].vec_dot = q5_1_q8_1;
+    t[LLM_DT_Q8_0].vec_dot = q8_0_q8_0;
+    t[LLM_DT_Q8_0].from_float = q8_0_from_float;
+    t[LLM_DT_Q8_1].from_float = q8_1_from_float;
+    t[LLM_DT_Q8_K].from_float = q8_K_from_float;
+    t[LLM_DT_Q2_K].vec_dot = q2_K_q8_K;
+    t[LLM_DT_Q3_K].vec_dot = q3_K_q8_K;
+    t[LLM_DT_Q4_K].vec_dot = q4_K_q8_K;
+    t[LLM_DT_Q5_K].vec_dot = q5_K_q8_K;
+    t[LLM_DT_Q6_K].vec_dot = q6_K_q8_K;
+    rows->f32_to_f16_row = f32_to_f16_row;
+    rows->f16_to_f32_row = f16_to_f32_row;
+    rows->dot_f16 = dot_f16;
+    return 1;
+}
+
+#else /* built without AVX2/FMA/F16C */
+
+int llm__quant_avx2_fill(llm_quant_traits *table, llm_quant_row_fns *rows)
+{
+    (void)table;
+    (void)rows;
+    return 0;
+}
+
+#endif
