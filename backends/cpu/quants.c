@@ -13,6 +13,13 @@
 #include <pthread.h>
 #include <string.h>
 
+/* The bit-exact results (dequantisation equal to ggml's and numpy's, quantisers equal to
+ * ggml's) need every multiply and add rounded on its own: no contraction into FMA, even in
+ * builds with -march=native and GNU C's default -ffp-contract=fast. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
 /* ---- half precision ------------------------------------------------------------- */
 
 static uint32_t f32_bits(float f)
@@ -454,7 +461,8 @@ static void q4_0_from_float(const float *x, void *dst, int64_t n)
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[i].d = llm__f32_to_f16(d);
         for (int j = 0; j < QK4_0 / 2; j++) {
-            int v0 = (int8_t)(x[j] * id + 8.5f), v1 = (int8_t)(x[j + QK4_0 / 2] * id + 8.5f);
+            const float x0 = x[j] * id, x1 = x[j + QK4_0 / 2] * id;
+            int v0 = (int8_t)(x0 + 8.5f), v1 = (int8_t)(x1 + 8.5f);
             y[i].qs[j] = (uint8_t)((v0 < 15 ? v0 : 15) | ((v1 < 15 ? v1 : 15) << 4));
         }
     }
@@ -474,8 +482,8 @@ static void q4_1_from_float(const float *x, void *dst, int64_t n)
         y[i].d = llm__f32_to_f16(d);
         y[i].m = llm__f32_to_f16(min);
         for (int j = 0; j < QK4_1 / 2; j++) {
-            int v0 = (int8_t)((x[j] - min) * id + 0.5f);
-            int v1 = (int8_t)((x[j + QK4_1 / 2] - min) * id + 0.5f);
+            const float x0 = (x[j] - min) * id, x1 = (x[j + QK4_1 / 2] - min) * id;
+            int v0 = (int8_t)(x0 + 0.5f), v1 = (int8_t)(x1 + 0.5f);
             y[i].qs[j] = (uint8_t)((v0 < 15 ? v0 : 15) | ((v1 < 15 ? v1 : 15) << 4));
         }
     }
@@ -497,7 +505,8 @@ static void q5_0_from_float(const float *x, void *dst, int64_t n)
         uint32_t qh = 0;
         y[i].d = llm__f32_to_f16(d);
         for (int j = 0; j < QK5_0 / 2; j++) {
-            int v0 = (int8_t)(x[j] * id + 16.5f), v1 = (int8_t)(x[j + QK5_0 / 2] * id + 16.5f);
+            const float x0 = x[j] * id, x1 = x[j + QK5_0 / 2] * id;
+            int v0 = (int8_t)(x0 + 16.5f), v1 = (int8_t)(x1 + 16.5f);
             v0 = v0 < 31 ? v0 : 31;
             v1 = v1 < 31 ? v1 : 31;
             y[i].qs[j] = (uint8_t)((v0 & 0xf) | ((v1 & 0xf) << 4));
@@ -523,8 +532,8 @@ static void q5_1_from_float(const float *x, void *dst, int64_t n)
         y[i].d = llm__f32_to_f16(d);
         y[i].m = llm__f32_to_f16(min);
         for (int j = 0; j < QK5_1 / 2; j++) {
-            int v0 = (int)((x[j] - min) * id + 0.5f);
-            int v1 = (int)((x[j + QK5_1 / 2] - min) * id + 0.5f);
+            const float x0 = (x[j] - min) * id, x1 = (x[j + QK5_1 / 2] - min) * id;
+            int v0 = (int)(x0 + 0.5f), v1 = (int)(x1 + 0.5f);
             y[i].qs[j] = (uint8_t)((v0 & 0xf) | ((v1 & 0xf) << 4));
             qh |= (uint32_t)((v0 >> 4) & 1) << j;
             qh |= (uint32_t)((v1 >> 4) & 1) << (j + 16);
@@ -841,12 +850,33 @@ const char *llm__cpu_features(void)
     return features;
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+
+/* AVX2, FMA and F16C present, and the OS saving the YMM registers (XCR0 bits 1-2).
+ * cpuid directly rather than __builtin_cpu_supports, which older clangs lack for f16c. */
+static int cpu_has_avx2_fma_f16c(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d))
+        return 0;
+    /* fma, osxsave, avx, f16c */
+    const unsigned need = (1u << 12) | (1u << 27) | (1u << 28) | (1u << 29);
+    if ((c & need) != need)
+        return 0;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & 6) != 6 || __get_cpuid_max(0, NULL) < 7)
+        return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    return (b >> 5) & 1; /* avx2 */
+}
+#endif
+
 static void quant_init_once(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c") && llm__quant_avx2_fill(llm__quant_best, &row_fns))
+    if (cpu_has_avx2_fma_f16c() && llm__quant_avx2_fill(llm__quant_best, &row_fns))
         features = "avx2,fma,f16c";
 #endif
 }

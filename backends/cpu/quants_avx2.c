@@ -63,6 +63,27 @@ static inline float h2f(llm_f16 h)
     return _cvtsh_ss(h);
 }
 
+/* The 32-blocks start with their f16 scale(s), followed by at least 6 more bytes, so one
+ * 8-byte load converts the scale (lane 0) and the second field, m or s (lane 1); the memory
+ * form of vcvtph2ps avoids the shuffle port that scalar half loads go through, which is
+ * what limits these loops otherwise. Lanes 2-3 hold converted quant bytes, never used (and
+ * never denormal: every half is a normal float). */
+static inline __m128 scales4(const llm_f16 *p)
+{
+    return _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)p));
+}
+
+/* dx * dy, broadcast */
+static inline __m256 scale_xy(const llm_f16 *dx, const llm_f16 *dy)
+{
+    return _mm256_broadcastss_ps(_mm_mul_ss(scales4(dx), scales4(dy)));
+}
+
+static inline __m256i load32(const void *p)
+{
+    return _mm256_loadu_si256((const __m256i *)p);
+}
+
 /* 16 bytes of packed nibbles -> 32 bytes: the low nibbles first, then the high ones, which
  * is the element order of the 32-blocks. */
 static inline __m256i nibbles32(const uint8_t *p)
@@ -143,13 +164,13 @@ static void q4_0_q8_0(int64_t n, float *s, const void *vx, const void *vy)
         __m256i q1 = _mm256_sub_epi8(nibbles32(x[i + 1].qs), off);
         __m256 p0 = dot_s8s8(q0, _mm256_loadu_si256((const __m256i *)y[i].qs));
         __m256 p1 = dot_s8s8(q1, _mm256_loadu_si256((const __m256i *)y[i + 1].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), p0, acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i + 1].d) * h2f(y[i + 1].d)), p1, acc1);
+        acc0 = _mm256_fmadd_ps(scale_xy(&x[i].d, &y[i].d), p0, acc0);
+        acc1 = _mm256_fmadd_ps(scale_xy(&x[i + 1].d, &y[i + 1].d), p1, acc1);
     }
     if (i < nb) {
         __m256i q0 = _mm256_sub_epi8(nibbles32(x[i].qs), off);
         __m256 p0 = dot_s8s8(q0, _mm256_loadu_si256((const __m256i *)y[i].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), p0, acc0);
+        acc0 = _mm256_fmadd_ps(scale_xy(&x[i].d, &y[i].d), p0, acc0);
     }
     *s = hsum_ps(_mm256_add_ps(acc0, acc1));
 }
@@ -161,22 +182,24 @@ static void q4_1_q8_1(int64_t n, float *s, const void *vx, const void *vy)
     const block_q8_1 *y = vy;
     const int64_t nb = n / QK8_1;
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    float summs = 0.0f;
+    __m128 summs = _mm_setzero_ps(); /* lane 1: sum of m * s */
     int64_t i = 0;
     for (; i + 1 < nb; i += 2) {
-        __m256 p0 = dot_u8s8(nibbles32(x[i].qs), _mm256_loadu_si256((const __m256i *)y[i].qs));
-        __m256 p1 = dot_u8s8(nibbles32(x[i + 1].qs),
-                             _mm256_loadu_si256((const __m256i *)y[i + 1].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), p0, acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i + 1].d) * h2f(y[i + 1].d)), p1, acc1);
-        summs += h2f(x[i].m) * h2f(y[i].s) + h2f(x[i + 1].m) * h2f(y[i + 1].s);
+        const __m128 s0 = _mm_mul_ps(scales4(&x[i].d), scales4(&y[i].d));
+        const __m128 s1 = _mm_mul_ps(scales4(&x[i + 1].d), scales4(&y[i + 1].d));
+        __m256 p0 = dot_u8s8(nibbles32(x[i].qs), load32(y[i].qs));
+        __m256 p1 = dot_u8s8(nibbles32(x[i + 1].qs), load32(y[i + 1].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), p0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s1), p1, acc1);
+        summs = _mm_add_ps(summs, _mm_add_ps(s0, s1));
     }
     if (i < nb) {
+        const __m128 s0 = _mm_mul_ps(scales4(&x[i].d), scales4(&y[i].d));
         __m256 p0 = dot_u8s8(nibbles32(x[i].qs), _mm256_loadu_si256((const __m256i *)y[i].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), p0, acc0);
-        summs += h2f(x[i].m) * h2f(y[i].s);
+        acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), p0, acc0);
+        summs = _mm_add_ps(summs, s0);
     }
-    *s = hsum_ps(_mm256_add_ps(acc0, acc1)) + summs;
+    *s = hsum_ps(_mm256_add_ps(acc0, acc1)) + _mm_cvtss_f32(_mm_movehdup_ps(summs));
 }
 
 /* Q5_0: (nibble | hbit << 4) - 16 is, as a signed byte, the nibble with 0xf0 or-ed in
@@ -198,12 +221,12 @@ static void q5_0_q8_0(int64_t n, float *s, const void *vx, const void *vy)
         __m256 p0 = dot_s8s8(q5_0_values(&x[i]), _mm256_loadu_si256((const __m256i *)y[i].qs));
         __m256 p1 = dot_s8s8(q5_0_values(&x[i + 1]),
                              _mm256_loadu_si256((const __m256i *)y[i + 1].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), p0, acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i + 1].d) * h2f(y[i + 1].d)), p1, acc1);
+        acc0 = _mm256_fmadd_ps(scale_xy(&x[i].d, &y[i].d), p0, acc0);
+        acc1 = _mm256_fmadd_ps(scale_xy(&x[i + 1].d, &y[i + 1].d), p1, acc1);
     }
     if (i < nb) {
         __m256 p0 = dot_s8s8(q5_0_values(&x[i]), _mm256_loadu_si256((const __m256i *)y[i].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), p0, acc0);
+        acc0 = _mm256_fmadd_ps(scale_xy(&x[i].d, &y[i].d), p0, acc0);
     }
     *s = hsum_ps(_mm256_add_ps(acc0, acc1));
 }
@@ -220,22 +243,24 @@ static void q5_1_q8_1(int64_t n, float *s, const void *vx, const void *vy)
     const block_q8_1 *y = vy;
     const int64_t nb = n / QK8_1;
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    float summs = 0.0f;
+    __m128 summs = _mm_setzero_ps(); /* lane 1: sum of m * s */
     int64_t i = 0;
     for (; i + 1 < nb; i += 2) {
-        __m256 p0 = dot_u8s8(q5_1_values(&x[i]), _mm256_loadu_si256((const __m256i *)y[i].qs));
-        __m256 p1 = dot_u8s8(q5_1_values(&x[i + 1]),
-                             _mm256_loadu_si256((const __m256i *)y[i + 1].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), p0, acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i + 1].d) * h2f(y[i + 1].d)), p1, acc1);
-        summs += h2f(x[i].m) * h2f(y[i].s) + h2f(x[i + 1].m) * h2f(y[i + 1].s);
+        const __m128 s0 = _mm_mul_ps(scales4(&x[i].d), scales4(&y[i].d));
+        const __m128 s1 = _mm_mul_ps(scales4(&x[i + 1].d), scales4(&y[i + 1].d));
+        __m256 p0 = dot_u8s8(q5_1_values(&x[i]), load32(y[i].qs));
+        __m256 p1 = dot_u8s8(q5_1_values(&x[i + 1]), load32(y[i + 1].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), p0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s1), p1, acc1);
+        summs = _mm_add_ps(summs, _mm_add_ps(s0, s1));
     }
     if (i < nb) {
+        const __m128 s0 = _mm_mul_ps(scales4(&x[i].d), scales4(&y[i].d));
         __m256 p0 = dot_u8s8(q5_1_values(&x[i]), _mm256_loadu_si256((const __m256i *)y[i].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), p0, acc0);
-        summs += h2f(x[i].m) * h2f(y[i].s);
+        acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), p0, acc0);
+        summs = _mm_add_ps(summs, s0);
     }
-    *s = hsum_ps(_mm256_add_ps(acc0, acc1)) + summs;
+    *s = hsum_ps(_mm256_add_ps(acc0, acc1)) + _mm_cvtss_f32(_mm_movehdup_ps(summs));
 }
 
 static void q8_0_q8_0(int64_t n, float *s, const void *vx, const void *vy)
@@ -250,13 +275,13 @@ static void q8_0_q8_0(int64_t n, float *s, const void *vx, const void *vy)
                              _mm256_loadu_si256((const __m256i *)y[i].qs));
         __m256 p1 = dot_s8s8(_mm256_loadu_si256((const __m256i *)x[i + 1].qs),
                              _mm256_loadu_si256((const __m256i *)y[i + 1].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), p0, acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i + 1].d) * h2f(y[i + 1].d)), p1, acc1);
+        acc0 = _mm256_fmadd_ps(scale_xy(&x[i].d, &y[i].d), p0, acc0);
+        acc1 = _mm256_fmadd_ps(scale_xy(&x[i + 1].d, &y[i + 1].d), p1, acc1);
     }
     if (i < nb) {
         __m256 p0 = dot_s8s8(_mm256_loadu_si256((const __m256i *)x[i].qs),
                              _mm256_loadu_si256((const __m256i *)y[i].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), p0, acc0);
+        acc0 = _mm256_fmadd_ps(scale_xy(&x[i].d, &y[i].d), p0, acc0);
     }
     *s = hsum_ps(_mm256_add_ps(acc0, acc1));
 }
@@ -284,11 +309,13 @@ static void q2_K_q8_K(int64_t n, float *s, const void *vx, const void *vy)
         const __m256i sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(sm, m4));
         const int8_t *q8 = y[i].qs;
         __m256i sumi = _mm256_setzero_si256();
+#pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             const __m128i lane = h ? _mm256_extracti128_si256(sc16, 1)
                                    : _mm256_castsi256_si128(sc16);
             const __m256i scales = _mm256_broadcastsi128_si256(lane);
             const __m256i bits = _mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * h));
+#pragma GCC unroll 4
             for (int k = 0; k < 4; k++, q8 += 32) {
                 __m256i q = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * k), m3);
                 __m256i p = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)q8));
@@ -325,11 +352,13 @@ static void q3_K_q8_K(int64_t n, float *s, const void *vx, const void *vy)
 
         __m256i hb = _mm256_loadu_si256((const __m256i *)x[i].hmask);
         const int8_t *q8 = y[i].qs;
+#pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             const __m128i lane = h ? _mm256_extracti128_si256(sc16, 1)
                                    : _mm256_castsi256_si128(sc16);
             const __m256i scales = _mm256_broadcastsi128_si256(lane);
             const __m256i bits = _mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * h));
+#pragma GCC unroll 4
             for (int k = 0; k < 4; k++, q8 += 32) {
                 __m256i lo = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * k), m3);
                 __m256i hi = _mm256_slli_epi16(_mm256_and_si256(hb, m1), 2);
@@ -386,6 +415,7 @@ static void q4_K_q8_K(int64_t n, float *s, const void *vx, const void *vy)
         const uint8_t *q4 = x[i].qs;
         const int8_t *q8 = y[i].qs;
         __m256i sumi = _mm256_setzero_si256();
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++, q4 += 32, q8 += 64) {
             const __m256i bits = _mm256_loadu_si256((const __m256i *)q4);
             __m256i lo = _mm256_and_si256(bits, m4);
@@ -424,6 +454,7 @@ static void q5_K_q8_K(int64_t n, float *s, const void *vx, const void *vy)
         const uint8_t *q5 = x[i].qs;
         const int8_t *q8 = y[i].qs;
         __m256i sumi = _mm256_setzero_si256();
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++, q5 += 32, q8 += 64) {
             const __m256i bits = _mm256_loadu_si256((const __m256i *)q5);
             __m256i lo = _mm256_and_si256(bits, m4);
@@ -461,6 +492,7 @@ static void q6_K_q8_K(int64_t n, float *s, const void *vx, const void *vy)
 
         const uint8_t *ql = x[i].ql, *qh = x[i].qh;
         const int8_t *q8 = y[i].qs;
+#pragma GCC unroll 2
         for (int h = 0; h < 2; h++, ql += 64, qh += 32) {
             const __m128i lane = h ? _mm256_extracti128_si256(sc16, 1)
                                    : _mm256_castsi256_si128(sc16);
@@ -480,6 +512,7 @@ static void q6_K_q8_K(int64_t n, float *s, const void *vx, const void *vy)
             q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
                                    _mm256_slli_epi16(
                                        _mm256_and_si256(_mm256_srli_epi16(hbits, 6), m2), 4));
+#pragma GCC unroll 4
             for (int k = 0; k < 4; k++, q8 += 32) {
                 __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)q8));
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale_k16(scales, k), p));
@@ -540,6 +573,41 @@ static float dot_f16(int64_t n, const llm_f16 *x, const llm_f16 *y)
 static void f16_dot(int64_t n, float *s, const void *vx, const void *vy)
 {
     *s = dot_f16(n, vx, vy);
+}
+
+/* bf16 is the top half of an f32: widen and shift. Same accumulation scheme as dot_f16. */
+static inline __m256 load_bf16x8(const llm_bf16 *p)
+{
+    __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+
+static void bf16_dot(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const llm_bf16 *x = vx, *y = vy;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_fmadd_ps(load_bf16x8(x + i), load_bf16x8(y + i), a0);
+        a1 = _mm256_fmadd_ps(load_bf16x8(x + i + 8), load_bf16x8(y + i + 8), a1);
+        a2 = _mm256_fmadd_ps(load_bf16x8(x + i + 16), load_bf16x8(y + i + 16), a2);
+        a3 = _mm256_fmadd_ps(load_bf16x8(x + i + 24), load_bf16x8(y + i + 24), a3);
+    }
+    double sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < n; i++)
+        sum += (double)(llm__bf16_to_f32(x[i]) * llm__bf16_to_f32(y[i]));
+    *s = (float)sum;
+}
+
+static void bf16_to_float(const void *vx, float *y, int64_t n)
+{
+    const llm_bf16 *x = vx;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, load_bf16x8(x + i));
+    for (; i < n; i++)
+        y[i] = llm__bf16_to_f32(x[i]);
 }
 
 /* The tails go through an 8-element buffer so that every element is converted by the same
@@ -651,6 +719,13 @@ static void q8_1_from_float(const float *x, void *dst, int64_t n)
     }
 }
 
+/* nearest_int(x * iscale), capped at 127 */
+static inline __m256i q8_K_round(__m256 x, __m256 iscale)
+{
+    __m256i q = _mm256_cvtps_epi32(_mm256_mul_ps(x, iscale));
+    return _mm256_min_epi32(q, _mm256_set1_epi32(127));
+}
+
 /* Q8_K: the reference takes the first element of largest magnitude; it is +max or -max
  * depending on which of the row's maximum and minimum is larger in magnitude, and only an
  * exact tie between the two needs a scan for the first occurrence. The conversion
@@ -686,16 +761,15 @@ static void q8_K_from_float(const float *x, void *dst, int64_t n)
         }
         const float iscale = -127.0f / max;
         const __m256 mul = _mm256_set1_ps(iscale);
-        const __m256i cap = _mm256_set1_epi32(127);
         const __m256i ones8 = _mm256_set1_epi8(1);
         const __m256i ones16 = _mm256_set1_epi16(1);
         __m256i sums[8];
         for (int c = 0; c < 8; c++) {
             const float *p = x + 32 * c;
-            __m256i q0 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p), mul)), cap);
-            __m256i q1 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p + 8), mul)), cap);
-            __m256i q2 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p + 16), mul)), cap);
-            __m256i q3 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p + 24), mul)), cap);
+            __m256i q0 = q8_K_round(_mm256_loadu_ps(p), mul);
+            __m256i q1 = q8_K_round(_mm256_loadu_ps(p + 8), mul);
+            __m256i q2 = q8_K_round(_mm256_loadu_ps(p + 16), mul);
+            __m256i q3 = q8_K_round(_mm256_loadu_ps(p + 24), mul);
             __m256i q = pack_i32x4(q0, q1, q2, q3);
             _mm256_storeu_si256((__m256i *)(y[i].qs + 32 * c), q);
             /* sums of 4 consecutive elements: q0-3, q4-7, q8-11, q12-15 | q16-19 ... */
@@ -725,6 +799,8 @@ int llm__quant_avx2_fill(llm_quant_traits *t, llm_quant_row_fns *rows)
     t[LLM_DT_F16].vec_dot = f16_dot;
     t[LLM_DT_F16].from_float = f16_from_float;
     t[LLM_DT_F16].to_float = f16_to_float;
+    t[LLM_DT_BF16].vec_dot = bf16_dot;
+    t[LLM_DT_BF16].to_float = bf16_to_float;
     t[LLM_DT_Q4_0].vec_dot = q4_0_q8_0;
     t[LLM_DT_Q4_1].vec_dot = q4_1_q8_1;
     t[LLM_DT_Q5_0].vec_dot = q5_0_q8_0;

@@ -97,8 +97,9 @@ for qtype, nblocks in [(T.Q4_0, 12), (T.Q4_1, 12), (T.Q5_0, 12), (T.Q5_1, 12), (
     blocks = random_blocks(qtype, nblocks)
     add(0, qtype, nblocks * block_size, blocks, dequant_expected(qtype, blocks))
 
-# F32: random bit patterns of finite floats
-f = rng.standard_normal(256).astype(np.float32) * (10.0 ** rng.uniform(-30, 30, 256)).astype(np.float32)
+# F32: finite floats over a wide range of magnitudes
+f = rng.standard_normal(256).astype(np.float32)
+f = f * (10.0 ** rng.uniform(-30, 30, 256)).astype(np.float32)
 add(0, T.F32, 256, f.view(np.uint8), quants.dequantize(f.view(np.uint8), T.F32))
 
 # F16: all finite patterns are fair game, subnormals included
@@ -139,7 +140,8 @@ with np.errstate(over="ignore"):
     add(1, T.F16, x.size, x.astype(np.float16).view(np.uint8), x)
 bspecial = np.array([1.0 + 2.0 ** -8, 1.0 + 3 * 2.0 ** -8, 3e38, -3.4e38, 1e-40, np.inf, np.nan],
                     dtype=np.float32)
-x = np.concatenate([bspecial, activations(8, 32).reshape(-1)[:256 - bspecial.size]]).astype(np.float32)
+x = activations(8, 32).reshape(-1)[:256 - bspecial.size]
+x = np.concatenate([bspecial, x]).astype(np.float32)
 add(1, T.BF16, x.size, quants.quantize(x, T.BF16), x)
 
 blob = b"LLMQVEC1" + struct.pack("<I", len(records)) + b"".join(records)

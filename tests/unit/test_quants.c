@@ -8,10 +8,16 @@
  * of the dequantised rows, and with the dot of the unquantised activations within the bound
  * that activation quantisation allows.
  *
- * LLM_QUANT_BENCH=1 also prints a micro-benchmark (ns per row) of every vec_dot. */
+ * LLM_QUANT_BENCH=1 also prints a micro-benchmark (ns per row) of every vec_dot.
+ *
+ * LLM_GGML_CPU_LIB=/path/to/libggml-cpu.so (e.g. the one inside llama-cpp-python) adds a
+ * direct comparison with llama.cpp's own kernels: the reference here against ggml's generic
+ * (scalar) functions bit for bit, the fast paths against ggml's SIMD ones, and ggml's SIMD
+ * vec_dots in the benchmark. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <dlfcn.h>
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -35,7 +41,7 @@ static float rand_f(float lo, float hi)
     return test_rand_f32(&rng, lo, hi);
 }
 
-/* A Gaussian-ish value (sum of uniforms) times a random magnitude; never exactly zero rows. */
+/* A Gaussian-ish value in (-3, 3): the sum of three uniforms. */
 static float rand_act(void)
 {
     float g = rand_f(-1, 1) + rand_f(-1, 1) + rand_f(-1, 1);
@@ -695,7 +701,7 @@ static void test_tables(void)
     CHECK(llm__quant_ref[LLM_DT_IQ2_XXS].to_float == NULL);
     const char *feat = llm__cpu_features();
     CHECK(feat != NULL && feat[0] != '\0');
-#if defined(__x86_64__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
         __builtin_cpu_supports("f16c")) {
@@ -704,6 +710,208 @@ static void test_tables(void)
     }
 #endif
     printf("     cpu features: %s\n", feat);
+}
+
+/* ---- llama.cpp's kernels, when a libggml-cpu is given -------------------------- */
+
+typedef void (*ggml_vec_dot_fn)(int n, float *s, size_t bs, const void *x, size_t bx,
+                                const void *y, size_t by, int nrc);
+typedef void (*ggml_from_float_fn)(const float *x, void *y, int64_t k);
+typedef void (*ggml_to_float_fn)(const void *x, float *y, int64_t k);
+
+struct ggml_kernels {
+    ggml_vec_dot_fn dot, dot_generic;
+    ggml_to_float_fn to_float;
+};
+
+static void *ggml_lib;
+static struct ggml_kernels ggml_k[LLM_DT_COUNT];
+static ggml_from_float_fn ggml_q8[LLM_DT_COUNT][2]; /* [type][0 = generic, 1 = SIMD] */
+
+static void *sym(const char *name)
+{
+    return ggml_lib ? dlsym(ggml_lib, name) : NULL;
+}
+
+static int load_ggml(void)
+{
+    const char *path = getenv("LLM_GGML_CPU_LIB");
+    if (!path || !*path)
+        return 0;
+    if (!ggml_lib) {
+        ggml_lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+        if (!ggml_lib) {
+            fprintf(stderr, "  cannot load %s: %s\n", path, dlerror());
+            return -1;
+        }
+        void (*init)(void) = (void (*)(void))sym("ggml_cpu_init");
+        if (init)
+            init();
+        static const struct { uint32_t t; const char *dot, *deq; } map[] = {
+            {LLM_DT_Q4_0, "ggml_vec_dot_q4_0_q8_0", "dequantize_row_q4_0"},
+            {LLM_DT_Q4_1, "ggml_vec_dot_q4_1_q8_1", "dequantize_row_q4_1"},
+            {LLM_DT_Q5_0, "ggml_vec_dot_q5_0_q8_0", "dequantize_row_q5_0"},
+            {LLM_DT_Q5_1, "ggml_vec_dot_q5_1_q8_1", "dequantize_row_q5_1"},
+            {LLM_DT_Q8_0, "ggml_vec_dot_q8_0_q8_0", "dequantize_row_q8_0"},
+            {LLM_DT_Q2_K, "ggml_vec_dot_q2_K_q8_K", "dequantize_row_q2_K"},
+            {LLM_DT_Q3_K, "ggml_vec_dot_q3_K_q8_K", "dequantize_row_q3_K"},
+            {LLM_DT_Q4_K, "ggml_vec_dot_q4_K_q8_K", "dequantize_row_q4_K"},
+            {LLM_DT_Q5_K, "ggml_vec_dot_q5_K_q8_K", "dequantize_row_q5_K"},
+            {LLM_DT_Q6_K, "ggml_vec_dot_q6_K_q8_K", "dequantize_row_q6_K"},
+            {LLM_DT_Q8_K, NULL, "dequantize_row_q8_K"},
+            {LLM_DT_F16, "ggml_vec_dot_f16", NULL},
+            {LLM_DT_BF16, "ggml_vec_dot_bf16", NULL},
+            {LLM_DT_F32, "ggml_vec_dot_f32", NULL},
+        };
+        for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+            char name[128];
+            struct ggml_kernels *k = &ggml_k[map[i].t];
+            if (map[i].dot) {
+                k->dot = (ggml_vec_dot_fn)sym(map[i].dot);
+                snprintf(name, sizeof name, "%s_generic", map[i].dot);
+                k->dot_generic = (ggml_vec_dot_fn)sym(name);
+            }
+            if (map[i].deq)
+                k->to_float = (ggml_to_float_fn)sym(map[i].deq);
+        }
+        static const struct { uint32_t t; const char *name; } q8[] = {
+            {LLM_DT_Q8_0, "quantize_row_q8_0"}, {LLM_DT_Q8_1, "quantize_row_q8_1"},
+            {LLM_DT_Q8_K, "quantize_row_q8_K"}};
+        for (size_t i = 0; i < 3; i++) {
+            char name[64];
+            snprintf(name, sizeof name, "%s_generic", q8[i].name);
+            ggml_q8[q8[i].t][0] = (ggml_from_float_fn)sym(name);
+            ggml_q8[q8[i].t][1] = (ggml_from_float_fn)sym(q8[i].name);
+        }
+    }
+    return 1;
+}
+
+static void test_vs_ggml(void)
+{
+    int st = load_ggml();
+    CHECK(st >= 0);
+    if (st <= 0) {
+        printf("     (skipped: set LLM_GGML_CPU_LIB to a libggml-cpu.so to compare with "
+               "llama.cpp)\n");
+        return;
+    }
+    const int64_t NMAX = 4096;
+    void *w = xmalloc(row_bytes(LLM_DT_F32, NMAX));
+    void *a = xmalloc(row_bytes(LLM_DT_F32, NMAX));
+    void *a2 = xmalloc(row_bytes(LLM_DT_F32, NMAX));
+    float *act = xmalloc(NMAX * sizeof(float));
+    float *f1 = xmalloc(NMAX * sizeof(float)), *f2 = xmalloc(NMAX * sizeof(float));
+
+    /* activation quantisers: ggml's generic = our reference, bit for bit; ggml's SIMD
+     * Q8_0/Q8_1 round x.5 to even and compute 1/d as 127/amax, so a quant may differ by
+     * one there */
+    static const uint32_t q8types[] = {LLM_DT_Q8_0, LLM_DT_Q8_1, LLM_DT_Q8_K};
+    for (size_t ti = 0; ti < 3; ti++) {
+        const uint32_t t = q8types[ti];
+        int gen_diff = 0, simd_blocks = 0, simd_far = 0, checked = 0;
+        for (int r = 0; r < 200; r++) {
+            int64_t n = 256 * (1 + rand_u32() % 16);
+            random_acts(act, n);
+            size_t bytes = row_bytes(t, n);
+            llm__quant_ref[t].from_float(act, a, n);
+            if (ggml_q8[t][0]) {
+                memset(a2, 0x33, bytes);
+                ggml_q8[t][0](act, a2, n);
+                gen_diff += memcmp(a, a2, bytes) != 0;
+                checked++;
+            }
+            if (ggml_q8[t][1] && t != LLM_DT_Q8_K) {
+                memset(a2, 0x33, bytes);
+                ggml_q8[t][1](act, a2, n);
+                const int bs = t == LLM_DT_Q8_0 ? 34 : 36, off = t == LLM_DT_Q8_0 ? 2 : 4;
+                for (int64_t b = 0; b < n / 32; b++) {
+                    const int8_t *p = (const int8_t *)a + b * bs, *q = (const int8_t *)a2 + b * bs;
+                    if (memcmp(p, q, (size_t)bs) == 0)
+                        continue;
+                    simd_blocks++;
+                    if (memcmp(p, q, 2) != 0) /* d must agree */
+                        simd_far++;
+                    for (int j = off; j < bs; j++)
+                        if (abs(p[j] - q[j]) > 1)
+                            simd_far++;
+                }
+            }
+        }
+        CHECK_MSG(checked > 0, "%s: no ggml generic quantiser", dt_name(t));
+        CHECK_MSG(gen_diff == 0, "%s: %d of 200 rows differ from ggml's generic quantiser",
+                  dt_name(t), gen_diff);
+        CHECK_MSG(simd_far == 0, "%s: %d blocks differ from ggml's SIMD quantiser by more than "
+                                 "a tie", dt_name(t), simd_far);
+        printf("     %-5s from_float: ref == ggml generic on 200 rows; blocks differing from "
+               "ggml SIMD by a rounding tie: %d\n", dt_name(t), simd_blocks);
+    }
+
+    for (size_t ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+        const uint32_t t = weight_types[ti];
+        const struct ggml_kernels *k = &ggml_k[t];
+        const uint32_t vt = llm__quant_ref[t].vec_dot_type;
+        int deq_diff = 0, gen_same = 0, gen_fail = 0, simd_fail = 0, best_fail = 0;
+        double worst = 0, worst_gen = 0;
+        for (int r = 0; r < 200; r++) {
+            int64_t n = random_length(t);
+            if (llm__dtype_info(t)->block == 1)
+                n = 32 * (1 + rand_u32() % 128); /* ggml's float dots step in 32s */
+            random_weights(t, w, n);
+            random_acts(act, n);
+            llm__quant_ref[vt].from_float(act, a, n);
+            if (k->to_float) {
+                llm__quant_ref[t].to_float(w, f1, n);
+                k->to_float(w, f2, n);
+                size_t at;
+                deq_diff += !same_bits(f1, f2, (size_t)n, &at);
+            }
+            llm__quant_ref[t].to_float(w, f1, n);
+            llm__quant_ref[vt].to_float(a, f2, n);
+            double mag = 0;
+            for (int64_t i = 0; i < n; i++)
+                mag += fabs((double)f1[i] * f2[i]);
+            float s_ref, s_best, s_g = NAN, s_gs = NAN;
+            llm__quant_ref[t].vec_dot(n, &s_ref, w, a);
+            llm__quant_best[t].vec_dot(n, &s_best, w, a);
+            if (k->dot_generic) {
+                /* Same integer sums and combination order; llama.cpp's build may contract
+                 * a*b+c into FMAs (-march=native, GNU C), which moves the last bits. */
+                k->dot_generic((int)n, &s_g, 0, w, 0, a, 0, 1);
+                double e = fabs((double)s_g - s_ref) / mag;
+                gen_same += memcmp(&s_g, &s_ref, 4) == 0;
+                gen_fail += !(e <= 1e-6);
+                if (e > worst_gen)
+                    worst_gen = e;
+            }
+            if (k->dot) {
+                k->dot((int)n, &s_gs, 0, w, 0, a, 0, 1);
+                double e = fabs((double)s_gs - s_ref) / mag;
+                simd_fail += !(e <= 1e-5);
+                best_fail += !(fabs((double)s_gs - s_best) / mag <= 1e-5);
+                if (e > worst)
+                    worst = e;
+            }
+        }
+        if (t != LLM_DT_F32 && t != LLM_DT_F16 && t != LLM_DT_BF16) /* no float generics */
+            CHECK_MSG(k->dot_generic && k->to_float, "%s: ggml symbols missing", dt_name(t));
+        CHECK_MSG(deq_diff == 0, "%s: to_float differs from ggml on %d rows", dt_name(t), deq_diff);
+        CHECK_MSG(gen_fail == 0, "%s: ref vec_dot beyond 1e-6 of ggml generic on %d rows",
+                  dt_name(t), gen_fail);
+        CHECK_MSG(simd_fail == 0 && best_fail == 0, "%s: ggml SIMD vec_dot differs on %d/%d rows",
+                  dt_name(t), simd_fail, best_fail);
+        if (k->dot_generic)
+            printf("     %-5s vs ggml: to_float bit-exact; ref vs generic: %3d/200 rows identical, "
+                   "max %.1e; SIMD vs ref max %.1e\n", dt_name(t), gen_same, worst_gen, worst);
+        else
+            printf("     %-5s vs ggml: SIMD vs ref max %.1e\n", dt_name(t), worst);
+    }
+    free(w);
+    free(a);
+    free(a2);
+    free(act);
+    free(f1);
+    free(f2);
 }
 
 /* ---- micro-benchmark ------------------------------------------------------------ */
@@ -772,11 +980,20 @@ static double bench_from_float(const llm_quant_traits *tr, int64_t n)
     return el / reps;
 }
 
+static ggml_vec_dot_fn bench_ggml_fn;
+
+static void ggml_dot_wrap(int64_t n, float *s, const void *x, const void *y)
+{
+    bench_ggml_fn((int)n, s, 0, x, 0, y, 0, 1);
+}
+
 static void run_bench(void)
 {
+    const int have_ggml = load_ggml() > 0;
     printf("\nvec_dot micro-benchmark: ns per row (64 distinct weight rows, one activation "
            "row), best of 3\n");
-    printf("%-6s %6s %10s %10s %8s %12s\n", "type", "n", "ref", "best", "speedup", "best/256el");
+    printf("%-6s %6s %10s %10s %8s %12s %10s\n", "type", "n", "ref", "best", "speedup",
+           "best/256el", have_ggml ? "ggml-simd" : "");
     static const int64_t lens[] = {576, 1024, 1536, 2048};
     for (size_t ti = 0; ti < N_WEIGHT_TYPES; ti++) {
         const uint32_t t = weight_types[ti];
@@ -786,8 +1003,15 @@ static void run_bench(void)
                 continue;
             double r = bench_vec_dot(&llm__quant_ref[t], t, n, 64);
             double b = bench_vec_dot(&llm__quant_best[t], t, n, 64);
-            printf("%-6s %6lld %10.1f %10.1f %7.1fx %12.2f\n", dt_name(t), (long long)n, r, b,
+            printf("%-6s %6lld %10.1f %10.1f %7.1fx %12.2f", dt_name(t), (long long)n, r, b,
                    r / b, b * 256.0 / (double)n);
+            if (have_ggml && ggml_k[t].dot) {
+                llm_quant_traits g = llm__quant_ref[t];
+                bench_ggml_fn = ggml_k[t].dot;
+                g.vec_dot = ggml_dot_wrap;
+                printf(" %10.1f", bench_vec_dot(&g, t, n, 64));
+            }
+            printf("\n");
         }
     }
     printf("\nfrom_float: ns per 2048-element row\n");
@@ -809,6 +1033,7 @@ int main(void)
     TEST_RUN(test_from_float_fast_vs_ref);
     TEST_RUN(test_vec_dot_fast_vs_ref);
     TEST_RUN(test_vec_dot_ref_vs_f64);
+    TEST_RUN(test_vs_ggml);
     const char *bench = getenv("LLM_QUANT_BENCH");
     if (bench && *bench && strcmp(bench, "0") != 0)
         run_bench();
