@@ -48,7 +48,9 @@ static void *worker_main(void *varg)
     worker_arg wa = *(worker_arg *)varg;
     llm__free(varg);
     llm_pool *p = wa.p;
-    unsigned seen = atomic_load(&p->gen);
+    /* jobs are counted from 0 at creation: a job published before this thread got here
+     * must still be run */
+    unsigned seen = 0;
     for (;;) {
         int spins = 0;
         while (atomic_load_explicit(&p->gen, memory_order_acquire) == seen) {
