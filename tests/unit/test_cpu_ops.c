@@ -1,0 +1,294 @@
+/* test_cpu_ops.c - every op of the CPU backend's vtable against a float64 reference on
+ * fresh random inputs, outputs poisoned (NaN) before each op runs. */
+#include <math.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "quants.h"
+#include "test.h"
+
+static const struct llm_backend_ops *ops;
+static llm_backend *be;
+static unsigned long long rng = 0x243f6a8885a308d3ULL;
+
+static float *rand_buf(int64_t n, float lo, float hi)
+{
+    float *p = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++)
+        p[i] = test_rand_f32(&rng, lo, hi);
+    return p;
+}
+
+static float *poisoned(int64_t n)
+{
+    float *p = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++)
+        p[i] = NAN;
+    return p;
+}
+
+/* max |a - b| / max(|b|, floor) */
+static double rel_err(const float *a, const double *b, int64_t n, double floor)
+{
+    double m = 0, scale = floor;
+    for (int64_t i = 0; i < n; i++)
+        scale = fabs(b[i]) > scale ? fabs(b[i]) : scale;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (isnan(a[i]))
+            return INFINITY;
+        m = d > m ? d : m;
+    }
+    return m / scale;
+}
+
+static void test_rms_norm(void)
+{
+    const int64_t rows = 7, dim = 576;
+    float *x = rand_buf(rows * dim, -3, 3), *w = rand_buf(dim, 0.5f, 1.5f), *y = poisoned(rows * dim);
+    double *ref = malloc((size_t)(rows * dim) * sizeof(double));
+    for (int64_t r = 0; r < rows; r++) {
+        double ss = 0;
+        for (int64_t i = 0; i < dim; i++)
+            ss += (double)x[r * dim + i] * x[r * dim + i];
+        double sc = 1.0 / sqrt(ss / dim + 1e-5);
+        for (int64_t i = 0; i < dim; i++)
+            ref[r * dim + i] = x[r * dim + i] * sc * w[i];
+    }
+    ops->rms_norm(be, y, x, w, rows, dim, 1e-5f);
+    CHECK_MSG(rel_err(y, ref, rows * dim, 1e-6) < 1e-6, "err %g", rel_err(y, ref, rows * dim, 1e-6));
+    ops->rms_norm(be, x, x, w, rows, dim, 1e-5f); /* in place */
+    CHECK(rel_err(x, ref, rows * dim, 1e-6) < 1e-6);
+    free(x), free(w), free(y), free(ref);
+}
+
+static void rope_case(int mode, const float *ff)
+{
+    const int64_t n = 5, heads = 3, hd = 64, n_rot = 64;
+    const int32_t pos[5] = {0, 1, 17, 300, 4095};
+    float *x = rand_buf(n * heads * hd, -1, 1);
+    double *ref = malloc((size_t)(n * heads * hd) * sizeof(double));
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t h = 0; h < heads; h++) {
+            const float *v = x + (t * heads + h) * hd;
+            double *o = ref + (t * heads + h) * hd;
+            for (int64_t i = 0; i < n_rot / 2; i++) {
+                double th = pos[t] * pow(10000.0, -2.0 * i / n_rot) / (ff ? ff[i] : 1.0);
+                int64_t a = mode == LLM_ROPE_NEOX ? i : 2 * i;
+                int64_t b = mode == LLM_ROPE_NEOX ? i + n_rot / 2 : 2 * i + 1;
+                o[a] = v[a] * cos(th) - v[b] * sin(th);
+                o[b] = v[a] * sin(th) + v[b] * cos(th);
+            }
+        }
+    ops->rope(be, x, n, (int32_t)heads, (int32_t)hd, (int32_t)n_rot, pos, 10000.0f, 1.0f, ff, mode);
+    /* the angle table is a running float product, as in llama.cpp: error grows with pos */
+    double e = rel_err(x, ref, n * heads * hd, 1e-3);
+    CHECK_MSG(e < 2e-3, "mode %d err %g", mode, e);
+    free(x), free(ref);
+}
+
+static void test_rope(void)
+{
+    float ff[32];
+    for (int i = 0; i < 32; i++)
+        ff[i] = 1.0f + (float)i / 8.0f;
+    rope_case(LLM_ROPE_NORM, NULL);
+    rope_case(LLM_ROPE_NEOX, NULL);
+    rope_case(LLM_ROPE_NORM, ff);
+}
+
+static void test_glu_add_scale(void)
+{
+    const int64_t n = 1000;
+    float *g = rand_buf(n, -12, 12), *u = rand_buf(n, -2, 2), *y = poisoned(n);
+    double *ref = malloc((size_t)n * sizeof(double));
+    for (int64_t i = 0; i < n; i++)
+        ref[i] = g[i] / (1.0 + exp(-(double)g[i])) * u[i];
+    ops->glu(be, y, g, u, n, LLM_ACT_SILU);
+    CHECK(rel_err(y, ref, n, 1e-3) < 1e-6);
+    for (int64_t i = 0; i < n; i++) {
+        double x = g[i];
+        ref[i] = 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))) * u[i];
+    }
+    ops->glu(be, y, g, u, n, LLM_ACT_GELU_TANH);
+    /* GELU goes through an f16 table (llama.cpp's numerics): f16 precision */
+    CHECK_MSG(rel_err(y, ref, n, 1e-3) < 2e-3, "gelu err %g", rel_err(y, ref, n, 1e-3));
+    ops->add(be, y, g, u, n);
+    for (int64_t i = 0; i < n; i++)
+        ref[i] = (double)g[i] + u[i];
+    CHECK(rel_err(y, ref, n, 1e-3) < 1e-7);
+    ops->scale(be, y, g, 0.125f, n);
+    for (int64_t i = 0; i < n; i++)
+        ref[i] = g[i] * 0.125;
+    CHECK(rel_err(y, ref, n, 1e-3) == 0);
+    int32_t rows[3] = {9, 0, 4};
+    float *c = poisoned(3 * 100);
+    ops->copy_rows(be, c, g, 100, rows, 3);
+    CHECK(c[0] == g[900] && c[100] == g[0] && c[299] == g[499]);
+    free(g), free(u), free(y), free(ref), free(c);
+}
+
+/* matmul of an f32 weight and of quantised weights (against their dequantised values) */
+static void test_matmul(void)
+{
+    const int64_t k = 512, rows = 37, n = 9;
+    float *wf = rand_buf(rows * k, -1, 1), *x = rand_buf(n * k, -2, 2);
+    const uint32_t types[] = {LLM_DT_F32, LLM_DT_Q8_0, LLM_DT_Q4_1};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        uint32_t t = types[ti];
+        size_t rb = llm__dtype_row_size(t, k);
+        void *wq = malloc(rb * (size_t)rows);
+        float *deq = malloc((size_t)(rows * k) * sizeof(float));
+        if (t == LLM_DT_F32) {
+            memcpy(wq, wf, rb * (size_t)rows);
+        } else {
+            const llm_quant_traits *tr = &llm__quant_ref[t];
+            CHECK(tr->from_float != NULL);
+            if (!tr->from_float)
+                return;
+            for (int64_t r = 0; r < rows; r++)
+                tr->from_float(wf + r * k, (char *)wq + r * rb, k);
+        }
+        for (int64_t r = 0; r < rows; r++)
+            llm__quant_ref[t].to_float((char *)wq + r * rb, deq + r * k, k);
+        llm_tensor w = {.dtype = t, .ne = {k, rows}, .row_bytes = rb, .data = wq};
+        CHECK_EQ_INT(ops->prepare_weight(be, &w), LLM_OK);
+        float *y = poisoned(n * rows);
+        double *ref = malloc((size_t)(n * rows) * sizeof(double));
+        for (int64_t j = 0; j < n; j++)
+            for (int64_t r = 0; r < rows; r++) {
+                double s = 0;
+                for (int64_t i = 0; i < k; i++)
+                    s += (double)deq[r * k + i] * x[j * k + i];
+                ref[j * rows + r] = s;
+            }
+        ops->matmul(be, y, rows, &w, x, k, n);
+        /* activations are quantised to 8 bits for quantised weights */
+        double tol = t == LLM_DT_F32 ? 1e-5 : 2e-2;
+        double e = rel_err(y, ref, n * rows, 1.0);
+        CHECK_MSG(e < tol, "type %u err %g", t, e);
+        float *g = poisoned(3 * k);
+        int32_t ids[3] = {5, 0, 36};
+        ops->get_rows(be, g, &w, ids, 3);
+        CHECK(memcmp(g, deq + 5 * k, (size_t)k * 4) == 0 && memcmp(g + 2 * k, deq + 36 * k, (size_t)k * 4) == 0);
+        ops->release_weight(be, &w);
+        free(wq), free(deq), free(y), free(ref), free(g);
+    }
+    CHECK_EQ_INT(ops->synchronize(be), LLM_OK);
+    free(wf), free(x);
+}
+
+/* Paged attention over scattered blocks equals dense attention over the same keys. */
+static void attention_case(int32_t window, float softcap)
+{
+    const int32_t bs = 4, n_blocks = 16, n_kv = 2, hd = 32, n_head = 4, n_seq = 2;
+    const int32_t lens[2] = {23, 9};
+    llm_kv_layer kv = {.dtype = LLM_DT_F16, .n_head_kv = n_kv, .head_dim = hd};
+    size_t pool = (size_t)n_blocks * bs * n_kv * hd * sizeof(llm_f16);
+    kv.k = malloc(pool);
+    kv.v = malloc(pool);
+    /* block tables: a shuffled assignment of blocks */
+    int32_t tables[2 * 16], perm[16];
+    for (int i = 0; i < 16; i++)
+        perm[i] = i;
+    for (int i = 15; i > 0; i--) {
+        int j = (int)(test_rand_u64(&rng) % (unsigned)(i + 1)), t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    for (int i = 0; i < 16; i++)
+        tables[i] = perm[i < 6 ? i : 0], tables[16 + i] = perm[i < 3 ? 6 + i : 6];
+    /* write each sequence's keys and values */
+    float *k[2], *v[2];
+    for (int s = 0; s < n_seq; s++) {
+        k[s] = rand_buf(lens[s] * n_kv * hd, -1, 1);
+        v[s] = rand_buf(lens[s] * n_kv * hd, -1, 1);
+        int32_t slots[32];
+        for (int p = 0; p < lens[s]; p++)
+            slots[p] = tables[s * 16 + p / bs] * bs + p % bs;
+        ops->kv_write(be, &kv, k[s], v[s], slots, lens[s]);
+    }
+    /* queries: the last 3 positions of seq 0 and the last 2 of seq 1 */
+    const int nq = 5;
+    int32_t q_pos[5] = {20, 21, 22, 7, 8}, q_seq[5] = {0, 0, 0, 1, 1};
+    float *q = rand_buf(nq * n_head * hd, -2, 2), *out = poisoned(nq * n_head * hd);
+    double *ref = malloc((size_t)(nq * n_head * hd) * sizeof(double));
+    for (int t = 0; t < nq; t++)
+        for (int h = 0; h < n_head; h++) {
+            int s = q_seq[t], kh = h / (n_head / n_kv), p = q_pos[t];
+            int p0 = window && p - window + 1 > 0 ? p - window + 1 : 0;
+            double sc[32], mx = -INFINITY, sum = 0;
+            for (int j = p0; j <= p; j++) {
+                double d = 0;
+                for (int i = 0; i < hd; i++) {
+                    /* the cache holds f16: compare against the values it can hold */
+                    float kk = llm__f16_to_f32(llm__f32_to_f16(k[s][(j * n_kv + kh) * hd + i]));
+                    d += (double)q[(t * n_head + h) * hd + i] * kk;
+                }
+                d *= 0.17;
+                if (softcap > 0)
+                    d = softcap * tanh(d / softcap);
+                sc[j - p0] = d;
+                mx = d > mx ? d : mx;
+            }
+            for (int j = p0; j <= p; j++)
+                sum += sc[j - p0] = exp(sc[j - p0] - mx);
+            for (int i = 0; i < hd; i++) {
+                double o = 0;
+                for (int j = p0; j <= p; j++)
+                    o += sc[j - p0] / sum *
+                         llm__f16_to_f32(llm__f32_to_f16(v[s][(j * n_kv + kh) * hd + i]));
+                ref[(t * n_head + h) * hd + i] = o;
+            }
+        }
+    llm_attention_args a = {.out = out, .q = q, .kv = &kv, .n_tokens = nq, .n_head = n_head,
+                            .block_size = bs, .q_pos = q_pos, .q_seq = q_seq,
+                            .block_tables = tables, .max_blocks = 16, .scale = 0.17f,
+                            .softcap = softcap, .window = window};
+    ops->attention(be, &a);
+    /* q and the probabilities are rounded to f16 on the way (llama.cpp's numerics) */
+    double e = rel_err(out, ref, nq * n_head * hd, 0.1);
+    CHECK_MSG(e < 3e-3, "window %d softcap %g: err %g", window, softcap, e);
+    /* copy-on-write copies a block in both pools */
+    ops->kv_copy_block(be, &kv, bs, perm[15], tables[0]);
+    CHECK(memcmp((char *)kv.k + (size_t)perm[15] * bs * n_kv * hd * 2,
+                 (char *)kv.k + (size_t)tables[0] * bs * n_kv * hd * 2, (size_t)bs * n_kv * hd * 2) == 0);
+    free(kv.k), free(kv.v), free(q), free(out), free(ref);
+    for (int s = 0; s < n_seq; s++)
+        free(k[s]), free(v[s]);
+}
+
+static void test_attention(void)
+{
+    attention_case(0, 0);
+    attention_case(5, 0);
+    attention_case(0, 3.0f);
+}
+
+static void test_threads(void)
+{
+    CHECK_EQ_INT(ops->set_threads(be, 0), LLM_ERR_INVALID_ARG);
+    CHECK_EQ_INT(ops->set_threads(be, 3), LLM_OK);
+    test_matmul();
+    test_attention();
+    CHECK_EQ_INT(ops->set_threads(be, 1), LLM_OK);
+    test_matmul();
+    CHECK_EQ_INT(ops->set_threads(be, 2), LLM_OK);
+}
+
+int main(void)
+{
+    ops = llm__backend_find("cpu");
+    llm_backend_config cfg = {.n_threads = 2};
+    if (!ops || ops->create(&cfg, &be) != LLM_OK) {
+        printf("cannot create the cpu backend\n");
+        return 1;
+    }
+    TEST_RUN(test_rms_norm);
+    TEST_RUN(test_rope);
+    TEST_RUN(test_glu_add_scale);
+    TEST_RUN(test_matmul);
+    TEST_RUN(test_attention);
+    TEST_RUN(test_threads);
+    ops->destroy(be);
+    return test_summary();
+}
