@@ -15,4 +15,9 @@ LLM_INTERNAL int32_t llm__chat_render(const char *tmpl, const llm_chat_message *
                                       const char *bos_token, const char *eos_token, char *buf,
                                       int32_t cap);
 
+/* The standard chat template of an architecture whose GGUF files usually carry none
+ * ("gemma3": Google's Gemma 3 template; "gemma2" / "gemma": the Gemma template), or NULL.
+ * The text is static. */
+LLM_INTERNAL const char *llm__chat_builtin_template(const char *arch);
+
 #endif
