@@ -951,75 +951,81 @@ static int spm_fragment(const llm_tokenizer *t, work *w)
 static int32_t *find_specials(const llm_tokenizer *t, const char *text, size_t len,
                               int parse_special, int *err)
 {
-    int32_t *order = NULL, *count = NULL, *mark = NULL;
-    ivec c = {0}; /* pairs (special index, position) */
+    int32_t *start = NULL, *pos = NULL, *mark = NULL;
     *err = 0;
     if (t->n_special == 0 || len == 0)
         return NULL;
-    for (size_t p = 0; p < len; p++) {
-        int32_t node = t->root[(unsigned char)text[p]];
-        size_t q = p + 1;
-        while (node >= 0) {
-            int32_t s = t->trie[node].special;
-            if (s >= 0) {
-                uint8_t a = t->attr[t->special[s]];
-                if (parse_special || !(a & (ATTR_CONTROL | ATTR_UNKNOWN))) {
-                    if (!ivec_push(&c, s) || !ivec_push(&c, (int32_t)p))
-                        goto oom;
+    /* Two walks of the trie over the text: the first counts the occurrences of each
+     * special token, the second files their positions by token priority (a counting
+     * sort), in increasing position order within each token. */
+    start = llm__calloc((size_t)t->n_special + 1, sizeof *start);
+    if (!start)
+        goto oom;
+    size_t n_cand = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t p = 0; p < len; p++) {
+            int32_t node = t->root[(unsigned char)text[p]];
+            size_t q = p + 1;
+            while (node >= 0) {
+                int32_t sp = t->trie[node].special;
+                if (sp >= 0 && (parse_special ||
+                                !(t->attr[t->special[sp]] & (ATTR_CONTROL | ATTR_UNKNOWN)))) {
+                    if (pass == 0)
+                        start[sp + 1]++;
+                    else
+                        pos[start[sp]++] = (int32_t)p;
+                }
+                if (q >= len)
+                    break;
+                unsigned char c = (unsigned char)text[q++];
+                for (node = t->trie[node].child; node >= 0 && t->trie[node].byte != c;
+                     node = t->trie[node].sibling) {
                 }
             }
-            if (q >= len)
-                break;
-            unsigned char b = (unsigned char)text[q++];
-            for (node = t->trie[node].child; node >= 0 && t->trie[node].byte != b;
-                 node = t->trie[node].sibling) {
+        }
+        if (pass == 0) {
+            for (int32_t sp = 0; sp < t->n_special; sp++)
+                start[sp + 1] += start[sp];
+            n_cand = (size_t)start[t->n_special];
+            if (n_cand == 0) {
+                llm__free(start);
+                return NULL;
             }
+            pos = llm__malloc(n_cand * sizeof *pos);
+            if (!pos)
+                goto oom;
         }
     }
-    if (c.n == 0)
-        return NULL;
-
-    /* Counting sort by priority; positions stay in increasing order within a priority. */
-    size_t n_cand = c.n / 2;
-    count = llm__calloc((size_t)t->n_special + 1, sizeof *count);
-    order = llm__malloc(n_cand * sizeof *order);
+    /* After the second pass start[sp] is where token sp's positions end, and start[sp - 1]
+     * where they begin. Accept each occurrence that overlaps none accepted before it. */
     mark = llm__calloc(len + 1, sizeof *mark);
-    if (!count || !order || !mark)
+    if (!mark)
         goto oom;
-    for (size_t i = 0; i < n_cand; i++)
-        count[c.v[2 * i] + 1]++;
-    for (int32_t s = 0; s < t->n_special; s++)
-        count[s + 1] += count[s];
-    for (size_t i = 0; i < n_cand; i++)
-        order[count[c.v[2 * i]]++] = (int32_t)i;
-
     int any = 0;
-    for (size_t k = 0; k < n_cand; k++) {
-        int32_t s = c.v[2 * order[k]];
-        size_t p = (size_t)c.v[2 * order[k] + 1];
-        size_t n = t->text_len[t->special[s]];
-        size_t j;
-        for (j = 0; j < n && mark[p + j] == 0; j++) {
+    for (int32_t sp = 0; sp < t->n_special; sp++) {
+        size_t n = t->text_len[t->special[sp]];
+        for (int32_t k = sp ? start[sp - 1] : 0; k < start[sp]; k++) {
+            size_t p = (size_t)pos[k], j;
+            for (j = 0; j < n && mark[p + j] == 0; j++) {
+            }
+            if (j < n)
+                continue;
+            mark[p] = sp + 1;
+            for (j = 1; j < n; j++)
+                mark[p + j] = -1;
+            any = 1;
         }
-        if (j < n)
-            continue; /* overlaps an occurrence accepted before */
-        mark[p] = s + 1;
-        for (j = 1; j < n; j++)
-            mark[p + j] = -1;
-        any = 1;
     }
-    llm__free(c.v);
-    llm__free(order);
-    llm__free(count);
+    llm__free(start);
+    llm__free(pos);
     if (!any) {
         llm__free(mark);
         return NULL;
     }
     return mark;
 oom:
-    llm__free(c.v);
-    llm__free(order);
-    llm__free(count);
+    llm__free(start);
+    llm__free(pos);
     llm__free(mark);
     *err = 1;
     return NULL;
