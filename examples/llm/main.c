@@ -780,6 +780,22 @@ static int cmd_chat(const options *o)
     return 0;
 }
 
+/* llama.cpp's general.file_type numbers: the dominant weight type of the file. */
+static const char *file_type_name(long t)
+{
+    static const struct {
+        long id;
+        const char *name;
+    } names[] = {{0, "F32"},     {1, "F16"},     {2, "Q4_0"},     {3, "Q4_1"},   {7, "Q8_0"},
+                 {8, "Q5_0"},    {9, "Q5_1"},    {10, "Q2_K"},    {11, "Q3_K_S"}, {12, "Q3_K_M"},
+                 {13, "Q3_K_L"}, {14, "Q4_K_S"}, {15, "Q4_K_M"},  {16, "Q5_K_S"}, {17, "Q5_K_M"},
+                 {18, "Q6_K"},   {32, "BF16"}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (names[i].id == t)
+            return names[i].name;
+    return NULL;
+}
+
 /* Prints a metadata value if the file has the key. */
 static void print_meta(const llm_model *model, const char *label, const char *key)
 {
@@ -791,7 +807,13 @@ static void print_meta(const llm_model *model, const char *label, const char *ke
         buf[sizeof buf - 4] = '\0';
         strcat(buf, "...");
     }
-    printf("%-16s %s\n", label, buf);
+    const char *ftype = NULL;
+    if (!strcmp(key, "general.file_type"))
+        ftype = file_type_name(strtol(buf, NULL, 10));
+    if (ftype)
+        printf("%-16s %s (%s)\n", label, ftype, buf);
+    else
+        printf("%-16s %s\n", label, buf);
 }
 
 static void print_special(const llm_model *model, const char *label, llm_special_token which)
