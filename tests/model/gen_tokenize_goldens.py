@@ -22,11 +22,17 @@ Needs: pip install llama-cpp-python "transformers<5" tokenizers sentencepiece pr
 5.x imports torch for GGUF). A reference that cannot be loaded is recorded as absent, with
 the reason in the header.
 
+tokenize_golden_pre.bin checks the pre-tokenizers that the real models do not use: SmolLM2's
+vocabulary and merges, with tokenizer.ggml.pre set in turn to one name of each regex family
+llama.cpp has (a vocabulary-only GGUF per name, written to a temporary folder), and the corpus
+strings of at most 300 bytes tokenized by llama.cpp with special tokens parsed. Each ref is a
+pre name there.
+
 File format (little-endian): "LLMTOKG1"; u32 n, n bytes of JSON (versions, model, refs);
 u32 n_refs, then per ref u32 flags, u32 n, name; u32 n_cases, then per case u32 n + the
 text's UTF-8 bytes, and per ref i32 count (-1 = absent) + count i32 ids.
 
-Usage: python3 tests/model/gen_tokenize_goldens.py [model_dir]
+Usage: python3 tests/model/gen_tokenize_goldens.py [model_dir] [--pre-only]
 """
 import json
 import os
@@ -128,9 +134,87 @@ def spm_ref(path, corpus):
     return [proc.encode(s) for s in corpus], "SentencePiece BPE from the GGUF vocabulary"
 
 
+# One tokenizer.ggml.pre name per distinct regex list (and merge flag) of llama.cpp.
+PRE_NAMES = [
+    "default", "gpt-2", "llama-bpe", "dbrx", "qwen2", "qwen35", "deepseek-llm", "deepseek-coder",
+    "deepseek-v3", "falcon", "poro-chat", "viking", "tekken", "chameleon", "gpt-4o",
+    "granite-embed-multi-97m", "seed-coder", "bailingmoe", "exaone-moe", "jais-2", "minicpm5",
+    "ufakzeka", "laguna", "chatglm-bpe",
+]
+
+
+def write_golden(dst, header, refs, corpus):
+    hj = json.dumps(header, indent=1).encode()
+    out = bytearray(b"LLMTOKG1")
+    out += struct.pack("<I", len(hj)) + hj
+    out += struct.pack("<I", len(refs))
+    for rname, flags, _ in refs:
+        out += struct.pack("<II", flags, len(rname)) + rname.encode()
+    out += struct.pack("<I", len(corpus))
+    for i, s in enumerate(corpus):
+        b = s.encode("utf-8", "surrogatepass")
+        out += struct.pack("<I", len(b)) + b
+        for _, _, lists in refs:
+            if lists is None:
+                out += struct.pack("<i", -1)
+            else:
+                out += struct.pack("<i", len(lists[i]))
+                out += struct.pack("<%di" % len(lists[i]), *lists[i])
+    open(dst, "wb").write(out)
+    return len(out)
+
+
+def pre_goldens(model_dir, corpus):
+    import tempfile
+
+    import gguf
+    from llama_cpp import Llama
+
+    src = os.path.join(model_dir, MODELS["smollm2"])
+    r = gguf.GGUFReader(src)
+    corpus = [s for s in corpus if len(s.encode("utf-8", "surrogatepass")) <= 300]
+    refs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for pre in PRE_NAMES:
+            path = os.path.join(tmp, "pre.gguf")
+            w = gguf.GGUFWriter(path, arch=r.fields["general.architecture"].contents())
+            for k, f in r.fields.items():
+                if k.startswith("GGUF.") or k == "general.architecture":
+                    continue
+                v = pre if k == "tokenizer.ggml.pre" else f.contents()
+                if f.types[0] == gguf.GGUFValueType.ARRAY:
+                    w.add_key_value(k, v, f.types[0], sub_type=f.types[-1])
+                else:
+                    w.add_key_value(k, v, f.types[0])
+            w.write_header_to_file()
+            w.write_kv_data_to_file()
+            w.write_tensors_to_file()
+            w.close()
+            llm = Llama(path, vocab_only=True, verbose=False)
+            refs.append((pre, PARSE_SPECIAL,
+                         [llm.tokenize(s.encode("utf-8", "surrogatepass"), add_bos=False, special=True)
+                          for s in corpus]))
+            del llm
+    header = {
+        "model": MODELS["smollm2"] + " with tokenizer.ggml.pre replaced by each ref's name",
+        "model_size": os.path.getsize(src),
+        "corpus": "tests/data/tokenize_corpus.json, strings of at most 300 bytes",
+        "cases": len(corpus),
+        "versions": versions(),
+        "generated_by": "tests/model/gen_tokenize_goldens.py",
+    }
+    dst = os.path.join(ROOT, "tests/data/tokenize_golden_pre.bin")
+    n = write_golden(dst, header, refs, corpus)
+    print("%s: %d cases x %d pre-tokenizers, %d bytes" % (dst, len(corpus), len(refs), n))
+
+
 def main():
-    model_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.expanduser("~/.cache/libllm/models")
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    model_dir = args[0] if args else os.path.expanduser("~/.cache/libllm/models")
     corpus = json.load(open(os.path.join(ROOT, "tests/data/tokenize_corpus.json")))
+    if "--pre-only" in sys.argv:
+        pre_goldens(model_dir, corpus)
+        return
     for name, fname in MODELS.items():
         path = os.path.join(model_dir, fname)
         t0 = time.time()
@@ -158,30 +242,15 @@ def main():
             "notes": notes,
             "generated_by": "tests/model/gen_tokenize_goldens.py",
         }
-        hj = json.dumps(header, indent=1).encode()
-        out = bytearray(b"LLMTOKG1")
-        out += struct.pack("<I", len(hj)) + hj
-        out += struct.pack("<I", len(refs))
-        for rname, flags, _ in refs:
-            out += struct.pack("<II", flags, len(rname)) + rname.encode()
-        out += struct.pack("<I", len(corpus))
-        for i, s in enumerate(corpus):
-            b = s.encode("utf-8", "surrogatepass")
-            out += struct.pack("<I", len(b)) + b
-            for _, _, lists in refs:
-                if lists is None:
-                    out += struct.pack("<i", -1)
-                else:
-                    out += struct.pack("<i", len(lists[i]))
-                    out += struct.pack("<%di" % len(lists[i]), *lists[i])
         dst = os.path.join(ROOT, "tests/data/tokenize_golden_%s.bin" % name)
-        open(dst, "wb").write(out)
+        size = write_golden(dst, header, refs, corpus)
         agree = {}
         for rname, flags, lists in refs[3:]:
             base = special if flags & PARSE_SPECIAL else plain
             agree[rname] = None if lists is None else sum(a == b for a, b in zip(lists, base))
         print("%s: %d cases, %d bytes, %.0f s; agreement with llama.cpp: %s"
-              % (dst, len(corpus), len(out), time.time() - t0, agree))
+              % (dst, len(corpus), size, time.time() - t0, agree))
+    pre_goldens(model_dir, corpus)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@
  * (plain, with special tokens parsed, and with BOS/EOS added) and, where they loaded, other
  * references (Hugging Face, SentencePiece). Every llama.cpp list must be matched exactly;
  * the others are counted and reported, since their conversions from GGUF only approximate
- * some tokenizers (see the generator). detokenize(tokenize(s)) must give s back. A model
- * file that is missing is skipped; with none present the program exits 77 (skipped). */
+ * some tokenizers (see the generator). detokenize(tokenize(s)) must give s back.
+ * tokenize_golden_pre.bin covers the other pre-tokenizers: SmolLM2's vocabulary with
+ * tokenizer.ggml.pre set to one name of each of llama.cpp's regex families. A model file
+ * that is missing is skipped; with none present the program exits 77 (skipped). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +19,7 @@
 #include "test.h"
 #include "tokenizer.h"
 
-#define MAX_REFS 8
+#define MAX_REFS 32
 
 typedef struct ref {
     char name[32];
@@ -257,6 +259,153 @@ static void check_model(const char *file, const char *golden_path)
     free(g.data);
 }
 
+/* ---- SmolLM2's vocabulary under other pre-tokenizers ----------------------------------- */
+
+typedef struct wbuf {
+    unsigned char *p;
+    size_t n, cap;
+} wbuf;
+
+static void wput(wbuf *b, const void *s, size_t n)
+{
+    if (b->n + n > b->cap) {
+        b->cap = (b->n + n) * 2 + 4096;
+        b->p = realloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+}
+
+static void wstr(wbuf *b, const char *s, uint64_t n)
+{
+    wput(b, &n, 8);
+    wput(b, s, (size_t)n);
+}
+
+static size_t scalar_size(uint32_t type)
+{
+    switch (type) {
+    case LLM_GGUF_UINT8: case LLM_GGUF_INT8: case LLM_GGUF_BOOL: return 1;
+    case LLM_GGUF_UINT16: case LLM_GGUF_INT16: return 2;
+    case LLM_GGUF_UINT32: case LLM_GGUF_INT32: case LLM_GGUF_FLOAT32: return 4;
+    default: return 8;
+    }
+}
+
+/* A metadata-only GGUF with the tokenizer.ggml.* pairs of g, pre replaced. */
+static wbuf gguf_with_pre(const llm_gguf *g, const char *pre)
+{
+    wbuf kv = {0}, f = {0};
+    uint64_t n_kv = 0;
+    for (int64_t i = 0; i < llm__gguf_n_kv(g); i++) {
+        const llm_gguf_kv *p = llm__gguf_kv_at(g, i);
+        if (p->key.len < 15 || memcmp(p->key.ptr, "tokenizer.ggml.", 15) != 0 ||
+            (p->key.len == 18 && memcmp(p->key.ptr, "tokenizer.ggml.pre", 18) == 0))
+            continue;
+        wstr(&kv, p->key.ptr, p->key.len);
+        wput(&kv, &p->type, 4);
+        n_kv++;
+        if (p->type == LLM_GGUF_STRING) {
+            wstr(&kv, p->v.str.ptr, p->v.str.len);
+        } else if (p->type == LLM_GGUF_ARRAY) {
+            wput(&kv, &p->v.arr.type, 4);
+            wput(&kv, &p->v.arr.n, 8);
+            if (p->v.arr.type == LLM_GGUF_STRING)
+                for (uint64_t j = 0; j < p->v.arr.n; j++)
+                    wstr(&kv, p->v.arr.strs[j].ptr, p->v.arr.strs[j].len);
+            else
+                wput(&kv, p->v.arr.data, (size_t)p->v.arr.n * scalar_size(p->v.arr.type));
+        } else if (p->type == LLM_GGUF_FLOAT32) {
+            float v = (float)p->v.f64;
+            wput(&kv, &v, 4);
+        } else if (p->type == LLM_GGUF_FLOAT64) {
+            wput(&kv, &p->v.f64, 8);
+        } else {
+            wput(&kv, &p->v.u64, scalar_size(p->type)); /* little-endian: low bytes first */
+        }
+    }
+    wstr(&kv, "tokenizer.ggml.pre", 18);
+    uint32_t type = LLM_GGUF_STRING, version = 3;
+    wput(&kv, &type, 4);
+    wstr(&kv, pre, strlen(pre));
+    n_kv++;
+    uint64_t n_tensors = 0;
+    wput(&f, "GGUF", 4);
+    wput(&f, &version, 4);
+    wput(&f, &n_tensors, 8);
+    wput(&f, &n_kv, 8);
+    wput(&f, kv.p, kv.n);
+    while (f.n % 32)
+        wput(&f, "", 1);
+    free(kv.p);
+    return f;
+}
+
+static void test_pre_tokenizers(void)
+{
+    char path[1024];
+    test_model_path("SmolLM2-135M-Instruct.Q4_1.gguf", path, sizeof path);
+    llm_gguf *g = NULL;
+    if (llm__gguf_open(path, 1, &g) != LLM_OK) {
+        printf("SKIP pre-tokenizers: %s not found\n", path);
+        return;
+    }
+    golden gd;
+    CHECK_MSG(load_golden("tests/data/tokenize_golden_pre.bin", &gd), "cannot read pre goldens");
+    llm_tokenizer *tok[MAX_REFS] = {0};
+    wbuf files[MAX_REFS] = {{0}};
+    for (int r = 0; r < gd.n_refs; r++) {
+        files[r] = gguf_with_pre(g, gd.refs[r].name);
+        llm_gguf *mg = NULL;
+        llm_status st = llm__gguf_open_memory(files[r].p, files[r].n, &mg);
+        if (st == LLM_OK)
+            st = llm__tokenizer_create(mg, &tok[r]);
+        CHECK_MSG(st == LLM_OK, "pre '%s': %s", gd.refs[r].name, llm_last_error());
+        llm__gguf_close(mg);
+    }
+    int match[MAX_REFS] = {0}, shown = 0;
+    for (uint32_t c = 0; c < gd.n_cases && gd.data; c++) {
+        uint32_t len, n;
+        if (!rd_u32(&gd, &len) || len > gd.size - gd.pos)
+            break;
+        const char *s = gd.data + gd.pos;
+        gd.pos += len;
+        for (int r = 0; r < gd.n_refs; r++) {
+            if (!rd_u32(&gd, &n) || n > (gd.size - gd.pos) / 4)
+                break;
+            int32_t *want = malloc(4 * (size_t)n + 4); /* the file's ids may be unaligned */
+            memcpy(want, gd.data + gd.pos, 4 * (size_t)n);
+            gd.pos += 4 * (size_t)n;
+            int32_t got_n = 0;
+            int32_t *got = tok[r] ? tokenize_alloc(tok[r], s, len, gd.refs[r].flags, &got_n) : NULL;
+            int same = got && got_n == (int32_t)n && memcmp(got, want, 4 * (size_t)n) == 0;
+            match[r] += same;
+            if (!same && shown++ < 10) {
+                printf("  pre '%s' case %u: ", gd.refs[r].name, c);
+                print_escaped(s, len);
+                printf("\n");
+                print_ids("llama.cpp", want, (int32_t)n);
+                if (got)
+                    print_ids("libllm   ", got, got_n);
+            }
+            free(got);
+            free(want);
+        }
+    }
+    int total = 0;
+    for (int r = 0; r < gd.n_refs; r++) {
+        printf("pre-tokenizer %-24s %d/%u match llama.cpp\n", gd.refs[r].name, match[r],
+               gd.n_cases);
+        CHECK_EQ_INT(match[r], gd.n_cases);
+        total += match[r];
+        llm__tokenizer_free(tok[r]);
+        free(files[r].p);
+    }
+    printf("pre-tokenizers: %d/%u match llama.cpp\n", total, gd.n_cases * (uint32_t)gd.n_refs);
+    free(gd.data);
+    llm__gguf_close(g);
+}
+
 static void test_smollm2(void)
 {
     check_model("SmolLM2-135M-Instruct.Q4_1.gguf", "tests/data/tokenize_golden_smollm2.bin");
@@ -271,6 +420,7 @@ int main(void)
 {
     TEST_RUN(test_smollm2);
     TEST_RUN(test_gemma3);
+    TEST_RUN(test_pre_tokenizers);
     if (n_models_run == 0) {
         printf("SKIP: no model files (set LLM_MODEL_DIR or put them in ~/.cache/libllm/models)\n");
         return 77;
