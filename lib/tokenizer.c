@@ -734,8 +734,7 @@ static int bpe_word(const llm_tokenizer *t, work *w)
 
 /* Matches re on the chunk [start, start+len) of the subject and appends the pieces (matches
  * and the stretches between them) to dst as lengths in code points. */
-static int split_chunk(const llm_tokenizer *t, work *w, const pre_regex *re, size_t start,
-                       size_t len, ivec *dst)
+static int split_chunk(work *w, const pre_regex *re, size_t start, size_t len, ivec *dst)
 {
     const unsigned char *subj;
     size_t n, base;
@@ -750,7 +749,6 @@ static int split_chunk(const llm_tokenizer *t, work *w, const pre_regex *re, siz
     }
     size_t pos = 0, prev = 0;
     uint32_t opts = re->collapsed ? 0 : PCRE2_NO_UTF_CHECK;
-    (void)t;
     while (pos <= n) {
         int rc = pcre2_match(re->code, subj, n, pos, opts, w->md, NULL);
         if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
@@ -849,7 +847,7 @@ static int bpe_fragment(const llm_tokenizer *t, work *w, const char *text, size_
         w->chunks2.n = 0;
         for (size_t c = 0; c < w->chunks.n; c++) {
             size_t clen = (size_t)w->chunks.v[c];
-            int rc = split_chunk(t, w, &t->regex[r], start, clen, &w->chunks2);
+            int rc = split_chunk(w, &t->regex[r], start, clen, &w->chunks2);
             if (rc <= 0)
                 return rc;
             start += clen;
@@ -1122,43 +1120,47 @@ int32_t llm__tokenize(const llm_tokenizer *t, const char *text, size_t len, llm_
     return result;
 }
 
-/* Writes the piece of token id into buf (up to cap bytes), skipping up to `lstrip` leading
- * spaces; returns its length whatever cap was. */
+/* Output of a piece: bytes go to buf while they fit, and all are counted. */
+typedef struct sink {
+    char *buf;
+    size_t cap, n;
+    int lstrip; /* drop one leading space (llama.cpp's detokenize, first token) */
+} sink;
+
+static void emit(sink *o, const char *p, size_t n)
+{
+    if (o->lstrip && n && p[0] == ' ') {
+        p++;
+        n--;
+    }
+    o->lstrip = 0;
+    for (size_t i = 0; i < n; i++, o->n++)
+        if (o->n < o->cap)
+            o->buf[o->n] = p[i];
+}
+
+/* Writes the piece of token id into buf (up to cap bytes); returns its full length. */
 static int32_t piece(const llm_tokenizer *t, llm_token id, char *buf, int32_t cap,
                      uint32_t flags, int lstrip)
 {
     uint8_t a = t->attr[id];
     const char *s = tok_text(t, id);
     size_t n = t->text_len[id];
-    char tmp[4];
-    size_t total = 0;
+    sink o = {buf, (size_t)cap, 0, lstrip};
+    char byte;
 
     if (!(flags & LLM_DETOKENIZE_RENDER_SPECIAL) && (a & (ATTR_UNKNOWN | ATTR_CONTROL)))
         return 0;
-#define EMIT(p_, n_)                                                                     \
-    do {                                                                                 \
-        const char *ep_ = (p_);                                                          \
-        size_t en_ = (n_);                                                               \
-        if (lstrip && en_ && ep_[0] == ' ') {                                            \
-            ep_++;                                                                       \
-            en_--;                                                                       \
-        }                                                                                \
-        lstrip = 0;                                                                      \
-        for (size_t ei_ = 0; ei_ < en_; ei_++, total++)                                  \
-            if (total < (size_t)cap)                                                     \
-                buf[total] = ep_[ei_];                                                   \
-    } while (0)
-
     if (a & (ATTR_UNKNOWN | ATTR_CONTROL | ATTR_USER_DEFINED)) {
-        EMIT(s, n);
+        emit(&o, s, n);
     } else if (a & ATTR_NORMAL) {
         if (t->type == TOK_SPM) {
             for (size_t i = 0; i < n;) {
                 if (n - i >= 3 && memcmp(s + i, "\xe2\x96\x81", 3) == 0) {
-                    EMIT(" ", 1);
+                    emit(&o, " ", 1);
                     i += 3;
                 } else {
-                    EMIT(s + i, 1);
+                    emit(&o, s + i, 1);
                     i++;
                 }
             }
@@ -1166,25 +1168,22 @@ static int32_t piece(const llm_tokenizer *t, llm_token id, char *buf, int32_t ca
             /* Undo GPT-2's byte mapping; a code point outside it is kept as it is. */
             for (size_t i = 0; i < n;) {
                 size_t start = i;
-                uint32_t cp = llm__utf8_decode(s, n, &i);
-                int b = llm__gpt2_cp_to_byte(cp);
+                int b = llm__gpt2_cp_to_byte(llm__utf8_decode(s, n, &i));
                 if (b >= 0) {
-                    tmp[0] = (char)b;
-                    EMIT(tmp, 1);
+                    byte = (char)b;
+                    emit(&o, &byte, 1);
                 } else {
-                    EMIT(s + start, i - start);
+                    emit(&o, s + start, i - start);
                 }
             }
         }
     } else if (a & ATTR_BYTE) {
-        /* "<0xXX>" */
-        if (n == 6 && memcmp(s, "<0x", 3) == 0) {
-            tmp[0] = (char)strtol(s + 3, NULL, 16);
-            EMIT(tmp, 1);
+        if (n == 6 && memcmp(s, "<0x", 3) == 0) { /* "<0xXX>" */
+            byte = (char)strtol(s + 3, NULL, 16);
+            emit(&o, &byte, 1);
         }
     }
-#undef EMIT
-    return (int32_t)total;
+    return (int32_t)o.n;
 }
 
 int32_t llm__token_to_piece(const llm_tokenizer *t, llm_token id, char *buf, int32_t cap,
