@@ -521,13 +521,11 @@ static void out_put(utf8_out *u, const char *piece, size_t n)
         free(tmp);
 }
 
-static void out_flush(utf8_out *u)
+/* End of the text: a sequence still incomplete was cut by the token limit; it is dropped
+ * rather than written, so that the output stays valid UTF-8. */
+static void out_finish(utf8_out *u)
 {
-    if (u->n_pending) {
-        fwrite(u->pending, 1, (size_t)u->n_pending, stdout);
-        u->last = (unsigned char)u->pending[u->n_pending - 1];
-        u->n_pending = 0;
-    }
+    u->n_pending = 0;
     fflush(stdout);
 }
 
@@ -607,7 +605,7 @@ static void generate(llm_context *ctx, const llm_model *model, llm_sampler *smpl
         if (o->max_tokens >= 0 && n_gen >= o->max_tokens)
             break; /* no need to decode a token nothing will follow */
         if (llm_kv_seq_length(ctx, 0) >= n_ctx) {
-            out_flush(&out);
+            out_finish(&out);
             if (!o->quiet)
                 fprintf(stderr, "\n%s: the context is full (%d tokens); stopping\n", prog,
                         (int)n_ctx);
@@ -622,7 +620,11 @@ static void generate(llm_context *ctx, const llm_model *model, llm_sampler *smpl
             die_status("decode", st, llm_context_last_error(ctx));
         tv_push(cached, t);
     }
-    out_flush(&out);
+    out_finish(&out);
+    if (reply) { /* the same text as printed */
+        reply->n -= utf8_incomplete_tail((const unsigned char *)reply->p, reply->n);
+        reply->p[reply->n] = '\0';
+    }
     if (out.last != '\n')
         fputc('\n', stdout);
     fflush(stdout);
