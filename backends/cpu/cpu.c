@@ -2,9 +2,8 @@
  * quants.c, split across the persistent thread pool.
  *
  * Numerics follow llama.cpp's CPU backend where that decides results: activations are
- * quantised once per matmul to the weight type's vec_dot_type, RMS norm accumulates in
- * double, softmax sums in double, the KV cache is f16 and attention rounds q and the
- * softmax probabilities to f16 as its non-flash path does. */
+ * quantised once per matmul to the weight type's vec_dot_type and RMS norm accumulates in
+ * double. The KV cache is f16; attention reads it with f32 accumulators. */
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -21,10 +20,6 @@ struct llm_backend {
     /* quantised activations of the current matmul */
     void *xq;
     size_t xq_cap;
-    /* per-thread attention scratch: scores [n_keys] + q in f16 [head_dim] */
-    float *att;
-    size_t att_stride; /* floats per thread */
-    int att_threads;
     llm_status err;
 };
 
@@ -59,7 +54,6 @@ static void cpu_destroy(llm_backend *be)
         return;
     llm__pool_destroy(be->pool);
     free(be->xq);
-    free(be->att);
     llm__free(be);
 }
 
@@ -371,8 +365,11 @@ typedef struct attn_job {
     atomic_long next;
 } attn_job;
 
+/* One query head over its keys in a single pass with an online softmax (running maximum
+ * and sum), in f32 throughout; only the cache itself is f16. */
 static void attention_rows(void *arg, int ith, int nth)
 {
+    (void)ith;
     (void)nth;
     attn_job *j = arg;
     const llm_attention_args *a = j->a;
@@ -380,9 +377,7 @@ static void attention_rows(void *arg, int ith, int nth)
     const int32_t hd = kv->head_dim, n_head = a->n_head, n_kv = kv->n_head_kv;
     const int32_t group = n_head / n_kv, bs = a->block_size;
     const int64_t kv_row = (int64_t)n_kv * hd;
-    float *scores = j->be->att + (size_t)ith * j->be->att_stride;
-    llm_f16 *q16 = (llm_f16 *)(scores + (j->be->att_stride - (size_t)hd));
-    float acc[LLM_MAX_HEAD_DIM];
+    float acc[LLM_MAX_HEAD_DIM], row[LLM_MAX_HEAD_DIM];
     const int64_t items = a->n_tokens * n_head;
     for (;;) {
         const int64_t it = atomic_fetch_add(&j->next, 1);
@@ -394,59 +389,42 @@ static void attention_rows(void *arg, int ith, int nth)
         const int32_t *bt = a->block_tables + (int64_t)a->q_seq[t] * a->max_blocks;
         const int32_t p0 = a->window > 0 && p - a->window + 1 > 0 ? p - a->window + 1 : 0;
         const float *q = a->q + (t * n_head + h) * hd;
-        llm__f32_to_f16_row(q, q16, hd);
-        float mx = -INFINITY;
+        memset(acc, 0, (size_t)hd * sizeof(float));
+        float m = -INFINITY, sum = 0.0f;
         for (int32_t kp = p0; kp <= p; kp++) {
             const int64_t slot = (int64_t)bt[kp / bs] * bs + kp % bs;
             const llm_f16 *kr = (const llm_f16 *)kv->k + slot * kv_row + (int64_t)kh * hd;
-            float s = llm__dot_f16(hd, kr, q16) * a->scale;
+            const llm_f16 *vr = (const llm_f16 *)kv->v + slot * kv_row + (int64_t)kh * hd;
+            llm__f16_to_f32_row(kr, row, hd);
+            float s = 0.0f;
+            for (int32_t d = 0; d < hd; d++)
+                s += q[d] * row[d];
+            s *= a->scale;
             if (a->softcap > 0.0f)
                 s = a->softcap * tanhf(s / a->softcap);
-            scores[kp - p0] = s;
-            if (s > mx)
-                mx = s;
-        }
-        const int32_t nk = p - p0 + 1;
-        double sum = 0.0;
-        for (int32_t i = 0; i < nk; i++) {
-            const float e = expf(scores[i] - mx);
-            scores[i] = e;
-            sum += (double)e;
-        }
-        const float inv = (float)(1.0 / sum);
-        memset(acc, 0, (size_t)hd * sizeof(float));
-        for (int32_t kp = p0; kp <= p; kp++) {
-            const int64_t slot = (int64_t)bt[kp / bs] * bs + kp % bs;
-            const llm_f16 *vr = (const llm_f16 *)kv->v + slot * kv_row + (int64_t)kh * hd;
-            /* probabilities are rounded to f16, as in llama.cpp's f16 V product */
-            const float pr = llm__f16_to_f32(llm__f32_to_f16(scores[kp - p0] * inv));
+            float ms = 1.0f, vs = 1.0f;
+            if (s > m) {
+                ms = expf(m - s);
+                m = s;
+                for (int32_t d = 0; d < hd; d++)
+                    acc[d] *= ms;
+            } else {
+                vs = expf(s - m);
+            }
+            llm__f16_to_f32_row(vr, row, hd);
             for (int32_t d = 0; d < hd; d++)
-                acc[d] += pr * llm__f16_to_f32(vr[d]);
+                acc[d] += row[d] * vs;
+            sum = sum * ms + vs;
         }
-        memcpy(a->out + (t * n_head + h) * hd, acc, (size_t)hd * sizeof(float));
+        float *out = a->out + (t * n_head + h) * hd;
+        const float inv = 1.0f / sum;
+        for (int32_t d = 0; d < hd; d++)
+            out[d] = acc[d] * inv;
     }
 }
 
 static void cpu_attention(llm_backend *be, const llm_attention_args *a)
 {
-    int32_t max_keys = 1;
-    for (int64_t t = 0; t < a->n_tokens; t++)
-        if (a->q_pos[t] + 1 > max_keys)
-            max_keys = a->q_pos[t] + 1;
-    const int nth = llm__pool_size(be->pool);
-    /* scores, then q as f16 (head_dim halves fit in head_dim floats) */
-    const size_t stride = (size_t)max_keys + (size_t)a->kv->head_dim + 16;
-    if (stride > be->att_stride || nth > be->att_threads) {
-        float *p = aligned_alloc_bytes(stride * (size_t)nth * sizeof(float));
-        if (!p) {
-            be->err = llm__fail(LLM_ERR_NO_MEMORY, "cpu backend: out of memory in attention");
-            return;
-        }
-        free(be->att);
-        be->att = p;
-        be->att_stride = stride;
-        be->att_threads = nth;
-    }
     attn_job j = {.a = a, .be = be};
     atomic_init(&j.next, 0);
     llm__pool_run(be->pool, attention_rows, &j);
