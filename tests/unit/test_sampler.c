@@ -575,8 +575,10 @@ static void test_speed(void)
         double ms_per = ((t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6) / reps;
         printf("     262144 vocab, top_k %d top_p %.2f min_p %.2f: %.3f ms/sample\n", ks[c],
                ps[c], ms[c], ms_per);
-        /* Typically 10-50 times faster than the sort; a third leaves room for noise. */
-        CHECK_MSG(ms_per < sort_ms / 3, "%.2f ms per sample, sort %.2f ms", ms_per, sort_ms);
+        /* Typically 10-50 times faster than the sort with optimisation, ~4 times at -O0
+         * (qsort itself stays optimised); a sampler that sorted would take longer than
+         * the sort alone, so half of it still tells the two apart. */
+        CHECK_MSG(ms_per < sort_ms / 2, "%.2f ms per sample, sort %.2f ms", ms_per, sort_ms);
         llm_sampler_free(s);
     }
     free(x);
