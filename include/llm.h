@@ -24,6 +24,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -152,9 +153,8 @@ typedef struct llm_model_params {
 /** Fills *p with defaults and sets p->size. */
 static inline void llm_model_params_init(llm_model_params *p)
 {
-    llm_model_params z = {0};
-    z.size = sizeof(llm_model_params);
-    *p = z;
+    memset(p, 0, sizeof *p);
+    p->size = sizeof *p;
 }
 
 /**
@@ -313,9 +313,8 @@ typedef struct llm_context_params {
 
 static inline void llm_context_params_init(llm_context_params *p)
 {
-    llm_context_params z = {0};
-    z.size = sizeof(llm_context_params);
-    *p = z;
+    memset(p, 0, sizeof *p);
+    p->size = sizeof *p;
 }
 
 /**
@@ -358,9 +357,8 @@ typedef struct llm_batch {
 
 static inline void llm_batch_init(llm_batch *b)
 {
-    llm_batch z = {0};
-    z.size = sizeof(llm_batch);
-    *b = z;
+    memset(b, 0, sizeof *b);
+    b->size = sizeof *b;
 }
 
 /**
@@ -417,16 +415,14 @@ typedef struct llm_sampler_params {
 
 static inline void llm_sampler_params_init(llm_sampler_params *p)
 {
-    llm_sampler_params z = {0};
-    z.size = sizeof(llm_sampler_params);
-    z.temperature = 0.8f;
-    z.top_k = 40;
-    z.top_p = 0.95f;
-    z.min_p = 0.05f;
-    z.repeat_penalty = 1.0f;
-    z.penalty_last_n = 64;
-    z.seed = 0;
-    *p = z;
+    memset(p, 0, sizeof *p);
+    p->size = sizeof *p;
+    p->temperature = 0.8f;
+    p->top_k = 40;
+    p->top_p = 0.95f;
+    p->min_p = 0.05f;
+    p->repeat_penalty = 1.0f;
+    p->penalty_last_n = 64;
 }
 
 /**

@@ -45,8 +45,9 @@ llm_status llm__model_tensor(llm_model *m, llm_tensor *t, const char *name, int6
 llm_status llm__layer_tensor(llm_model *m, llm_tensor *t, int il, const char *suffix,
                              int64_t ne0, int64_t ne1, int required)
 {
-    char name[128];
-    snprintf(name, sizeof name, "blk.%d.%s", il, suffix);
+    char name[sizeof(((llm_tensor *)0)->name)];
+    if (snprintf(name, sizeof name, "blk.%d.%s", il, suffix) >= (int)sizeof name)
+        return llm__fail(LLM_ERR_INTERNAL, "model: tensor name blk.%d.%s is too long", il, suffix);
     return llm__model_tensor(m, t, name, ne0, ne1, required);
 }
 
@@ -301,7 +302,7 @@ int32_t llm_tokenize(const llm_model *m, const char *text, size_t len, llm_token
         llm__fail(LLM_ERR_INVALID_ARG, "llm_tokenize: invalid arguments");
         return INT32_MIN;
     }
-    return llm__tokenize(m->tok, text ? text : "", len, out, cap, flags);
+    return llm__tokenize(m->tok, text ? text : "", text ? len : 0, out, cap, flags);
 }
 
 int32_t llm_token_to_piece(const llm_model *m, llm_token token, char *buf, int32_t cap,

@@ -10,7 +10,8 @@
 typedef struct llm_tokenizer llm_tokenizer;
 
 /* Builds the tokenizer; LLM_ERR_INVALID_MODEL / LLM_ERR_UNSUPPORTED with a message when
- * the metadata is missing, inconsistent or names an unknown model/pre-tokenizer.
+ * the metadata is missing or inconsistent or names an unknown tokenizer model. An unknown
+ * pre-tokenizer name falls back to the default regex with a warning.
  * The tokenizer copies what it needs: it does not borrow g after returning. */
 LLM_INTERNAL llm_status llm__tokenizer_create(const llm_gguf *g, llm_tokenizer **out);
 LLM_INTERNAL void llm__tokenizer_free(llm_tokenizer *t);
