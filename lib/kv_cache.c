@@ -90,7 +90,8 @@ llm_status llm__kv_seq_grow(llm_kv_cache *kv, int32_t seq, int32_t new_len, llm_
     int32_t have = blocks_for(kv, len), need = blocks_for(kv, new_len);
     if (need > kv->max_blocks)
         return llm__fail(LLM_ERR_CONTEXT_FULL,
-                         "kv cache full: sequence %d would need %d tokens, more than the cache holds (%d)",
+                         "kv cache full: sequence %d would need %d tokens, more than the "
+                         "cache holds (%d)",
                          seq, new_len, kv->max_blocks * kv->block_size);
     /* a partly filled last block that another sequence shares must be copied first */
     int cow = len % kv->block_size != 0 && kv->refs[table[have - 1]] > 1;
