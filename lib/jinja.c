@@ -96,9 +96,14 @@ typedef struct jdict jdict;
 typedef struct jfn jfn;
 typedef struct jloop jloop;
 
+/* Kinds of V_LIST: Python has several sequence types that templates can tell apart (by
+ * printing them, taking len() or testing truth): jinja2's select/map/unique/... filters
+ * return one-shot generators, dict methods return views. */
+enum { SUB_LIST, SUB_TUPLE, SUB_GEN, SUB_KEYS, SUB_VALUES, SUB_ITEMS };
+
 typedef struct jv {
     uint8_t t;
-    uint8_t tuple; /* V_LIST: a Python tuple (differs in repr and equality) */
+    uint8_t sub; /* V_LIST: SUB_* */
     union {
         int64_t i; /* V_INT, V_BOOL */
         double f;
@@ -113,9 +118,13 @@ typedef struct jv {
     } u;
 } jv;
 
+struct lazy;
+
 struct jlist {
     jv *v;
     size_t n, cap;
+    int spent;                /* a generator that has been iterated: empty from then on */
+    const struct lazy *lazy;  /* a generator not run yet: the filter that makes its items */
 };
 struct jdict {
     jv *k, *v;
@@ -180,7 +189,23 @@ typedef struct jm {
     int depth;
     const llm__jinja_ctx *ctx;
     jv placeholder; /* the text a {% filter %} / {% set %} block filters */
+    int folding;    /* evaluating a literal {{ }} that jinja2 would fold */
 } jm;
+
+enum { FN_BUILTIN, FN_MACRO, FN_METHOD };
+enum { G_RANGE, G_NAMESPACE, G_DICT, G_RAISE, G_STRFTIME, G_COUNT_ };
+static const char *const global_names[] = {"range", "namespace", "dict", "raise_exception",
+                                           "strftime_now"};
+
+struct jfn {
+    uint8_t kind;
+    uint8_t builtin;
+    const node *macro;
+    scope *closure;
+    jv self; /* FN_METHOD: the object */
+    const char *name;
+    size_t nn;
+};
 
 struct llm__jinja_ctx {
     arena ar;
@@ -246,6 +271,8 @@ static jlist *new_list(jm *m, size_t cap)
 {
     jlist *l = jalloc(m, sizeof *l);
     l->n = 0;
+    l->spent = 0;
+    l->lazy = NULL;
     l->cap = cap;
     l->v = cap ? jalloc(m, mul_size(m, cap, sizeof(jv))) : NULL;
     return l;
@@ -264,10 +291,10 @@ static void list_push(jm *m, jlist *l, jv v)
     l->v[l->n++] = v;
 }
 
-static jv mk_list(jlist *l, int tuple)
+static jv mk_list(jlist *l, int sub)
 {
     jv v = {V_LIST, 0, {0}};
-    v.tuple = (uint8_t)tuple;
+    v.sub = (uint8_t)sub;
     v.u.l = l;
     return v;
 }
@@ -1043,7 +1070,8 @@ enum {
 struct node {
     uint8_t k;
     uint8_t op;   /* N_BIN, N_CMPOP, N_NEG: operator */
-    uint8_t flag; /* N_TEST: negated */
+    uint8_t flag; /* N_TEST: negated; S_OUTPUT: the expression is literal */
+    uint8_t lit;  /* made of literals only (see is_literal) */
     int16_t id;   /* N_FILTER / N_TEST: index in the filter / test table, -1 unknown */
     int line;
     const char *s; /* name, attribute, filter or test name, text of S_DATA */
@@ -1060,14 +1088,14 @@ enum {
     F_FIRST, F_FLOAT, F_FORMAT, F_INDENT, F_INT, F_ITEMS, F_JOIN, F_LAST, F_LENGTH, F_LIST,
     F_LOWER, F_MAP, F_MAX, F_MIN, F_REJECT, F_REJECTATTR, F_REPLACE, F_REVERSE, F_ROUND,
     F_SAFE, F_SELECT, F_SELECTATTR, F_SORT, F_STRING, F_SUM, F_TITLE, F_TOJSON, F_TRIM,
-    F_UNIQUE, F_UPPER, F_WORDCOUNT, F_COUNT_
+    F_TRUNCATE, F_UNIQUE, F_UPPER, F_WORDCOUNT, F_COUNT_
 };
 static const char *const filter_names[] = {
     "abs", "attr", "capitalize", "center", "count", "d", "default", "dictsort", "e", "escape",
     "first", "float", "format", "indent", "int", "items", "join", "last", "length", "list",
     "lower", "map", "max", "min", "reject", "rejectattr", "replace", "reverse", "round",
     "safe", "select", "selectattr", "sort", "string", "sum", "title", "tojson", "trim",
-    "unique", "upper", "wordcount"};
+    "truncate", "unique", "upper", "wordcount"};
 
 enum {
     TS_BOOLEAN, TS_CALLABLE, TS_DEFINED, TS_DIVISIBLEBY, TS_EQ, TS_EQUALTO, TS_EQSIGN,
@@ -1089,6 +1117,36 @@ static int name_index(const char *const *tab, int n, const char *s, size_t len)
         if (strlen(tab[i]) == len && !memcmp(tab[i], s, len))
             return i;
     return -1;
+}
+
+/* Whether an expression is made of literals only. jinja2 folds those at compile time,
+ * and its folding slices through environment.getitem (undefined on failure) where the
+ * running template slices with Python's [] (an error). */
+static int is_literal(const node *x)
+{
+    if (!x)
+        return 1;
+    if (x->k >= S_DATA)
+        return 0;
+    switch (x->k) {
+    case N_NAME: case N_CALL: case N_PLACEHOLDER: return 0;
+    case N_FILTER: /* filters that take jinja2's context are never folded */
+        if (x->id < 0 || x->id == F_MAP || x->id == F_SELECT || x->id == F_REJECT ||
+            x->id == F_SELECTATTR || x->id == F_REJECTATTR)
+            return 0;
+        break;
+    case N_TEST: if (x->id < 0) return 0; break;
+    default: break;
+    }
+    if (!is_literal(x->a) || !is_literal(x->b) || !is_literal(x->c) || !is_literal(x->d))
+        return 0;
+    for (int i = 0; i < x->nk; i++)
+        if (!is_literal(x->kids[i]))
+            return 0;
+    for (int i = 0; i < x->nk2; i++)
+        if (!is_literal(x->kids2[i]))
+            return 0;
+    return 1;
 }
 
 /* ---- parser (jinja2's grammar and precedence) -------------------------------------- */
@@ -1260,8 +1318,13 @@ static node *p_filters(parser *p, node *x, int start_inline)
         node *f = nn(p, N_FILTER, t->line);
         f->s = t->p;
         f->sn = t->n;
-        f->id = (int16_t)name_index(filter_names, F_COUNT_, t->p, t->n);
         adv(p);
+        while (is_op(cur(p), OP_DOT) && peek(p, 1)->type == T_NAME) { /* "a.b": never ours */
+            f->sn = (size_t)(peek(p, 1)->p + peek(p, 1)->n - f->s);
+            adv(p);
+            adv(p);
+        }
+        f->id = (int16_t)name_index(filter_names, F_COUNT_, f->s, f->sn);
         if (is_op(cur(p), OP_LPAREN)) {
             node *c = p_call(p, NULL, N_CALL);
             f->kids = c->kids;
@@ -1287,8 +1350,13 @@ static node *p_test(parser *p, node *x)
         p_unexpected(p, "test name");
     t->s = nm->p;
     t->sn = nm->n;
-    t->id = (int16_t)name_index(test_names, TS_COUNT_, nm->p, nm->n);
     adv(p);
+    while (is_op(cur(p), OP_DOT) && peek(p, 1)->type == T_NAME) {
+        t->sn = (size_t)(peek(p, 1)->p + peek(p, 1)->n - t->s);
+        adv(p);
+        adv(p);
+    }
+    t->id = (int16_t)name_index(test_names, TS_COUNT_, t->s, t->sn);
     tok *c = cur(p);
     if (is_op(c, OP_LPAREN)) {
         node *call = p_call(p, NULL, N_CALL);
@@ -1327,6 +1395,13 @@ static node *p_subscript(parser *p, node *obj)
     int line = cur(p)->line;
     adv(p); /* [ */
     node *start = NULL, *stop = NULL, *step = NULL;
+    if (is_op(cur(p), OP_RBRACKET)) { /* x[]: jinja2 reads an empty tuple key */
+        adv(p);
+        node *x = nn(p, N_ITEM, line);
+        x->a = obj;
+        x->b = nn(p, N_TUPLE, line);
+        return x;
+    }
     if (!is_op(cur(p), OP_COLON)) {
         start = p_expr(p, 1);
         if (!is_op(cur(p), OP_COLON)) {
@@ -1986,6 +2061,7 @@ static void p_body(parser *p, nvec *out, const char *const *ends)
             adv(p);
             node *x = nn(p, S_OUTPUT, t->line);
             x->a = p_tuple(p, 1, NULL, 0);
+            x->flag = (uint8_t)is_literal(x->a); /* jinja2 folds it at compile time */
             expect_type(p, T_VEND, "end of print statement");
             nv_push(p->m, out, x);
         } else if (t->type == T_BBEGIN) {
@@ -2006,6 +2082,21 @@ static void p_body(parser *p, nvec *out, const char *const *ends)
             p_unexpected(p, NULL);
         }
     }
+}
+
+static void mark_literals(node *x)
+{
+    if (!x)
+        return;
+    x->lit = (uint8_t)is_literal(x);
+    mark_literals(x->a);
+    mark_literals(x->b);
+    mark_literals(x->c);
+    mark_literals(x->d);
+    for (int i = 0; i < x->nk; i++)
+        mark_literals(x->kids[i]);
+    for (int i = 0; i < x->nk2; i++)
+        mark_literals(x->kids2[i]);
 }
 
 /* jinja2 rejects unknown filters and tests when it compiles the template, except inside
@@ -2057,7 +2148,11 @@ static const char *type_name(jv v)
     case V_INT: return "int";
     case V_FLOAT: return "float";
     case V_STR: return "str";
-    case V_LIST: return v.tuple ? "tuple" : "list";
+    case V_LIST: {
+        static const char *const names[] = {"list", "tuple", "generator", "dict_keys",
+                                            "dict_values", "dict_items"};
+        return names[v.sub];
+    }
     case V_DICT: return "dict";
     case V_NS: return "Namespace";
     case V_FN: return "function";
@@ -2085,7 +2180,7 @@ static int truthy(jv v)
     case V_BOOL: case V_INT: return v.u.i != 0;
     case V_FLOAT: return v.u.f != 0.0;
     case V_STR: return v.u.s.n != 0;
-    case V_LIST: return v.u.l->n != 0;
+    case V_LIST: return v.sub == SUB_GEN || v.u.l->n != 0;
     case V_DICT: return v.u.d->n != 0;
     default: return 1;
     }
@@ -2220,15 +2315,25 @@ static void put_repr(jm *m, sb *b, jv v)
     case V_UNDEF: sb_s(m, b, "Undefined"); break;
     case V_STR: put_repr_str(m, b, v.u.s.p, v.u.s.n); break;
     case V_LIST:
-        sb_c(m, b, v.tuple ? '(' : '[');
+        if (v.sub == SUB_GEN) {
+            sb_s(m, b, "<generator object>");
+            break;
+        }
+        if (v.sub >= SUB_KEYS) {
+            sb_s(m, b, type_name(v));
+            sb_c(m, b, '(');
+        }
+        sb_c(m, b, v.sub == SUB_TUPLE ? '(' : '[');
         for (size_t i = 0; i < v.u.l->n; i++) {
             if (i)
                 sb_s(m, b, ", ");
             put_repr(m, b, v.u.l->v[i]);
         }
-        if (v.tuple && v.u.l->n == 1)
+        if (v.sub == SUB_TUPLE && v.u.l->n == 1)
             sb_c(m, b, ',');
-        sb_c(m, b, v.tuple ? ')' : ']');
+        sb_c(m, b, v.sub == SUB_TUPLE ? ')' : ']');
+        if (v.sub >= SUB_KEYS)
+            sb_c(m, b, ')');
         break;
     case V_DICT:
     case V_NS:
@@ -2242,7 +2347,13 @@ static void put_repr(jm *m, sb *b, jv v)
         }
         sb_s(m, b, v.t == V_NS ? "}>" : "}");
         break;
-    case V_FN: sb_s(m, b, "<function>"); break;
+    case V_FN:
+        if (v.u.fn->kind == FN_METHOD)
+            sb_f(m, b, "<built-in method %.*s of %s object at 0x0>", (int)v.u.fn->nn,
+                 v.u.fn->name, type_name(v.u.fn->self));
+        else
+            sb_f(m, b, "<function %.*s at 0x0>", (int)v.u.fn->nn, v.u.fn->name);
+        break;
     case V_LOOP: sb_s(m, b, "<LoopContext>"); break;
     default: put_str(m, b, v); break;
     }
@@ -2322,6 +2433,8 @@ static void put_json(jm *m, sb *b, jv v, const jsonopt *o, int level, int line)
     case V_FLOAT: fmt_float(v.u.f, t, 1); sb_s(m, b, t); break;
     case V_STR: put_json_str(m, b, v.u.s.p, v.u.s.n, o->ensure_ascii); break;
     case V_LIST:
+        if (v.sub > SUB_TUPLE)
+            jfail(m, line, "Object of type %s is not JSON serializable", type_name(v));
         if (!v.u.l->n) {
             sb_s(m, b, "[]");
             break;
@@ -2393,7 +2506,9 @@ static void put_json(jm *m, sb *b, jv v, const jsonopt *o, int level, int line)
 static int hashable(jv v)
 {
     if (v.t == V_LIST) {
-        if (!v.tuple)
+        if (v.sub == SUB_GEN)
+            return 1;
+        if (v.sub != SUB_TUPLE)
             return 0;
         for (size_t i = 0; i < v.u.l->n; i++)
             if (!hashable(v.u.l->v[i]))
@@ -2417,7 +2532,9 @@ static int veq(jm *m, jv a, jv b)
     case V_UNDEF: case V_NONE: return 1;
     case V_STR: return a.u.s.n == b.u.s.n && !memcmp(a.u.s.p, b.u.s.p, a.u.s.n);
     case V_LIST: {
-        if (a.tuple != b.tuple || a.u.l->n != b.u.l->n)
+        if (a.sub > SUB_TUPLE || b.sub > SUB_TUPLE) /* generators and views: identity */
+            return a.sub == b.sub && a.u.l == b.u.l;
+        if (a.sub != b.sub || a.u.l->n != b.u.l->n)
             return 0;
         int r = 1;
         enter(m, 0);
@@ -2477,7 +2594,7 @@ static int vorder(jm *m, int op, jv a, jv b, int line)
         }
     } else if (a.t == V_STR && b.t == V_STR) {
         c = str_cmp(a, b); /* UTF-8 byte order is code point order */
-    } else if (a.t == V_LIST && b.t == V_LIST && a.tuple == b.tuple) {
+    } else if (a.t == V_LIST && b.t == V_LIST && a.sub == b.sub && a.sub <= SUB_TUPLE) {
         size_t i = 0;
         while (i < a.u.l->n && i < b.u.l->n && veq(m, a.u.l->v[i], b.u.l->v[i]))
             i++;
@@ -2543,12 +2660,22 @@ static jv dict_get_s(jm *m, const jdict *d, const char *k, size_t kn)
     return i >= 0 ? d->v[i] : mk_undef(k, kn);
 }
 
+static jlist *gen_force(jm *m, const struct lazy *z);
+
 /* The items a for loop visits: list items, dict keys, the characters of a string. */
 static jlist *iter_items(jm *m, jv v, int line)
 {
     switch (v.t) {
     case V_UNDEF: return new_list(m, 0);
-    case V_LIST: return v.u.l;
+    case V_LIST:
+        if (v.sub == SUB_GEN) {
+            if (v.u.l->spent)
+                return new_list(m, 0);
+            v.u.l->spent = 1;
+            if (v.u.l->lazy)
+                return gen_force(m, v.u.l->lazy);
+        }
+        return v.u.l;
     case V_DICT: {
         jlist *l = new_list(m, v.u.d->n);
         for (size_t i = 0; i < v.u.d->n; i++)
@@ -2579,8 +2706,11 @@ static int vcontains(jm *m, jv hay, jv x, int line)
             return 1;
         return memmem(hay.u.s.p, hay.u.s.n, x.u.s.p, x.u.s.n) != NULL;
     }
-    if (hay.t == V_DICT)
-        return hashable(x) && dict_find(m, hay.u.d, x) >= 0;
+    if (hay.t == V_DICT) {
+        if (!hashable(x))
+            jfail(m, line, "unhashable type: '%s'", type_name(x));
+        return dict_find(m, hay.u.d, x) >= 0;
+    }
     if (hay.t == V_LIST || hay.t == V_UNDEF) {
         jlist *l = iter_items(m, hay, line);
         for (size_t i = 0; i < l->n; i++)
@@ -2591,8 +2721,34 @@ static int vcontains(jm *m, jv hay, jv x, int line)
     jfail(m, line, "argument of type '%s' is not iterable", type_name(hay));
 }
 
+/* Arguments of a call: positional values, and keyword values with their names. */
+typedef struct jargs {
+    jv *pos;
+    int np;
+    jv *kv;
+    const node **kn; /* N_KWARG nodes: names */
+    int nk;
+} jargs;
+
+static jv f_format(jm *m, jv fmt, jargs *a, int line);
+
 static jv arith(jm *m, int op, jv a, jv b, int line)
 {
+    if (op == OP_MOD && a.t == V_STR) { /* printf-style formatting */
+        jargs fa = {0};
+        if (b.t == V_LIST && b.sub == SUB_TUPLE) {
+            fa.pos = b.u.l->v;
+            fa.np = (int)b.u.l->n;
+        } else if ((b.t == V_DICT || b.t == V_UNDEF || (b.t == V_LIST && b.sub == SUB_LIST)) &&
+                   !memchr(a.u.s.p, '%', a.u.s.n)) {
+            /* an argument with __getitem__ counts as a mapping: nothing to format */
+            return a;
+        } else {
+            fa.pos = &b;
+            fa.np = 1;
+        }
+        return f_format(m, a, &fa, line);
+    }
     if (a.t == V_UNDEF)
         fail_undef(m, line, a);
     if (b.t == V_UNDEF)
@@ -2615,8 +2771,11 @@ static jv arith(jm *m, int op, jv a, jv b, int line)
                     r--;
                 return mk_int(op == OP_FLOORDIV ? r : x - r * y);
             case OP_POW:
-                if (y < 0)
+                if (y < 0) {
+                    if (x == 0)
+                        jfail(m, line, "0.0 cannot be raised to a negative power");
                     return mk_float(pow((double)x, (double)y));
+                }
                 r = 1;
                 for (int64_t k = 0; k < y; k++) {
                     if (__builtin_mul_overflow(r, x, &r))
@@ -2664,7 +2823,16 @@ static jv arith(jm *m, int op, jv a, jv b, int line)
             }
             return mk_float(op == OP_MOD ? mod : fd);
         }
-        case OP_POW: return mk_float(pow(x, y));
+        case OP_POW: {
+            if (x == 0 && y < 0)
+                jfail(m, line, "0.0 cannot be raised to a negative power");
+            if (x < 0 && y != floor(y))
+                jfail(m, line, "negative number raised to a fractional power (complex result)");
+            double r = pow(x, y);
+            if (isinf(r) && isfinite(x) && isfinite(y))
+                jfail(m, line, "(34, 'Numerical result out of range')");
+            return mk_float(r);
+        }
         default: break;
         }
     }
@@ -2674,20 +2842,21 @@ static jv arith(jm *m, int op, jv a, jv b, int line)
         sb_put(m, &s, b.u.s.p, b.u.s.n);
         return sb_val(&s);
     }
-    if (op == OP_ADD && a.t == V_LIST && b.t == V_LIST && a.tuple == b.tuple) {
+    if (op == OP_ADD && a.t == V_LIST && b.t == V_LIST && a.sub == b.sub && a.sub <= SUB_TUPLE) {
         jlist *l = new_list(m, a.u.l->n + b.u.l->n);
         for (size_t i = 0; i < a.u.l->n; i++)
             list_push(m, l, a.u.l->v[i]);
         for (size_t i = 0; i < b.u.l->n; i++)
             list_push(m, l, b.u.l->v[i]);
-        return mk_list(l, a.tuple);
+        return mk_list(l, a.sub);
     }
     if (op == OP_MUL && (a.t == V_INT || a.t == V_BOOL) && (b.t == V_STR || b.t == V_LIST)) {
         jv t = a;
         a = b;
         b = t;
     }
-    if (op == OP_MUL && (a.t == V_STR || a.t == V_LIST) && (b.t == V_INT || b.t == V_BOOL)) {
+    if (op == OP_MUL && (a.t == V_STR || (a.t == V_LIST && a.sub <= SUB_TUPLE)) &&
+        (b.t == V_INT || b.t == V_BOOL)) {
         int64_t k = b.u.i < 0 ? 0 : b.u.i;
         if (a.t == V_STR) {
             if (a.u.s.n && (uint64_t)k > m->ar->limit / a.u.s.n)
@@ -2703,7 +2872,7 @@ static jv arith(jm *m, int op, jv a, jv b, int line)
         for (int64_t i = 0; i < k; i++)
             for (size_t j = 0; j < a.u.l->n; j++)
                 list_push(m, l, a.u.l->v[j]);
-        return mk_list(l, a.tuple);
+        return mk_list(l, a.sub);
     }
     jfail(m, line, "unsupported operand type(s) for %s: '%s' and '%s'", op_text[op],
           type_name(a), type_name(b));
@@ -2723,21 +2892,6 @@ typedef struct svar {
 struct scope {
     svar *vars;
     scope *parent;
-};
-
-enum { FN_BUILTIN, FN_MACRO, FN_METHOD };
-enum { G_RANGE, G_NAMESPACE, G_DICT, G_RAISE, G_STRFTIME, G_COUNT_ };
-static const char *const global_names[] = {"range", "namespace", "dict", "raise_exception",
-                                           "strftime_now"};
-
-struct jfn {
-    uint8_t kind;
-    uint8_t builtin;
-    const node *macro;
-    scope *closure;
-    jv self; /* FN_METHOD: the object */
-    const char *name;
-    size_t nn;
 };
 
 struct jloop {
@@ -2846,7 +3000,9 @@ static jv get_attr(jm *m, jv obj, const char *name, size_t n, int line)
             return bound(m, obj, name, n);
         break;
     case V_LIST:
-        if (in_names(list_methods, name, n))
+        if (obj.sub == SUB_LIST && in_names(list_methods, name, n))
+            return bound(m, obj, name, n);
+        if (obj.sub == SUB_TUPLE && (streq(name, n, "count") || streq(name, n, "index")))
             return bound(m, obj, name, n);
         break;
     case V_LOOP: {
@@ -2906,7 +3062,7 @@ static jv get_item(jm *m, jv obj, jv key, int line)
     case V_UNDEF:
         fail_undef(m, line, obj);
     case V_LIST: {
-        long i = seq_index(key, obj.u.l->n);
+        long i = obj.sub <= SUB_TUPLE ? seq_index(key, obj.u.l->n) : -1;
         if (i >= 0)
             return obj.u.l->v[i];
         break;
@@ -2975,17 +3131,17 @@ static size_t slice_idx(jm *m, jv start, jv stop, jv step, size_t n, size_t **ou
     return k;
 }
 
-static jv do_slice(jm *m, jv obj, jv a, jv b, jv c, int line)
+static jv do_slice(jm *m, jv obj, jv a, jv b, jv c, int line, int folded)
 {
     size_t *idx, k;
     if (obj.t == V_UNDEF)
         fail_undef(m, line, obj);
-    if (obj.t == V_LIST) {
+    if (obj.t == V_LIST && obj.sub <= SUB_TUPLE) {
         k = slice_idx(m, a, b, c, obj.u.l->n, &idx, line);
         jlist *l = new_list(m, k);
         for (size_t i = 0; i < k; i++)
             list_push(m, l, obj.u.l->v[idx[i]]);
-        return mk_list(l, obj.tuple);
+        return mk_list(l, obj.sub);
     }
     if (obj.t == V_STR) {
         size_t cnt, *off = cp_offsets(m, obj.u.s.p, obj.u.s.n, &cnt);
@@ -2995,18 +3151,14 @@ static jv do_slice(jm *m, jv obj, jv a, jv b, jv c, int line)
             sb_put(m, &s, obj.u.s.p + off[idx[i]], off[idx[i] + 1] - off[idx[i]]);
         return sb_val(&s);
     }
-    return mk_undef("", 0);
+    /* jinja2 slices with Python's [] directly, without its getitem fallback */
+    if (folded)
+        return mk_undef("", 0);
+    jfail(m, line, "'%s' object is not subscriptable", type_name(obj));
 }
 
 /* ---- call arguments ------------------------------------------------------------- */
 
-typedef struct jargs {
-    jv *pos;
-    int np;
-    jv *kv;
-    const node **kn; /* N_KWARG nodes: names */
-    int nk;
-} jargs;
 
 /* Positional argument i or keyword `kw`; NULL when absent. */
 static jv *arg(jargs *a, int i, const char *kw)
@@ -3222,7 +3374,7 @@ static jv need_str(jm *m, jv *v, int line, const char *what)
 
 static int affix(jm *m, jv s, jv x, int end, int line)
 {
-    if (x.t == V_LIST && x.tuple) {
+    if (x.t == V_LIST && x.sub == SUB_TUPLE) {
         for (size_t i = 0; i < x.u.l->n; i++)
             if (affix(m, s, x.u.l->v[i], end, line))
                 return 1;
@@ -3473,10 +3625,10 @@ static jv call_method(jm *m, jfn *f, jargs *a, int line)
                     jlist *p = new_list(m, 2);
                     list_push(m, p, d->k[i]);
                     list_push(m, p, d->v[i]);
-                    list_push(m, l, mk_list(p, 1));
+                    list_push(m, l, mk_list(p, SUB_TUPLE));
                 }
             }
-            return mk_list(l, 0);
+            return mk_list(l, name[0] == 'k' ? SUB_KEYS : name[0] == 'v' ? SUB_VALUES : SUB_ITEMS);
         }
         if (streq(name, n, "copy")) {
             jdict *c = new_dict(m);
@@ -3556,8 +3708,10 @@ static void sort_vals(jm *m, jv *items, jv *keys, size_t n, int reverse, int lin
     jv *ti = jalloc(m, mul_size(m, n, sizeof(jv))), *tk = jalloc(m, mul_size(m, n, sizeof(jv)));
     size_t i = 0, j = h, k = 0;
     while (i < h && j < n) {
-        int take_right = reverse ? vorder(m, OP_LT, keys[i], keys[j], line)
-                                 : vorder(m, OP_LT, keys[j], keys[i], line);
+        /* jinja2 sorts by [key] lists, which compare equal items without '<' */
+        int take_right = !veq(m, keys[i], keys[j]) &&
+                         (reverse ? vorder(m, OP_LT, keys[i], keys[j], line)
+                                  : vorder(m, OP_LT, keys[j], keys[i], line));
         size_t s = take_right ? j++ : i++;
         ti[k] = items[s];
         tk[k++] = keys[s];
@@ -3604,7 +3758,7 @@ static jv f_select(jm *m, jv seq, jargs *a, int with_attr, int keep, int line)
         if (ok == keep)
             list_push(m, out, in->v[i]);
     }
-    return mk_list(out, 0);
+    return mk_list(out, SUB_GEN);
 }
 
 static jv html_escape(jm *m, jv s)
@@ -3868,8 +4022,40 @@ static jv f_tojson(jm *m, jv v, jargs *a, int line)
     return sb_val(&b);
 }
 
+/* jinja2's select, reject, selectattr, rejectattr, map, unique and items filters are
+ * Python generators: they run, and fail, only when something iterates them. */
+struct lazy {
+    int id, line;
+    jv in;
+    jargs args;
+};
+
+static jv gen_filter(jm *m, int id, jv v, jargs *a, int line);
+
+static jlist *gen_force(jm *m, const struct lazy *z)
+{
+    jargs a = z->args;
+    return gen_filter(m, z->id, z->in, &a, z->line).u.l;
+}
+
+static int is_gen_filter(int id)
+{
+    return id == F_SELECT || id == F_REJECT || id == F_SELECTATTR || id == F_REJECTATTR ||
+           id == F_MAP || id == F_UNIQUE || id == F_ITEMS;
+}
+
 static jv apply_filter(jm *m, int id, const char *name, size_t nl, jv v, jargs *a, int line)
 {
+    if (is_gen_filter(id)) {
+        struct lazy *z = jalloc(m, sizeof *z);
+        z->id = id;
+        z->line = line;
+        z->in = v;
+        z->args = *a;
+        jlist *l = new_list(m, 0);
+        l->lazy = z;
+        return mk_list(l, SUB_GEN);
+    }
     switch (id) {
     case F_ABS:
         if (v.t == V_FLOAT)
@@ -3911,10 +4097,14 @@ static jv apply_filter(jm *m, int id, const char *name, size_t nl, jv v, jargs *
         switch (v.t) {
         case V_UNDEF: return mk_int(0);
         case V_STR: return mk_int((int64_t)u8len(v.u.s.p, v.u.s.n));
-        case V_LIST: return mk_int((int64_t)v.u.l->n);
+        case V_LIST:
+            if (v.sub == SUB_GEN)
+                break;
+            return mk_int((int64_t)v.u.l->n);
         case V_DICT: return mk_int((int64_t)v.u.d->n);
-        default: jfail(m, line, "object of type '%s' has no len()", type_name(v));
+        default: break;
         }
+        jfail(m, line, "object of type '%s' has no len()", type_name(v));
     case F_D:
     case F_DEFAULT: {
         int boolean = truthy(argv_or(a, 1, "boolean", mk_bool(0)));
@@ -3959,6 +4149,8 @@ static jv apply_filter(jm *m, int id, const char *name, size_t nl, jv v, jargs *
     case F_FLOAT: {
         jv def = argv_or(a, 0, "default", mk_float(0.0));
         double f;
+        if (v.t == V_UNDEF)
+            fail_undef(m, line, v);
         if (is_num(v))
             return mk_float(num_f(v));
         if (v.t == V_STR && parse_pyfloat(v, &f))
@@ -3966,11 +4158,19 @@ static jv apply_filter(jm *m, int id, const char *name, size_t nl, jv v, jargs *
         return def;
     }
     case F_FORMAT: return f_format(m, to_str(m, v), a, line);
-    case F_INDENT: return f_indent(m, to_str(m, v), a, line);
+    case F_INDENT:
+        /* jinja2 appends "\n" to the value itself, so only strings work */
+        if (v.t == V_UNDEF)
+            fail_undef(m, line, v);
+        if (v.t != V_STR)
+            jfail(m, line, "unsupported operand type(s) for +=: '%s' and 'str'", type_name(v));
+        return f_indent(m, v, a, line);
     case F_INT: {
         jv def = argv_or(a, 0, "default", mk_int(0));
         int64_t base = int_arg(m, argv_or(a, 1, "base", mk_int(10)), line, "base"), i;
         double f;
+        if (v.t == V_UNDEF)
+            fail_undef(m, line, v);
         if (v.t == V_INT || v.t == V_BOOL)
             return mk_int(v.u.i);
         if (v.t == V_STR && base >= 2 && base <= 36 && parse_pyint(v, (int)base, &i))
@@ -3982,15 +4182,6 @@ static jv apply_filter(jm *m, int id, const char *name, size_t nl, jv v, jargs *
         if (!isfinite(f) || fabs(f) >= 9.2e18)
             return def;
         return mk_int((int64_t)f);
-    }
-    case F_ITEMS: {
-        if (v.t == V_UNDEF)
-            return mk_list(new_list(m, 0), 0);
-        if (v.t != V_DICT)
-            jfail(m, line, "Can only get item pairs from a mapping.");
-        jfn f = {FN_METHOD, 0, NULL, NULL, v, "items", 5};
-        jargs none = {0};
-        return call_method(m, &f, &none, line);
     }
     case F_JOIN: {
         jv d = to_str(m, argv_or(a, 0, "d", mk_str("", 0)));
@@ -4012,28 +4203,6 @@ static jv apply_filter(jm *m, int id, const char *name, size_t nl, jv v, jargs *
     }
     case F_LOWER: return s_case(m, to_str(m, v), 0);
     case F_UPPER: return s_case(m, to_str(m, v), 1);
-    case F_MAP: {
-        jlist *l = iter_items(m, v, line), *out = new_list(m, l->n);
-        jv *attr = arg(a, -1, "attribute");
-        if (attr) {
-            jv *def = arg(a, -1, "default");
-            for (size_t i = 0; i < l->n; i++) {
-                jv x = attr_path(m, l->v[i], *attr, line);
-                list_push(m, out, (x.t == V_UNDEF && def) ? *def : x);
-            }
-            return mk_list(out, 0);
-        }
-        jv fname = need_str(m, arg(a, 0, NULL), line, "map filter name");
-        int fid = name_index(filter_names, F_COUNT_, fname.u.s.p, fname.u.s.n);
-        if (fid < 0)
-            jfail(m, line, "no filter named '%.*s'", (int)fname.u.s.n, fname.u.s.p);
-        jargs rest = *a;
-        rest.pos++;
-        rest.np--;
-        for (size_t i = 0; i < l->n; i++)
-            list_push(m, out, apply_filter(m, fid, fname.u.s.p, fname.u.s.n, l->v[i], &rest, line));
-        return mk_list(out, 0);
-    }
     case F_MAX:
     case F_MIN: {
         int cs = truthy(argv_or(a, 0, "case_sensitive", mk_bool(0)));
@@ -4052,12 +4221,11 @@ static jv apply_filter(jm *m, int id, const char *name, size_t nl, jv v, jargs *
         }
         return l->v[best];
     }
-    case F_REJECT: return f_select(m, v, a, 0, 0, line);
-    case F_SELECT: return f_select(m, v, a, 0, 1, line);
-    case F_REJECTATTR: return f_select(m, v, a, 1, 0, line);
-    case F_SELECTATTR: return f_select(m, v, a, 1, 1, line);
     case F_REPLACE: {
-        jv o = to_str(m, argv_or(a, 0, "old", UNDEF)), w = to_str(m, argv_or(a, 1, "new", UNDEF));
+        jv *o0 = arg(a, 0, "old"), *w0 = arg(a, 1, "new");
+        if (!o0 || !w0)
+            jfail(m, line, "replace() needs the arguments 'old' and 'new'");
+        jv o = to_str(m, *o0), w = to_str(m, *w0);
         jv c = argv_or(a, 2, "count", NONE);
         return s_replace(m, to_str(m, v), o, w, c.t == V_NONE ? -1 : int_arg(m, c, line, "count"));
     }
@@ -4072,7 +4240,7 @@ static jv apply_filter(jm *m, int id, const char *name, size_t nl, jv v, jargs *
         jlist *l = iter_items(m, v, line), *r = new_list(m, l->n);
         for (size_t i = l->n; i-- > 0;)
             list_push(m, r, l->v[i]);
-        return mk_list(r, 0);
+        return mk_list(r, SUB_GEN); /* reversed(): an iterator */
     }
     case F_ROUND: return f_round(m, v, a, line);
     case F_SAFE:
@@ -4123,20 +4291,44 @@ static jv apply_filter(jm *m, int id, const char *name, size_t nl, jv v, jargs *
             need_str(m, &ch, line, "chars");
         return s_strip(to_str(m, v), ch, 3);
     }
-    case F_UNIQUE: {
-        int cs = truthy(argv_or(a, 0, "case_sensitive", mk_bool(0)));
-        jv *attr = arg(a, 1, "attribute");
-        jlist *l = iter_items(m, v, line), *out = new_list(m, 0), *seen = new_list(m, 0);
-        for (size_t i = 0; i < l->n; i++) {
-            jv k = lower_key(m, attr ? attr_path(m, l->v[i], *attr, line) : l->v[i], cs);
-            if (!hashable(k))
-                jfail(m, line, "unhashable type: '%s'", type_name(k));
-            if (!vcontains(m, mk_list(seen, 0), k, line)) {
-                list_push(m, seen, k);
-                list_push(m, out, l->v[i]);
+    case F_TRUNCATE: {
+        /* jinja2 measures the value itself; only strings get cut */
+        int64_t len = int_arg(m, argv_or(a, 0, "length", mk_int(255)), line, "length");
+        int killwords = truthy(argv_or(a, 1, "killwords", mk_bool(0)));
+        jv end = to_str(m, argv_or(a, 2, "end", mk_str("...", 3)));
+        jv lw = argv_or(a, 3, "leeway", NONE);
+        int64_t leeway = lw.t == V_NONE ? 5 : int_arg(m, lw, line, "leeway");
+        int64_t endn = (int64_t)u8len(end.u.s.p, end.u.s.n);
+        if (len < endn)
+            jfail(m, line, "expected length >= %lld, got %lld", (long long)endn, (long long)len);
+        if (leeway < 0)
+            jfail(m, line, "expected leeway >= 0, got %lld", (long long)leeway);
+        if (v.t == V_UNDEF)
+            return v;
+        if ((v.t == V_LIST && v.sub != SUB_GEN) || v.t == V_DICT) {
+            int64_t n = v.t == V_DICT ? (int64_t)v.u.d->n : (int64_t)v.u.l->n;
+            if (n <= len + leeway)
+                return v;
+            jfail(m, line, "'%s' object has no attribute 'rsplit'", type_name(v));
+        }
+        if (v.t != V_STR)
+            jfail(m, line, "object of type '%s' has no len()", type_name(v));
+        size_t cnt, *off = cp_offsets(m, v.u.s.p, v.u.s.n, &cnt);
+        if ((int64_t)cnt <= len + leeway)
+            return v;
+        size_t cut = off[len - endn];
+        if (!killwords) { /* drop the last, cut word: up to the last space */
+            for (size_t i = cut; i-- > 0;) {
+                if (v.u.s.p[i] == ' ') {
+                    cut = i;
+                    break;
+                }
             }
         }
-        return mk_list(out, 0);
+        sb b = {0};
+        sb_put(m, &b, v.u.s.p, cut);
+        sb_put(m, &b, end.u.s.p, end.u.s.n);
+        return sb_val(&b);
     }
     case F_WORDCOUNT: {
         jv s = to_str(m, v);
@@ -4154,6 +4346,67 @@ static jv apply_filter(jm *m, int id, const char *name, size_t nl, jv v, jargs *
     }
 }
 
+/* The items of a generator filter, computed when it is iterated. */
+static jv gen_filter(jm *m, int id, jv v, jargs *a, int line)
+{
+    switch (id) {
+    case F_REJECT: return f_select(m, v, a, 0, 0, line);
+    case F_SELECT: return f_select(m, v, a, 0, 1, line);
+    case F_REJECTATTR: return f_select(m, v, a, 1, 0, line);
+    case F_SELECTATTR: return f_select(m, v, a, 1, 1, line);
+    case F_MAP: {
+        jlist *l = iter_items(m, v, line), *out = new_list(m, l->n);
+        jv *attr = arg(a, -1, "attribute");
+        if (attr) {
+            jv *def = arg(a, -1, "default");
+            for (size_t i = 0; i < l->n; i++) {
+                jv x = attr_path(m, l->v[i], *attr, line);
+                list_push(m, out, (x.t == V_UNDEF && def) ? *def : x);
+            }
+            return mk_list(out, SUB_GEN);
+        }
+        jv fname = need_str(m, arg(a, 0, NULL), line, "map filter name");
+        int fid = name_index(filter_names, F_COUNT_, fname.u.s.p, fname.u.s.n);
+        if (fid < 0)
+            jfail(m, line, "no filter named '%.*s'", (int)fname.u.s.n, fname.u.s.p);
+        jargs rest = *a;
+        rest.pos++;
+        rest.np--;
+        for (size_t i = 0; i < l->n; i++)
+            list_push(m, out, apply_filter(m, fid, fname.u.s.p, fname.u.s.n, l->v[i], &rest, line));
+        return mk_list(out, SUB_GEN);
+    }
+    case F_UNIQUE: {
+        int cs = truthy(argv_or(a, 0, "case_sensitive", mk_bool(0)));
+        jv *attr = arg(a, 1, "attribute");
+        jlist *l = iter_items(m, v, line), *out = new_list(m, 0), *seen = new_list(m, 0);
+        for (size_t i = 0; i < l->n; i++) {
+            jv k = lower_key(m, attr ? attr_path(m, l->v[i], *attr, line) : l->v[i], cs);
+            if (!hashable(k))
+                jfail(m, line, "unhashable type: '%s'", type_name(k));
+            if (!vcontains(m, mk_list(seen, 0), k, line)) {
+                list_push(m, seen, k);
+                list_push(m, out, l->v[i]);
+            }
+        }
+        return mk_list(out, SUB_GEN);
+    }
+    case F_ITEMS: {
+        if (v.t == V_UNDEF)
+            return mk_list(new_list(m, 0), SUB_GEN);
+        if (v.t != V_DICT)
+            jfail(m, line, "Can only get item pairs from a mapping.");
+        jfn f = {FN_METHOD, 0, NULL, NULL, v, "items", 5};
+        jargs none = {0};
+        jv r = call_method(m, &f, &none, line);
+        r.sub = SUB_GEN;
+        return r;
+    }
+    default:
+        jfail(m, line, "internal error: not a generator filter");
+    }
+}
+
 /* ---- tests ------------------------------------------------------------------------ */
 
 static int run_test(jm *m, int id, const char *name, size_t nl, jv v, jargs *a, int line)
@@ -4161,7 +4414,7 @@ static int run_test(jm *m, int id, const char *name, size_t nl, jv v, jargs *a, 
     jv *x = arg(a, 0, NULL);
     switch (id) {
     case TS_BOOLEAN: return v.t == V_BOOL;
-    case TS_CALLABLE: return v.t == V_FN;
+    case TS_CALLABLE: return v.t == V_FN || v.t == V_UNDEF; /* Undefined has __call__ */
     case TS_DEFINED: return v.t != V_UNDEF;
     case TS_UNDEFINED: return v.t == V_UNDEF;
     case TS_NONE: return v.t == V_NONE;
@@ -4172,8 +4425,10 @@ static int run_test(jm *m, int id, const char *name, size_t nl, jv v, jargs *a, 
     case TS_INTEGER: return v.t == V_INT;
     case TS_FLOAT: return v.t == V_FLOAT;
     case TS_MAPPING: return v.t == V_DICT;
-    case TS_ITERABLE:
-    case TS_SEQUENCE: return v.t == V_STR || v.t == V_LIST || v.t == V_DICT || v.t == V_UNDEF;
+    case TS_ITERABLE: return v.t == V_STR || v.t == V_LIST || v.t == V_DICT || v.t == V_UNDEF;
+    case TS_SEQUENCE:
+        return v.t == V_STR || (v.t == V_LIST && v.sub <= SUB_TUPLE) || v.t == V_DICT ||
+               v.t == V_UNDEF;
     case TS_ESCAPED: return 0;
     case TS_FILTER:
     case TS_TEST:
@@ -4190,7 +4445,7 @@ static int run_test(jm *m, int id, const char *name, size_t nl, jv v, jargs *a, 
     case TS_EVEN:
     case TS_ODD: {
         jv r = arith(m, OP_MOD, v, mk_int(2), line);
-        return (num_f(r) == 1) == (id == TS_ODD);
+        return num_f(r) == (id == TS_ODD ? 1 : 0);
     }
     default:
         break;
@@ -4359,7 +4614,42 @@ static jv call(jm *m, jv fn, jargs *a, int line)
 
 /* ---- evaluation ------------------------------------------------------------------- */
 
+/* Values jinja2's constant folding keeps (its has_safe_repr). */
+static int safe_repr(jv v)
+{
+    if (v.t == V_LIST) {
+        if (v.sub > SUB_TUPLE)
+            return 0;
+        for (size_t i = 0; i < v.u.l->n; i++)
+            if (!safe_repr(v.u.l->v[i]))
+                return 0;
+        return 1;
+    }
+    if (v.t == V_DICT) {
+        for (size_t i = 0; i < v.u.d->n; i++)
+            if (!safe_repr(v.u.d->k[i]) || !safe_repr(v.u.d->v[i]))
+                return 0;
+        return 1;
+    }
+    return v.t >= V_NONE && v.t <= V_STR;
+}
+
+static jv ev_node(jm *m, const node *x, scope *sc);
+
+/* A literal expression is folded by jinja2 when it compiles the template, and the folded
+ * value is kept if it is a plain value; folding slices differently from run time (see
+ * do_slice), so such expressions are evaluated both ways here. */
 static jv ev(jm *m, const node *x, scope *sc)
+{
+    if (!x->lit || m->folding || x->k == N_CONST)
+        return ev_node(m, x, sc);
+    m->folding = 1;
+    jv r = ev_node(m, x, sc);
+    m->folding = 0;
+    return safe_repr(r) ? r : ev_node(m, x, sc);
+}
+
+static jv ev_node(jm *m, const node *x, scope *sc)
 {
     jv r, a, b;
     jargs args;
@@ -4396,7 +4686,7 @@ static jv ev(jm *m, const node *x, scope *sc)
         a = ev(m, x->a, sc);
         jv s0 = x->b ? ev(m, x->b, sc) : NONE, s1 = x->c ? ev(m, x->c, sc) : NONE;
         jv s2 = x->d ? ev(m, x->d, sc) : NONE;
-        r = do_slice(m, a, s0, s1, s2, x->line);
+        r = do_slice(m, a, s0, s1, s2, x->line, m->folding);
         break;
     }
     case N_CALL:
@@ -4547,6 +4837,7 @@ static int ex_for(jm *m, const node *x, scope *sc)
         }
         items = kept;
     }
+    int completed = 0;
     jloop *L = jalloc(m, sizeof *L);
     L->items = items;
     jv lv = {V_LOOP, 0, {0}};
@@ -4559,10 +4850,15 @@ static int ex_for(jm *m, const node *x, scope *sc)
         scope s = {NULL, sc}; /* each iteration starts from a fresh scope, as in jinja2 */
         assign(m, x->a, items->v[i], &s);
         scope_set(m, &s, "loop", 4, lv);
-        if (ex_body(m, x->kids, x->nk, &s) == CTL_BREAK)
+        int ctl = ex_body(m, x->kids, x->nk, &s);
+        if (ctl == CTL_NONE)
+            completed = 1;
+        if (ctl == CTL_BREAK)
             break;
     }
-    if (!items->n) {
+    /* jinja2 clears its "no iteration" flag at the end of the body, so an else block
+     * also runs when every iteration left through continue or break */
+    if (!completed) {
         scope s = {NULL, sc};
         ex_body(m, x->kids2, x->nk2, &s);
     }
@@ -4579,7 +4875,9 @@ static int ex(jm *m, const node *x, scope *sc)
     switch (x->k) {
     case S_DATA: out_put(m, x->s, x->sn); break;
     case S_OUTPUT: {
+        m->folding = x->flag;
         jv v = ev(m, x->a, sc);
+        m->folding = 0;
         if (v.t == V_STR) {
             out_put(m, v.u.s.p, v.u.s.n);
         } else {
@@ -4688,8 +4986,10 @@ llm_status llm__jinja_parse(const char *src, size_t len, llm__jinja_tmpl **out)
     lex(m, s, n, &p.t, &p.n);
     nvec body = {0};
     p_body(&p, &body, NULL);
-    for (int i = 0; i < body.n; i++)
+    for (int i = 0; i < body.n; i++) {
         check_names(m, body.v[i], 0);
+        mark_literals(body.v[i]);
+    }
     t->body = body.v;
     t->n = body.n;
     llm__free(m);

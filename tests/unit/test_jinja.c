@@ -204,6 +204,9 @@ static void test_goldens(void)
                             st ? "error" : "output", st ? 200 : (int)(on > 200 ? 200 : on),
                             st ? llm_last_error() : out);
             }
+            if (!ok)
+                fprintf(stderr, "    template: %.*s\n", (int)(tmpl.len > 300 ? 300 : tmpl.len),
+                        tmpl.val);
             total++;
             pass += ok;
             CHECK_MSG(ok, "golden case %.*s", (int)name.len, name.val);
