@@ -1071,7 +1071,7 @@ struct node {
     uint8_t k;
     uint8_t op;   /* N_BIN, N_CMPOP, N_NEG: operator */
     uint8_t flag; /* N_TEST: negated; S_OUTPUT: the expression is literal */
-    uint8_t lit;  /* made of literals only (see is_literal) */
+    uint8_t lit;  /* made of literals only (see mark_literals) */
     int16_t id;   /* N_FILTER / N_TEST: index in the filter / test table, -1 unknown */
     int line;
     const char *s; /* name, attribute, filter or test name, text of S_DATA */
@@ -1117,36 +1117,6 @@ static int name_index(const char *const *tab, int n, const char *s, size_t len)
         if (strlen(tab[i]) == len && !memcmp(tab[i], s, len))
             return i;
     return -1;
-}
-
-/* Whether an expression is made of literals only. jinja2 folds those at compile time,
- * and its folding slices through environment.getitem (undefined on failure) where the
- * running template slices with Python's [] (an error). */
-static int is_literal(const node *x)
-{
-    if (!x)
-        return 1;
-    if (x->k >= S_DATA)
-        return 0;
-    switch (x->k) {
-    case N_NAME: case N_CALL: case N_PLACEHOLDER: return 0;
-    case N_FILTER: /* filters that take jinja2's context are never folded */
-        if (x->id < 0 || x->id == F_MAP || x->id == F_SELECT || x->id == F_REJECT ||
-            x->id == F_SELECTATTR || x->id == F_REJECTATTR)
-            return 0;
-        break;
-    case N_TEST: if (x->id < 0) return 0; break;
-    default: break;
-    }
-    if (!is_literal(x->a) || !is_literal(x->b) || !is_literal(x->c) || !is_literal(x->d))
-        return 0;
-    for (int i = 0; i < x->nk; i++)
-        if (!is_literal(x->kids[i]))
-            return 0;
-    for (int i = 0; i < x->nk2; i++)
-        if (!is_literal(x->kids2[i]))
-            return 0;
-    return 1;
 }
 
 /* ---- parser (jinja2's grammar and precedence) -------------------------------------- */
@@ -2061,7 +2031,6 @@ static void p_body(parser *p, nvec *out, const char *const *ends)
             adv(p);
             node *x = nn(p, S_OUTPUT, t->line);
             x->a = p_tuple(p, 1, NULL, 0);
-            x->flag = (uint8_t)is_literal(x->a); /* jinja2 folds it at compile time */
             expect_type(p, T_VEND, "end of print statement");
             nv_push(p->m, out, x);
         } else if (t->type == T_BBEGIN) {
@@ -2084,57 +2053,76 @@ static void p_body(parser *p, nvec *out, const char *const *ends)
     }
 }
 
-static void mark_literals(node *x)
+#define MAX_AST_DEPTH 2000 /* operator chains nest the tree without nesting the source */
+
+/* Marks the expressions made of literals only (x->lit), bottom-up. jinja2 folds those at
+ * compile time, and its folding slices through environment.getitem (undefined on
+ * failure) where the running template slices with Python's [] (an error). Filters that
+ * take jinja2's context (map, select, ...) are never folded. */
+static int mark_literals(jm *m, node *x, int depth)
 {
     if (!x)
-        return;
-    x->lit = (uint8_t)is_literal(x);
-    mark_literals(x->a);
-    mark_literals(x->b);
-    mark_literals(x->c);
-    mark_literals(x->d);
+        return 1;
+    if (depth > MAX_AST_DEPTH)
+        jfail(m, x->line, "expression too deeply nested");
+    int lit = mark_literals(m, x->a, depth + 1) & mark_literals(m, x->b, depth + 1) &
+              mark_literals(m, x->c, depth + 1) & mark_literals(m, x->d, depth + 1);
     for (int i = 0; i < x->nk; i++)
-        mark_literals(x->kids[i]);
+        lit &= mark_literals(m, x->kids[i], depth + 1);
     for (int i = 0; i < x->nk2; i++)
-        mark_literals(x->kids2[i]);
+        lit &= mark_literals(m, x->kids2[i], depth + 1);
+    switch (x->k) {
+    case N_NAME: case N_CALL: case N_PLACEHOLDER: lit = 0; break;
+    case N_FILTER:
+        if (x->id < 0 || x->id == F_MAP || x->id == F_SELECT || x->id == F_REJECT ||
+            x->id == F_SELECTATTR || x->id == F_REJECTATTR)
+            lit = 0;
+        break;
+    case N_TEST: if (x->id < 0) lit = 0; break;
+    case S_OUTPUT: x->flag = x->a->lit; break; /* a literal {{ }} is folded whatever it gives */
+    default: break;
+    }
+    if (x->k >= S_DATA)
+        lit = 0;
+    x->lit = (uint8_t)lit;
+    return lit;
 }
 
 /* jinja2 rejects unknown filters and tests when it compiles the template, except inside
  * an if statement or an inline if, where they fail only when they run. */
-static void check_names(jm *m, const node *x, int soft)
+static void check_names(jm *m, const node *x, int soft, int depth)
 {
     if (!x)
         return;
-    if (x->k == S_IF || x->k == N_COND)
+    if (depth > MAX_AST_DEPTH)
+        jfail(m, x->line, "expression too deeply nested");
+    if (x->k == S_IF || x->k == N_COND) {
         soft = 1;
-    else if (x->k == S_FOR || x->k == S_MACRO || x->k == S_SETBLOCK || x->k == S_FILTERBLOCK ||
-             x->k == S_WITH) {
-        /* bodies get a frame of their own; the header expressions stay in this one */
-        check_names(m, x->a, soft);
-        check_names(m, x->b, soft);
-        if (x->k != S_FOR)
-            check_names(m, x->c, soft);
-        soft = 0;
-        if (x->k == S_FOR)
-            check_names(m, x->c, 0);
+    } else if (x->k == S_FOR || x->k == S_MACRO || x->k == S_SETBLOCK ||
+               x->k == S_FILTERBLOCK || x->k == S_WITH) {
+        /* the header (target, iterable, filters) belongs to this frame; the bodies get
+         * frames of their own, which are never soft */
+        check_names(m, x->a, soft, depth + 1);
+        check_names(m, x->b, soft, depth + 1);
+        check_names(m, x->c, soft, depth + 1);
         for (int i = 0; i < x->nk; i++)
-            check_names(m, x->kids[i], x->k == S_WITH || x->k == S_MACRO ? soft : 0);
+            check_names(m, x->kids[i], 0, depth + 1);
         for (int i = 0; i < x->nk2; i++)
-            check_names(m, x->kids2[i], 0);
+            check_names(m, x->kids2[i], 0, depth + 1);
         return;
     }
     if (!soft && x->k == N_FILTER && x->id < 0)
         jfail(m, x->line, "no filter named '%.*s'", (int)x->sn, x->s);
     if (!soft && x->k == N_TEST && x->id < 0)
         jfail(m, x->line, "no test named '%.*s'", (int)x->sn, x->s);
-    check_names(m, x->a, soft);
-    check_names(m, x->b, soft);
-    check_names(m, x->c, soft);
-    check_names(m, x->d, soft);
+    check_names(m, x->a, soft, depth + 1);
+    check_names(m, x->b, soft, depth + 1);
+    check_names(m, x->c, soft, depth + 1);
+    check_names(m, x->d, soft, depth + 1);
     for (int i = 0; i < x->nk; i++)
-        check_names(m, x->kids[i], soft);
+        check_names(m, x->kids[i], soft, depth + 1);
     for (int i = 0; i < x->nk2; i++)
-        check_names(m, x->kids2[i], soft);
+        check_names(m, x->kids2[i], soft, depth + 1);
 }
 
 /* ---- Python semantics of values --------------------------------------------------- */
@@ -2933,6 +2921,16 @@ static jv lookup(jm *m, scope *sc, const char *name, size_t n)
         }
     }
     return mk_undef(name, n);
+}
+
+/* Scopes live in the render's arena, never on the C stack: a macro defined inside a loop
+ * or block keeps its scope and may be called after that loop or block is gone. */
+static scope *new_scope(jm *m, scope *parent)
+{
+    scope *s = jalloc(m, sizeof *s);
+    s->vars = NULL;
+    s->parent = parent;
+    return s;
 }
 
 static void scope_set(jm *m, scope *sc, const char *name, size_t n, jv val)
@@ -4498,18 +4496,15 @@ static jv capture(jm *m, node **body, int n, scope *sc)
 static jv call_macro(jm *m, jfn *f, jargs *a, int line)
 {
     const node *mac = f->macro;
-    scope *s = jalloc(m, sizeof *s);
-    s->vars = NULL;
-    s->parent = f->closure;
+    scope *s = new_scope(m, f->closure);
     if (a->np > mac->nk)
         jfail(m, line, "macro '%.*s' takes not more than %d argument(s)", (int)mac->sn, mac->s,
               mac->nk);
     for (int k = 0; k < a->nk; k++) {
         int found = 0;
         for (int i = 0; i < mac->nk; i++)
-            found |= streq(mac->kids[i]->s, mac->kids[i]->sn, "") ||
-                     (mac->kids[i]->sn == a->kn[k]->sn &&
-                      !memcmp(mac->kids[i]->s, a->kn[k]->s, a->kn[k]->sn));
+            found |= mac->kids[i]->sn == a->kn[k]->sn &&
+                     !memcmp(mac->kids[i]->s, a->kn[k]->s, a->kn[k]->sn);
         if (!found)
             jfail(m, line, "macro '%.*s' takes no keyword argument '%.*s'", (int)mac->sn,
                   mac->s, (int)a->kn[k]->sn, a->kn[k]->s);
@@ -4830,9 +4825,9 @@ static int ex_for(jm *m, const node *x, scope *sc)
     if (x->c) { /* loop filter: {% for a in b if cond %} */
         jlist *kept = new_list(m, 0);
         for (size_t i = 0; i < items->n; i++) {
-            scope s = {NULL, sc};
-            assign(m, x->a, items->v[i], &s);
-            if (truthy(ev(m, x->c, &s)))
+            scope *s = new_scope(m, sc);
+            assign(m, x->a, items->v[i], s);
+            if (truthy(ev(m, x->c, s)))
                 list_push(m, kept, items->v[i]);
         }
         items = kept;
@@ -4847,10 +4842,10 @@ static int ex_for(jm *m, const node *x, scope *sc)
             jfail(m, x->line, "template ran too long (more than %llu steps)",
                   (unsigned long long)m->max_steps);
         L->i = i;
-        scope s = {NULL, sc}; /* each iteration starts from a fresh scope, as in jinja2 */
-        assign(m, x->a, items->v[i], &s);
-        scope_set(m, &s, "loop", 4, lv);
-        int ctl = ex_body(m, x->kids, x->nk, &s);
+        scope *s = new_scope(m, sc); /* each iteration starts afresh, as in jinja2 */
+        assign(m, x->a, items->v[i], s);
+        scope_set(m, s, "loop", 4, lv);
+        int ctl = ex_body(m, x->kids, x->nk, s);
         if (ctl == CTL_NONE)
             completed = 1;
         if (ctl == CTL_BREAK)
@@ -4858,10 +4853,8 @@ static int ex_for(jm *m, const node *x, scope *sc)
     }
     /* jinja2 clears its "no iteration" flag at the end of the body, so an else block
      * also runs when every iteration left through continue or break */
-    if (!completed) {
-        scope s = {NULL, sc};
-        ex_body(m, x->kids2, x->nk2, &s);
-    }
+    if (!completed)
+        ex_body(m, x->kids2, x->nk2, new_scope(m, sc));
     return CTL_NONE;
 }
 
@@ -4896,8 +4889,7 @@ static int ex(jm *m, const node *x, scope *sc)
     case S_FOR: ctl = ex_for(m, x, sc); break;
     case S_SET: assign(m, x->a, ev(m, x->b, sc), sc); break;
     case S_SETBLOCK: {
-        scope s = {NULL, sc};
-        jv v = capture(m, x->kids, x->nk, &s);
+        jv v = capture(m, x->kids, x->nk, new_scope(m, sc));
         if (x->c)
             v = run_filters(m, x->c, v, sc);
         assign(m, x->a, v, sc);
@@ -4913,15 +4905,12 @@ static int ex(jm *m, const node *x, scope *sc)
     case S_BREAK: ctl = CTL_BREAK; break;
     case S_CONTINUE: ctl = CTL_CONTINUE; break;
     case S_FILTERBLOCK: {
-        scope s = {NULL, sc};
-        jv v = to_str(m, run_filters(m, x->c, capture(m, x->kids, x->nk, &s), sc));
+        jv v = to_str(m, run_filters(m, x->c, capture(m, x->kids, x->nk, new_scope(m, sc)), sc));
         out_put(m, v.u.s.p, v.u.s.n);
         break;
     }
     case S_WITH: {
-        scope *s = jalloc(m, sizeof *s);
-        s->vars = NULL;
-        s->parent = sc;
+        scope *s = new_scope(m, sc);
         for (int i = 0; i < x->nk; i++)
             assign(m, x->kids[i]->a, ev(m, x->kids[i]->b, sc), s);
         ctl = ex_body(m, x->kids2, x->nk2, s);
@@ -4987,8 +4976,8 @@ llm_status llm__jinja_parse(const char *src, size_t len, llm__jinja_tmpl **out)
     nvec body = {0};
     p_body(&p, &body, NULL);
     for (int i = 0; i < body.n; i++) {
-        check_names(m, body.v[i], 0);
-        mark_literals(body.v[i]);
+        check_names(m, body.v[i], 0, 0);
+        mark_literals(m, body.v[i], 0);
     }
     t->body = body.v;
     t->n = body.n;
@@ -5376,10 +5365,7 @@ llm_status llm__jinja_render(const llm__jinja_tmpl *t, const llm__jinja_ctx *c, 
         llm__free(m);
         return st;
     }
-    scope *top = jalloc(m, sizeof *top);
-    top->vars = NULL;
-    top->parent = NULL;
-    ex_body(m, t->body, t->n, top);
+    ex_body(m, t->body, t->n, new_scope(m, NULL));
     out_put(m, "", 0);
     char *r = llm__realloc(m->out, m->on + 1);
     if (!r)

@@ -244,6 +244,17 @@ static void test_expressions(void)
     CHECK(expect("{{ {'a': 1} == {'a': 1.0} }}{{ [1] == (1,) }}", NULL, "TrueFalse"));
 }
 
+/* A macro defined inside a loop or block outlives it when a namespace keeps it: its
+ * scope must still be there when it runs. (jinja2 itself prints its internal 'missing'
+ * marker for i here; the value the loop last bound is what a closure should see.) */
+static void test_escaping_macro(void)
+{
+    CHECK(expect("{% set ns = namespace() %}{% for i in [1, 2] %}{% macro m() %}[{{ i }}]"
+                 "{% endmacro %}{% set ns.f = m %}{% endfor %}{{ ns.f() }}{% set b %}"
+                 "{% macro k(v=7) %}<{{ v }}>{% endmacro %}{% set ns.g = k %}{% endset %}"
+                 "{{ ns.g() }}{{ ns.g(8) }}", NULL, "[2]<7><8>"));
+}
+
 static void test_whitespace(void)
 {
     /* trim_blocks eats the newline after a block tag; lstrip_blocks the indent before it */
@@ -307,6 +318,27 @@ static void test_limits(void)
     sprintf(t, "{{ %s }}", deep);
     CHECK(render(t, &out) == LLM_ERR_TEMPLATE);
     free(t);
+    /* operator chains: the parser builds them without recursion, the tree is deep */
+    char *chain = malloc(400010);
+    k = (size_t)sprintf(chain, "{{ 1");
+    for (int i = 0; i < 100000; i++)
+        k += (size_t)sprintf(chain + k, "+1");
+    k += (size_t)sprintf(chain + k, " }}");
+    CHECK(render_json(chain, k, "{}", &out, &n) == LLM_ERR_TEMPLATE);
+    CHECK(strstr(llm_last_error(), "too deeply nested") != NULL);
+    k = (size_t)sprintf(chain, "{{ x");
+    for (int i = 0; i < 1000; i++)
+        k += (size_t)sprintf(chain + k, "|trim");
+    k += (size_t)sprintf(chain + k, " }}");
+    CHECK(render_json(chain, k, "{\"x\": \" a \"}", &out, &n) == LLM_ERR_TEMPLATE);
+    CHECK(strstr(llm_last_error(), "recursion") != NULL);
+    k = (size_t)sprintf(chain, "{{ x");
+    for (int i = 0; i < 100; i++)
+        k += (size_t)sprintf(chain + k, "|trim");
+    k += (size_t)sprintf(chain + k, " }}");
+    CHECK(render_json(chain, k, "{\"x\": \" a \"}", &out, &n) == LLM_OK && !strcmp(out, "a"));
+    llm__free(out);
+    free(chain);
     /* unbounded recursion at run time */
     CHECK(render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", &out) ==
           LLM_ERR_TEMPLATE);
@@ -495,6 +527,7 @@ int main(void)
     TEST_RUN(test_goldens);
     TEST_RUN(test_expressions);
     TEST_RUN(test_whitespace);
+    TEST_RUN(test_escaping_macro);
     TEST_RUN(test_errors_have_lines);
     TEST_RUN(test_limits);
     TEST_RUN(test_value_api);
