@@ -632,10 +632,33 @@ static void lx_lines(lexer *L, size_t from, size_t to)
         L->line += L->s[i] == '\n';
 }
 
+/* jinja2's lexer matches whitespace with Python's \s, which takes Unicode spaces too:
+ * the byte length of the whitespace code point at s[i] (ending at s[end]), or 0. */
+static size_t ws_at(const char *s, size_t n, size_t i)
+{
+    if (i >= n)
+        return 0;
+    if ((unsigned char)s[i] < 0x80)
+        return is_ws(s[i]) || (s[i] >= 0x1c && s[i] <= 0x1f);
+    size_t j = i;
+    return py_space(u8dec(s, n, &j)) ? j - i : 0;
+}
+
+static size_t ws_before(const char *s, size_t from, size_t end)
+{
+    for (size_t k = 1; k <= 3 && k <= end - from; k++)
+        if (ws_at(s, end, end - k) == k)
+            return k;
+    return 0;
+}
+
 static void lx_skip_ws(lexer *L)
 {
-    while (L->pos < L->n && is_ws(L->s[L->pos]))
-        L->line += L->s[L->pos++] == '\n';
+    size_t k;
+    while ((k = ws_at(L->s, L->n, L->pos)) > 0) {
+        L->line += L->s[L->pos] == '\n';
+        L->pos += k;
+    }
 }
 
 /* Text before a tag, after the tag's whitespace control: "-" strips all whitespace
@@ -647,16 +670,16 @@ static void lx_data(lexer *L, size_t from, size_t to, char sign, int lstrip, int
     const char *s = L->s;
     size_t end = to;
     if (sign == '-') {
-        while (end > from && is_ws(s[end - 1]))
-            end--;
+        size_t k;
+        while (end > from && (k = ws_before(s, from, end)) > 0)
+            end -= k;
     } else if (sign != '+' && lstrip) {
-        size_t l = end;
+        size_t l = end, k = 0, w;
         while (l > from && s[l - 1] != '\n')
             l--;
         if (l > from || line_starting) {
-            size_t k = l;
-            while (k < end && is_ws(s[k]))
-                k++;
+            for (k = l; k < end && (w = ws_at(s, end, k)) > 0;)
+                k += w;
             if (k == end)
                 end = l;
         }
@@ -1010,8 +1033,8 @@ static void lex(jm *m, const char *s, size_t n, tok **out, size_t *nout)
         if (rawend) {
             /* {% raw %}: text up to {% endraw %}, with the same whitespace rules */
             if (s[rawend - 3] == '-')
-                while (rawend < n && is_ws(s[rawend]))
-                    rawend++;
+                while (ws_at(s, n, rawend))
+                    rawend += ws_at(s, n, rawend);
             lx_lines(&L, L.pos, rawend);
             size_t j = rawend, e = 0;
             for (; j + 1 < n; j++)
@@ -2100,11 +2123,11 @@ static void check_names(jm *m, const node *x, int soft, int depth)
         soft = 1;
     } else if (x->k == S_FOR || x->k == S_MACRO || x->k == S_SETBLOCK ||
                x->k == S_FILTERBLOCK || x->k == S_WITH) {
-        /* the header (target, iterable, filters) belongs to this frame; the bodies get
-         * frames of their own, which are never soft */
+        /* the header (target, iterable, filters) belongs to this frame, except a for
+         * loop's condition; the bodies get frames of their own, which are never soft */
         check_names(m, x->a, soft, depth + 1);
         check_names(m, x->b, soft, depth + 1);
-        check_names(m, x->c, soft, depth + 1);
+        check_names(m, x->c, x->k == S_FOR ? 0 : soft, depth + 1);
         for (int i = 0; i < x->nk; i++)
             check_names(m, x->kids[i], 0, depth + 1);
         for (int i = 0; i < x->nk2; i++)
