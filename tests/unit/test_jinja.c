@@ -17,34 +17,41 @@
 
 #define FIXED_TIME 1721952000
 
-static char data_dir[1024];
+static char data_dir[600];
 
+/* Whether `dir` holds the golden file; if so it becomes data_dir. */
+static int try_dir(const char *dir, const char *probe)
+{
+    char p[800];
+    size_t n = strlen(dir);
+    if (n == 0 || n >= sizeof data_dir)
+        return 0;
+    snprintf(p, sizeof p, "%s/%s", dir, probe);
+    FILE *f = fopen(p, "rb");
+    if (!f)
+        return 0;
+    fclose(f);
+    memcpy(data_dir, dir, n + 1);
+    return 1;
+}
+
+/* tests/data: $LLM_TEST_DATA, else beside this source file (meson runs tests in the build
+ * directory, where __FILE__ is relative to it), else from the working directory. */
 static int find_data_dir(void)
 {
+    const char *probe = "chat_goldens_jinja.txt";
     const char *env = getenv("LLM_TEST_DATA");
-    char here[512];
+    if (env && try_dir(env, probe))
+        return 1;
+    char here[400];
     snprintf(here, sizeof here, "%s", __FILE__);
     char *slash = strrchr(here, '/');
-    if (slash)
-        *slash = '\0';
-    else
-        snprintf(here, sizeof here, ".");
-    char cands[4][1024];
-    snprintf(cands[0], sizeof cands[0], "%s", env ? env : "");
-    snprintf(cands[1], sizeof cands[1], "%s/../data", here);
-    snprintf(cands[2], sizeof cands[2], "tests/data");
-    snprintf(cands[3], sizeof cands[3], "../tests/data");
-    for (int i = 0; i < 4; i++) {
-        char p[1100];
-        snprintf(p, sizeof p, "%s/chat_goldens_jinja.txt", cands[i]);
-        FILE *f = cands[i][0] ? fopen(p, "rb") : NULL;
-        if (f) {
-            fclose(f);
-            snprintf(data_dir, sizeof data_dir, "%s", cands[i]);
+    if (slash) {
+        strcpy(slash, "/../data");
+        if (try_dir(here, probe))
             return 1;
-        }
     }
-    return 0;
+    return try_dir("tests/data", probe) || try_dir("../tests/data", probe);
 }
 
 static char *slurp(const char *path, size_t *n)
@@ -152,7 +159,7 @@ static int next_rec(const char **pp, const char *end, rec *out)
 
 static void test_goldens(void)
 {
-    char path[1200];
+    char path[700];
     snprintf(path, sizeof path, "%s/chat_goldens_jinja.txt", data_dir);
     size_t n;
     char *file = slurp(path, &n);
