@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "jinja.h"
+#include "unicode.h"
 
 #define MAX_DEPTH 400          /* nested evaluation frames in a render (macros, values) */
 #define MAX_PARSE_DEPTH 100    /* nested brackets / blocks in the source */
@@ -393,7 +394,27 @@ static int py_space(uint32_t c)
            c == 0x202f || c == 0x205f || c == 0x3000;
 }
 
-/* Simple case mapping for ASCII, Latin-1, Latin Extended-A, Greek and Cyrillic; other
+/* Ranges where upper and lower case alternate: [lo, hi] with the upper case at the even
+ * (or, `odd_upper`, the odd) code points. */
+static const struct {
+    uint32_t lo, hi;
+    int odd_upper;
+} case_pairs[] = {
+    {0x100, 0x12F, 0}, {0x132, 0x137, 0}, {0x139, 0x148, 1}, {0x14A, 0x177, 0},
+    {0x179, 0x17E, 1}, {0x1CD, 0x1DC, 1}, {0x1DE, 0x1EF, 0}, {0x1F8, 0x21F, 0},
+    {0x222, 0x233, 0}, {0x460, 0x481, 0}, {0x48A, 0x4BF, 0}, {0x4C1, 0x4CE, 1},
+    {0x4D0, 0x52F, 0}, {0x1E00, 0x1E95, 0}, {0x1EA0, 0x1EFF, 0}};
+
+/* -1: not in a pair range; else 1 when c is the upper case of its pair. */
+static int pair_upper(uint32_t c)
+{
+    for (size_t i = 0; i < sizeof case_pairs / sizeof case_pairs[0]; i++)
+        if (c >= case_pairs[i].lo && c <= case_pairs[i].hi)
+            return (int)((c & 1) == (uint32_t)case_pairs[i].odd_upper);
+    return -1;
+}
+
+/* Simple case mapping for Latin, Greek, Cyrillic, Armenian and fullwidth Latin; other
  * scripts are left as they are. */
 static uint32_t cp_upper(uint32_t c)
 {
@@ -405,10 +426,13 @@ static uint32_t cp_upper(uint32_t c)
         return c - 0x20;
     if (c == 0xFF)
         return 0x178;
-    if ((c >= 0x100 && c <= 0x12F) || (c >= 0x132 && c <= 0x137) || (c >= 0x14A && c <= 0x177))
-        return c & ~1u;
-    if ((c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17E))
-        return (c & 1) ? c : c - 1;
+    int pu = pair_upper(c);
+    if (pu >= 0)
+        return pu ? c : c - 1;
+    if (c == 0x1C5 || c == 0x1C6 || c == 0x1C8 || c == 0x1C9 || c == 0x1CB || c == 0x1CC)
+        return c == 0x1C5 || c == 0x1C8 || c == 0x1CB ? c - 1 : c - 2;
+    if (c == 0x1F2 || c == 0x1F3)
+        return 0x1F1;
     if (c >= 0x3B1 && c <= 0x3C9 && c != 0x3C2)
         return c - 0x20;
     if (c == 0x3C2)
@@ -425,6 +449,10 @@ static uint32_t cp_upper(uint32_t c)
         return c - 0x20;
     if (c >= 0x450 && c <= 0x45F)
         return c - 0x50;
+    if (c >= 0x561 && c <= 0x586)
+        return c - 0x30;
+    if (c >= 0xFF41 && c <= 0xFF5A)
+        return c - 0x20;
     return c;
 }
 
@@ -438,10 +466,13 @@ static uint32_t cp_lower(uint32_t c)
         return c + 0x20;
     if (c == 0x178)
         return 0xFF;
-    if ((c >= 0x100 && c <= 0x12F) || (c >= 0x132 && c <= 0x137) || (c >= 0x14A && c <= 0x177))
-        return c | 1u;
-    if ((c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17E))
-        return (c & 1) ? c + 1 : c;
+    int pu = pair_upper(c);
+    if (pu >= 0)
+        return pu ? c + 1 : c;
+    if (c == 0x1C4 || c == 0x1C5 || c == 0x1C7 || c == 0x1C8 || c == 0x1CA || c == 0x1CB)
+        return c == 0x1C4 || c == 0x1C7 || c == 0x1CA ? c + 2 : c + 1;
+    if (c == 0x1F1 || c == 0x1F2)
+        return 0x1F3;
     if (c >= 0x391 && c <= 0x3A9 && c != 0x3A2)
         return c + 0x20;
     if (c == 0x386)
@@ -456,6 +487,10 @@ static uint32_t cp_lower(uint32_t c)
         return c + 0x20;
     if (c >= 0x400 && c <= 0x40F)
         return c + 0x50;
+    if (c >= 0x531 && c <= 0x556)
+        return c + 0x30;
+    if (c >= 0xFF21 && c <= 0xFF3A)
+        return c + 0x20;
     return c;
 }
 
@@ -464,42 +499,27 @@ static int cp_cased(uint32_t c)
     return cp_upper(c) != c || cp_lower(c) != c || c == 0xDF || c == 0x138;
 }
 
-/* \w of Python's re for str patterns, approximately: letters, digits, underscore, and
- * the non-ASCII code points that are not spaces or punctuation/symbol blocks. */
+/* \w of Python's re for str patterns: letters, numbers and underscore. */
 static int cp_word(uint32_t c)
 {
     if (c < 0x80)
         return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
                c == '_';
-    if (py_space(c) || (c >= 0xDC80 && c <= 0xDCFF))
+    if (c >= 0xDC80 && c <= 0xDCFF) /* a raw byte of invalid UTF-8 */
         return 0;
-    if (c < 0xC0)
-        return c == 0xAA || c == 0xB2 || c == 0xB3 || c == 0xB5 || c == 0xB9 || c == 0xBA ||
-               (c >= 0xBC && c <= 0xBE);
-    if (c == 0xD7 || c == 0xF7)
-        return 0;
-    if ((c >= 0x2000 && c <= 0x2BFF) || (c >= 0x3000 && c <= 0x303F) ||
-        (c >= 0xFF00 && c <= 0xFF0F) || (c >= 0x1F000 && c <= 0x1FAFF) ||
-        (c >= 0x300 && c <= 0x36F) || (c >= 0x1AB0 && c <= 0x1AFF) ||
-        (c >= 0x1DC0 && c <= 0x1DFF) || (c >= 0xFE00 && c <= 0xFE2F) || c == 0xFEFF ||
-        (c >= 0xFFF0 && c <= 0xFFFF) || (c >= 0xD800 && c <= 0xF8FF) || c >= 0xE0000)
-        return 0; /* punctuation, symbols, combining marks, format and private use */
-    return 1;
+    enum llm_ucat k = llm__ucat(c);
+    return k == LLM_UCAT_LETTER || k == LLM_UCAT_NUMBER;
 }
 
-/* Python's str.isprintable(), approximately: false for controls, format characters,
- * separators and private use. Used by repr(). */
+/* Python's str.isprintable() per code point: not a control, format, surrogate, private
+ * use, unassigned or separator character (the space excepted). Used by repr(). */
 static int cp_printable(uint32_t c)
 {
-    if (c < 0x20 || (c >= 0x7F && c <= 0xA0) || c == 0xAD)
+    if (c < 0x80)
+        return c >= 0x20 && c < 0x7F;
+    if (c >= 0xDC80 && c <= 0xDCFF)
         return 0;
-    if (c == 0x1680 || (c >= 0x2000 && c <= 0x200F) || (c >= 0x2028 && c <= 0x202F) ||
-        (c >= 0x205F && c <= 0x206F) || c == 0x3000 || c == 0xFEFF ||
-        (c >= 0xFFF9 && c <= 0xFFFB) || (c >= 0xD800 && c <= 0xF8FF) || c == 0x180E ||
-        (c >= 0x600 && c <= 0x605) || c == 0x61C || c == 0x6DD || c == 0x70F ||
-        (c >= 0xE0000 && c <= 0xE0FFF) || c >= 0xF0000)
-        return 0;
-    return 1;
+    return llm__ucat(c) != LLM_UCAT_OTHER;
 }
 
 /* ---- string building (in the arena) -------------------------------------------- */
@@ -3088,11 +3108,19 @@ static jv get_item(jm *m, jv obj, jv key, int line)
             return obj.u.l->v[i];
         break;
     }
-    case V_STR: {
-        size_t cnt, *off = cp_offsets(m, obj.u.s.p, obj.u.s.n, &cnt);
-        long i = seq_index(key, cnt);
-        if (i >= 0)
-            return mk_str(obj.u.s.p + off[i], off[i + 1] - off[i]);
+    case V_STR: { /* the i-th code point, found without an offsets table */
+        int neg = (key.t == V_INT || key.t == V_BOOL) && key.u.i < 0;
+        long i = seq_index(key, neg ? u8len(obj.u.s.p, obj.u.s.n) : SIZE_MAX / 2);
+        size_t at = 0, k = 0;
+        while (i >= 0 && at < obj.u.s.n && k < (size_t)i) {
+            u8dec(obj.u.s.p, obj.u.s.n, &at);
+            k++;
+        }
+        if (i >= 0 && at < obj.u.s.n) {
+            size_t st = at;
+            u8dec(obj.u.s.p, obj.u.s.n, &at);
+            return mk_str(obj.u.s.p + st, at - st);
+        }
         break;
     }
     case V_DICT:
@@ -3220,12 +3248,50 @@ static void eval_args(jm *m, node **kids, int n, scope *sc, jargs *a)
 
 /* ---- string helpers shared by methods and filters ------------------------------- */
 
+/* The one-to-many mappings of Unicode's SpecialCasing that are not language-specific
+ * and that Python applies: ß, the Latin ligatures, ŉ, and İ. */
+static const char *special_case(uint32_t c, int upper, int title)
+{
+    if (upper) {
+        switch (c) {
+        case 0xDF: return title ? "Ss" : "SS";
+        case 0x149: return "\xCA\xBCN";
+        case 0xFB00: return title ? "Ff" : "FF";
+        case 0xFB01: return title ? "Fi" : "FI";
+        case 0xFB02: return title ? "Fl" : "FL";
+        case 0xFB03: return title ? "Ffi" : "FFI";
+        case 0xFB04: return title ? "Ffl" : "FFL";
+        case 0xFB05: case 0xFB06: return title ? "St" : "ST";
+        default: return NULL;
+        }
+    }
+    return c == 0x130 ? "i\xCC\x87" : NULL;
+}
+
 static jv s_case(jm *m, jv s, int mode) /* 0 lower, 1 upper, 2 capitalize, 3 title */
 {
     sb b = {0};
     int prev_cased = 0, first = 1;
     for (size_t i = 0; i < s.u.s.n;) {
         uint32_t c = u8dec(s.u.s.p, s.u.s.n, &i);
+        int up = mode == 1 || (mode == 2 && first) || (mode == 3 && !prev_cased);
+        const char *sp = special_case(c, up, mode >= 2);
+        if (sp) {
+            sb_s(m, &b, sp);
+            prev_cased = 1;
+            first = 0;
+            continue;
+        }
+        if (c == 0x3A3 && !up && prev_cased) {
+            /* final sigma: after a cased letter and not before one */
+            size_t j = i;
+            int next_cased = j < s.u.s.n && cp_cased(u8dec(s.u.s.p, s.u.s.n, &j));
+            if (!next_cased) {
+                sb_cp(m, &b, 0x3C2);
+                first = 0;
+                continue;
+            }
+        }
         uint32_t o = c;
         if (mode == 0)
             o = cp_lower(c);
@@ -3584,11 +3650,13 @@ static jv str_method(jm *m, jv s, const char *name, size_t n, jargs *a, int line
             uint32_t c = u8dec(s.u.s.p, s.u.s.n, &i);
             int ok;
             any = 1;
-            if (streq(name, n, "isdigit") || streq(name, n, "isdecimal") ||
-                streq(name, n, "isnumeric"))
+            if (streq(name, n, "isdigit") || streq(name, n, "isdecimal"))
                 ok = c >= '0' && c <= '9';
+            else if (streq(name, n, "isnumeric"))
+                ok = c < 0x80 ? (c >= '0' && c <= '9') : llm__ucat(c) == LLM_UCAT_NUMBER;
             else if (streq(name, n, "isalpha"))
-                ok = cp_word(c) && !(c >= '0' && c <= '9') && c != '_';
+                ok = c < 0x80 ? ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')
+                              : llm__ucat(c) == LLM_UCAT_LETTER;
             else if (streq(name, n, "isalnum"))
                 ok = cp_word(c) && c != '_';
             else if (streq(name, n, "isspace"))

@@ -366,7 +366,11 @@ def unit_cases():
               "{{ l.append(4) }}", "{{ d.update({'c': 3}) }}", "{{ s.format(1) }}", "{{ s.nosuch() }}",
               "{{ '{}-{}|{{}}|{x}'.format(1, 'a', x=none) }}{{ '{1}{0}{1}'.format('a', 'b') }}",
               "{{ '{}{0}'.format(1) }}", "{{ '{2}'.format(1) }}", "{{ '{'.format(1) }}",
-              "{{ 'abc'.upper().lower().startswith('a') }}", "{{ ''.join([1, 2]) }}"]:
+              "{{ 'abc'.upper().lower().startswith('a') }}", "{{ ''.join([1, 2]) }}",
+              "[{{ '\u3000 x\u00a0\n' | trim }}]{{ 'ééxéé'.strip('é') }}{{ 'aé'.rstrip('é') }}{{ '你好吗'.lstrip('你') }}",
+              "{{ u8[0] }}{{ u8[4] }}{{ u8[-2] }}{{ u8[99] is defined }}{{ u8[-99] is defined }}{{ '🙂x'[0] }}{{ '🙂x'[-1] }}",
+              "{{ '\u00a0a\u2003b\u3000c'.split() }}{{ 'a\u2028b'.splitlines() }}{{ 'ǅungla'.upper() }}{{ 'ΣΑΣ'.lower() }}",
+              "{{ 'groß'.upper() }}|{{ 'İ'.lower() | length }}|{{ 'ﬁ'.upper() }}"]:
         add(t, x)
     # globals
     for t in ["{{ range(5) | list }}{{ range(2, 5) | list }}{{ range(10, 0, -3) | list }}{{ range(0) | list }}",
