@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "chat.h"
+#include "gguf.h"
 #include "jinja.h"
 #include "test.h"
 
@@ -288,6 +289,38 @@ static void test_smollm2(void)
     free(t);
 }
 
+/* The models we ship for: SmolLM2's GGUF carries the template the goldens use; Gemma 3's
+ * carries none, so the model falls back to llm__chat_builtin_template("gemma3"). Skipped
+ * (with a message) when the model files are not there. */
+static void test_model_files(void)
+{
+    char path[1024];
+    llm_gguf *g = NULL;
+    test_model_path("SmolLM2-135M-Instruct.Q4_1.gguf", path, sizeof path);
+    if (llm__gguf_open(path, 1, &g) != LLM_OK) {
+        printf("     skipped: %s not found\n", path);
+        return;
+    }
+    const char *t = NULL;
+    CHECK_EQ_INT(llm__gguf_get_str(g, "tokenizer.chat_template", &t), 1);
+    char *f = slurp_data("templates/smollm2.jinja", NULL);
+    CHECK(t && f && !strcmp(t, f));
+    free(f);
+    llm__gguf_close(g);
+    g = NULL;
+    test_model_path("gemma-3-270m-q4_k_m.gguf", path, sizeof path);
+    if (llm__gguf_open(path, 1, &g) != LLM_OK) {
+        printf("     skipped: %s not found\n", path);
+        return;
+    }
+    const char *arch = NULL;
+    CHECK_EQ_INT(llm__gguf_get_str(g, "general.architecture", &arch), 1);
+    CHECK(arch && !strcmp(arch, "gemma3"));
+    CHECK(llm__gguf_find(g, "tokenizer.chat_template") == NULL);
+    CHECK(arch && llm__chat_builtin_template(arch) != NULL);
+    llm__gguf_close(g);
+}
+
 static void test_gemma3_builtin(void)
 {
     const char *b = llm__chat_builtin_template("gemma3");
@@ -416,6 +449,7 @@ int main(void)
     }
     TEST_RUN(test_goldens);
     TEST_RUN(test_smollm2);
+    TEST_RUN(test_model_files);
     TEST_RUN(test_gemma3_builtin);
     TEST_RUN(test_errors);
     TEST_RUN(test_buffer_contract);
