@@ -1875,6 +1875,8 @@ static void set_body(node *x, nvec *v, int second)
     }
 }
 
+/* A {% tag %} statement, the parser at its name: one branch per tag jinja2 knows
+ * (for, if, set, macro, break, continue, filter, with) plus HF's generation block. */
 static node *p_stmt(parser *p)
 {
     tok *t = cur(p);
@@ -3530,6 +3532,7 @@ static jv s_format(jm *m, jv s, jargs *a, int line)
     return sb_val(&b);
 }
 
+/* The str methods templates call, with Python's semantics (a table, hence long). */
 static jv str_method(jm *m, jv s, const char *name, size_t n, jargs *a, int line)
 {
     jv a0 = argv_or(a, 0, NULL, NONE);
@@ -4133,6 +4136,8 @@ static int is_gen_filter(int id)
            id == F_MAP || id == F_UNIQUE || id == F_ITEMS;
 }
 
+/* One case per filter, each following jinja2's implementation (jinja2/filters.py); the
+ * function is long because it is a table. */
 static jv apply_filter(jm *m, int id, const char *name, size_t nl, jv v, jargs *a, int line)
 {
     if (is_gen_filter(id)) {
@@ -4735,6 +4740,7 @@ static jv ev(jm *m, const node *x, scope *sc)
     return safe_repr(r) ? r : ev_node(m, x, sc);
 }
 
+/* One case per expression kind; long because it is the whole expression language. */
 static jv ev_node(jm *m, const node *x, scope *sc)
 {
     jv r, a, b;
