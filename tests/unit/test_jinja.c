@@ -383,6 +383,49 @@ static void test_limits(void)
     llm__jinja_ctx_free(c);
 }
 
+/* Running out of memory at every point a render allocates: the render's arena is capped
+ * at growing sizes, so each run fails at a later allocation, until one succeeds. Every
+ * run must end in LLM_OK or LLM_ERR_NO_MEMORY (the sanitizers check it leaks nothing). */
+static void test_out_of_memory_walk(void)
+{
+    char path[1000];
+    snprintf(path, sizeof path, "%s/templates/llama3.1.jinja", data_dir);
+    size_t n;
+    char *src = slurp(path, &n);
+    CHECK(src != NULL);
+    if (!src)
+        return;
+    llm__jinja_tmpl *t;
+    llm__jinja_ctx *c;
+    CHECK(llm__jinja_parse(src, n, &t) == LLM_OK);
+    CHECK(llm__jinja_ctx_create(&c) == LLM_OK);
+    const char *js = "{\"bos_token\": \"<s>\", \"add_generation_prompt\": true, \"messages\": ["
+                     "{\"role\": \"system\", \"content\": \"Be brief.\"},"
+                     "{\"role\": \"user\", \"content\": \"Hi\"},"
+                     "{\"role\": \"assistant\", \"content\": \"Hello!\"}]}";
+    llm__jinja_val *v = llm__jinja_json(c, js, strlen(js));
+    CHECK(v && llm__jinja_set_all(c, v) == LLM_OK);
+    int fails = 0, ok = 0;
+    for (size_t limit = 1; limit < (64u << 20) && !ok; limit += 16384) {
+        char *out;
+        size_t on;
+        llm__jinja_ctx_limits(c, 0, limit, 0);
+        llm_status st = llm__jinja_render(t, c, &out, &on);
+        if (st == LLM_OK) {
+            ok = 1;
+            CHECK(strstr(out, "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>") != NULL);
+            llm__free(out);
+        } else {
+            CHECK_EQ_INT(st, LLM_ERR_NO_MEMORY);
+            fails++;
+        }
+    }
+    CHECK(ok && fails > 0);
+    llm__jinja_ctx_free(c);
+    llm__jinja_tmpl_free(t);
+    free(src);
+}
+
 static void test_value_api(void)
 {
     llm__jinja_ctx *c;
@@ -537,6 +580,7 @@ int main(void)
     TEST_RUN(test_escaping_macro);
     TEST_RUN(test_errors_have_lines);
     TEST_RUN(test_limits);
+    TEST_RUN(test_out_of_memory_walk);
     TEST_RUN(test_value_api);
     TEST_RUN(test_strftime);
     TEST_RUN(test_threads);
