@@ -23,7 +23,10 @@
 #define cpu_relax() ((void)0)
 #endif
 
-#define SPIN_ITERS 200000
+/* How long a waiting thread spins before it gives the core away: long enough to bridge the
+ * gap between two ops of a decode step, short enough not to starve other processes when
+ * the machine is oversubscribed. */
+#define SPIN_ITERS 20000
 
 struct llm_pool {
     int n;
@@ -148,8 +151,13 @@ void llm__pool_run(llm_pool *p, llm_pool_fn fn, void *arg)
         pthread_mutex_unlock(&p->mu);
     }
     fn(arg, 0, p->n);
-    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0)
-        cpu_relax();
+    /* a worker that was preempted needs the core we would spin on: yield after a while */
+    for (int spins = 0; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; spins++) {
+        if (spins < SPIN_ITERS)
+            cpu_relax();
+        else
+            sched_yield();
+    }
 }
 
 int llm__cpu_cores(void)
