@@ -56,7 +56,7 @@ static inline int llm__add_u64(uint64_t a, uint64_t b, uint64_t *out)
 #endif
 
 /* Memory: every allocation of the library goes through these so that tests can inject
- * failures (llm__alloc_fail_after). */
+ * failures: the environment variable LLM_FAIL_ALLOC_AFTER=N makes the (N+1)-th fail. */
 LLM_INTERNAL void *llm__malloc(size_t n);
 LLM_INTERNAL void *llm__calloc(size_t n, size_t size);
 LLM_INTERNAL void *llm__realloc(void *p, size_t n);

@@ -334,14 +334,13 @@ int32_t llm_chat_apply(const llm_model *m, const char *tmpl, const llm_chat_mess
             return INT32_MIN;
         }
     }
-    const char *bos = "", *eos = "";
+    /* a model without BOS/EOS leaves them undefined in the template, as transformers does */
+    const char *bos = NULL, *eos = NULL;
     if (m) {
         if (!tmpl)
             tmpl = m->chat_template;
-        const char *b = llm__tokenizer_text(m->tok, llm__tokenizer_special(m->tok, LLM_TOKEN_BOS));
-        const char *e = llm__tokenizer_text(m->tok, llm__tokenizer_special(m->tok, LLM_TOKEN_EOS));
-        bos = b ? b : "";
-        eos = e ? e : "";
+        bos = llm__tokenizer_text(m->tok, llm__tokenizer_special(m->tok, LLM_TOKEN_BOS));
+        eos = llm__tokenizer_text(m->tok, llm__tokenizer_special(m->tok, LLM_TOKEN_EOS));
     }
     if (!tmpl) {
         llm__fail(LLM_ERR_TEMPLATE, "llm_chat_apply: the model has no chat template; pass one");
