@@ -701,8 +701,14 @@ static int cmd_chat(const options *o)
         msgs = xrealloc(NULL, (size_t)cap_msgs * sizeof *msgs);
         msgs[n_msgs++] = (llm_chat_message){"system", xstrdup(o->system)};
     }
-    /* Check the template before the first turn, so a missing one fails at once. */
-    free(render_chat(model, o->chat_template, msgs, n_msgs));
+    /* Check the template before the first turn, so a missing one fails at once; with a
+     * user turn, since templates may index messages[0]. */
+    {
+        llm_chat_message probe[2] = {{"user", "hi"}, {"user", "hi"}};
+        if (n_msgs)
+            probe[0] = msgs[0];
+        free(render_chat(model, o->chat_template, probe, n_msgs + 1));
+    }
 
     tokvec cached = {0}, tokens = {0}; /* cached: what the KV cache holds, in order */
     char *line = NULL;
