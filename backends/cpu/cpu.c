@@ -134,6 +134,7 @@ typedef struct matmul_job {
     const void *xq;     /* activations in the vec_dot type */
     size_t xq_row;      /* bytes per activation row */
     llm_vec_dot_fn dot;
+    llm_gemm_fn gemm;   /* NULL, or tiles of rows x tokens when n >= 2 */
     llm_from_float_fn quant;
     atomic_long next;   /* next row chunk to take */
 } matmul_job;
@@ -155,6 +156,7 @@ static void matmul_rows(void *arg, int ith, int nth)
     matmul_job *j = arg;
     const int64_t k = j->w->ne[0], rows = j->w->ne[1];
     const char *wd = j->w->data;
+    const size_t wrow = j->w->row_bytes;
     for (;;) {
         int64_t r0 = atomic_fetch_add(&j->next, ROWS_PER_CHUNK);
         if (r0 >= rows)
@@ -163,8 +165,14 @@ static void matmul_rows(void *arg, int ith, int nth)
         /* a weight row is reused across a tile of tokens while it sits in L1 */
         for (int64_t t0 = 0; t0 < j->n; t0 += TOKENS_PER_TILE) {
             int64_t t1 = t0 + TOKENS_PER_TILE < j->n ? t0 + TOKENS_PER_TILE : j->n;
+            if (j->gemm) {
+                j->gemm(k, j->y + t0 * j->ldy + r0, (size_t)j->ldy, wd + (size_t)r0 * wrow,
+                        wrow, (const char *)j->xq + (size_t)t0 * j->xq_row, j->xq_row,
+                        r1 - r0, t1 - t0);
+                continue;
+            }
             for (int64_t r = r0; r < r1; r++) {
-                const void *wr = wd + (size_t)r * j->w->row_bytes;
+                const void *wr = wd + (size_t)r * wrow;
                 for (int64_t t = t0; t < t1; t++) {
                     float s;
                     j->dot(k, &s, wr, (const char *)j->xq + (size_t)t * j->xq_row);
@@ -179,7 +187,9 @@ static void cpu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor 
                        const float *x, int64_t ldx, int64_t n)
 {
     const llm_quant_traits *tr = &llm__quant_best[w->dtype];
-    matmul_job j = {.y = y, .ldy = ldy, .w = w, .x = x, .ldx = ldx, .n = n, .dot = tr->vec_dot};
+    /* one token (generation) keeps the per-row path: a tile kernel gains nothing there */
+    matmul_job j = {.y = y, .ldy = ldy, .w = w, .x = x, .ldx = ldx, .n = n, .dot = tr->vec_dot,
+                    .gemm = n >= 2 ? tr->gemm : NULL};
     atomic_init(&j.next, 0);
     if (tr->vec_dot_type == LLM_DT_F32) {
         j.xq = x;

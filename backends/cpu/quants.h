@@ -47,12 +47,20 @@ typedef void (*llm_to_float_fn)(const void *src, float *dst, int64_t n);
 typedef void (*llm_from_float_fn)(const float *src, void *dst, int64_t n);
 /* *s = dot(x, y) over n elements; x is a row of the weight type, y of its vec_dot_type. */
 typedef void (*llm_vec_dot_fn)(int64_t n, float *s, const void *x, const void *y);
+/* A tile of dots at once: s[c * bs + r] = dot(row r of x, row c of y) over n elements, for
+ * r < nr weight rows (bx bytes apart) and c < nc activation rows (by bytes apart). Each
+ * weight block is unpacked once for several activation rows, and each activation block
+ * loaded once for several weight rows. The integer block sums are those of vec_dot; only
+ * the float summation order differs. */
+typedef void (*llm_gemm_fn)(int64_t n, float *s, size_t bs, const void *x, size_t bx,
+                            const void *y, size_t by, int64_t nr, int64_t nc);
 
 typedef struct llm_quant_traits {
     llm_to_float_fn to_float;     /* NULL: type not supported */
     llm_from_float_fn from_float; /* for the types that serve as vec_dot_type (and F16) */
     llm_vec_dot_fn vec_dot;
     uint32_t vec_dot_type;        /* enum llm_dtype of the activation row */
+    llm_gemm_fn gemm;             /* optional (NULL: call vec_dot per pair); SIMD tables only */
 } llm_quant_traits;
 
 /* Indexed by enum llm_dtype; entries of unsupported types are all NULL. */

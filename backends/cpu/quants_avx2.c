@@ -518,6 +518,299 @@ static void q6_K_q8_K(int64_t n, float *s, const void *vx, const void *vy)
     *s = hsum_ps(acc);
 }
 
+/* ---- gemm: one weight row by several tokens ------------------------------------ */
+
+/* For prompt processing the same weight row meets many activation rows. The tiles below
+ * take one weight row and RN <= 4 activation rows: each weight block (and its scales) is
+ * unpacked once for all RN tokens, the call and the final reductions are shared, and the
+ * 2*RN independent accumulators keep the multiply units busy.
+ *
+ * Every pair's result is bit for bit that of the vec_dot above: the same integer sums, the
+ * same two float chains over the even and the odd blocks (or the same per-super-block
+ * fmas), the same scalar products, in the same order. So a token's logits do not depend on
+ * how the tokens were batched (test_api checks that with memcmp). This relies on the file
+ * being compiled without floating-point contraction, as -std=c11 implies for gcc.
+ *
+ * RN is a constant at every call site (the tiles are always inlined), so the loops over
+ * the tokens unroll and the arrays live in registers. */
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#define TILE_MAX 4
+
+/* The 32-blocks. Which format, as a constant the inlined tile specialises on. */
+enum { K_Q4_0, K_Q4_1, K_Q5_0, K_Q5_1, K_Q8_0 };
+
+static ALWAYS_INLINE size_t blk32_size(int kind)
+{
+    switch (kind) {
+    case K_Q4_0: return sizeof(block_q4_0);
+    case K_Q4_1: return sizeof(block_q4_1);
+    case K_Q5_0: return sizeof(block_q5_0);
+    case K_Q5_1: return sizeof(block_q5_1);
+    default: return sizeof(block_q8_0);
+    }
+}
+
+/* the block's 32 values: signed for Q4_0, Q5_0, Q8_0; unsigned for Q4_1, Q5_1 */
+static ALWAYS_INLINE __m256i blk32_values(int kind, const void *b)
+{
+    switch (kind) {
+    case K_Q4_0:
+        return _mm256_sub_epi8(nibbles32(((const block_q4_0 *)b)->qs), _mm256_set1_epi8(8));
+    case K_Q4_1: return nibbles32(((const block_q4_1 *)b)->qs);
+    case K_Q5_0: return q5_0_values(b);
+    case K_Q5_1: return q5_1_values(b);
+    default: return load32(((const block_q8_0 *)b)->qs);
+    }
+}
+
+/* d is the first member of every 32-block; m the second of Q4_1/Q5_1 (s of Q8_1). */
+static ALWAYS_INLINE llm_f16 blk32_f16(const void *b, int i)
+{
+    return ((const llm_f16 *)b)[i];
+}
+
+/* One block of the weight row against block i of RN activation rows, into acc[c]. The
+ * scale dx * dy is formed as a vector product of two broadcasts (the same rounding as the
+ * scalar product of vec_dot): dx once per block, dy straight from the table in memory, so
+ * that no shuffle is spent per pair. */
+static ALWAYS_INLINE void tile32_block(int kind, int RN, const char *xb, const char *y,
+                                       size_t by, int64_t i, __m256 *acc)
+{
+    const int has_min = kind == K_Q4_1 || kind == K_Q5_1;
+    const size_t ysz = has_min ? sizeof(block_q8_1) : sizeof(block_q8_0);
+    const __m256i q = blk32_values(kind, xb);
+    const __m256i aq = has_min ? q : _mm256_sign_epi8(q, q);
+    const __m256 dx = _mm256_set1_ps(tf(blk32_f16(xb, 0)));
+    for (int c = 0; c < RN; c++) {
+        const char *yb = y + c * by + (size_t)i * ysz;
+        const __m256i yq = load32(yb + (has_min ? 4 : 2));
+        const __m256 p = dot_u8s8(aq, has_min ? yq : _mm256_sign_epi8(yq, q));
+        const __m256 d = _mm256_mul_ps(dx, _mm256_broadcast_ss(&f16_table[blk32_f16(yb, 0)]));
+        acc[c] = _mm256_fmadd_ps(d, p, acc[c]);
+    }
+}
+
+/* m * s of block i for the RN tokens, lane c (built in registers: a 16-byte load of four
+ * scalars just stored would miss store forwarding) */
+static ALWAYS_INLINE __m128 tile32_ms(int RN, const char *xb, const char *y, size_t by, int64_t i)
+{
+#define S_OF(c) (c < RN ? tf(blk32_f16(y + c * by + (size_t)i * sizeof(block_q8_1), 1)) : 0.0f)
+    const __m128 sy = _mm_set_ps(S_OF(3), S_OF(2), S_OF(1), S_OF(0));
+#undef S_OF
+    return _mm_mul_ps(_mm_set1_ps(tf(blk32_f16(xb, 1))), sy);
+}
+
+static ALWAYS_INLINE void tile32(int kind, int RN, int64_t nb, float *s, size_t bs,
+                                 const char *x, const char *y, size_t by)
+{
+    const int has_min = kind == K_Q4_1 || kind == K_Q5_1;
+    const size_t xsz = blk32_size(kind);
+    __m256 acc0[TILE_MAX], acc1[TILE_MAX];
+    __m128 summs = _mm_setzero_ps(); /* lane c: the sum of m * s of token c */
+    for (int c = 0; c < RN; c++)
+        acc0[c] = acc1[c] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 1 < nb; i += 2) {
+        const char *xb = x + (size_t)i * xsz;
+        tile32_block(kind, RN, xb, y, by, i, acc0);
+        tile32_block(kind, RN, xb + xsz, y, by, i + 1, acc1);
+        if (has_min)
+            summs = _mm_add_ps(summs, _mm_add_ps(tile32_ms(RN, xb, y, by, i),
+                                                 tile32_ms(RN, xb + xsz, y, by, i + 1)));
+    }
+    if (i < nb) {
+        const char *xb = x + (size_t)i * xsz;
+        tile32_block(kind, RN, xb, y, by, i, acc0);
+        if (has_min)
+            summs = _mm_add_ps(summs, tile32_ms(RN, xb, y, by, i));
+    }
+    float m[4];
+    _mm_storeu_ps(m, summs);
+    for (int c = 0; c < RN; c++) {
+        const float d = hsum_ps(_mm256_add_ps(acc0[c], acc1[c]));
+        s[c * bs] = has_min ? d + m[c] : d;
+    }
+}
+
+/* Every weight row against the activation rows in groups of RN (the last group smaller).
+ * TILE(rn, s, x, y) must expand to a call with a constant rn. */
+#define GEMM_DRIVER(RN, TILE)                                                               \
+    do {                                                                                    \
+        for (int64_t r = 0; r < nr; r++) {                                                  \
+            const char *xr = (const char *)vx + r * bx;                                     \
+            int64_t c = 0;                                                                  \
+            for (; c + (RN) <= nc; c += (RN))                                               \
+                TILE(RN, s + c * bs + r, xr, (const char *)vy + c * by);                    \
+            switch (nc - c) {                                                               \
+            case 3: TILE(3, s + c * bs + r, xr, (const char *)vy + c * by); break;          \
+            case 2: TILE(2, s + c * bs + r, xr, (const char *)vy + c * by); break;          \
+            case 1: TILE(1, s + c * bs + r, xr, (const char *)vy + c * by); break;          \
+            default: break;                                                                 \
+            }                                                                               \
+        }                                                                                   \
+    } while (0)
+
+#define GEMM32(name, kind, RN)                                                              \
+    static void name(int64_t n, float *s, size_t bs, const void *vx, size_t bx,            \
+                     const void *vy, size_t by, int64_t nr, int64_t nc)                    \
+    {                                                                                       \
+        const int64_t nb = n / 32;                                                          \
+        GEMM_DRIVER(RN, TILE32_##kind);                                                     \
+    }
+#define TILE32_K_Q4_0(rn, s_, x_, y_) tile32(K_Q4_0, rn, nb, s_, bs, x_, y_, by)
+#define TILE32_K_Q4_1(rn, s_, x_, y_) tile32(K_Q4_1, rn, nb, s_, bs, x_, y_, by)
+#define TILE32_K_Q5_0(rn, s_, x_, y_) tile32(K_Q5_0, rn, nb, s_, bs, x_, y_, by)
+#define TILE32_K_Q5_1(rn, s_, x_, y_) tile32(K_Q5_1, rn, nb, s_, bs, x_, y_, by)
+#define TILE32_K_Q8_0(rn, s_, x_, y_) tile32(K_Q8_0, rn, nb, s_, bs, x_, y_, by)
+
+GEMM32(gemm_q4_0, K_Q4_0, 4)
+GEMM32(gemm_q4_1, K_Q4_1, 4)
+GEMM32(gemm_q5_0, K_Q5_0, 4)
+GEMM32(gemm_q5_1, K_Q5_1, 4)
+GEMM32(gemm_q8_0, K_Q8_0, 4)
+
+/* The K-quants: per super-block and token, the integer sum of vec_dot in an int32 vector,
+ * then the same fmas with d and dmin as vec_dot. */
+
+static ALWAYS_INLINE void tile_q4_K(int is_q5, int RN, int64_t nb, float *s, size_t bs,
+                                    const char *x, const char *y, size_t by)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m256i m1 = _mm256_set1_epi8(1);
+    const size_t xsz = is_q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    __m256 acc[TILE_MAX];
+    __m128 accm[TILE_MAX];
+    for (int c = 0; c < RN; c++) {
+        acc[c] = _mm256_setzero_ps();
+        accm[c] = _mm_setzero_ps();
+    }
+    for (int64_t i = 0; i < nb; i++) {
+        const block_q8_K *yb[TILE_MAX];
+        for (int c = 0; c < RN; c++)
+            yb[c] = (const block_q8_K *)(y + c * by) + i;
+        /* block_q4_K and block_q5_K share d, dmin and scales; Q5_K has qh before qs */
+        const block_q4_K *x4 = (const block_q4_K *)(x + (size_t)i * xsz);
+        const block_q5_K *x5 = (const block_q5_K *)x4;
+        uint32_t u[4];
+        k4_unpack(x4->scales, u);
+        const __m256i ms16 = _mm256_cvtepu8_epi16(
+            _mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0]));
+        const float dx = h2f(x4->d), mx = h2f(x4->dmin);
+        for (int c = 0; c < RN; c++)
+            accm[c] = _mm_fmadd_ps(_mm_set1_ps(-yb[c]->d * mx),
+                                   _mm_cvtepi32_ps(k4_mins_dot(ms16, yb[c]->bsums)), accm[c]);
+        const __m256i scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(ms16));
+        const uint8_t *q4 = is_q5 ? x5->qs : x4->qs;
+        __m256i hb = is_q5 ? _mm256_loadu_si256((const __m256i *)x5->qh)
+                           : _mm256_setzero_si256();
+        __m256i sumi[TILE_MAX];
+        for (int c = 0; c < RN; c++)
+            sumi[c] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++, q4 += 32) {
+            const __m256i bits = _mm256_loadu_si256((const __m256i *)q4);
+            __m256i lo = _mm256_and_si256(bits, m4);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+            if (is_q5) {
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, m1), 4));
+                hi = _mm256_or_si256(
+                    hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), m1), 4));
+                hb = _mm256_srli_epi16(hb, 2);
+            }
+            const __m256i sl = scale_k4(scales, 2 * j), sh = scale_k4(scales, 2 * j + 1);
+            for (int c = 0; c < RN; c++) {
+                const int8_t *q8 = yb[c]->qs + 64 * j;
+                __m256i pl = _mm256_maddubs_epi16(lo, load32(q8));
+                __m256i ph = _mm256_maddubs_epi16(hi, load32(q8 + 32));
+                sumi[c] = _mm256_add_epi32(sumi[c], _mm256_add_epi32(_mm256_madd_epi16(sl, pl),
+                                                                     _mm256_madd_epi16(sh, ph)));
+            }
+        }
+        for (int c = 0; c < RN; c++)
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(yb[c]->d * dx), _mm256_cvtepi32_ps(sumi[c]),
+                                     acc[c]);
+    }
+    for (int c = 0; c < RN; c++)
+        s[c * bs] = hsum_ps(acc[c]) + hsum_ps128(accm[c]);
+}
+
+static ALWAYS_INLINE void tile_q6_K(int RN, int64_t nb, float *s, size_t bs, const char *x,
+                                    const char *y, size_t by)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m256i m2 = _mm256_set1_epi8(3);
+    __m256 acc[TILE_MAX];
+    for (int c = 0; c < RN; c++)
+        acc[c] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const block_q8_K *yb[TILE_MAX];
+        for (int c = 0; c < RN; c++)
+            yb[c] = (const block_q8_K *)(y + c * by) + i;
+        const block_q6_K *xb = (const block_q6_K *)x + i;
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)xb->scales));
+        __m256i sumi[TILE_MAX];
+        /* the offset of 32, taken out once per super-block as in vec_dot */
+        for (int c = 0; c < RN; c++)
+            sumi[c] = _mm256_sub_epi32(
+                _mm256_setzero_si256(),
+                _mm256_slli_epi32(
+                    _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)yb[c]->bsums)),
+                    5));
+        const uint8_t *ql = xb->ql, *qh = xb->qh;
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++, ql += 64, qh += 32) {
+            const __m128i lane = h ? _mm256_extracti128_si256(sc16, 1)
+                                   : _mm256_castsi256_si128(sc16);
+            const __m256i scales = _mm256_broadcastsi128_si256(lane);
+            const __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
+            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+            const __m256i hbits = _mm256_loadu_si256((const __m256i *)qh);
+            __m256i q[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(hbits, m2), 4));
+            q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                   _mm256_slli_epi16(
+                                       _mm256_and_si256(_mm256_srli_epi16(hbits, 2), m2), 4));
+            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                   _mm256_slli_epi16(
+                                       _mm256_and_si256(_mm256_srli_epi16(hbits, 4), m2), 4));
+            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                   _mm256_slli_epi16(
+                                       _mm256_and_si256(_mm256_srli_epi16(hbits, 6), m2), 4));
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                const __m256i sk = scale_k16(scales, k);
+                for (int c = 0; c < RN; c++) {
+                    const int8_t *q8 = yb[c]->qs + 128 * h + 32 * k;
+                    __m256i p = _mm256_maddubs_epi16(q[k], load32(q8));
+                    sumi[c] = _mm256_add_epi32(sumi[c], _mm256_madd_epi16(sk, p));
+                }
+            }
+        }
+        const float dx = h2f(xb->d);
+        for (int c = 0; c < RN; c++)
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(yb[c]->d * dx), _mm256_cvtepi32_ps(sumi[c]),
+                                     acc[c]);
+    }
+    for (int c = 0; c < RN; c++)
+        s[c * bs] = hsum_ps(acc[c]);
+}
+
+#define GEMMK(name, TILE)                                                                   \
+    static void name(int64_t n, float *s, size_t bs, const void *vx, size_t bx,            \
+                     const void *vy, size_t by, int64_t nr, int64_t nc)                    \
+    {                                                                                       \
+        const int64_t nb = n / QK_K;                                                        \
+        GEMM_DRIVER(TILE_MAX, TILE);                                                        \
+    }
+#define TILE_Q4_K(rn, s_, x_, y_) tile_q4_K(0, rn, nb, s_, bs, x_, y_, by)
+#define TILE_Q5_K(rn, s_, x_, y_) tile_q4_K(1, rn, nb, s_, bs, x_, y_, by)
+#define TILE_Q6_K(rn, s_, x_, y_) tile_q6_K(rn, nb, s_, bs, x_, y_, by)
+
+GEMMK(gemm_q4_K, TILE_Q4_K)
+GEMMK(gemm_q5_K, TILE_Q5_K)
+GEMMK(gemm_q6_K, TILE_Q6_K)
+
 /* ---- float rows ----------------------------------------------------------------- */
 
 static void f32_dot(int64_t n, float *s, const void *vx, const void *vy)
@@ -812,6 +1105,14 @@ int llm__quant_avx2_fill(llm_quant_traits *t, llm_quant_row_fns *rows)
     t[LLM_DT_Q4_K].vec_dot = q4_K_q8_K;
     t[LLM_DT_Q5_K].vec_dot = q5_K_q8_K;
     t[LLM_DT_Q6_K].vec_dot = q6_K_q8_K;
+    t[LLM_DT_Q4_0].gemm = gemm_q4_0;
+    t[LLM_DT_Q4_1].gemm = gemm_q4_1;
+    t[LLM_DT_Q5_0].gemm = gemm_q5_0;
+    t[LLM_DT_Q5_1].gemm = gemm_q5_1;
+    t[LLM_DT_Q8_0].gemm = gemm_q8_0;
+    t[LLM_DT_Q4_K].gemm = gemm_q4_K;
+    t[LLM_DT_Q5_K].gemm = gemm_q5_K;
+    t[LLM_DT_Q6_K].gemm = gemm_q6_K;
     rows->f32_to_f16_row = f32_to_f16_row;
     rows->f16_to_f32_row = f16_to_f32_row;
     rows->dot_f16 = dot_f16;

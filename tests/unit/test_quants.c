@@ -462,6 +462,93 @@ static void test_vec_dot_fast_vs_ref(void)
     free(af);
 }
 
+/* The gemm tiles of llm__quant_best against the reference vec_dot of every pair (to 1e-5 of
+ * sum|xy|) and against the fast vec_dot bit for bit (a token's logits must not depend on
+ * how the tokens were batched), on odd row and token counts (the edge tiles), padded
+ * strides between rows, and an output stride wider than the row count (the gaps must stay
+ * untouched). */
+static void test_gemm_vs_ref(void)
+{
+    const int64_t NMAX = 4096, RMAX = 11, CMAX = 9, PAD = 40;
+    int n_types = 0;
+    for (size_t ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+        const uint32_t t = weight_types[ti];
+        const llm_quant_traits *ref = &llm__quant_ref[t], *best = &llm__quant_best[t];
+        if (!best->gemm)
+            continue;
+        n_types++;
+        const uint32_t vt = ref->vec_dot_type;
+        const size_t wmax = row_bytes(t, NMAX) + PAD, amax = row_bytes(vt, NMAX) + PAD;
+        unsigned char *w = xmalloc(wmax * RMAX), *a = xmalloc(amax * CMAX);
+        float *act = xmalloc(NMAX * sizeof(float));
+        float *wf = xmalloc(NMAX * sizeof(float)), *af = xmalloc(NMAX * sizeof(float));
+        float *s = xmalloc((size_t)(RMAX + 3) * CMAX * sizeof(float));
+        double worst = 0;
+        int fails = 0, gaps = 0, pairs = 0, inexact = 0;
+        for (int it = 0; it < 60; it++) {
+            const int64_t n = random_length(t);
+            const int64_t nr = 1 + rand_u32() % RMAX, nc = 1 + rand_u32() % CMAX;
+            const size_t bx = row_bytes(t, n) + rand_u32() % PAD;
+            const size_t by = row_bytes(vt, n) + rand_u32() % PAD;
+            const size_t bs = (size_t)nr + rand_u32() % 4;
+            for (int64_t r = 0; r < nr; r++)
+                random_weights(t, w + r * bx, n);
+            for (int64_t c = 0; c < nc; c++) {
+                random_acts(act, n);
+                llm__quant_ref[vt].from_float(act, a + c * by, n);
+            }
+            for (size_t i = 0; i < bs * (size_t)nc; i++)
+                s[i] = -12345.0f;
+            best->gemm(n, s, bs, w, bx, a, by, nr, nc);
+            for (int64_t c = 0; c < nc; c++) {
+                llm__quant_ref[vt].to_float(a + c * by, af, n);
+                for (size_t r = 0; r < bs; r++) {
+                    const float got = s[c * bs + r];
+                    if ((int64_t)r >= nr) {
+                        gaps += got != -12345.0f;
+                        continue;
+                    }
+                    float want = NAN, fast = NAN;
+                    ref->vec_dot(n, &want, w + r * bx, a + c * by);
+                    best->vec_dot(n, &fast, w + r * bx, a + c * by);
+                    inexact += memcmp(&fast, &got, sizeof got) != 0;
+                    ref->to_float(w + r * bx, wf, n);
+                    double mag = 0;
+                    for (int64_t i = 0; i < n; i++)
+                        mag += fabs((double)wf[i] * af[i]);
+                    const double err = fabs((double)want - got) / (mag > 0 ? mag : 1);
+                    if (!(err < 1e-5) && fails++ < 3)
+                        fprintf(stderr, "  %s n=%lld %lldx%lld (%lld,%lld): ref %.9g gemm %.9g\n",
+                                dt_name(t), (long long)n, (long long)nr, (long long)nc,
+                                (long long)r, (long long)c, want, got);
+                    if (err > worst || err != err)
+                        worst = err;
+                    pairs++;
+                }
+            }
+        }
+        CHECK_MSG(fails == 0, "%s: %d of %d pairs beyond 1e-5", dt_name(t), fails, pairs);
+        CHECK_MSG(gaps == 0, "%s: %d output gaps written", dt_name(t), gaps);
+        CHECK_MSG(inexact == 0, "%s: %d of %d pairs differ from vec_dot", dt_name(t), inexact,
+                  pairs);
+        printf("     %-5s gemm vs ref: %d pairs, max |diff|/sum|xy| %.2e\n", dt_name(t), pairs,
+               worst);
+        free(w), free(a), free(act), free(wf), free(af), free(s);
+    }
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+    /* with AVX2 every type of our models has a tile kernel */
+    if (strcmp(llm__cpu_features(), "avx2,fma,f16c") == 0) {
+        const uint32_t need[] = {LLM_DT_Q4_0, LLM_DT_Q4_1, LLM_DT_Q5_0, LLM_DT_Q5_1,
+                                 LLM_DT_Q8_0, LLM_DT_Q4_K, LLM_DT_Q5_K, LLM_DT_Q6_K};
+        for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
+            CHECK_MSG(llm__quant_best[need[i]].gemm != NULL, "%s", dt_name(need[i]));
+        CHECK(n_types >= 8);
+    }
+#endif
+    for (size_t ti = 0; ti < N_WEIGHT_TYPES; ti++)
+        CHECK(llm__quant_ref[weight_types[ti]].gemm == NULL); /* the reference is per pair */
+}
+
 static void test_from_float_fast_vs_ref(void)
 {
     const int64_t NMAX = 4096;
@@ -1032,6 +1119,7 @@ int main(void)
     TEST_RUN(test_q8_semantics);
     TEST_RUN(test_from_float_fast_vs_ref);
     TEST_RUN(test_vec_dot_fast_vs_ref);
+    TEST_RUN(test_gemm_vs_ref);
     TEST_RUN(test_vec_dot_ref_vs_f64);
     TEST_RUN(test_vs_ggml);
     const char *bench = getenv("LLM_QUANT_BENCH");
