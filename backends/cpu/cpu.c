@@ -387,7 +387,7 @@ static void attention_rows(void *arg, int ith, int nth)
     const int32_t hd = kv->head_dim, n_head = a->n_head, n_kv = kv->n_head_kv;
     const int32_t group = n_head / n_kv, bs = a->block_size;
     const int64_t kv_row = (int64_t)n_kv * hd;
-    float acc[LLM_MAX_HEAD_DIM], row[LLM_MAX_HEAD_DIM];
+    float acc[LLM_MAX_HEAD_DIM];
     const int64_t items = a->n_tokens * n_head;
     for (;;) {
         const int64_t it = atomic_fetch_add(&j->next, 1);
@@ -405,11 +405,7 @@ static void attention_rows(void *arg, int ith, int nth)
             const int64_t slot = (int64_t)bt[kp / bs] * bs + kp % bs;
             const llm_f16 *kr = (const llm_f16 *)kv->k + slot * kv_row + (int64_t)kh * hd;
             const llm_f16 *vr = (const llm_f16 *)kv->v + slot * kv_row + (int64_t)kh * hd;
-            llm__f16_to_f32_row(kr, row, hd);
-            float s = 0.0f;
-            for (int32_t d = 0; d < hd; d++)
-                s += q[d] * row[d];
-            s *= a->scale;
+            float s = llm__dot_f32_f16(hd, q, kr) * a->scale;
             if (a->softcap > 0.0f)
                 s = a->softcap * tanhf(s / a->softcap);
             float ms = 1.0f, vs = 1.0f;
@@ -421,9 +417,7 @@ static void attention_rows(void *arg, int ith, int nth)
             } else {
                 vs = expf(s - m);
             }
-            llm__f16_to_f32_row(vr, row, hd);
-            for (int32_t d = 0; d < hd; d++)
-                acc[d] += row[d] * vs;
+            llm__axpy_f16(hd, acc, vs, vr);
             sum = sum * ms + vs;
         }
         float *out = a->out + (t * n_head + h) * hd;

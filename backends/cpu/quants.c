@@ -822,11 +822,27 @@ static void f16_to_f32_row_scalar(const llm_f16 *x, float *y, int64_t n)
     f16_to_float(x, y, n);
 }
 
+static float dot_f32_f16_scalar(int64_t n, const float *x, const llm_f16 *y)
+{
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; i++)
+        s += x[i] * llm__f16_to_f32(y[i]);
+    return s;
+}
+
+static void axpy_f16_scalar(int64_t n, float *y, float a, const llm_f16 *x)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] += a * llm__f16_to_f32(x[i]);
+}
+
 /* The row helpers go through these, switched to SIMD by llm__quant_init(). */
 static llm_quant_row_fns row_fns = {
     f32_to_f16_row_scalar,
     f16_to_f32_row_scalar,
     f16_dot_scalar,
+    dot_f32_f16_scalar,
+    axpy_f16_scalar,
 };
 static const char *features = "scalar";
 
@@ -843,6 +859,16 @@ void llm__f16_to_f32_row(const llm_f16 *x, float *y, int64_t n)
 float llm__dot_f16(int64_t n, const llm_f16 *x, const llm_f16 *y)
 {
     return row_fns.dot_f16(n, x, y);
+}
+
+float llm__dot_f32_f16(int64_t n, const float *x, const llm_f16 *y)
+{
+    return row_fns.dot_f32_f16(n, x, y);
+}
+
+void llm__axpy_f16(int64_t n, float *y, float a, const llm_f16 *x)
+{
+    row_fns.axpy_f16(n, y, a, x);
 }
 
 const char *llm__cpu_features(void)

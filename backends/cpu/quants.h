@@ -81,6 +81,11 @@ void llm__f16_to_f32_row(const llm_f16 *x, float *y, int64_t n);
 /* dot of two f16 rows with float accumulation (llama.cpp's ggml_vec_dot_f16 numerics) */
 float llm__dot_f16(int64_t n, const llm_f16 *x, const llm_f16 *y);
 
+/* Attention over the f16 cache: dot of an f32 row with an f16 row (the sum's order depends
+ * only on n, so results do not depend on how tokens were batched), and y += a * x. */
+float llm__dot_f32_f16(int64_t n, const float *x, const llm_f16 *y);
+void llm__axpy_f16(int64_t n, float *y, float a, const llm_f16 *x);
+
 /* Names of the CPU features in use, e.g. "avx2,fma,f16c"; "scalar" without SIMD. */
 const char *llm__cpu_features(void);
 
@@ -92,6 +97,8 @@ typedef struct llm_quant_row_fns {
     void (*f32_to_f16_row)(const float *x, llm_f16 *y, int64_t n);
     void (*f16_to_f32_row)(const llm_f16 *x, float *y, int64_t n);
     float (*dot_f16)(int64_t n, const llm_f16 *x, const llm_f16 *y);
+    float (*dot_f32_f16)(int64_t n, const float *x, const llm_f16 *y);
+    void (*axpy_f16)(int64_t n, float *y, float a, const llm_f16 *x);
 } llm_quant_row_fns;
 int llm__quant_avx2_fill(llm_quant_traits *table, llm_quant_row_fns *rows);
 

@@ -1080,6 +1080,36 @@ static void q8_K_from_float(const float *x, void *dst, int64_t n)
 
 /* ---- registration --------------------------------------------------------------- */
 
+/* Attention helpers: 4 accumulators of 8 lanes, a scalar tail. */
+static float dot_f32_f16(int64_t n, const float *x, const llm_f16 *y)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load_f16x8(y + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), load_f16x8(y + i + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), load_f16x8(y + i + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), load_f16x8(y + i + 24), a3);
+    }
+    for (; i + 8 <= n; i += 8)
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load_f16x8(y + i), a0);
+    float s = hsum_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < n; i++)
+        s += x[i] * h2f(y[i]);
+    return s;
+}
+
+static void axpy_f16(int64_t n, float *y, float a, const llm_f16 *x)
+{
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, load_f16x8(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++)
+        y[i] += a * h2f(x[i]);
+}
+
 int llm__quant_avx2_fill(llm_quant_traits *t, llm_quant_row_fns *rows)
 {
     for (int i = 0; i < (1 << 16); i += 8) {
@@ -1116,6 +1146,8 @@ int llm__quant_avx2_fill(llm_quant_traits *t, llm_quant_row_fns *rows)
     rows->f32_to_f16_row = f32_to_f16_row;
     rows->f16_to_f32_row = f16_to_f32_row;
     rows->dot_f16 = dot_f16;
+    rows->dot_f32_f16 = dot_f32_f16;
+    rows->axpy_f16 = axpy_f16;
     return 1;
 }
 
