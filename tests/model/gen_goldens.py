@@ -5,6 +5,7 @@ Run from the source root:
 
     pip install llama-cpp-python numpy      # the reference (llama.cpp, CPU build)
     python3 tests/model/gen_goldens.py [--models DIR] [--only greedy|ppl] [--model NAME]
+    python3 tests/model/gen_goldens.py --noise [--model NAME]   # measure, write nothing
 
 It writes, for each model in MODELS (files looked up in DIR, default $LLM_MODEL_DIR or
 ~/.cache/libllm/models):
@@ -34,7 +35,11 @@ What the reference is (and why):
     is scored: the logits at position i predict token i+1 for i in [n_ctx/2, n_ctx-1).
     NLL is accumulated in double from a max-shifted log-softmax. ppl = exp(sum NLL / count).
 
-Takes a few minutes on 2 cores (most of it the perplexity runs).
+Takes about 25 minutes of CPU time on 2 cores, most of it the perplexity runs.
+
+--noise measures how far llama.cpp moves from its own goldens when only its numerics change
+(flash attention on; the prompt fed one token at a time, which changes its matmul kernels):
+the statistics the tolerances of test_logits.c and test_generate.c are sized from.
 """
 
 import argparse
@@ -275,12 +280,82 @@ def gen_ppl(llama_cpp, model, path, info):
     return out
 
 
+def read_greedy_golden(stem):
+    """{prompt name: (generated ids, [(top1, top2) per step])} from a greedy golden file."""
+    lines = (GOLDEN_DIR / f"{stem}.greedy.txt").read_text().split("\n")
+    out, i = {}, 0
+    while i < len(lines):
+        if lines[i].startswith("prompt "):
+            name = lines[i].split()[1]
+            j = lines.index("top2", i)
+            gen = [int(v) for v in lines[j - 1].split()]
+            top2 = [tuple(float(v) for v in lines[j + 1 + k].split()) for k in range(len(gen))]
+            out[name] = (gen, top2)
+            i = j
+        i += 1
+    return out
+
+
+def measure_noise(llama_cpp, model, path):
+    """llama.cpp against its own goldens under other numerics; prints one line per run."""
+    gold = read_greedy_golden(model["file"].removesuffix(".gguf"))
+    base = open_model(llama_cpp, path, n_ctx=1024, logits_all=False)
+    flash = llama_cpp.Llama(model_path=str(path), n_ctx=1024, n_batch=512, n_ubatch=512,
+                            n_threads=N_THREADS, n_threads_batch=N_THREADS, flash_attn=True,
+                            seed=SEED, verbose=False)
+    n_vocab = base.n_vocab()
+    prompts = COMMON_PROMPTS[:4] + [model["chat"]] + COMMON_PROMPTS[4:]
+    for name, text in prompts:
+        ids = base.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+        gen, top2 = gold[name]
+        clear_cache(llama_cpp, base)
+        base.eval(ids)
+        ref = last_logits(llama_cpp, base, n_vocab)
+        gid, gl = top_k(ref, TOP_K_SAVED)
+        rank = {int(t): k for k, t in enumerate(gid)}
+        for label, llm, one_by_one in (("flash_attn", flash, False), ("one_by_one", base, True)):
+            clear_cache(llama_cpp, llm)
+            for t in ([[t] for t in ids] if one_by_one else [ids]):
+                llm.eval(t)
+            x = last_logits(llama_cpp, llm, n_vocab)
+            d = np.abs(x[gid] - gl)
+            ours10 = [int(t) for t in top_k(x, 10)[0]]
+            swap = 0.0
+            for t in ours10:
+                if rank.get(t, TOP_K_SAVED) >= 10:
+                    swap = max(swap, gl[9] - gl[rank[t]] if t in rank else np.inf)
+            for t in gid[:10]:
+                if int(t) not in ours10:
+                    swap = max(swap, gl[rank[int(t)]] - gl[9])
+            # Teacher-forced on the golden ids: argmax agreement, the golden id's margin below
+            # the best logit, and the first difference with the golden top-2 gap there.
+            agree, margin, first = 0, 0.0, None
+            for k, tok in enumerate(gen):
+                y = x if k == 0 else last_logits(llama_cpp, llm, n_vocab)
+                best = int(np.argmax(y))
+                agree += best == tok
+                margin = max(margin, float(y[best] - y[tok]))
+                if best != tok and first is None:
+                    first = k
+                if k + 1 < len(gen):
+                    llm.eval([tok])
+            gap = f"{top2[first][0] - top2[first][1]:.4f}" if first is not None else "-"
+            print(f"{model['file'][:14]} {name:8s} {label:10s} logits max {d.max():.4f} mean "
+                  f"{d.mean():.4f} top10-swap {swap:.4f} "
+                  f"top1 {'same' if ours10[0] == gid[0] else 'DIFF'}"
+                  f" | greedy equal {first if first is not None else len(gen):2d}/{len(gen)} "
+                  f"(golden gap there {gap}) agree {agree:2d}/{len(gen)} margin {margin:.4f}",
+                  flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     default_dir = os.environ.get("LLM_MODEL_DIR") or os.path.expanduser("~/.cache/libllm/models")
     ap.add_argument("--models", default=default_dir, help="folder with the GGUF files")
     ap.add_argument("--only", choices=["greedy", "ppl"], help="make one kind of golden only")
     ap.add_argument("--model", help="only the model whose file name contains this")
+    ap.add_argument("--noise", action="store_true",
+                    help="measure llama.cpp against its own goldens under other numerics")
     args = ap.parse_args()
 
     import llama_cpp  # imported late so --help works without it
@@ -294,6 +369,9 @@ def main():
         if not path.exists():
             sys.exit(f"missing model file {path}")
         stem = model["file"].removesuffix(".gguf")
+        if args.noise:
+            measure_noise(llama_cpp, model, path)
+            continue
         if args.only in (None, "greedy"):
             print(f"{model['file']}: greedy", file=sys.stderr)
             lines = gen_greedy(llama_cpp, model, path, info)
