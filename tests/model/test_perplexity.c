@@ -9,7 +9,10 @@
  * PPL_REL of llama.cpp's.
  *
  * LLM_PPL_CHUNKS=N limits the run to the first N chunks (a quicker check while developing;
- * llama.cpp's ppl over the same chunks comes from the golden per-chunk sums).
+ * llama.cpp's ppl over the same chunks comes from the golden per-chunk sums). Measured:
+ * single chunks of libllm differed from llama.cpp's by up to 2.6% while the 40-chunk ppl
+ * agreed within 0.1% (rounding noise that averages out), so a shorter run's limit is
+ * PPL_REL * sqrt(40 / N), as the spread of a mean of N chunks shrinks.
  * Uses only llm.h. A missing model file is skipped (exit 77 when none is there). */
 #include <stdint.h>
 #include <time.h>
@@ -141,12 +144,13 @@ static void run_model(const char *stem)
         double ours = exp(nll_ours / (double)count);
         double ref = n_chunks == g.n_chunks ? g.ppl : exp(nll_ref / (double)count_ref);
         double rel = ours / ref - 1.0;
+        double limit = PPL_REL * sqrt((double)g.n_chunks / n_chunks);
         printf("  %s: ppl ours %.4f, llama.cpp %.4f (%+.3f%%) over %d chunks of %d (%lld tokens "
                "scored); worst chunk %+.3f%%; %.1f s\n",
                stem, ours, ref, 100.0 * rel, n_chunks, g.n_ctx, count, 100.0 * worst_chunk_rel,
                now_s() - t0);
-        CHECK_MSG(fabs(rel) < PPL_REL, "%s: ppl %.4f vs llama.cpp's %.4f: %+.3f%% (limit %.1f%%)",
-                  stem, ours, ref, 100.0 * rel, 100.0 * PPL_REL);
+        CHECK_MSG(fabs(rel) < limit, "%s: ppl %.4f vs llama.cpp's %.4f: %+.3f%% (limit %.2f%%)",
+                  stem, ours, ref, 100.0 * rel, 100.0 * limit);
     }
 done:
     free(chunk);
