@@ -85,12 +85,57 @@ llm_status llm__model_f32(llm_model *m, const char *key, float *out, int require
     return LLM_OK;
 }
 
+llm_status llm__model_common_hparams(llm_model *m)
+{
+    llm_hparams *hp = &m->hp;
+    llm_status st;
+    if ((st = llm__model_u32(m, "context_length", &hp->n_ctx_train, 0)) ||
+        (st = llm__model_u32(m, "embedding_length", &hp->n_embd, 1)) ||
+        (st = llm__model_u32(m, "block_count", &hp->n_layer, 1)) ||
+        (st = llm__model_u32(m, "feed_forward_length", &hp->n_ff, 1)) ||
+        (st = llm__model_u32(m, "attention.head_count", &hp->n_head, 1)) ||
+        (st = llm__model_f32(m, "rope.freq_base", &hp->rope_base, 0)) ||
+        (st = llm__model_f32(m, "attention.layer_norm_rms_epsilon", &hp->norm_eps, 0)))
+        return st;
+    if (hp->n_head < 1 || hp->n_embd < 1)
+        return llm__fail(LLM_ERR_INVALID_MODEL, "%s: %d heads over an embedding of %d",
+                         m->arch_name, hp->n_head, hp->n_embd);
+    hp->n_head_kv = hp->n_head;
+    hp->head_dim = hp->n_embd / hp->n_head;
+    if ((st = llm__model_u32(m, "attention.head_count_kv", &hp->n_head_kv, 0)) ||
+        (st = llm__model_u32(m, "attention.key_length", &hp->head_dim, 0)))
+        return st;
+    hp->n_rot = hp->head_dim;
+    return llm__model_u32(m, "rope.dimension_count", &hp->n_rot, 0);
+}
+
+llm_status llm__model_bind_io(llm_model *m)
+{
+    llm_hparams *hp = &m->hp;
+    const int64_t E = hp->n_embd;
+    const llm_gguf_tensor *emb = llm__gguf_find_tensor(m->gguf, "token_embd.weight");
+    if (!emb || emb->n_dims != 2 || emb->ne[0] != E || emb->ne[1] > INT32_MAX)
+        return llm__fail(LLM_ERR_INVALID_MODEL, "%s: token_embd.weight missing or misshapen",
+                         m->arch_name);
+    hp->n_vocab = (int32_t)emb->ne[1]; /* the vocabulary size is the embedding's row count */
+    llm_status st;
+    if ((st = llm__model_tensor(m, &m->tok_embd, "token_embd.weight", E, hp->n_vocab, 1)) ||
+        (st = llm__model_tensor(m, &m->output_norm, "output_norm.weight", E, 1, 1)) ||
+        (st = llm__model_tensor(m, &m->output, "output.weight", E, hp->n_vocab, 0)))
+        return st;
+    if (!m->output.data)
+        m->output = m->tok_embd; /* tied embeddings */
+    m->layers = llm__calloc((size_t)hp->n_layer, sizeof(llm_layer));
+    if (!m->layers)
+        return llm__fail(LLM_ERR_NO_MEMORY, "%s: out of memory", m->arch_name);
+    return LLM_OK;
+}
+
 /* ---- load ---------------------------------------------------------------------------- */
 
 static llm_status prepare_weights(llm_model *m, const llm_model_params *p)
 {
-    /* every matrix of the model, in file order, for progress reporting */
-    int64_t n_t = llm__gguf_n_tensors(m->gguf);
+    /* every matrix of the model, for progress reporting */
     llm_tensor *mats[16 * LLM_MAX_LAYERS + 4];
     int n = 0;
     mats[n++] = &m->tok_embd;
@@ -103,7 +148,6 @@ static llm_status prepare_weights(llm_model *m, const llm_model_params *p)
             if (ts[i]->data)
                 mats[n++] = ts[i];
     }
-    (void)n_t;
     for (int i = 0; i < n; i++) {
         llm_status st = m->ops->prepare_weight(m->be, mats[i]);
         if (st != LLM_OK)

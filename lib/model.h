@@ -104,6 +104,14 @@ LLM_INTERNAL llm_status llm__layer_tensor(llm_model *m, llm_tensor *t, int il, c
 LLM_INTERNAL llm_status llm__model_u32(llm_model *m, const char *key, int32_t *out, int required);
 LLM_INTERNAL llm_status llm__model_f32(llm_model *m, const char *key, float *out, int required);
 
+/* Reads the hyper-parameters every decoder shares ("<arch>.context_length" ...); defaults
+ * set in m->hp beforehand stay where a key is missing. head_dim defaults to
+ * n_embd / n_head and n_rot to head_dim. */
+LLM_INTERNAL llm_status llm__model_common_hparams(llm_model *m);
+/* Binds token_embd (setting n_vocab), output_norm and output (tied to the embedding when
+ * absent), and allocates m->layers. */
+LLM_INTERNAL llm_status llm__model_bind_io(llm_model *m);
+
 extern const llm_arch llm__arch_llama;
 extern const llm_arch llm__arch_gemma3;
 

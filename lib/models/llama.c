@@ -24,25 +24,7 @@ static llm_status llama_load(llm_model *m)
     hp->rope_base = 10000.0f;
     hp->rope_scale = 1.0f;
     hp->norm_eps = 1e-5f;
-    if ((st = llm__model_u32(m, "context_length", &hp->n_ctx_train, 0)) ||
-        (st = llm__model_u32(m, "embedding_length", &hp->n_embd, 1)) ||
-        (st = llm__model_u32(m, "block_count", &hp->n_layer, 1)) ||
-        (st = llm__model_u32(m, "feed_forward_length", &hp->n_ff, 1)) ||
-        (st = llm__model_u32(m, "attention.head_count", &hp->n_head, 1)) ||
-        (st = llm__model_f32(m, "rope.freq_base", &hp->rope_base, 0)) ||
-        (st = llm__model_f32(m, "attention.layer_norm_rms_epsilon", &hp->norm_eps, 0)))
-        return st;
-    hp->n_head_kv = hp->n_head;
-    if ((st = llm__model_u32(m, "attention.head_count_kv", &hp->n_head_kv, 0)))
-        return st;
-    if (hp->n_head < 1 || hp->n_embd % hp->n_head != 0)
-        return llm__fail(LLM_ERR_INVALID_MODEL, "llama: embedding %d not divisible by %d heads",
-                         hp->n_embd, hp->n_head);
-    hp->head_dim = hp->n_embd / hp->n_head;
-    if ((st = llm__model_u32(m, "attention.key_length", &hp->head_dim, 0)))
-        return st;
-    hp->n_rot = hp->head_dim;
-    if ((st = llm__model_u32(m, "rope.dimension_count", &hp->n_rot, 0)))
+    if ((st = llm__model_common_hparams(m)))
         return st;
     float factor = 0.0f;
     if ((st = llm__model_f32(m, "rope.scaling.factor", &factor, 0)))
@@ -56,22 +38,9 @@ static llm_status llama_load(llm_model *m)
 
     const int64_t E = hp->n_embd, H = (int64_t)hp->n_head * hp->head_dim,
                   KV = (int64_t)hp->n_head_kv * hp->head_dim, F = hp->n_ff;
-    /* the vocabulary size is the embedding's row count */
-    const llm_gguf_tensor *emb = llm__gguf_find_tensor(m->gguf, "token_embd.weight");
-    if (!emb || emb->n_dims != 2 || emb->ne[0] != E || emb->ne[1] > INT32_MAX)
-        return llm__fail(LLM_ERR_INVALID_MODEL, "llama: token_embd.weight missing or misshapen");
-    hp->n_vocab = (int32_t)emb->ne[1];
-    if ((st = llm__model_tensor(m, &m->tok_embd, "token_embd.weight", E, hp->n_vocab, 1)) ||
-        (st = llm__model_tensor(m, &m->output_norm, "output_norm.weight", E, 1, 1)) ||
-        (st = llm__model_tensor(m, &m->output, "output.weight", E, hp->n_vocab, 0)) ||
+    if ((st = llm__model_bind_io(m)) ||
         (st = llm__model_tensor(m, &m->rope_freqs, "rope_freqs.weight", hp->n_rot / 2, 1, 0)))
         return st;
-    if (!m->output.data)
-        m->output = m->tok_embd; /* tied embeddings */
-
-    m->layers = llm__calloc((size_t)hp->n_layer, sizeof(llm_layer));
-    if (!m->layers)
-        return llm__fail(LLM_ERR_NO_MEMORY, "llama: out of memory");
     for (int il = 0; il < hp->n_layer; il++) {
         llm_layer *l = &m->layers[il];
         if ((st = llm__layer_tensor(m, &l->attn_norm, il, "attn_norm.weight", E, 1, 1)) ||
