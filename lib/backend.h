@@ -1,16 +1,22 @@
 /* backend.h - THE backend vtable: what a compute backend (cpu, cuda, rocm) provides.
  *
  * The core (lib/) drives every computation through these function pointers and knows no
- * backend's internals; a backend includes only this header. Activations are plain f32
- * arrays in memory the backend allocated (row-major, one row per token); weights are
- * llm_tensor views of the model file that a backend may repack in prepare_weight.
- * Private; never installed. */
+ * backend's internals; a backend includes only this header. Every pointer an op takes
+ * points into memory the backend allocated (alloc): activations (plain f32, row-major,
+ * one row per token), the per-step index arrays (tokens, positions, sequence ids, KV
+ * slots, block tables, output rows) and the KV pools. The core fills index arrays with
+ * upload and reads results back with download; a backend whose memory is host memory
+ * sets LLM_BACKEND_HOST_MEMORY and the core then reads and writes it directly. Weights
+ * (matrices and the f32 vectors: norms, rope frequency factors) are llm_tensor views of
+ * the model file that the backend prepares once (copies to the device, repacks) and
+ * finds again through the tensor's `extra`. Ops may be queued: they return nothing, and
+ * synchronize reports the first error. Private; never installed. */
 #ifndef LLM_BACKEND_H
 #define LLM_BACKEND_H
 
 #include "dtype.h"
 
-#define LLM_BACKEND_ABI_VERSION 1
+#define LLM_BACKEND_ABI_VERSION 2
 
 /* Largest attention head the backends must handle (models are checked at load). */
 #define LLM_MAX_HEAD_DIM 512
@@ -63,12 +69,17 @@ typedef struct llm_attention_args {
 
 typedef struct llm_backend_config {
     int32_t n_threads; /* 0: the backend's default */
+    int32_t device;    /* device index for GPU backends */
 } llm_backend_config;
+
+/* llm_backend_ops.flags */
+#define LLM_BACKEND_HOST_MEMORY 1u /* alloc returns host memory the core may use directly */
 
 struct llm_backend_ops {
     uint32_t abi_version;
     uint32_t size; /* sizeof(struct llm_backend_ops) the backend was built with */
     const char *name;
+    uint32_t flags; /* LLM_BACKEND_* */
 
     llm_status (*create)(const llm_backend_config *cfg, llm_backend **out);
     void (*destroy)(llm_backend *be);
@@ -77,6 +88,12 @@ struct llm_backend_ops {
     /* memory for activations and the KV cache; alloc returns NULL on failure */
     void *(*alloc)(llm_backend *be, size_t nbytes);
     void (*free)(llm_backend *be, void *p);
+    /* copies n bytes from host memory src into backend memory dst, in order with the
+     * ops; src must stay unchanged until the next synchronize */
+    void (*upload)(llm_backend *be, void *dst, const void *src, size_t n);
+    /* copies n bytes from backend memory src to host memory dst after all queued work;
+     * returns LLM_OK or the first error of the queued work */
+    llm_status (*download)(llm_backend *be, void *dst, const void *src, size_t n);
     /* LLM_OK or LLM_ERR_UNSUPPORTED (dtype) with a message */
     llm_status (*prepare_weight)(llm_backend *be, llm_tensor *w);
     void (*release_weight)(llm_backend *be, llm_tensor *w);
@@ -89,13 +106,15 @@ struct llm_backend_ops {
     /* y[j] = row ids[j] of w as f32 */
     void (*get_rows)(llm_backend *be, float *y, const llm_tensor *w, const int32_t *ids,
                      int64_t n);
-    /* each of n_rows rows of dim: y = x / rms(x) * w (w NULL: no weight); y may be x */
-    void (*rms_norm)(llm_backend *be, float *y, const float *x, const float *w, int64_t n_rows,
-                     int64_t dim, float eps);
-    /* rotary embedding in place on x [n_tokens, n_heads, head_dim], first n_rot dims */
+    /* each of n_rows rows of dim: y = x / rms(x) * w (w NULL or w->data NULL: no weight;
+     * else an f32 vector of dim); y may be x */
+    void (*rms_norm)(llm_backend *be, float *y, const float *x, const llm_tensor *w,
+                     int64_t n_rows, int64_t dim, float eps);
+    /* rotary embedding in place on x [n_tokens, n_heads, head_dim], first n_rot dims;
+     * freq_factors (NULL or data NULL: none) is an f32 vector of n_rot / 2 divisors */
     void (*rope)(llm_backend *be, float *x, int64_t n_tokens, int32_t n_heads, int32_t head_dim,
                  int32_t n_rot, const int32_t *pos, float freq_base, float freq_scale,
-                 const float *freq_factors, int mode);
+                 const llm_tensor *freq_factors, int mode);
     /* y = act(gate) * up over n elements */
     void (*glu)(llm_backend *be, float *y, const float *gate, const float *up, int64_t n,
                 int act);

@@ -16,11 +16,16 @@ struct llm_context {
     llm_kv_layer *layers; /* [n_layer] */
     /* activations for one micro-batch of n_batch tokens */
     float *x, *h, *q, *k, *v, *att, *gate, *up;
-    /* per-token bookkeeping of the current call, n_batch entries each */
+    /* per-token bookkeeping of the current micro-batch, n_batch entries each: built in
+     * host memory, then uploaded to the backend's copies (the same arrays when the
+     * backend's memory is host memory) */
     int32_t *tokens, *pos, *seq, *slots, *out_rows;
+    int32_t *d_ints;   /* backend copy: tokens, pos, seq, slots, out_rows, block tables */
+    int host_memory;
     /* per-sequence lengths before the current call, for rollback */
     int32_t *seq_len0, *seq_count;
-    float *logits;
+    float *logits;      /* host rows the caller reads */
+    float *d_logits;    /* backend rows (== logits for host memory) */
     int64_t logits_cap; /* rows */
     int32_t n_logits;
     char err[1024];
@@ -80,6 +85,7 @@ llm_status llm_context_create(llm_model *model, const llm_context_params *params
     c->n_batch = p.n_batch ? p.n_batch : 512;
     c->n_seq = p.n_seq_max ? p.n_seq_max : 1;
     c->n_threads = p.n_threads;
+    c->host_memory = (c->ops->flags & LLM_BACKEND_HOST_MEMORY) != 0;
 
     llm_status st;
     llm_backend_config cfg = {.n_threads = p.n_threads};
@@ -118,6 +124,12 @@ llm_status llm_context_create(llm_model *model, const llm_context_params *params
         if (!*ints[i])
             goto oom;
     }
+    if (!c->host_memory) {
+        const size_t n_ints = 5 * nb + (size_t)c->n_seq * (size_t)llm__kv_max_blocks(c->kv);
+        c->d_ints = c->ops->alloc(c->be, n_ints * sizeof(int32_t));
+        if (!c->d_ints)
+            goto oom;
+    }
     c->seq_len0 = llm__calloc((size_t)c->n_seq, sizeof(int32_t));
     c->seq_count = llm__calloc((size_t)c->n_seq, sizeof(int32_t));
     if (!c->seq_len0 || !c->seq_count)
@@ -141,12 +153,15 @@ void llm_context_free(llm_context *c)
             c->ops->free(c->be, c->layers[il].k);
             c->ops->free(c->be, c->layers[il].v);
         }
-        float *bufs[] = {c->x, c->h, c->q, c->k, c->v, c->att, c->gate, c->up, c->logits};
+        float *bufs[] = {c->x, c->h, c->q, c->k, c->v, c->att, c->gate, c->up, c->d_logits};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             c->ops->free(c->be, bufs[i]);
+        c->ops->free(c->be, c->d_ints);
         c->ops->destroy(c->be);
     }
     llm__free(c->layers);
+    if (!c->host_memory)
+        llm__free(c->logits);
     llm__kv_free(c->kv);
     int32_t *ints[] = {c->tokens, c->pos, c->seq, c->slots, c->out_rows, c->seq_len0,
                        c->seq_count};
@@ -266,15 +281,36 @@ llm_status llm_decode(llm_context *c, const llm_batch *b)
     for (int32_t i = 0; i < b->n_tokens; i++)
         n_out += b->logits ? b->logits[i] != 0 : i == b->n_tokens - 1;
     if (n_out > c->logits_cap) {
-        float *p = c->ops->alloc(c->be, (size_t)n_out * (size_t)n_vocab * sizeof(float));
-        if (!p) {
+        const size_t bytes = (size_t)n_out * (size_t)n_vocab * sizeof(float);
+        float *d = c->ops->alloc(c->be, bytes);
+        float *h = c->host_memory ? d : llm__malloc(bytes);
+        if (!d || !h) {
+            if (d)
+                c->ops->free(c->be, d);
             st = llm__fail(LLM_ERR_NO_MEMORY, "llm_decode: no memory for %lld rows of logits",
                            (long long)n_out);
             goto rollback;
         }
-        c->ops->free(c->be, c->logits);
-        c->logits = p;
+        c->ops->free(c->be, c->d_logits);
+        if (!c->host_memory)
+            llm__free(c->logits);
+        c->d_logits = d;
+        c->logits = h;
         c->logits_cap = n_out;
+    }
+    const int32_t *tables = llm__kv_block_tables(c->kv);
+    const int32_t max_blocks = llm__kv_max_blocks(c->kv);
+    int32_t *d_tokens = c->tokens, *d_pos = c->pos, *d_seq = c->seq, *d_slots = c->slots,
+            *d_out_rows = c->out_rows;
+    const int32_t *d_tables = tables;
+    if (!c->host_memory) {
+        /* the block tables are final for the whole call: upload them once */
+        const size_t nb = (size_t)c->n_batch;
+        d_tokens = c->d_ints, d_pos = d_tokens + nb, d_seq = d_pos + nb, d_slots = d_seq + nb;
+        d_out_rows = d_slots + nb;
+        d_tables = d_out_rows + nb;
+        c->ops->upload(c->be, d_out_rows + nb, tables,
+                       (size_t)c->n_seq * (size_t)max_blocks * sizeof(int32_t));
     }
     /* micro-batches of at most n_batch tokens */
     for (int32_t s = 0; s < c->n_seq; s++)
@@ -292,15 +328,26 @@ llm_status llm_decode(llm_context *c, const llm_batch *b)
             if (b->logits ? b->logits[i] != 0 : i == b->n_tokens - 1)
                 c->out_rows[n_out_ub++] = j;
         }
+        if (!c->host_memory) {
+            const size_t bytes = (size_t)n * sizeof(int32_t);
+            c->ops->upload(c->be, d_tokens, c->tokens, bytes);
+            c->ops->upload(c->be, d_pos, c->pos, bytes);
+            c->ops->upload(c->be, d_seq, c->seq, bytes);
+            c->ops->upload(c->be, d_slots, c->slots, bytes);
+            c->ops->upload(c->be, d_out_rows, c->out_rows, (size_t)n_out_ub * sizeof(int32_t));
+        }
         llm_step step = {
-            .ops = c->ops, .be = c->be, .n = n, .tokens = c->tokens, .pos = c->pos,
-            .seq = c->seq, .slots = c->slots, .block_tables = llm__kv_block_tables(c->kv),
-            .max_blocks = llm__kv_max_blocks(c->kv), .block_size = c->block_size,
-            .kv = c->layers, .n_out = n_out_ub, .out_rows = c->out_rows,
-            .logits = c->logits + out_done * n_vocab, .x = c->x, .h = c->h, .q = c->q,
+            .ops = c->ops, .be = c->be, .n = n, .tokens = d_tokens, .pos = d_pos,
+            .seq = d_seq, .slots = d_slots, .block_tables = d_tables,
+            .max_blocks = max_blocks, .block_size = c->block_size,
+            .kv = c->layers, .n_out = n_out_ub, .out_rows = d_out_rows,
+            .logits = c->d_logits + out_done * n_vocab, .x = c->x, .h = c->h, .q = c->q,
             .k = c->k, .v = c->v, .att = c->att, .gate = c->gate, .up = c->up,
         };
         st = c->model->arch->forward(c->model, &step);
+        if (st == LLM_OK && !c->host_memory && n_out_ub)
+            st = c->ops->download(c->be, c->logits + out_done * n_vocab, step.logits,
+                                  (size_t)n_out_ub * (size_t)n_vocab * sizeof(float));
         if (st != LLM_OK)
             goto rollback;
         out_done += n_out_ub;

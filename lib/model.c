@@ -36,9 +36,18 @@ llm_status llm__model_tensor(llm_model *m, llm_tensor *t, const char *name, int6
     t->ne[1] = ne1;
     t->row_bytes = llm__dtype_row_size(gt->type, ne0);
     t->data = gt->data;
-    /* norms and other vectors are read directly as f32 by the model code */
+    /* norms and other vectors are f32 for every backend op that takes them */
     if (ne1 == 1 && gt->type != LLM_DT_F32)
         return llm__fail(LLM_ERR_UNSUPPORTED, "model: vector tensor '%s' must be f32", name);
+    if (m->n_tensors == m->cap_tensors) {
+        const int32_t cap = m->cap_tensors ? 2 * m->cap_tensors : 64;
+        llm_tensor **p = llm__realloc(m->tensors, (size_t)cap * sizeof *p);
+        if (!p)
+            return llm__fail(LLM_ERR_NO_MEMORY, "model: out of memory");
+        m->tensors = p;
+        m->cap_tensors = cap;
+    }
+    m->tensors[m->n_tensors++] = t;
     return LLM_OK;
 }
 
@@ -123,8 +132,10 @@ llm_status llm__model_bind_io(llm_model *m)
         (st = llm__model_tensor(m, &m->output_norm, "output_norm.weight", E, 1, 1)) ||
         (st = llm__model_tensor(m, &m->output, "output.weight", E, hp->n_vocab, 0)))
         return st;
-    if (!m->output.data)
+    if (!m->output.data) {
         m->output = m->tok_embd; /* tied embeddings */
+        m->output_tied = 1;
+    }
     m->layers = llm__calloc((size_t)hp->n_layer, sizeof(llm_layer));
     if (!m->layers)
         return llm__fail(LLM_ERR_NO_MEMORY, "%s: out of memory", m->arch_name);
@@ -135,26 +146,22 @@ llm_status llm__model_bind_io(llm_model *m)
 
 static llm_status prepare_weights(llm_model *m, const llm_model_params *p)
 {
-    /* every matrix of the model, for progress reporting */
-    llm_tensor *mats[16 * LLM_MAX_LAYERS + 4];
-    int n = 0;
-    mats[n++] = &m->tok_embd;
-    if (m->output.data && m->output.data != m->tok_embd.data)
-        mats[n++] = &m->output;
-    for (int il = 0; il < m->hp.n_layer; il++) {
-        llm_layer *l = &m->layers[il];
-        llm_tensor *ts[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
-        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
-            if (ts[i]->data)
-                mats[n++] = ts[i];
-    }
-    for (int i = 0; i < n; i++) {
-        llm_status st = m->ops->prepare_weight(m->be, mats[i]);
+    /* progress counts bytes: the large matrices are what takes the time */
+    uint64_t total = 0, done = 0;
+    for (int32_t i = 0; i < m->n_tensors; i++)
+        total += (uint64_t)m->tensors[i]->row_bytes * (uint64_t)m->tensors[i]->ne[1];
+    for (int32_t i = 0; i < m->n_tensors; i++) {
+        llm_tensor *t = m->tensors[i];
+        llm_status st = m->ops->prepare_weight(m->be, t);
         if (st != LLM_OK)
             return st;
-        if (p && p->progress && p->progress((float)(i + 1) / (float)n, p->progress_user))
+        done += (uint64_t)t->row_bytes * (uint64_t)t->ne[1];
+        if (p && p->progress && t->ne[1] > 1 &&
+            p->progress(total ? (float)((double)done / (double)total) : 1.0f, p->progress_user))
             return llm__fail(LLM_ERR_CANCELLED, "model load cancelled");
     }
+    if (m->output_tied)
+        m->output = m->tok_embd; /* shares the prepared embedding */
     return LLM_OK;
 }
 
@@ -252,18 +259,12 @@ void llm_model_free(llm_model *m)
     if (!m)
         return;
     if (m->be) {
-        m->ops->release_weight(m->be, &m->tok_embd);
-        m->ops->release_weight(m->be, &m->output);
-        for (int il = 0; m->layers && il < m->hp.n_layer; il++) {
-            llm_layer *l = &m->layers[il];
-            llm_tensor *ts[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
-            for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
-                if (ts[i]->data)
-                    m->ops->release_weight(m->be, ts[i]);
-        }
+        for (int32_t i = 0; i < m->n_tensors; i++)
+            m->ops->release_weight(m->be, m->tensors[i]);
         m->ops->destroy(m->be);
     }
     llm__free(m->layers);
+    llm__free(m->tensors);
     llm__tokenizer_free(m->tok);
     llm__gguf_close(m->gguf);
     llm__free(m);

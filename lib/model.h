@@ -86,6 +86,11 @@ struct llm_model {
     llm_tensor output;      /* [n_embd, n_vocab]; the embedding when tied */
     llm_tensor rope_freqs;  /* [n_rot/2] optional frequency factors */
     llm_layer *layers;
+    int output_tied;        /* output is tok_embd (copied again after preparation) */
+    /* every tensor bound by llm__model_tensor, in binding order: what the backend
+     * prepares at load and releases at free */
+    llm_tensor **tensors;
+    int32_t n_tensors, cap_tensors;
     uint64_t n_params;
     llm_tokenizer *tok;
     const char *chat_template;
@@ -93,8 +98,9 @@ struct llm_model {
     llm_backend *be; /* owns prepared weights */
 };
 
-/* Binds tensor `name` into *t, checking its shape [ne0, ne1] (ne1 = 1 for a vector).
- * required = 0: a missing tensor leaves t->data NULL and succeeds. */
+/* Binds tensor `name` into *t, checking its shape [ne0, ne1] (ne1 = 1 for a vector), and
+ * registers it for preparation by the backend (t must live in the model: m->layers or a
+ * field of m). required = 0: a missing tensor leaves t->data NULL and succeeds. */
 LLM_INTERNAL llm_status llm__model_tensor(llm_model *m, llm_tensor *t, const char *name,
                                           int64_t ne0, int64_t ne1, int required);
 /* Same with "blk.%d.<suffix>". */

@@ -83,6 +83,21 @@ static void cpu_free(llm_backend *be, void *p)
     free(p);
 }
 
+static void cpu_upload(llm_backend *be, void *dst, const void *src, size_t n)
+{
+    (void)be;
+    if (n)
+        memcpy(dst, src, n);
+}
+
+static llm_status cpu_download(llm_backend *be, void *dst, const void *src, size_t n)
+{
+    (void)be;
+    if (n)
+        memcpy(dst, src, n);
+    return LLM_OK;
+}
+
 static int cpu_supports_dtype(llm_backend *be, uint32_t t)
 {
     (void)be;
@@ -222,10 +237,11 @@ static void cpu_get_rows(llm_backend *be, float *y, const llm_tensor *w, const i
                  w->ne[0]);
 }
 
-static void cpu_rms_norm(llm_backend *be, float *y, const float *x, const float *w,
+static void cpu_rms_norm(llm_backend *be, float *y, const float *x, const llm_tensor *wt,
                          int64_t n_rows, int64_t dim, float eps)
 {
     (void)be;
+    const float *w = wt ? wt->data : NULL;
     for (int64_t r = 0; r < n_rows; r++) {
         const float *xr = x + r * dim;
         float *yr = y + r * dim;
@@ -246,9 +262,10 @@ static void cpu_rms_norm(llm_backend *be, float *y, const float *x, const float 
 
 static void cpu_rope(llm_backend *be, float *x, int64_t n_tokens, int32_t n_heads,
                      int32_t head_dim, int32_t n_rot, const int32_t *pos, float freq_base,
-                     float freq_scale, const float *freq_factors, int mode)
+                     float freq_scale, const llm_tensor *ff_t, int mode)
 {
     (void)be;
+    const float *freq_factors = ff_t ? ff_t->data : NULL;
     const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
     float cache[1024]; /* cos, sin pairs for n_rot <= 512 */
     for (int64_t t = 0; t < n_tokens; t++) {
@@ -445,11 +462,14 @@ static const struct llm_backend_ops cpu_ops = {
     .abi_version = LLM_BACKEND_ABI_VERSION,
     .size = sizeof(struct llm_backend_ops),
     .name = "cpu",
+    .flags = LLM_BACKEND_HOST_MEMORY,
     .create = cpu_create,
     .destroy = cpu_destroy,
     .set_threads = cpu_set_threads,
     .alloc = cpu_alloc,
     .free = cpu_free,
+    .upload = cpu_upload,
+    .download = cpu_download,
     .prepare_weight = cpu_prepare_weight,
     .release_weight = cpu_release_weight,
     .supports_dtype = cpu_supports_dtype,

@@ -90,12 +90,12 @@ static llm_status gemma3_forward(const llm_model *m, const llm_step *s)
         const llm_layer *l = &m->layers[il];
         const float rope_scale = l->window ? 1.0f : hp->rope_scale;
         /* attention */
-        ops->rms_norm(be, s->h, s->x, l->attn_norm.data, n, E, eps);
+        ops->rms_norm(be, s->h, s->x, &l->attn_norm, n, E, eps);
         ops->matmul(be, s->q, H, &l->wq, s->h, E, n);  /* q: [n, H] */
         ops->matmul(be, s->k, KV, &l->wk, s->h, E, n); /* k: [n, KV] */
         ops->matmul(be, s->v, KV, &l->wv, s->h, E, n); /* v: [n, KV] */
-        ops->rms_norm(be, s->q, s->q, l->q_norm.data, n * hp->n_head, hp->head_dim, eps);
-        ops->rms_norm(be, s->k, s->k, l->k_norm.data, n * hp->n_head_kv, hp->head_dim, eps);
+        ops->rms_norm(be, s->q, s->q, &l->q_norm, n * hp->n_head, hp->head_dim, eps);
+        ops->rms_norm(be, s->k, s->k, &l->k_norm, n * hp->n_head_kv, hp->head_dim, eps);
         ops->rope(be, s->q, n, hp->n_head, hp->head_dim, hp->n_rot, s->pos, l->rope_base,
                   rope_scale, NULL, LLM_ROPE_NEOX);
         ops->rope(be, s->k, n, hp->n_head_kv, hp->head_dim, hp->n_rot, s->pos, l->rope_base,
@@ -110,19 +110,19 @@ static llm_status gemma3_forward(const llm_model *m, const llm_step *s)
         };
         ops->attention(be, &a);                         /* att: [n, H] */
         ops->matmul(be, s->h, E, &l->wo, s->att, H, n); /* h: [n, E] */
-        ops->rms_norm(be, s->h, s->h, l->post_attn_norm.data, n, E, eps);
+        ops->rms_norm(be, s->h, s->h, &l->post_attn_norm, n, E, eps);
         ops->add(be, s->x, s->x, s->h, n * E);
         /* feed-forward */
-        ops->rms_norm(be, s->h, s->x, l->ffn_norm.data, n, E, eps);
+        ops->rms_norm(be, s->h, s->x, &l->ffn_norm, n, E, eps);
         ops->matmul(be, s->gate, F, &l->w_gate, s->h, E, n); /* gate: [n, F] */
         ops->matmul(be, s->up, F, &l->w_up, s->h, E, n);     /* up: [n, F] */
         ops->glu(be, s->gate, s->gate, s->up, n * F, LLM_ACT_GELU_TANH);
         ops->matmul(be, s->h, E, &l->w_down, s->gate, F, n);
-        ops->rms_norm(be, s->h, s->h, l->post_ffn_norm.data, n, E, eps);
+        ops->rms_norm(be, s->h, s->h, &l->post_ffn_norm, n, E, eps);
         ops->add(be, s->x, s->x, s->h, n * E);
     }
     ops->copy_rows(be, s->h, s->x, E, s->out_rows, s->n_out);
-    ops->rms_norm(be, s->h, s->h, m->output_norm.data, s->n_out, E, eps);
+    ops->rms_norm(be, s->h, s->h, &m->output_norm, s->n_out, E, eps);
     ops->matmul(be, s->logits, hp->n_vocab, &m->output, s->h, E, s->n_out);
     return ops->synchronize(be);
 }

@@ -65,13 +65,13 @@ static llm_status llama_forward(const llm_model *m, const llm_step *s)
     llm_backend *be = s->be;
     const int64_t n = s->n, E = hp->n_embd, H = (int64_t)hp->n_head * hp->head_dim,
                   KV = (int64_t)hp->n_head_kv * hp->head_dim, F = hp->n_ff;
-    const float *freq_factors = m->rope_freqs.data;
+    const llm_tensor *freq_factors = &m->rope_freqs;
 
     ops->get_rows(be, s->x, &m->tok_embd, s->tokens, n); /* x: [n, E] */
     for (int il = 0; il < hp->n_layer; il++) {
         const llm_layer *l = &m->layers[il];
         /* attention */
-        ops->rms_norm(be, s->h, s->x, l->attn_norm.data, n, E, hp->norm_eps);
+        ops->rms_norm(be, s->h, s->x, &l->attn_norm, n, E, hp->norm_eps);
         ops->matmul(be, s->q, H, &l->wq, s->h, E, n);  /* q: [n, H] */
         ops->matmul(be, s->k, KV, &l->wk, s->h, E, n); /* k: [n, KV] */
         ops->matmul(be, s->v, KV, &l->wv, s->h, E, n); /* v: [n, KV] */
@@ -91,7 +91,7 @@ static llm_status llama_forward(const llm_model *m, const llm_step *s)
         ops->matmul(be, s->h, E, &l->wo, s->att, H, n);   /* h: [n, E] */
         ops->add(be, s->x, s->x, s->h, n * E);
         /* feed-forward */
-        ops->rms_norm(be, s->h, s->x, l->ffn_norm.data, n, E, hp->norm_eps);
+        ops->rms_norm(be, s->h, s->x, &l->ffn_norm, n, E, hp->norm_eps);
         ops->matmul(be, s->gate, F, &l->w_gate, s->h, E, n); /* gate: [n, F] */
         ops->matmul(be, s->up, F, &l->w_up, s->h, E, n);     /* up: [n, F] */
         ops->glu(be, s->gate, s->gate, s->up, n * F, LLM_ACT_SILU);
@@ -100,7 +100,7 @@ static llm_status llama_forward(const llm_model *m, const llm_step *s)
     }
     /* final norm and logits for the rows that asked */
     ops->copy_rows(be, s->h, s->x, E, s->out_rows, s->n_out);
-    ops->rms_norm(be, s->h, s->h, m->output_norm.data, s->n_out, E, hp->norm_eps);
+    ops->rms_norm(be, s->h, s->h, &m->output_norm, s->n_out, E, hp->norm_eps);
     ops->matmul(be, s->logits, hp->n_vocab, &m->output, s->h, E, s->n_out);
     return ops->synchronize(be);
 }

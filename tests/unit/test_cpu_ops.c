@@ -55,9 +55,10 @@ static void test_rms_norm(void)
         for (int64_t i = 0; i < dim; i++)
             ref[r * dim + i] = x[r * dim + i] * sc * w[i];
     }
-    ops->rms_norm(be, y, x, w, rows, dim, 1e-5f);
+    llm_tensor wt = {.dtype = LLM_DT_F32, .ne = {dim, 1}, .row_bytes = (size_t)dim * 4, .data = w};
+    ops->rms_norm(be, y, x, &wt, rows, dim, 1e-5f);
     CHECK_MSG(rel_err(y, ref, rows * dim, 1e-6) < 1e-6, "err %g", rel_err(y, ref, rows * dim, 1e-6));
-    ops->rms_norm(be, x, x, w, rows, dim, 1e-5f); /* in place */
+    ops->rms_norm(be, x, x, &wt, rows, dim, 1e-5f); /* in place */
     CHECK(rel_err(x, ref, rows * dim, 1e-6) < 1e-6);
     free(x), free(w), free(y), free(ref);
 }
@@ -80,7 +81,10 @@ static void rope_case(int mode, const float *ff)
                 o[b] = v[a] * sin(th) + v[b] * cos(th);
             }
         }
-    ops->rope(be, x, n, (int32_t)heads, (int32_t)hd, (int32_t)n_rot, pos, 10000.0f, 1.0f, ff, mode);
+    llm_tensor fft = {.dtype = LLM_DT_F32, .ne = {n_rot / 2, 1}, .row_bytes = (size_t)n_rot * 2,
+                      .data = ff};
+    ops->rope(be, x, n, (int32_t)heads, (int32_t)hd, (int32_t)n_rot, pos, 10000.0f, 1.0f,
+              ff ? &fft : NULL, mode);
     /* the angle table is a running float product, as in llama.cpp: error grows with pos */
     double e = rel_err(x, ref, n * heads * hd, 1e-3);
     CHECK_MSG(e < 2e-3, "mode %d err %g", mode, e);
