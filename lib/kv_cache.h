@@ -4,7 +4,13 @@
  *
  * A sequence's position p lives in block table[p / block_size], slot p % block_size.
  * Blocks are reference-counted: a fork shares all of its source's blocks, and a shared
- * block is copied (copy-on-write) before a sequence writes into it. Private. */
+ * block is copied (copy-on-write) before a sequence writes into it.
+ *
+ * Prefix caching: a full block can be registered (commit) under a chain hash of its
+ * tokens and the hash of the block before it. When its last reference goes, a
+ * registered block is not freed but kept, findable (lookup), on an LRU list; it is
+ * evicted only when a block is needed and no free one is left. A registered block that a
+ * truncation cut short is unregistered before it is written again. Private. */
 #ifndef LLM_KV_CACHE_H
 #define LLM_KV_CACHE_H
 
@@ -22,7 +28,11 @@ LLM_INTERNAL void llm__kv_free(llm_kv_cache *kv);
 LLM_INTERNAL int32_t llm__kv_n_blocks(const llm_kv_cache *kv);
 LLM_INTERNAL int32_t llm__kv_block_size(const llm_kv_cache *kv);
 LLM_INTERNAL int32_t llm__kv_n_seq(const llm_kv_cache *kv);
+/* Blocks available to allocate: free ones plus cached ones (registered, unreferenced). */
 LLM_INTERNAL int32_t llm__kv_n_free(const llm_kv_cache *kv);
+/* Cached blocks: unreferenced but still registered under their hash. */
+LLM_INTERNAL int32_t llm__kv_n_cached(const llm_kv_cache *kv);
+LLM_INTERNAL int32_t llm__kv_block_refs(const llm_kv_cache *kv, int32_t block);
 
 LLM_INTERNAL int32_t llm__kv_seq_len(const llm_kv_cache *kv, int32_t seq);
 
@@ -32,11 +42,32 @@ LLM_INTERNAL int32_t llm__kv_seq_len(const llm_kv_cache *kv, int32_t seq);
 LLM_INTERNAL llm_status llm__kv_seq_grow(llm_kv_cache *kv, int32_t seq, int32_t new_len,
                                          llm_kv_copy_fn copy, void *user);
 
+/* Blocks that growing seq to new_len would take (new blocks plus a copy-on-write). */
+LLM_INTERNAL int32_t llm__kv_blocks_needed(const llm_kv_cache *kv, int32_t seq, int32_t new_len);
+
 /* Shortens seq to new_len (<= its length), releasing blocks no longer used. */
 LLM_INTERNAL void llm__kv_seq_truncate(llm_kv_cache *kv, int32_t seq, int32_t new_len);
 
 /* Makes dst share all of src's blocks (dst is cleared first). */
 LLM_INTERNAL void llm__kv_seq_fork(llm_kv_cache *kv, int32_t dst, int32_t src);
+
+/* Makes seq (cleared first) hold the n full blocks given, taking a reference on each
+ * (cached blocks are revived); its length becomes n * block_size. */
+LLM_INTERNAL void llm__kv_seq_attach(llm_kv_cache *kv, int32_t seq, const int32_t *blocks,
+                                     int32_t n);
+/* Block id of seq's i-th block. */
+LLM_INTERNAL int32_t llm__kv_seq_block(const llm_kv_cache *kv, int32_t seq, int32_t i);
+
+/* The chain hash of a block of n tokens that follows a block of hash `parent` (the first
+ * block follows a seed that names the model). */
+LLM_INTERNAL uint64_t llm__kv_hash_block(uint64_t parent, const int32_t *tokens, int32_t n);
+/* The registered block with this hash, parent hash and block_size tokens, or -1. */
+LLM_INTERNAL int32_t llm__kv_lookup(const llm_kv_cache *kv, uint64_t hash, uint64_t parent,
+                                    const int32_t *tokens);
+/* Registers full block b under (hash, parent, tokens) unless it already is registered or
+ * another block holds the same content. */
+LLM_INTERNAL void llm__kv_commit(llm_kv_cache *kv, int32_t b, uint64_t hash, uint64_t parent,
+                                 const int32_t *tokens);
 
 /* Global slot (block * block_size + offset) of position pos of seq (pos < length). */
 LLM_INTERNAL int32_t llm__kv_slot(const llm_kv_cache *kv, int32_t seq, int32_t pos);

@@ -123,6 +123,87 @@ static void test_random_ops(void)
     llm__kv_free(kv);
 }
 
+/* Registers the full blocks of seq (tokens toks) as the scheduler does. */
+static void commit_seq(llm_kv_cache *kv, int32_t seq, const int32_t *toks, int32_t len)
+{
+    int32_t bs = llm__kv_block_size(kv);
+    uint64_t parent = 42;
+    for (int32_t i = 0; i < len / bs; i++) {
+        uint64_t h = llm__kv_hash_block(parent, toks + i * bs, bs);
+        llm__kv_commit(kv, llm__kv_seq_block(kv, seq, i), h, parent, toks + i * bs);
+        parent = h;
+    }
+}
+
+static void test_prefix_cache(void)
+{
+    llm_kv_cache *kv;
+    int32_t toks[64], other[64];
+    for (int i = 0; i < 64; i++)
+        toks[i] = i * 7 + 1, other[i] = i * 7 + 2;
+    CHECK_EQ_INT(llm__kv_create(6, 16, 3, &kv), LLM_OK);
+    CHECK_EQ_INT(llm__kv_seq_grow(kv, 0, 40, NULL, NULL), LLM_OK); /* 2 full + 1 partial */
+    commit_seq(kv, 0, toks, 40);
+    int32_t b0 = llm__kv_seq_block(kv, 0, 0), b1 = llm__kv_seq_block(kv, 0, 1);
+    llm__kv_seq_truncate(kv, 0, 0);
+    /* released registered blocks are cached, not lost: still counted as available */
+    CHECK_EQ_INT(llm__kv_n_cached(kv), 2);
+    CHECK_EQ_INT(llm__kv_n_free(kv), 6);
+    uint64_t h0 = llm__kv_hash_block(42, toks, 16), h1 = llm__kv_hash_block(h0, toks + 16, 16);
+    CHECK_EQ_INT(llm__kv_lookup(kv, h0, 42, toks), b0);
+    CHECK_EQ_INT(llm__kv_lookup(kv, h1, h0, toks + 16), b1);
+    /* same hash inputs but other tokens, or another parent: no match */
+    CHECK_EQ_INT(llm__kv_lookup(kv, h0, 42, other), -1);
+    CHECK_EQ_INT(llm__kv_lookup(kv, h1, 43, toks + 16), -1);
+    /* attaching revives them with one reference each */
+    int32_t blocks[2] = {b0, b1};
+    llm__kv_seq_attach(kv, 1, blocks, 2);
+    CHECK_EQ_INT(llm__kv_seq_len(kv, 1), 32);
+    CHECK_EQ_INT(llm__kv_n_cached(kv), 0);
+    CHECK_EQ_INT(llm__kv_block_refs(kv, b0), 1);
+    CHECK(invariants_hold(kv));
+    /* a second sequence shares them; free blocks are used before cached ones are evicted */
+    llm__kv_seq_attach(kv, 2, blocks, 1);
+    CHECK_EQ_INT(llm__kv_block_refs(kv, b0), 2);
+    llm__kv_seq_truncate(kv, 1, 0);
+    llm__kv_seq_truncate(kv, 2, 0);
+    CHECK_EQ_INT(llm__kv_n_cached(kv), 2);
+    CHECK_EQ_INT(llm__kv_seq_grow(kv, 0, 64, NULL, NULL), LLM_OK); /* takes the 4 free ones */
+    CHECK_EQ_INT(llm__kv_lookup(kv, h0, 42, toks), b0);
+    CHECK_EQ_INT(llm__kv_lookup(kv, h1, h0, toks + 16), b1);
+    /* the next allocation evicts the least recently released: b1 went back before b0
+     * (a truncation releases the last block first) */
+    CHECK_EQ_INT(llm__kv_seq_grow(kv, 1, 1, NULL, NULL), LLM_OK);
+    CHECK_EQ_INT(llm__kv_lookup(kv, h1, h0, toks + 16), -1);
+    CHECK_EQ_INT(llm__kv_lookup(kv, h0, 42, toks), b0);
+    CHECK_EQ_INT(llm__kv_seq_block(kv, 1, 0), b1);
+    CHECK(invariants_hold(kv));
+    llm__kv_seq_truncate(kv, 0, 0);
+    llm__kv_seq_truncate(kv, 1, 0);
+    /* a registered block cut short and written again is unregistered first */
+    llm__kv_seq_attach(kv, 2, blocks, 1);
+    llm__kv_seq_truncate(kv, 2, 10);
+    CHECK_EQ_INT(llm__kv_lookup(kv, h0, 42, toks), b0);
+    CHECK_EQ_INT(llm__kv_seq_grow(kv, 2, 11, NULL, NULL), LLM_OK);
+    CHECK_EQ_INT(llm__kv_seq_block(kv, 2, 0), b0);
+    CHECK_EQ_INT(llm__kv_lookup(kv, h0, 42, toks), -1);
+    /* committing content that another block already holds keeps the first one */
+    llm__kv_seq_truncate(kv, 2, 0);
+    CHECK_EQ_INT(llm__kv_seq_grow(kv, 0, 0, NULL, NULL), LLM_OK);
+    CHECK_EQ_INT(llm__kv_seq_grow(kv, 1, 16, NULL, NULL), LLM_OK);
+    CHECK_EQ_INT(llm__kv_seq_grow(kv, 2, 16, NULL, NULL), LLM_OK);
+    commit_seq(kv, 1, toks, 16);
+    commit_seq(kv, 2, toks, 16);
+    CHECK_EQ_INT(llm__kv_lookup(kv, h0, 42, toks), llm__kv_seq_block(kv, 1, 0));
+    llm__kv_seq_truncate(kv, 0, 0);
+    llm__kv_seq_truncate(kv, 1, 0);
+    llm__kv_seq_truncate(kv, 2, 0);
+    CHECK_EQ_INT(llm__kv_n_cached(kv), 1);
+    CHECK_EQ_INT(llm__kv_n_free(kv), 6);
+    CHECK(invariants_hold(kv));
+    llm__kv_free(kv);
+}
+
 static void test_bad_geometry(void)
 {
     llm_kv_cache *kv = (llm_kv_cache *)1;
@@ -136,6 +217,7 @@ int main(void)
     TEST_RUN(test_full_changes_nothing);
     TEST_RUN(test_fork_copy_on_write);
     TEST_RUN(test_random_ops);
+    TEST_RUN(test_prefix_cache);
     TEST_RUN(test_bad_geometry);
     return test_summary();
 }
