@@ -309,7 +309,20 @@ typedef struct llm_context_params {
     int32_t n_seq_max;   /**< most distinct sequence ids; 0 = 1 */
     int32_t n_threads;   /**< compute threads; 0 = one per core */
     int32_t block_size;  /**< KV cache block size in tokens; 0 = 16 */
+    /* since 1.1 */
+    int32_t kv_type;     /**< llm_kv_type of the cache; 0 = LLM_KV_F16 */
+    uint32_t flags;      /**< LLM_CONTEXT_* flags */
 } llm_context_params;
+
+/** Element type of the KV cache. q8_0 halves its memory (head width a multiple of 32). */
+typedef enum llm_kv_type {
+    LLM_KV_F16 = 0,
+    LLM_KV_BF16 = 1,
+    LLM_KV_Q8_0 = 2
+} llm_kv_type;
+
+/** Requests never reuse cached prompt blocks (prefix caching off). */
+#define LLM_CONTEXT_NO_PREFIX_CACHE 1u
 
 static inline void llm_context_params_init(llm_context_params *p)
 {
@@ -451,6 +464,184 @@ LLM_API void llm_sampler_accept(llm_sampler *s, llm_token token);
 
 /** Clears the history and re-seeds the generator with the params' seed. Since: 1.0 */
 LLM_API void llm_sampler_reset(llm_sampler *s);
+
+/* ------------------------------------------------------------------------------ */
+/* Request engine (since 1.1)                                                      */
+/* ------------------------------------------------------------------------------ */
+/*
+ * Many generations share one context: requests are submitted, and each llm_step runs
+ * one scheduler iteration that decodes one batch mixing the running requests' next
+ * tokens with chunks of waiting prompts (continuous batching, chunked prefill) over the
+ * paged KV cache. Full prompt blocks are cached by content, so requests that share a
+ * prefix (a system prompt) compute it once. When the cache runs out, the most recently
+ * admitted request of the lowest priority is preempted and later recomputed; its output
+ * is unchanged by that. Results arrive as events, polled or through a callback.
+ *
+ * A context serves either llm_decode or requests: once a request was submitted,
+ * llm_decode and llm_kv_* return LLM_ERR_INVALID_ARG until every request finished.
+ * The context's n_seq_max bounds the completions running at once, n_batch the tokens of
+ * one step, n_ctx the KV cache all requests share.
+ *
+ * Threads: without a worker, every call on the context comes from one thread at a time.
+ * With llm_context_start_worker, a thread of the context's own runs the steps, and
+ * llm_request_submit, llm_request_cancel, llm_poll and llm_engine_stats may be called
+ * from any thread at any time; none of them waits for a step to finish.
+ */
+
+typedef uint64_t llm_request_id;
+
+/** Most alternatives an event reports per token. */
+#define LLM_MAX_LOGPROBS 20
+
+/** Parameters of a request. Fill with llm_request_params_init(). Give exactly one of
+ * prompt, tokens or messages. Everything is borrowed for the llm_request_submit call. */
+typedef struct llm_request_params {
+    size_t size;                        /**< sizeof(llm_request_params), set by init */
+    const char *prompt;                 /**< text; special-token text is parsed, BOS added as the model asks */
+    const llm_token *tokens;            /**< or tokens, used as they are */
+    int32_t n_tokens;
+    const llm_chat_message *messages;   /**< or a chat, rendered with the model's template and the assistant's opening */
+    int32_t n_messages;
+    const llm_sampler_params *sampling; /**< NULL: greedy */
+    int32_t n;                          /**< completions of the prompt (forks sharing its cache); 0 = 1 */
+    int32_t max_tokens;                 /**< tokens to generate per completion; 0 = until the context ends */
+    const char *const *stop;            /**< stop strings (at most 16, each 1..256 bytes); not part of the output */
+    int32_t n_stop;
+    const llm_token *stop_tokens;       /**< tokens that end a completion (besides end-of-generation) */
+    int32_t n_stop_tokens;
+    int32_t logprobs;                   /**< report the top alternatives per token, 0..LLM_MAX_LOGPROBS */
+    int32_t ignore_eos;                 /**< non-zero: end-of-generation tokens do not stop */
+    int32_t priority;                   /**< higher runs first and is preempted last; default 0 */
+    void *user;                         /**< passed back in every event of the request */
+} llm_request_params;
+
+static inline void llm_request_params_init(llm_request_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->size = sizeof *p;
+}
+
+typedef enum llm_event_type {
+    LLM_EVENT_TOKEN = 1,    /**< a completion generated a token */
+    LLM_EVENT_FINISHED = 2, /**< a completion finished (the last event of that completion) */
+    LLM_EVENT_ERROR = 3     /**< a completion failed (the last event of that completion) */
+} llm_event_type;
+
+typedef enum llm_finish_reason {
+    LLM_FINISH_NONE = 0,
+    LLM_FINISH_STOP = 1,      /**< end-of-generation token, stop token or stop string */
+    LLM_FINISH_LENGTH = 2,    /**< max_tokens reached, or the context is full */
+    LLM_FINISH_CANCELLED = 3  /**< llm_request_cancel */
+} llm_finish_reason;
+
+/**
+ * One event. `text` holds the bytes released with this event: whole UTF-8 characters
+ * (never split) and never any part of a stop string; text held back for that is
+ * released with a later event. Concatenating the text of a completion's events gives
+ * its output. For LLM_EVENT_ERROR, text is the error message.
+ */
+typedef struct llm_event {
+    int32_t type;            /**< llm_event_type */
+    int32_t index;           /**< completion index, 0..n-1 */
+    llm_request_id id;
+    void *user;              /**< the request's user pointer */
+    llm_token token;         /**< TOKEN: the generated token; otherwise -1 */
+    int32_t text_len;
+    const char *text;        /**< text_len bytes, not NUL-terminated (see llm_poll for lifetime) */
+    float logprob;           /**< TOKEN with logprobs > 0: log-probability of token under the model */
+    int32_t n_top;           /**< number of alternatives below */
+    llm_token top_tokens[LLM_MAX_LOGPROBS];
+    float top_logprobs[LLM_MAX_LOGPROBS];
+    int32_t finish_reason;   /**< FINISHED: llm_finish_reason */
+    llm_status status;       /**< ERROR: the error */
+    int32_t n_prompt_tokens; /**< FINISHED: prompt length in tokens */
+    int32_t n_cached_tokens; /**< FINISHED: prompt tokens reused from the prefix cache */
+    int32_t n_generated;     /**< FINISHED: tokens generated by this completion */
+} llm_event;
+
+/** An event sink: called on the thread that runs the step; `ev` and its text are valid
+ * during the call only. It must not call back into the context. */
+typedef void (*llm_event_fn)(const llm_event *ev, void *user);
+
+/**
+ * Queues a request.
+ * @param[out] id its id (> 0), for cancel and to match events
+ * Errors: LLM_ERR_INVALID_ARG (no input or more than one, empty prompt, a bad parameter,
+ * n above n_seq_max, a prompt that does not fit the context), LLM_ERR_TEMPLATE,
+ * LLM_ERR_NO_MEMORY; message in llm_context_last_error() (or llm_last_error() when
+ * called while a worker runs).
+ * Since: 1.1
+ */
+LLM_API llm_status llm_request_submit(llm_context *ctx, const llm_request_params *params,
+                                      llm_request_id *id);
+
+/**
+ * Cancels a request: its completions finish with LLM_FINISH_CANCELLED and its cache
+ * blocks are released (at once without a worker; before the worker's next step with one).
+ * Errors: LLM_ERR_NOT_FOUND (unknown or already finished).
+ * Since: 1.1
+ */
+LLM_API llm_status llm_request_cancel(llm_context *ctx, llm_request_id id);
+
+/**
+ * Runs one scheduler iteration: admits waiting requests, decodes one batch and emits the
+ * resulting events. Does nothing when no request is pending.
+ * Errors: LLM_ERR_INVALID_ARG (a worker runs this context), LLM_ERR_BACKEND,
+ * LLM_ERR_NO_MEMORY (the requests of the failed batch end with LLM_EVENT_ERROR; others
+ * carry on).
+ * Since: 1.1
+ */
+LLM_API llm_status llm_step(llm_context *ctx);
+
+/** Requests submitted and not yet finished (waiting or running). Since: 1.1 */
+LLM_API int32_t llm_pending(llm_context *ctx);
+
+/**
+ * Takes up to max_events queued events, oldest first, copying their text into
+ * text_buf (the events' text pointers point there). Stops early when the next event's
+ * text does not fit. Returns the number of events taken, or -(bytes needed) when not
+ * even the first event's text fits text_cap, or INT32_MIN on invalid arguments.
+ * Events go to the queue only while no callback is set.
+ * Since: 1.1
+ */
+LLM_API int32_t llm_poll(llm_context *ctx, llm_event *events, int32_t max_events,
+                         char *text_buf, int32_t text_cap);
+
+/** Sets (fn != NULL) or clears the event callback. Call it while no worker runs. Since: 1.1 */
+LLM_API llm_status llm_context_set_event_callback(llm_context *ctx, llm_event_fn fn, void *user);
+
+/**
+ * Starts a worker thread that runs llm_step whenever requests are pending and sleeps
+ * otherwise. Errors: LLM_ERR_INVALID_ARG (already running), LLM_ERR_NO_MEMORY.
+ * Since: 1.1
+ */
+LLM_API llm_status llm_context_start_worker(llm_context *ctx);
+
+/** Stops and joins the worker (after its current step); pending requests stay queued.
+ * llm_context_free stops it too. Since: 1.1 */
+LLM_API void llm_context_stop_worker(llm_context *ctx);
+
+/** Counters of the request engine. */
+typedef struct llm_engine_stats {
+    size_t size;                  /**< sizeof(llm_engine_stats), set by the caller */
+    int32_t n_waiting;            /**< requests queued or preempted */
+    int32_t n_running;            /**< requests admitted */
+    int64_t n_finished;           /**< completions finished (any reason) */
+    int64_t n_steps;
+    int64_t n_preemptions;
+    int64_t tokens_prefilled;     /**< prompt (and recomputed) tokens decoded */
+    int64_t tokens_generated;
+    int64_t prefix_queries;       /**< admissions that looked up the prefix cache */
+    int64_t prefix_hits;          /**< of those, admissions that reused at least one block */
+    int64_t prefix_tokens_reused; /**< tokens not computed thanks to the prefix cache */
+    int32_t kv_blocks;            /**< blocks in the cache */
+    int32_t kv_blocks_free;       /**< blocks not used by any sequence (cached ones included) */
+    int32_t kv_blocks_cached;     /**< unused blocks still holding a cached prefix */
+    int32_t block_size;
+} llm_engine_stats;
+
+/** Fills the counters (set stats->size = sizeof *stats first). Errors: LLM_ERR_INVALID_ARG. Since: 1.1 */
+LLM_API llm_status llm_engine_stats_get(llm_context *ctx, llm_engine_stats *stats);
 
 #ifdef __cplusplus
 }

@@ -37,11 +37,13 @@ enum llm_act { LLM_ACT_SILU = 0, LLM_ACT_GELU_TANH = 1 };
 enum llm_rope_mode { LLM_ROPE_NORM = 0, LLM_ROPE_NEOX = 2 };
 
 /* One layer's paged KV cache: K and V pools of n_blocks blocks, each block_size token
- * slots of n_head_kv * head_dim elements (f16). Token slot s of block b starts at
- * element ((b * block_size + s) * n_head_kv) * head_dim. */
+ * slots holding a row of n_head_kv * head_dim elements of dtype (f16, bf16, or q8_0 in
+ * blocks of 32 along the row; head_dim is then a multiple of 32). Token slot s of block
+ * b starts at byte (b * block_size + s) * row_bytes, row_bytes = the dtype's size of a
+ * row of n_head_kv * head_dim elements. */
 typedef struct llm_kv_layer {
     void *k, *v;
-    uint32_t dtype;     /* LLM_DT_F16 */
+    uint32_t dtype;     /* LLM_DT_F16, LLM_DT_BF16 or LLM_DT_Q8_0 */
     int32_t n_head_kv;
     int32_t head_dim;
 } llm_kv_layer;

@@ -4,34 +4,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "kv_cache.h"
-#include "model.h"
+#include "context.h"
 
-struct llm_context {
-    llm_model *model;
-    const struct llm_backend_ops *ops;
-    llm_backend *be;
-    int32_t n_ctx, n_batch, n_seq, block_size, n_threads;
-    llm_kv_cache *kv;
-    llm_kv_layer *layers; /* [n_layer] */
-    /* activations for one micro-batch of n_batch tokens */
-    float *x, *h, *q, *k, *v, *att, *gate, *up;
-    /* per-token bookkeeping of the current micro-batch, n_batch entries each: built in
-     * host memory, then uploaded to the backend's copies (the same arrays when the
-     * backend's memory is host memory) */
-    int32_t *tokens, *pos, *seq, *slots, *out_rows;
-    int32_t *d_ints;   /* backend copy: tokens, pos, seq, slots, out_rows, block tables */
-    int host_memory;
-    /* per-sequence lengths before the current call, for rollback */
-    int32_t *seq_len0, *seq_count;
-    float *logits;      /* host rows the caller reads */
-    float *d_logits;    /* backend rows (== logits for host memory) */
-    int64_t logits_cap; /* rows */
-    int32_t n_logits;
-    char err[1024];
-};
 
-static llm_status ctx_fail(llm_context *c, llm_status st)
+
+llm_status llm__context_fail(llm_context *c, llm_status st)
 {
     snprintf(c->err, sizeof c->err, "%s", llm_last_error());
     return st;
@@ -70,10 +47,18 @@ llm_status llm_context_create(llm_model *model, const llm_context_params *params
     read_params(&p, params);
     const llm_hparams *hp = &model->hp;
     if (p.n_ctx < 0 || p.n_batch < 0 || p.n_seq_max < 0 || p.n_threads < 0 ||
-        p.block_size < 0 || p.block_size > 1024 || p.n_seq_max > 65536 || p.n_threads > 1024)
+        p.block_size < 0 || p.block_size > 1024 || p.n_seq_max > 65536 || p.n_threads > 1024 ||
+        p.kv_type < 0 || p.kv_type > LLM_KV_Q8_0)
         return llm__fail(LLM_ERR_INVALID_ARG, "llm_context_create: a parameter is out of range "
-                         "(n_ctx %d, n_batch %d, n_seq_max %d, n_threads %d, block_size %d)",
-                         p.n_ctx, p.n_batch, p.n_seq_max, p.n_threads, p.block_size);
+                         "(n_ctx %d, n_batch %d, n_seq_max %d, n_threads %d, block_size %d, "
+                         "kv_type %d)", p.n_ctx, p.n_batch, p.n_seq_max, p.n_threads,
+                         p.block_size, p.kv_type);
+    static const uint32_t kv_dtypes[] = {LLM_DT_F16, LLM_DT_BF16, LLM_DT_Q8_0};
+    const uint32_t kv_dtype = kv_dtypes[p.kv_type];
+    if (kv_dtype == LLM_DT_Q8_0 && model->hp.head_dim % 32 != 0)
+        return llm__fail(LLM_ERR_UNSUPPORTED, "llm_context_create: a q8_0 KV cache needs a head "
+                         "width that is a multiple of 32 (this model's is %d)",
+                         model->hp.head_dim);
     llm_context *c = llm__calloc(1, sizeof *c);
     if (!c)
         return llm__fail(LLM_ERR_NO_MEMORY, "llm_context_create: out of memory");
@@ -86,6 +71,20 @@ llm_status llm_context_create(llm_model *model, const llm_context_params *params
     c->n_seq = p.n_seq_max ? p.n_seq_max : 1;
     c->n_threads = p.n_threads;
     c->host_memory = (c->ops->flags & LLM_BACKEND_HOST_MEMORY) != 0;
+    c->flags = p.flags;
+    /* the prefix-cache chain starts from a hash of what makes the model this model */
+    {
+        uint64_t h = 1469598103934665603ull;
+        const char *parts[] = {model->arch_name, model->name};
+        for (int i = 0; i < 2; i++)
+            for (const char *q = parts[i]; q && *q; q++)
+                h = (h ^ (uint8_t)*q) * 1099511628211ull;
+        const uint64_t nums[] = {model->n_params, (uint64_t)hp->n_vocab, (uint64_t)hp->n_layer,
+                                 (uint64_t)hp->n_embd, (uint64_t)llm__gguf_n_tensors(model->gguf)};
+        for (int i = 0; i < 5; i++)
+            h = (h ^ nums[i]) * 1099511628211ull;
+        c->prefix_seed = h;
+    }
 
     llm_status st;
     llm_backend_config cfg = {.n_threads = p.n_threads};
@@ -97,10 +96,10 @@ llm_status llm_context_create(llm_model *model, const llm_context_params *params
     if (!c->layers)
         goto oom;
     const size_t kv_row = (size_t)hp->n_head_kv * (size_t)hp->head_dim;
-    const size_t pool_bytes = (size_t)c->n_ctx * kv_row * 2; /* f16 */
+    const size_t pool_bytes = (size_t)c->n_ctx * llm__dtype_row_size(kv_dtype, (int64_t)kv_row);
     for (int il = 0; il < hp->n_layer; il++) {
         llm_kv_layer *l = &c->layers[il];
-        l->dtype = LLM_DT_F16;
+        l->dtype = kv_dtype;
         l->n_head_kv = hp->n_head_kv;
         l->head_dim = hp->head_dim;
         l->k = c->ops->alloc(c->be, pool_bytes);
@@ -148,6 +147,7 @@ void llm_context_free(llm_context *c)
 {
     if (!c)
         return;
+    llm__engine_free(c->engine); /* stops its worker first */
     if (c->be) {
         for (int il = 0; c->layers && il < c->model->hp.n_layer; il++) {
             c->ops->free(c->be, c->layers[il].k);
@@ -185,7 +185,7 @@ llm_status llm_context_set_threads(llm_context *c, int32_t n_threads)
     if (!c)
         return llm__fail(LLM_ERR_INVALID_ARG, "llm_context_set_threads: ctx is NULL");
     llm_status st = c->ops->set_threads(c->be, n_threads);
-    return st == LLM_OK ? st : ctx_fail(c, st);
+    return st == LLM_OK ? st : llm__context_fail(c, st);
 }
 
 int32_t llm_kv_seq_length(const llm_context *c, int32_t seq_id)
@@ -199,10 +199,13 @@ llm_status llm_kv_seq_truncate(llm_context *c, int32_t seq_id, int32_t p0)
 {
     if (!c)
         return llm__fail(LLM_ERR_INVALID_ARG, "llm_kv_seq_truncate: ctx is NULL");
+    if (llm__engine_busy(c))
+        return llm__context_fail(c, llm__fail(LLM_ERR_INVALID_ARG, "llm_kv_seq_truncate: the "
+                                              "context is serving requests"));
     if (seq_id < -1 || seq_id >= c->n_seq || p0 < 0) {
         llm__fail(LLM_ERR_INVALID_ARG, "llm_kv_seq_truncate: sequence %d / position %d out of "
                   "range (%d sequences)", seq_id, p0, c->n_seq);
-        return ctx_fail(c, LLM_ERR_INVALID_ARG);
+        return llm__context_fail(c, LLM_ERR_INVALID_ARG);
     }
     for (int32_t s = 0; s < c->n_seq; s++)
         if (seq_id == -1 || s == seq_id)
@@ -261,12 +264,20 @@ llm_status llm_decode(llm_context *c, const llm_batch *b)
 {
     if (!c)
         return llm__fail(LLM_ERR_INVALID_ARG, "llm_decode: ctx is NULL");
+    if (llm__engine_busy(c))
+        return llm__context_fail(c, llm__fail(LLM_ERR_INVALID_ARG, "llm_decode: the context is "
+                                              "serving requests (llm_request_submit)"));
+    return llm__context_decode(c, b);
+}
+
+llm_status llm__context_decode(llm_context *c, const llm_batch *b)
+{
     if (!b)
-        return ctx_fail(c, llm__fail(LLM_ERR_INVALID_ARG, "llm_decode: batch is NULL"));
+        return llm__context_fail(c, llm__fail(LLM_ERR_INVALID_ARG, "llm_decode: batch is NULL"));
     c->n_logits = 0;
     llm_status st = check_batch(c, b);
     if (st != LLM_OK)
-        return ctx_fail(c, st);
+        return llm__context_fail(c, st);
     /* reserve cache blocks for every sequence first, so a full cache changes nothing */
     for (int32_t s = 0; s < c->n_seq; s++) {
         if (!c->seq_count[s])
@@ -336,7 +347,7 @@ llm_status llm_decode(llm_context *c, const llm_batch *b)
             c->ops->upload(c->be, d_slots, c->slots, bytes);
             c->ops->upload(c->be, d_out_rows, c->out_rows, (size_t)n_out_ub * sizeof(int32_t));
         }
-        llm_step step = {
+        llm_ubatch step = {
             .ops = c->ops, .be = c->be, .n = n, .tokens = d_tokens, .pos = d_pos,
             .seq = d_seq, .slots = d_slots, .block_tables = d_tables,
             .max_blocks = max_blocks, .block_size = c->block_size,
@@ -358,5 +369,5 @@ rollback:
     for (int32_t s = 0; s < c->n_seq; s++)
         llm__kv_seq_truncate(c->kv, s, c->seq_len0[s]);
     c->n_logits = 0;
-    return ctx_fail(c, st);
+    return llm__context_fail(c, st);
 }

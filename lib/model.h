@@ -50,7 +50,7 @@ typedef struct llm_layer {
 typedef struct llm_context_impl llm_context_impl;
 
 /* Everything one forward pass over a micro-batch needs; filled by the context. */
-typedef struct llm_step {
+typedef struct llm_ubatch {
     const struct llm_backend_ops *ops;
     llm_backend *be;
     int64_t n;                   /* tokens */
@@ -66,13 +66,13 @@ typedef struct llm_step {
     float *logits;               /* [n_out, n_vocab] */
     /* scratch, each sized for the largest micro-batch */
     float *x, *h, *q, *k, *v, *att, *gate, *up, *out;
-} llm_step;
+} llm_ubatch;
 
 typedef struct llm_arch {
     const char *name;
     /* reads hyper-parameters and binds the layer tensors */
     llm_status (*load)(llm_model *m);
-    llm_status (*forward)(const llm_model *m, const llm_step *s);
+    llm_status (*forward)(const llm_model *m, const llm_ubatch *s);
 } llm_arch;
 
 struct llm_model {

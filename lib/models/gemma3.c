@@ -75,7 +75,7 @@ static llm_status gemma3_load(llm_model *m)
     return LLM_OK;
 }
 
-static llm_status gemma3_forward(const llm_model *m, const llm_step *s)
+static llm_status gemma3_forward(const llm_model *m, const llm_ubatch *s)
 {
     const llm_hparams *hp = &m->hp;
     const struct llm_backend_ops *ops = s->ops;

@@ -58,7 +58,7 @@ static llm_status llama_load(llm_model *m)
     return LLM_OK;
 }
 
-static llm_status llama_forward(const llm_model *m, const llm_step *s)
+static llm_status llama_forward(const llm_model *m, const llm_ubatch *s)
 {
     const llm_hparams *hp = &m->hp;
     const struct llm_backend_ops *ops = s->ops;

@@ -183,12 +183,30 @@ static void test_matmul(void)
 }
 
 /* Paged attention over scattered blocks equals dense attention over the same keys. */
-static void attention_case(int32_t window, float softcap)
+/* x rounded to what a cache row of dtype holds */
+static void kv_round_trip(uint32_t dtype, float *x, int64_t n)
+{
+    void *tmp = malloc(llm__dtype_row_size(dtype, n));
+    if (dtype == LLM_DT_F16) {
+        for (int64_t i = 0; i < n; i++)
+            x[i] = llm__f16_to_f32(llm__f32_to_f16(x[i]));
+    } else if (dtype == LLM_DT_BF16) {
+        for (int64_t i = 0; i < n; i++)
+            x[i] = llm__bf16_to_f32(llm__f32_to_bf16(x[i]));
+    } else {
+        llm__quant_ref[dtype].from_float(x, tmp, n);
+        llm__quant_ref[dtype].to_float(tmp, x, n);
+    }
+    free(tmp);
+}
+
+static void attention_case(uint32_t dtype, int32_t window, float softcap)
 {
     const int32_t bs = 4, n_blocks = 16, n_kv = 2, hd = 32, n_head = 4, n_seq = 2;
     const int32_t lens[2] = {23, 9};
-    llm_kv_layer kv = {.dtype = LLM_DT_F16, .n_head_kv = n_kv, .head_dim = hd};
-    size_t pool = (size_t)n_blocks * bs * n_kv * hd * sizeof(llm_f16);
+    llm_kv_layer kv = {.dtype = dtype, .n_head_kv = n_kv, .head_dim = hd};
+    const size_t row_bytes = llm__dtype_row_size(dtype, n_kv * hd);
+    size_t pool = (size_t)n_blocks * bs * row_bytes;
     kv.k = malloc(pool);
     kv.v = malloc(pool);
     /* block tables: a shuffled assignment of blocks */
@@ -210,6 +228,11 @@ static void attention_case(int32_t window, float softcap)
         for (int p = 0; p < lens[s]; p++)
             slots[p] = tables[s * 16 + p / bs] * bs + p % bs;
         ops->kv_write(be, &kv, k[s], v[s], slots, lens[s]);
+        /* the reference uses the values the cache can hold */
+        for (int p = 0; p < lens[s]; p++) {
+            kv_round_trip(dtype, k[s] + p * n_kv * hd, n_kv * hd);
+            kv_round_trip(dtype, v[s] + p * n_kv * hd, n_kv * hd);
+        }
     }
     /* queries: the last 3 positions of seq 0 and the last 2 of seq 1 */
     const int nq = 5;
@@ -224,8 +247,7 @@ static void attention_case(int32_t window, float softcap)
             for (int j = p0; j <= p; j++) {
                 double d = 0;
                 for (int i = 0; i < hd; i++) {
-                    /* the cache holds f16: compare against the values it can hold */
-                    float kk = llm__f16_to_f32(llm__f32_to_f16(k[s][(j * n_kv + kh) * hd + i]));
+                    float kk = k[s][(j * n_kv + kh) * hd + i];
                     d += (double)q[(t * n_head + h) * hd + i] * kk;
                 }
                 d *= 0.17;
@@ -239,8 +261,7 @@ static void attention_case(int32_t window, float softcap)
             for (int i = 0; i < hd; i++) {
                 double o = 0;
                 for (int j = p0; j <= p; j++)
-                    o += sc[j - p0] / sum *
-                         llm__f16_to_f32(llm__f32_to_f16(v[s][(j * n_kv + kh) * hd + i]));
+                    o += sc[j - p0] / sum * v[s][(j * n_kv + kh) * hd + i];
                 ref[(t * n_head + h) * hd + i] = o;
             }
         }
@@ -249,13 +270,16 @@ static void attention_case(int32_t window, float softcap)
                             .block_tables = tables, .max_blocks = 16, .scale = 0.17f,
                             .softcap = softcap, .window = window};
     ops->attention(be, &a);
-    /* f32 arithmetic over the f16 cache values */
+    /* f32 arithmetic over the cache values */
     double e = rel_err(out, ref, nq * n_head * hd, 0.1);
-    CHECK_MSG(e < 1e-5, "window %d softcap %g: err %g", window, softcap, e);
+    CHECK_MSG(e < 1e-5, "dtype %u window %d softcap %g: err %g", dtype, window, softcap, e);
     /* copy-on-write copies a block in both pools */
     ops->kv_copy_block(be, &kv, bs, perm[15], tables[0]);
-    CHECK(memcmp((char *)kv.k + (size_t)perm[15] * bs * n_kv * hd * 2,
-                 (char *)kv.k + (size_t)tables[0] * bs * n_kv * hd * 2, (size_t)bs * n_kv * hd * 2) == 0);
+    const size_t blk = (size_t)bs * row_bytes;
+    CHECK(memcmp((char *)kv.k + (size_t)perm[15] * blk, (char *)kv.k + (size_t)tables[0] * blk,
+                 blk) == 0);
+    CHECK(memcmp((char *)kv.v + (size_t)perm[15] * blk, (char *)kv.v + (size_t)tables[0] * blk,
+                 blk) == 0);
     free(kv.k), free(kv.v), free(q), free(out), free(ref);
     for (int s = 0; s < n_seq; s++)
         free(k[s]), free(v[s]);
@@ -263,9 +287,12 @@ static void attention_case(int32_t window, float softcap)
 
 static void test_attention(void)
 {
-    attention_case(0, 0);
-    attention_case(5, 0);
-    attention_case(0, 3.0f);
+    const uint32_t types[] = {LLM_DT_F16, LLM_DT_BF16, LLM_DT_Q8_0};
+    for (int i = 0; i < 3; i++) {
+        attention_case(types[i], 0, 0);
+        attention_case(types[i], 5, 0);
+        attention_case(types[i], 0, 3.0f);
+    }
 }
 
 static void test_threads(void)

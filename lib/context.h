@@ -1,0 +1,48 @@
+/* context.h - the context's internals, shared by context.c (llm_decode) and
+ * scheduler.c (the request engine). Private; never installed. */
+#ifndef LLM_CONTEXT_H
+#define LLM_CONTEXT_H
+
+#include "kv_cache.h"
+#include "model.h"
+
+typedef struct llm_engine llm_engine;
+
+struct llm_context {
+    llm_model *model;
+    const struct llm_backend_ops *ops;
+    llm_backend *be;
+    int32_t n_ctx, n_batch, n_seq, block_size, n_threads;
+    llm_kv_cache *kv;
+    llm_kv_layer *layers; /* [n_layer] */
+    /* activations for one micro-batch of n_batch tokens */
+    float *x, *h, *q, *k, *v, *att, *gate, *up;
+    /* per-token bookkeeping of the current micro-batch, n_batch entries each: built in
+     * host memory, then uploaded to the backend's copies (the same arrays when the
+     * backend's memory is host memory) */
+    int32_t *tokens, *pos, *seq, *slots, *out_rows;
+    int32_t *d_ints;   /* backend copy: tokens, pos, seq, slots, out_rows, block tables */
+    int host_memory;
+    /* per-sequence lengths before the current call, for rollback */
+    int32_t *seq_len0, *seq_count;
+    float *logits;      /* host rows the caller reads */
+    float *d_logits;    /* backend rows (== logits for host memory) */
+    int64_t logits_cap; /* rows */
+    int32_t n_logits;
+    uint32_t flags;     /* LLM_CONTEXT_* */
+    uint64_t prefix_seed; /* names the model in prefix-cache hashes */
+    llm_engine *engine; /* the request engine, created on first use */
+    char err[1024];
+};
+
+/* llm_decode without the request-engine guard: the engine's own way in. */
+LLM_INTERNAL llm_status llm__context_decode(llm_context *c, const llm_batch *b);
+/* Copies the thread's last error into the context's message and returns st. */
+LLM_INTERNAL llm_status llm__context_fail(llm_context *c, llm_status st);
+
+/* scheduler.c */
+LLM_INTERNAL void llm__engine_free(llm_engine *e);
+/* Non-zero while the engine holds requests (llm_decode and llm_kv_* are refused). */
+LLM_INTERNAL int llm__engine_busy(llm_context *c);
+
+#endif
