@@ -300,9 +300,12 @@ static void fail_req(llm_engine *e, eng_req *r, llm_status st, const char *msg)
 
 static void cancel_req(llm_engine *e, eng_req *r)
 {
-    for (int32_t i = r->n - 1; i >= 0; i--) /* the request is freed with its last one */
-        if (!r->seqs[i].done)
+    /* the request is freed when its last live completion ends: stop there */
+    for (int32_t i = 0, left = r->n_live; left > 0; i++)
+        if (!r->seqs[i].done) {
+            left--;
             finish_seq(e, r, &r->seqs[i], LLM_FINISH_CANCELLED, 1);
+        }
 }
 
 /* Precedence: higher priority first, then earlier admission (running) or arrival. */
@@ -652,9 +655,11 @@ static void take_inbox(llm_engine *e)
     e->n_inbox = 0;
     llm_request_id cancels[64];
     int32_t nc = e->n_cancels < 64 ? e->n_cancels : 64;
-    memcpy(cancels, e->cancels, (size_t)nc * sizeof *cancels);
-    memmove(e->cancels, e->cancels + nc, (size_t)(e->n_cancels - nc) * sizeof *cancels);
-    e->n_cancels -= nc;
+    if (nc > 0) {
+        memcpy(cancels, e->cancels, (size_t)nc * sizeof *cancels);
+        memmove(e->cancels, e->cancels + nc, (size_t)(e->n_cancels - nc) * sizeof *cancels);
+        e->n_cancels -= nc;
+    }
     pthread_mutex_unlock(&e->mu);
     while (list) {
         eng_req *r = list;

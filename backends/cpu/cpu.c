@@ -366,14 +366,35 @@ static void cpu_scale(llm_backend *be, float *y, const float *x, float s, int64_
 
 /* ---- KV cache and attention -------------------------------------------------------- */
 
+/* The cache holds one row of n_head_kv * head_dim elements per token slot, in f16, bf16
+ * or q8_0 (blocks of 32 along the row, so a head of a multiple of 32 is whole blocks). */
+static size_t kv_row_bytes(const llm_kv_layer *kv)
+{
+    return llm__dtype_row_size(kv->dtype, (int64_t)kv->n_head_kv * kv->head_dim);
+}
+
+static void kv_store_row(uint32_t dtype, const float *x, void *dst, int64_t n)
+{
+    if (dtype == LLM_DT_F16) {
+        llm__f32_to_f16_row(x, dst, n);
+    } else if (dtype == LLM_DT_BF16) {
+        llm_bf16 *y = dst;
+        for (int64_t i = 0; i < n; i++)
+            y[i] = llm__f32_to_bf16(x[i]);
+    } else {
+        llm__quant_ref[LLM_DT_Q8_0].from_float(x, dst, n);
+    }
+}
+
 static void cpu_kv_write(llm_backend *be, const llm_kv_layer *kv, const float *k,
                          const float *v, const int32_t *slots, int64_t n_tokens)
 {
     (void)be;
     const int64_t row = (int64_t)kv->n_head_kv * kv->head_dim;
+    const size_t rb = kv_row_bytes(kv);
     for (int64_t i = 0; i < n_tokens; i++) {
-        llm__f32_to_f16_row(k + i * row, (llm_f16 *)kv->k + (int64_t)slots[i] * row, row);
-        llm__f32_to_f16_row(v + i * row, (llm_f16 *)kv->v + (int64_t)slots[i] * row, row);
+        kv_store_row(kv->dtype, k + i * row, (char *)kv->k + (size_t)slots[i] * rb, row);
+        kv_store_row(kv->dtype, v + i * row, (char *)kv->v + (size_t)slots[i] * rb, row);
     }
 }
 
@@ -381,9 +402,59 @@ static void cpu_kv_copy_block(llm_backend *be, const llm_kv_layer *kv, int32_t b
                               int32_t dst, int32_t src)
 {
     (void)be;
-    const size_t bytes = (size_t)block_size * kv->n_head_kv * kv->head_dim * sizeof(llm_f16);
+    const size_t bytes = (size_t)block_size * kv_row_bytes(kv);
     memcpy((char *)kv->k + (size_t)dst * bytes, (char *)kv->k + (size_t)src * bytes, bytes);
     memcpy((char *)kv->v + (size_t)dst * bytes, (char *)kv->v + (size_t)src * bytes, bytes);
+}
+
+/* q·k and acc += a·v over one head of a bf16 or q8_0 cache row (f16 has SIMD kernels) */
+static float dot_f32_bf16(int64_t n, const float *x, const void *y)
+{
+    const llm_bf16 *b = y;
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; i++)
+        s += x[i] * llm__bf16_to_f32(b[i]);
+    return s;
+}
+
+static void axpy_bf16(int64_t n, float *y, float a, const void *x)
+{
+    const llm_bf16 *b = x;
+    for (int64_t i = 0; i < n; i++)
+        y[i] += a * llm__bf16_to_f32(b[i]);
+}
+
+static float dot_f32_q8_0(int64_t n, const float *x, const void *y)
+{
+    const block_q8_0 *b = y;
+    float s = 0.0f;
+    for (int64_t j = 0; j < n / QK8_0; j++) {
+        float bs = 0.0f;
+        for (int i = 0; i < QK8_0; i++)
+            bs += x[j * QK8_0 + i] * (float)b[j].qs[i];
+        s += bs * llm__f16_to_f32(b[j].d);
+    }
+    return s;
+}
+
+static void axpy_q8_0(int64_t n, float *y, float a, const void *x)
+{
+    const block_q8_0 *b = x;
+    for (int64_t j = 0; j < n / QK8_0; j++) {
+        const float ad = a * llm__f16_to_f32(b[j].d);
+        for (int i = 0; i < QK8_0; i++)
+            y[j * QK8_0 + i] += ad * (float)b[j].qs[i];
+    }
+}
+
+static float dot_f32_f16v(int64_t n, const float *x, const void *y)
+{
+    return llm__dot_f32_f16(n, x, y);
+}
+
+static void axpy_f16v(int64_t n, float *y, float a, const void *x)
+{
+    llm__axpy_f16(n, y, a, x);
 }
 
 typedef struct attn_job {
@@ -393,7 +464,7 @@ typedef struct attn_job {
 } attn_job;
 
 /* One query head over its keys in a single pass with an online softmax (running maximum
- * and sum), in f32 throughout; only the cache itself is f16. */
+ * and sum), in f32 throughout; only the cache itself is f16, bf16 or q8_0. */
 static void attention_rows(void *arg, int ith, int nth)
 {
     (void)ith;
@@ -403,7 +474,14 @@ static void attention_rows(void *arg, int ith, int nth)
     const llm_kv_layer *kv = a->kv;
     const int32_t hd = kv->head_dim, n_head = a->n_head, n_kv = kv->n_head_kv;
     const int32_t group = n_head / n_kv, bs = a->block_size;
-    const int64_t kv_row = (int64_t)n_kv * hd;
+    const size_t row_bytes = kv_row_bytes(kv);
+    const size_t head_bytes = llm__dtype_row_size(kv->dtype, hd);
+    float (*dot)(int64_t, const float *, const void *) = dot_f32_f16v;
+    void (*axpy)(int64_t, float *, float, const void *) = axpy_f16v;
+    if (kv->dtype == LLM_DT_BF16)
+        dot = dot_f32_bf16, axpy = axpy_bf16;
+    else if (kv->dtype == LLM_DT_Q8_0)
+        dot = dot_f32_q8_0, axpy = axpy_q8_0;
     float acc[LLM_MAX_HEAD_DIM];
     const int64_t items = a->n_tokens * n_head;
     for (;;) {
@@ -420,9 +498,9 @@ static void attention_rows(void *arg, int ith, int nth)
         float m = -INFINITY, sum = 0.0f;
         for (int32_t kp = p0; kp <= p; kp++) {
             const int64_t slot = (int64_t)bt[kp / bs] * bs + kp % bs;
-            const llm_f16 *kr = (const llm_f16 *)kv->k + slot * kv_row + (int64_t)kh * hd;
-            const llm_f16 *vr = (const llm_f16 *)kv->v + slot * kv_row + (int64_t)kh * hd;
-            float s = llm__dot_f32_f16(hd, q, kr) * a->scale;
+            const char *kr = (const char *)kv->k + (size_t)slot * row_bytes + kh * head_bytes;
+            const char *vr = (const char *)kv->v + (size_t)slot * row_bytes + kh * head_bytes;
+            float s = dot(hd, q, kr) * a->scale;
             if (a->softcap > 0.0f)
                 s = a->softcap * tanhf(s / a->softcap);
             float ms = 1.0f, vs = 1.0f;
@@ -434,7 +512,7 @@ static void attention_rows(void *arg, int ith, int nth)
             } else {
                 vs = expf(s - m);
             }
-            llm__axpy_f16(hd, acc, vs, vr);
+            axpy(hd, acc, vs, vr);
             sum = sum * ms + vs;
         }
         float *out = a->out + (t * n_head + h) * hd;

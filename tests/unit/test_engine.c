@@ -693,16 +693,20 @@ int main(void)
         remove(model_path);
         return 1;
     }
-    TEST_RUN(test_stream);
-    TEST_RUN(test_concurrent_equals_alone);
-    TEST_RUN(test_preemption_equals_alone);
-    TEST_RUN(test_prefix_cache_same_logits);
-    TEST_RUN(test_fork_n_completions);
-    TEST_RUN(test_stop_strings_and_tokens);
-    TEST_RUN(test_cancel_and_errors);
-    TEST_RUN(test_callback);
-    TEST_RUN(test_random_property);
-    TEST_RUN(test_worker_storm);
+    /* LLM_TEST_ONLY=name runs one case (the ThreadSanitizer build runs the storm only) */
+    const char *only = getenv("LLM_TEST_ONLY");
+#define RUN(fn) do { if (!only || strcmp(only, #fn) == 0) TEST_RUN(fn); } while (0)
+    RUN(test_stream);
+    RUN(test_concurrent_equals_alone);
+    RUN(test_preemption_equals_alone);
+    RUN(test_prefix_cache_same_logits);
+    RUN(test_fork_n_completions);
+    RUN(test_stop_strings_and_tokens);
+    RUN(test_cancel_and_errors);
+    RUN(test_callback);
+    RUN(test_random_property);
+    RUN(test_worker_storm);
+#undef RUN
     llm_model_free(model);
     if (!getenv("KEEP_TINY")) remove(model_path);
     return test_summary();
