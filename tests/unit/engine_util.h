@@ -35,7 +35,7 @@ typedef struct eu_log {
     int32_t n, cap;
 } eu_log;
 
-static eu_out *eu_find(eu_log *log, llm_request_id id, int32_t index)
+static inline eu_out *eu_find(eu_log *log, llm_request_id id, int32_t index)
 {
     for (int32_t i = 0; i < log->n; i++)
         if (log->outs[i].id == id && log->outs[i].index == index)
@@ -54,7 +54,7 @@ static eu_out *eu_find(eu_log *log, llm_request_id id, int32_t index)
 }
 
 /* Continuation bytes that the end of p[0..n) waits for (0: it ends a character). */
-static int eu_tail_need(const char *p, int32_t n)
+static inline int eu_tail_need(const char *p, int32_t n)
 {
     for (int32_t back = 1; back <= 4 && back <= n; back++) {
         const unsigned char c = (unsigned char)p[n - back];
@@ -67,7 +67,7 @@ static int eu_tail_need(const char *p, int32_t n)
     return 0;
 }
 
-static void eu_record(eu_log *log, const llm_event *ev)
+static inline void eu_record(eu_log *log, const llm_event *ev)
 {
     eu_out *o = eu_find(log, ev->id, ev->index);
     if (o->n_final)
@@ -108,7 +108,7 @@ static void eu_record(eu_log *log, const llm_event *ev)
 }
 
 /* Takes every queued event into the log; returns how many. */
-static int eu_drain(llm_context *ctx, eu_log *log)
+static inline int eu_drain(llm_context *ctx, eu_log *log)
 {
     static llm_event evs[64];
     static char text[1 << 16];
@@ -125,7 +125,7 @@ static int eu_drain(llm_context *ctx, eu_log *log)
 
 /* Steps until nothing is pending (or a step fails, or max_steps). Returns the status of
  * the last step. */
-static llm_status eu_run(llm_context *ctx, eu_log *log, int64_t max_steps)
+static inline llm_status eu_run(llm_context *ctx, eu_log *log, int64_t max_steps)
 {
     llm_status st = LLM_OK;
     for (int64_t i = 0; i < max_steps && llm_pending(ctx) > 0; i++) {
@@ -138,7 +138,7 @@ static llm_status eu_run(llm_context *ctx, eu_log *log, int64_t max_steps)
     return st;
 }
 
-static void eu_free(eu_log *log)
+static inline void eu_free(eu_log *log)
 {
     for (int32_t i = 0; i < log->n; i++)
         free(log->outs[i].text);
@@ -146,7 +146,7 @@ static void eu_free(eu_log *log)
     memset(log, 0, sizeof *log);
 }
 
-static llm_status eu_submit_tokens(llm_context *ctx, const llm_token *toks, int32_t n,
+static inline llm_status eu_submit_tokens(llm_context *ctx, const llm_token *toks, int32_t n,
                                    int32_t max_tokens, llm_request_id *id)
 {
     llm_request_params p;
