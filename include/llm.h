@@ -145,6 +145,12 @@ typedef struct llm_model_params {
     void *progress_user;         /**< passed to progress */
     int32_t n_threads;           /**< threads used to prepare weights; 0 = default */
     uint32_t flags;              /**< LLM_MODEL_* flags */
+    /** Compute backend: "auto" (NULL or "" too) takes the CUDA module when it loads and
+     *  its device exists, else the CPU, and logs the choice at info level; "cpu"; "cuda"
+     *  (an error when the module or the device is missing). Borrowed for the call.
+     *  Since: 1.1 */
+    const char *backend;
+    int32_t device;              /**< GPU index for GPU backends (0 = first). Since: 1.1 */
 } llm_model_params;
 
 /** Do not mmap the file; read it into memory instead. */
@@ -193,6 +199,13 @@ LLM_API int32_t llm_model_n_embd(const llm_model *model);
 
 /** Number of layers. Since: 1.0 */
 LLM_API int32_t llm_model_n_layer(const llm_model *model);
+
+/**
+ * Name of the backend the model runs on: "cpu" or "cuda" (what "auto" chose).
+ * Thread-safe: yes. Lives as long as model; "" for NULL.
+ * Since: 1.1
+ */
+LLM_API const char *llm_model_backend(const llm_model *model);
 
 /**
  * The chat template: the one stored in the file, or, for known architectures whose

@@ -141,6 +141,25 @@ struct llm_backend_ops {
     llm_status (*synchronize)(llm_backend *be);
 };
 
+/* ---- loadable backend modules ----------------------------------------------------------
+ * A GPU backend is a shared module (libllm-cuda.so) opened at run time, so that a program
+ * linked against libllm runs where no GPU driver exists. The module exports one symbol,
+ * LLM_BACKEND_ENTRY, of type llm_backend_entry_fn: given what libllm offers it (its error
+ * and log functions, since the module cannot link libllm's hidden symbols), it returns
+ * its ops, or NULL when it cannot serve this libllm (the entry protocol's version). The
+ * loader checks abi_version and size before using them. */
+typedef struct llm_backend_host {
+    uint32_t abi_version; /* LLM_BACKEND_ABI_VERSION */
+    uint32_t size;        /* sizeof(struct llm_backend_host) */
+    /* sets the calling thread's last error (llm_last_error) and returns st */
+    llm_status (*fail)(llm_status st, const char *fmt, ...) LLM_PRINTF(2, 3);
+    /* one line through the application's log sink */
+    void (*log)(llm_log_level level, const char *fmt, ...) LLM_PRINTF(2, 3);
+} llm_backend_host;
+
+#define LLM_BACKEND_ENTRY "llm_backend_entry_v1"
+typedef const struct llm_backend_ops *(*llm_backend_entry_fn)(const llm_backend_host *host);
+
 /* The backend registry. */
 typedef struct llm_backend_handle {
     const struct llm_backend_ops *ops;
@@ -150,5 +169,16 @@ typedef struct llm_backend_handle {
 LLM_INTERNAL const struct llm_backend_ops *llm__backend_cpu_ops(void);
 /* The backend by name ("cpu", or NULL for the default); NULL if unknown. */
 LLM_INTERNAL const struct llm_backend_ops *llm__backend_find(const char *name);
+/* The ops of module libllm-<name>.so (opened once per process, looked for on
+ * LLM_BACKEND_PATH, then beside libllm, then on the loader's search path); NULL with a
+ * message (llm_last_error) when it cannot be opened or does not match this libllm. */
+LLM_INTERNAL const struct llm_backend_ops *llm__backend_module(const char *name);
+/* Chooses a backend by name and creates an instance: "cpu"; "cuda" (the module, on
+ * cfg->device); "auto", "" or NULL: the CUDA module when it loads and the device exists,
+ * else the CPU, saying which through the log. An explicit GPU backend that cannot start
+ * is an error (LLM_ERR_UNSUPPORTED); an unknown name is LLM_ERR_INVALID_ARG. */
+LLM_INTERNAL llm_status llm__backend_open(const char *name, const llm_backend_config *cfg,
+                                         const struct llm_backend_ops **ops,
+                                         llm_backend **be);
 
 #endif

@@ -212,9 +212,9 @@ llm_status llm_model_load(const char *path, const llm_model_params *params, llm_
     st = llm__tokenizer_create(m->gguf, &m->tok);
     if (st != LLM_OK)
         goto fail;
-    m->ops = llm__backend_find(NULL);
-    llm_backend_config cfg = {.n_threads = p.n_threads};
-    st = m->ops->create(&cfg, &m->be);
+    m->device = p.device;
+    llm_backend_config cfg = {.n_threads = p.n_threads, .device = p.device};
+    st = llm__backend_open(p.backend, &cfg, &m->ops, &m->be);
     if (st != LLM_OK)
         goto fail;
     st = m->arch->load(m);
@@ -280,6 +280,7 @@ int32_t llm_model_n_ctx_train(const llm_model *m) { return m ? m->hp.n_ctx_train
 int32_t llm_model_n_embd(const llm_model *m) { return m ? m->hp.n_embd : 0; }
 int32_t llm_model_n_layer(const llm_model *m) { return m ? m->hp.n_layer : 0; }
 const char *llm_model_chat_template(const llm_model *m) { return m ? m->chat_template : NULL; }
+const char *llm_model_backend(const llm_model *m) { return m && m->ops ? m->ops->name : ""; }
 
 llm_token llm_model_token(const llm_model *m, llm_special_token which)
 {

@@ -96,6 +96,7 @@ struct llm_model {
     const char *chat_template;
     const struct llm_backend_ops *ops;
     llm_backend *be; /* owns prepared weights */
+    int32_t device;  /* the GPU the weights live on; contexts create their backends there */
 };
 
 /* Binds tensor `name` into *t, checking its shape [ne0, ne1] (ne1 = 1 for a vector), and

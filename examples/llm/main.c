@@ -32,6 +32,8 @@ typedef struct options {
     const char *chat_template; /* overrides the model's */
     int chat;                  /* run: wrap the prompt as one user message */
     int32_t threads;
+    const char *backend; /* "auto", "cpu", "cuda" */
+    int32_t device;
     int have_seed;
     uint64_t seed;
     float temp, top_p, min_p, repeat_penalty, presence_penalty, frequency_penalty;
@@ -91,6 +93,9 @@ static const char *usage_common =
     "model and context:\n"
     "  -m, --model FILE        GGUF model file (required)\n"
     "  -t, --threads N         compute threads (default: one per core)\n"
+    "      --backend NAME      auto, cpu or cuda; auto takes the GPU when the CUDA module\n"
+    "                          and a device are there (default: auto)\n"
+    "      --device N          GPU index for the cuda backend (default: 0)\n"
     "  -c, --ctx-size N        context size in tokens (default: min(4096, trained))\n"
     "  -b, --batch-size N      prompt tokens decoded per batch (default: 512)\n"
     "sampling:\n"
@@ -243,6 +248,10 @@ static void parse_args(const char *cmd, int argc, char **argv, options *o)
             o->chat_template = VALUE();
         } else if (IS("-t", "--threads")) {
             o->threads = (int32_t)parse_int(a, VALUE(), 1, 4096);
+        } else if (IS("--backend", NULL)) {
+            o->backend = VALUE();
+        } else if (IS("--device", NULL)) {
+            o->device = (int32_t)parse_int(a, VALUE(), 0, 1024);
         } else if (IS("--seed", NULL) || IS("-s", NULL)) {
             o->seed = parse_seed(a, VALUE());
             o->have_seed = 1;
@@ -382,6 +391,8 @@ static llm_model *load_model(const options *o)
     llm_model_params mp;
     llm_model_params_init(&mp);
     mp.n_threads = o->threads;
+    mp.backend = o->backend;
+    mp.device = o->device;
     int last = -1;
     if (!o->quiet && isatty(STDERR_FILENO)) {
         mp.progress = on_progress;

@@ -1,0 +1,68 @@
+/* common.cuh - what the CUDA backend's source files share: the backend instance, the
+ * prepared weight, error recording, and the launch helpers. Private to backends/cuda/. */
+#ifndef LLM_CUDA_COMMON_CUH
+#define LLM_CUDA_COMMON_CUH
+
+#include "compat.h"
+
+extern "C" {
+#include "../../lib/backend.h"
+}
+
+#define HIDDEN __attribute__((visibility("hidden")))
+
+/* The functions libllm lent the module (errors, logging); set by the entry point. */
+extern HIDDEN const llm_backend_host *cu_host;
+
+struct llm_backend {
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    llm_status err;           /* first error since the last synchronize */
+    char err_msg[512];
+    /* scratch for the dequantize + cuBLAS path: f16/bf16 weights and activations */
+    void *scratch;
+    size_t scratch_cap;
+    /* activations rounded as the CPU rounds them before a matmul */
+    void *act;
+    size_t act_cap;
+    int n_sm;
+};
+
+/* A prepared weight: the device copy of the tensor's bytes (extra points here). */
+typedef struct cu_weight {
+    void *data;    /* rows of row_bytes, as in the file */
+    int device;
+} cu_weight;
+
+static inline const void *wdata(const llm_tensor *w)
+{
+    return w && w->data && w->extra ? ((const cu_weight *)w->extra)->data : NULL;
+}
+
+/* Records the first error of the queued work (reported by synchronize). */
+HIDDEN void cu_record(llm_backend *be, llm_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Checks a runtime call or a launch; records a failure with where it happened. */
+HIDDEN int cu_check(llm_backend *be, cudaError_t e, const char *what);
+#define CU_LAUNCHED(be, what) cu_check((be), cudaGetLastError(), (what))
+
+/* A device buffer of at least n bytes that grows (waiting for queued work that may still
+ * read the old one); NULL with an error recorded on failure. */
+HIDDEN void *cu_buffer(llm_backend *be, void **buf, size_t *cap, size_t n);
+static inline void *cu_scratch(llm_backend *be, size_t n)
+{
+    return cu_buffer(be, &be->scratch, &be->scratch_cap, n);
+}
+
+static inline unsigned cdiv(int64_t a, int64_t b) { return (unsigned)((a + b - 1) / b); }
+
+/* ops defined in matmul.cu and attention.cu */
+HIDDEN int cu_dtype_supported(uint32_t t);
+HIDDEN void cu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w,
+                      const float *x, int64_t ldx, int64_t n);
+HIDDEN void cu_get_rows(llm_backend *be, float *y, const llm_tensor *w, const int32_t *ids,
+                        int64_t n);
+HIDDEN void cu_attention(llm_backend *be, const llm_attention_args *a);
+
+#endif

@@ -1,0 +1,470 @@
+/* cuda.cu - the CUDA backend: the module's entry point, the backend instance (one stream
+ * and one cuBLAS handle each), memory, weight preparation, and the element-wise ops. The
+ * matmuls live in matmul.cu, attention in attention.cu.
+ *
+ * Every op is queued on the instance's stream and returns at once; launch failures and
+ * runtime errors are recorded and reported by the next synchronize (or download). Weights
+ * are prepared once by the model's instance and used by every context's instance: a
+ * prepared weight is plain device memory, reachable from any stream of the device. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.cuh"
+
+const llm_backend_host *cu_host;
+
+/* ---- errors -------------------------------------------------------------------------- */
+
+void cu_record(llm_backend *be, llm_status st, const char *fmt, ...)
+{
+    if (be->err != LLM_OK)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(be->err_msg, sizeof be->err_msg, fmt, ap);
+    va_end(ap);
+    be->err = st;
+}
+
+int cu_check(llm_backend *be, cudaError_t e, const char *what)
+{
+    if (e == cudaSuccess)
+        return 1;
+    cu_record(be, e == cudaErrorMemoryAllocation ? LLM_ERR_NO_MEMORY : LLM_ERR_BACKEND,
+              "cuda: %s: %s", what, cudaGetErrorString(e));
+    return 0;
+}
+
+/* Hands the recorded error to libllm's error slot and clears it. */
+static llm_status take_error(llm_backend *be)
+{
+    llm_status st = be->err;
+    if (st != LLM_OK) {
+        cu_host->fail(st, "%s", be->err_msg);
+        be->err = LLM_OK;
+    }
+    return st;
+}
+
+void *cu_buffer(llm_backend *be, void **buf, size_t *cap, size_t n)
+{
+    if (*cap >= n)
+        return *buf;
+    /* the stream may still read the old buffer */
+    if (!cu_check(be, cudaStreamSynchronize(be->stream), "synchronize before growing a buffer"))
+        return NULL;
+    cudaFree(*buf);
+    *buf = NULL;
+    *cap = 0;
+    size_t want = n < ((size_t)4 << 20) ? ((size_t)4 << 20) : n;
+    if (!cu_check(be, cudaMalloc(buf, want), "scratch allocation"))
+        return NULL;
+    *cap = want;
+    return *buf;
+}
+
+/* ---- instance -------------------------------------------------------------------------- */
+
+static llm_status cu_create(const llm_backend_config *cfg, llm_backend **out)
+{
+    *out = NULL;
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess) {
+        cudaGetLastError(); /* clear it */
+        return cu_host->fail(LLM_ERR_UNSUPPORTED, "cuda: no usable driver or device (%s)",
+                             cudaGetErrorString(e));
+    }
+    const int dev = cfg ? cfg->device : 0;
+    if (dev < 0 || dev >= count)
+        return cu_host->fail(LLM_ERR_UNSUPPORTED, "cuda: device %d does not exist (%d found)",
+                             dev, count);
+    if ((e = cudaSetDevice(dev)) != cudaSuccess)
+        return cu_host->fail(LLM_ERR_BACKEND, "cuda: cannot use device %d: %s", dev,
+                             cudaGetErrorString(e));
+    llm_backend *be = (llm_backend *)calloc(1, sizeof *be);
+    if (!be)
+        return cu_host->fail(LLM_ERR_NO_MEMORY, "cuda: out of memory");
+    be->device = dev;
+    cudaDeviceProp prop;
+    if ((e = cudaGetDeviceProperties(&prop, dev)) != cudaSuccess ||
+        (e = cudaStreamCreateWithFlags(&be->stream, cudaStreamNonBlocking)) != cudaSuccess) {
+        free(be);
+        return cu_host->fail(LLM_ERR_BACKEND, "cuda: device %d: %s", dev, cudaGetErrorString(e));
+    }
+    be->n_sm = prop.multiProcessorCount;
+    if (cublasCreate(&be->blas) != CUBLAS_STATUS_SUCCESS) {
+        cudaStreamDestroy(be->stream);
+        free(be);
+        return cu_host->fail(LLM_ERR_BACKEND, "cuda: cuBLAS cannot start on device %d", dev);
+    }
+    cublasSetStream(be->blas, be->stream);
+    cu_host->log(LLM_LOG_DEBUG, "cuda: device %d: %s, compute %d.%d, %d SMs, %.1f GiB", dev,
+                 prop.name, prop.major, prop.minor, prop.multiProcessorCount,
+                 (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
+    *out = be;
+    return LLM_OK;
+}
+
+static void cu_destroy(llm_backend *be)
+{
+    if (!be)
+        return;
+    cudaSetDevice(be->device);
+    cudaStreamSynchronize(be->stream);
+    cudaFree(be->scratch);
+    cudaFree(be->act);
+    cublasDestroy(be->blas);
+    cudaStreamDestroy(be->stream);
+    free(be);
+}
+
+static llm_status cu_set_threads(llm_backend *be, int32_t n)
+{
+    (void)be;
+    if (n < 1 || n > 1024)
+        return cu_host->fail(LLM_ERR_INVALID_ARG, "cuda backend: n_threads %d out of range", n);
+    return LLM_OK; /* host threads play no part */
+}
+
+static void *cu_alloc(llm_backend *be, size_t n)
+{
+    void *p = NULL;
+    cudaSetDevice(be->device);
+    if (cudaMalloc(&p, n ? n : 256) != cudaSuccess) {
+        cudaGetLastError();
+        return NULL;
+    }
+    return p;
+}
+
+static void cu_free(llm_backend *be, void *p)
+{
+    if (!p)
+        return;
+    cudaSetDevice(be->device);
+    cudaFree(p);
+}
+
+static void cu_upload(llm_backend *be, void *dst, const void *src, size_t n)
+{
+    if (n)
+        cu_check(be, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, be->stream), "upload");
+}
+
+static llm_status cu_download(llm_backend *be, void *dst, const void *src, size_t n)
+{
+    if (n)
+        cu_check(be, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, be->stream),
+                 "download");
+    cu_check(be, cudaStreamSynchronize(be->stream), "queued work");
+    return take_error(be);
+}
+
+static int cu_supports_dtype(llm_backend *be, uint32_t t)
+{
+    (void)be;
+    return cu_dtype_supported(t);
+}
+
+static llm_status cu_prepare_weight(llm_backend *be, llm_tensor *w)
+{
+    if (!w->data)
+        return LLM_OK;
+    if (!cu_dtype_supported(w->dtype))
+        return cu_host->fail(LLM_ERR_UNSUPPORTED, "cuda backend: tensor '%s' has type %u, "
+                             "which the CUDA backend does not support", w->name, w->dtype);
+    const size_t bytes = w->row_bytes * (size_t)w->ne[1];
+    cu_weight *cw = (cu_weight *)calloc(1, sizeof *cw);
+    if (!cw)
+        return cu_host->fail(LLM_ERR_NO_MEMORY, "cuda backend: out of memory");
+    cudaSetDevice(be->device);
+    cudaError_t e = cudaMalloc(&cw->data, bytes ? bytes : 256);
+    if (e == cudaSuccess)
+        e = cudaMemcpy(cw->data, w->data, bytes, cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        cudaFree(cw->data);
+        free(cw);
+        return cu_host->fail(e == cudaErrorMemoryAllocation ? LLM_ERR_NO_MEMORY : LLM_ERR_BACKEND,
+                             "cuda backend: tensor '%s' (%zu bytes): %s", w->name, bytes,
+                             cudaGetErrorString(e));
+    }
+    cw->device = be->device;
+    w->extra = cw;
+    return LLM_OK;
+}
+
+static void cu_release_weight(llm_backend *be, llm_tensor *w)
+{
+    cu_weight *cw = (cu_weight *)w->extra;
+    if (!cw)
+        return;
+    cudaSetDevice(be->device);
+    cudaFree(cw->data);
+    free(cw);
+    w->extra = NULL;
+}
+
+/* ---- element-wise ops ------------------------------------------------------------------ */
+
+#define THREADS 256
+
+/* Sum over the block (blockDim.x a multiple of the warp width, at most 1024). */
+static __device__ float block_sum(float v)
+{
+    __shared__ float part[1024 / LLM_WARP_SIZE];
+    for (int o = LLM_WARP_SIZE / 2; o > 0; o >>= 1)
+        v += LLM_SHFL_XOR(v, o);
+    const int lane = threadIdx.x % LLM_WARP_SIZE, warp = threadIdx.x / LLM_WARP_SIZE;
+    if (lane == 0)
+        part[warp] = v;
+    __syncthreads();
+    const int n_warps = blockDim.x / LLM_WARP_SIZE;
+    v = lane < n_warps ? part[lane] : 0.0f;
+    for (int o = LLM_WARP_SIZE / 2; o > 0; o >>= 1)
+        v += LLM_SHFL_XOR(v, o);
+    __syncthreads(); /* part may be reused by the caller's next call */
+    return v;
+}
+
+static __global__ void k_rms_norm(float *y, const float *x, const float *w, int64_t dim,
+                                  float eps)
+{
+    const float *xr = x + blockIdx.x * dim;
+    float *yr = y + blockIdx.x * dim;
+    float s = 0.0f;
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x)
+        s += xr[i] * xr[i];
+    s = block_sum(s);
+    const float scale = 1.0f / sqrtf(s / (float)dim + eps);
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x)
+        yr[i] = w ? (xr[i] * scale) * w[i] : xr[i] * scale;
+}
+
+static void cu_rms_norm(llm_backend *be, float *y, const float *x, const llm_tensor *w,
+                        int64_t n_rows, int64_t dim, float eps)
+{
+    if (n_rows <= 0)
+        return;
+    const int threads = dim >= 1024 ? 512 : dim >= 256 ? 256 : 64;
+    k_rms_norm<<<(unsigned)n_rows, threads, 0, be->stream>>>(y, x, (const float *)wdata(w), dim,
+                                                             eps);
+    CU_LAUNCHED(be, "rms_norm");
+}
+
+/* One block per (token, head); thread i rotates pair i. The angle is built as the CPU
+ * backend builds it, a running product in float, so that both agree to rounding. */
+static __global__ void k_rope(float *x, int32_t n_heads, int32_t head_dim, int32_t n_rot,
+                              const int32_t *pos, float theta_scale, float freq_scale,
+                              const float *ff, int neox)
+{
+    const int64_t t = blockIdx.x / n_heads;
+    float *v = x + (int64_t)blockIdx.x * head_dim;
+    const int half = n_rot / 2;
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        float theta = (float)pos[t];
+        for (int k = 0; k < i; k++)
+            theta *= theta_scale;
+        const float th = freq_scale * (theta / (ff ? ff[i] : 1.0f));
+        const float c = cosf(th), s = sinf(th);
+        const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+        const float a = v[i0], b = v[i1];
+        v[i0] = a * c - b * s;
+        v[i1] = a * s + b * c;
+    }
+}
+
+static void cu_rope(llm_backend *be, float *x, int64_t n_tokens, int32_t n_heads,
+                    int32_t head_dim, int32_t n_rot, const int32_t *pos, float freq_base,
+                    float freq_scale, const llm_tensor *ff, int mode)
+{
+    if (n_tokens <= 0 || n_rot <= 0)
+        return;
+    const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
+    const int threads = n_rot / 2 >= 64 ? 64 : 32;
+    k_rope<<<(unsigned)(n_tokens * n_heads), threads, 0, be->stream>>>(
+        x, n_heads, head_dim, n_rot, pos, theta_scale, freq_scale, (const float *)wdata(ff),
+        mode == LLM_ROPE_NEOX);
+    CU_LAUNCHED(be, "rope");
+}
+
+/* GELU (tanh form) of the input rounded to f16, rounded to f16: the CPU backend's table. */
+static __device__ float gelu_f16(float x)
+{
+    if (x <= -10.0f)
+        return 0.0f;
+    if (x >= 10.0f)
+        return x;
+    const float h = __half2float(__float2half_rn(x));
+    const float c = 0.7978845608028654f;
+    const float g = 0.5f * h * (1.0f + tanhf(c * h * (1.0f + 0.044715f * h * h)));
+    return __half2float(__float2half_rn(g));
+}
+
+static __global__ void k_glu(float *y, const float *gate, const float *up, int64_t n, int act)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const float g = gate[i];
+        const float a = act == LLM_ACT_GELU_TANH ? gelu_f16(g) : g / (1.0f + expf(-g));
+        y[i] = a * up[i];
+    }
+}
+
+static unsigned grid_for(const llm_backend *be, int64_t n)
+{
+    const int64_t cap = (int64_t)be->n_sm * 16;
+    const int64_t blocks = (n + THREADS - 1) / THREADS;
+    return (unsigned)(blocks < cap ? blocks : cap);
+}
+
+static void cu_glu(llm_backend *be, float *y, const float *gate, const float *up, int64_t n,
+                   int act)
+{
+    if (n <= 0)
+        return;
+    k_glu<<<grid_for(be, n), THREADS, 0, be->stream>>>(y, gate, up, n, act);
+    CU_LAUNCHED(be, "glu");
+}
+
+static __global__ void k_add(float *y, const float *a, const float *b, int64_t n)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        y[i] = a[i] + b[i];
+}
+
+static void cu_add(llm_backend *be, float *y, const float *a, const float *b, int64_t n)
+{
+    if (n <= 0)
+        return;
+    k_add<<<grid_for(be, n), THREADS, 0, be->stream>>>(y, a, b, n);
+    CU_LAUNCHED(be, "add");
+}
+
+static __global__ void k_scale(float *y, const float *x, float s, int64_t n)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        y[i] = x[i] * s;
+}
+
+static void cu_scale(llm_backend *be, float *y, const float *x, float s, int64_t n)
+{
+    if (n <= 0)
+        return;
+    k_scale<<<grid_for(be, n), THREADS, 0, be->stream>>>(y, x, s, n);
+    CU_LAUNCHED(be, "scale");
+}
+
+static __global__ void k_copy_rows(float *y, const float *x, int64_t dim, const int32_t *rows)
+{
+    const float *src = x + (int64_t)rows[blockIdx.x] * dim;
+    float *dst = y + (int64_t)blockIdx.x * dim;
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x)
+        dst[i] = src[i];
+}
+
+static void cu_copy_rows(llm_backend *be, float *y, const float *x, int64_t dim,
+                         const int32_t *rows, int64_t n)
+{
+    if (n <= 0)
+        return;
+    k_copy_rows<<<(unsigned)n, THREADS, 0, be->stream>>>(y, x, dim, rows);
+    CU_LAUNCHED(be, "copy_rows");
+}
+
+/* ---- KV cache -------------------------------------------------------------------------- */
+
+static __global__ void k_kv_write(__half *kc, __half *vc, const float *k, const float *v,
+                                  const int32_t *slots, int64_t row)
+{
+    const int64_t t = blockIdx.y;
+    const int64_t dst = (int64_t)slots[t] * row;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < row;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        kc[dst + i] = __float2half_rn(k[t * row + i]);
+        vc[dst + i] = __float2half_rn(v[t * row + i]);
+    }
+}
+
+static void cu_kv_write(llm_backend *be, const llm_kv_layer *kv, const float *k, const float *v,
+                        const int32_t *slots, int64_t n_tokens)
+{
+    if (n_tokens <= 0)
+        return;
+    const int64_t row = (int64_t)kv->n_head_kv * kv->head_dim;
+    dim3 grid(cdiv(row, THREADS), (unsigned)n_tokens);
+    k_kv_write<<<grid, THREADS, 0, be->stream>>>((__half *)kv->k, (__half *)kv->v, k, v, slots,
+                                                 row);
+    CU_LAUNCHED(be, "kv_write");
+}
+
+static void cu_kv_copy_block(llm_backend *be, const llm_kv_layer *kv, int32_t block_size,
+                             int32_t dst, int32_t src)
+{
+    const size_t bytes = (size_t)block_size * kv->n_head_kv * kv->head_dim * sizeof(__half);
+    cu_check(be, cudaMemcpyAsync((char *)kv->k + (size_t)dst * bytes,
+                                 (const char *)kv->k + (size_t)src * bytes, bytes,
+                                 cudaMemcpyDeviceToDevice, be->stream), "kv_copy_block");
+    cu_check(be, cudaMemcpyAsync((char *)kv->v + (size_t)dst * bytes,
+                                 (const char *)kv->v + (size_t)src * bytes, bytes,
+                                 cudaMemcpyDeviceToDevice, be->stream), "kv_copy_block");
+}
+
+/* ---- synchronisation ------------------------------------------------------------------- */
+
+static const char *cu_features(void)
+{
+    return "cuda";
+}
+
+static llm_status cu_synchronize(llm_backend *be)
+{
+    cu_check(be, cudaStreamSynchronize(be->stream), "queued work");
+    return take_error(be);
+}
+
+static const struct llm_backend_ops cuda_ops = {
+    .abi_version = LLM_BACKEND_ABI_VERSION,
+    .size = sizeof(struct llm_backend_ops),
+    .name = "cuda",
+    .flags = 0, /* device memory: the core uploads and downloads */
+    .create = cu_create,
+    .destroy = cu_destroy,
+    .set_threads = cu_set_threads,
+    .alloc = cu_alloc,
+    .free = cu_free,
+    .upload = cu_upload,
+    .download = cu_download,
+    .prepare_weight = cu_prepare_weight,
+    .release_weight = cu_release_weight,
+    .supports_dtype = cu_supports_dtype,
+    .matmul = cu_matmul,
+    .get_rows = cu_get_rows,
+    .rms_norm = cu_rms_norm,
+    .rope = cu_rope,
+    .glu = cu_glu,
+    .copy_rows = cu_copy_rows,
+    .add = cu_add,
+    .scale = cu_scale,
+    .kv_write = cu_kv_write,
+    .kv_copy_block = cu_kv_copy_block,
+    .attention = cu_attention,
+    .features = cu_features,
+    .synchronize = cu_synchronize,
+};
+
+/* The module's one exported symbol (LLM_BACKEND_ENTRY). */
+extern "C" __attribute__((visibility("default"))) const struct llm_backend_ops *
+llm_backend_entry_v1(const llm_backend_host *host)
+{
+    if (!host || host->abi_version != LLM_BACKEND_ABI_VERSION || host->size < sizeof *host)
+        return NULL;
+    cu_host = host;
+    return &cuda_ops;
+}

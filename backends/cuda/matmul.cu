@@ -1,0 +1,598 @@
+/* matmul.cu - y = x·Wᵀ for every weight type the CPU backend reads, and get_rows.
+ *
+ * Few tokens (decode): a matrix-vector kernel that reads the quantized blocks directly,
+ * one warp per weight row, each lane dequantizing chunks of 8 consecutive elements and
+ * dotting them with up to 8 activation rows in f32. The weights are read once per call,
+ * which is what bounds decoding.
+ * Many tokens (prompts): the weight is expanded to f16 in slices that fit the scratch,
+ * the activations are rounded to f16 (bf16 for BF16 weights), and cuBLAS multiplies them
+ * with f32 accumulation; F32 weights go through SGEMM unchanged.
+ *
+ * Both paths first round the activations as the CPU backend (and llama.cpp) does before
+ * its dot products: to the weight type's vec_dot_type, Q8_0/Q8_1 blocks of 32 or Q8_K
+ * blocks of 256, with the same arithmetic, so the two backends differ only in how the
+ * products are summed. Without this, greedy decoding on the two would part wherever the
+ * two best logits lie within the ~0.2 that 8-bit activations move them. */
+#include "common.cuh"
+
+/* more tokens than this take the cuBLAS path */
+#define MATVEC_MAX_TOKENS 8
+/* weight rows expanded to f16 at a time on the cuBLAS path */
+#define SLICE_BYTES ((size_t)64 << 20)
+
+int cu_dtype_supported(uint32_t t)
+{
+    switch (t) {
+    case LLM_DT_F32: case LLM_DT_F16: case LLM_DT_BF16:
+    case LLM_DT_Q4_0: case LLM_DT_Q4_1: case LLM_DT_Q5_0: case LLM_DT_Q5_1: case LLM_DT_Q8_0:
+    case LLM_DT_Q2_K: case LLM_DT_Q3_K: case LLM_DT_Q4_K: case LLM_DT_Q5_K: case LLM_DT_Q6_K:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static bool is_float_type(uint32_t t)
+{
+    return t == LLM_DT_F32 || t == LLM_DT_F16 || t == LLM_DT_BF16;
+}
+
+/* ---- dequantization ------------------------------------------------------------------ *
+ * deq8<T>(row, c, v): elements 8c .. 8c+7 of a row of type T. The block layouts are
+ * GGUF's (see backends/cpu/quants.h); offsets are in bytes from the block start. All f16
+ * fields sit at even offsets of blocks of even size, so 2-byte loads are aligned. */
+
+static __device__ __forceinline__ float f16at(const uint8_t *p)
+{
+    return __half2float(*(const __half *)p);
+}
+
+static __device__ __forceinline__ float bf16_bits(uint16_t u)
+{
+    return __uint_as_float((uint32_t)u << 16);
+}
+
+/* Q4_K/Q5_K: the 6-bit scale and min of group g (0..7), packed in 12 bytes. */
+static __device__ __forceinline__ void k4_scale_min(int g, const uint8_t *q, int &sc, int &m)
+{
+    if (g < 4) {
+        sc = q[g] & 63;
+        m = q[g + 4] & 63;
+    } else {
+        sc = (q[g + 4] & 0xf) | ((q[g - 4] >> 6) << 4);
+        m = (q[g + 4] >> 4) | ((q[g] >> 6) << 4);
+    }
+}
+
+template <int T>
+static __device__ __forceinline__ void deq8(const uint8_t *row, int64_t c, float v[8])
+{
+    if (T == LLM_DT_F32) {
+        const float *p = (const float *)row + 8 * c;
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            v[i] = p[i];
+    } else if (T == LLM_DT_F16) {
+        const __half *p = (const __half *)row + 8 * c;
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            v[i] = __half2float(p[i]);
+    } else if (T == LLM_DT_BF16) {
+        const uint16_t *p = (const uint16_t *)row + 8 * c;
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            v[i] = bf16_bits(p[i]);
+    } else if (T == LLM_DT_Q4_0 || T == LLM_DT_Q4_1) {
+        const int bsz = T == LLM_DT_Q4_0 ? 18 : 20;
+        const uint8_t *b = row + (c >> 2) * bsz;
+        const int s = (int)(c & 3), j0 = (s & 1) * 8, sh = (s >> 1) * 4;
+        const float d = f16at(b);
+        const uint8_t *qs = b + (T == LLM_DT_Q4_0 ? 2 : 4);
+        const float m = T == LLM_DT_Q4_1 ? f16at(b + 2) : 0.0f;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int q = (qs[j0 + i] >> sh) & 0xf;
+            v[i] = T == LLM_DT_Q4_0 ? (float)(q - 8) * d : (float)q * d + m;
+        }
+    } else if (T == LLM_DT_Q5_0 || T == LLM_DT_Q5_1) {
+        const int bsz = T == LLM_DT_Q5_0 ? 22 : 24;
+        const uint8_t *b = row + (c >> 2) * bsz;
+        const int s = (int)(c & 3), j0 = (s & 1) * 8, sh = (s >> 1) * 4;
+        const float d = f16at(b);
+        const uint8_t *qh = b + (T == LLM_DT_Q5_0 ? 2 : 4);
+        const uint8_t *qs = qh + 4;
+        const float m = T == LLM_DT_Q5_1 ? f16at(b + 2) : 0.0f;
+        const uint32_t h = (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 |
+                           (uint32_t)qh[3] << 24;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int e = s * 8 + i;
+            const int q = ((qs[j0 + i] >> sh) & 0xf) | (int)(((h >> e) & 1) << 4);
+            v[i] = T == LLM_DT_Q5_0 ? (float)(q - 16) * d : (float)q * d + m;
+        }
+    } else if (T == LLM_DT_Q8_0) {
+        const uint8_t *b = row + (c >> 2) * 34;
+        const float d = f16at(b);
+        const int8_t *qs = (const int8_t *)(b + 2) + (c & 3) * 8;
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            v[i] = (float)qs[i] * d;
+    } else if (T == LLM_DT_Q2_K) {
+        const uint8_t *b = row + (c >> 5) * 84;
+        const int e0 = (int)(c & 31) * 8, h = e0 / 128, s = (e0 % 128) / 32, l0 = e0 % 32;
+        const int sc = b[e0 / 16];
+        const float dl = f16at(b + 80) * (float)(sc & 0xf);
+        const float ml = f16at(b + 82) * (float)(sc >> 4);
+        const uint8_t *qs = b + 16 + 32 * h + l0;
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            v[i] = dl * (float)((qs[i] >> (2 * s)) & 3) - ml;
+    } else if (T == LLM_DT_Q3_K) {
+        const uint8_t *b = row + (c >> 5) * 110;
+        const int e0 = (int)(c & 31) * 8, h = e0 / 128, s = (e0 % 128) / 32, l0 = e0 % 32;
+        const uint8_t *sb = b + 96;
+        const int j = e0 / 16;
+        const int lo = j < 8 ? (sb[j] & 0xf) : (sb[j - 8] >> 4);
+        const int hi = (sb[8 + j % 4] >> (2 * (j / 4))) & 3;
+        const float dl = f16at(b + 108) * (float)((lo | (hi << 4)) - 32);
+        const uint8_t *hm = b + l0, *qs = b + 32 + 32 * h + l0;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int q = ((qs[i] >> (2 * s)) & 3) - (((hm[i] >> (4 * h + s)) & 1) ? 0 : 4);
+            v[i] = dl * (float)q;
+        }
+    } else if (T == LLM_DT_Q4_K || T == LLM_DT_Q5_K) {
+        const int bsz = T == LLM_DT_Q4_K ? 144 : 176;
+        const uint8_t *b = row + (c >> 5) * bsz;
+        const int e0 = (int)(c & 31) * 8, g = e0 / 32, l0 = e0 % 32;
+        int sc, m;
+        k4_scale_min(g, b + 4, sc, m);
+        const float d1 = f16at(b) * (float)sc, m1 = f16at(b + 2) * (float)m;
+        const uint8_t *qs = b + (T == LLM_DT_Q4_K ? 16 : 48) + 32 * (g / 2) + l0;
+        const uint8_t *qh = b + 16 + l0;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            int q = (qs[i] >> (4 * (g & 1))) & 0xf;
+            if (T == LLM_DT_Q5_K)
+                q |= ((qh[i] >> g) & 1) << 4;
+            v[i] = d1 * (float)q - m1;
+        }
+    } else if (T == LLM_DT_Q6_K) {
+        const uint8_t *b = row + (c >> 5) * 210;
+        const int e0 = (int)(c & 31) * 8, h = e0 / 128, s = (e0 % 128) / 32, l0 = e0 % 32;
+        const float dl = f16at(b + 208) * (float)((const int8_t *)(b + 192))[e0 / 16];
+        const uint8_t *ql = b + 64 * h + 32 * (s & 1) + l0, *qh = b + 128 + 32 * h + l0;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int lo = (ql[i] >> (4 * (s >> 1))) & 0xf, hi = (qh[i] >> (2 * s)) & 3;
+            v[i] = dl * (float)((lo | (hi << 4)) - 32);
+        }
+    }
+}
+
+/* One element of a float-typed row (rows whose length is not a multiple of 8). */
+template <int T>
+static __device__ __forceinline__ float deq1(const uint8_t *row, int64_t i)
+{
+    if (T == LLM_DT_F32)
+        return ((const float *)row)[i];
+    if (T == LLM_DT_F16)
+        return __half2float(((const __half *)row)[i]);
+    return bf16_bits(((const uint16_t *)row)[i]);
+}
+
+static __device__ __forceinline__ float warp_sum(float v)
+{
+#pragma unroll
+    for (int o = LLM_WARP_SIZE / 2; o > 0; o >>= 1)
+        v += LLM_SHFL_XOR(v, o);
+    return v;
+}
+
+/* ---- activation rounding ------------------------------------------------------------- */
+
+enum { ROUND_NONE, ROUND_F16, ROUND_BF16, ROUND_Q8_0, ROUND_Q8_K };
+
+static int rounding_of(uint32_t t)
+{
+    switch (t) {
+    case LLM_DT_F32: return ROUND_NONE;
+    case LLM_DT_F16: return ROUND_F16;
+    case LLM_DT_BF16: return ROUND_BF16;
+    case LLM_DT_Q2_K: case LLM_DT_Q3_K: case LLM_DT_Q4_K: case LLM_DT_Q5_K: case LLM_DT_Q6_K:
+        return ROUND_Q8_K;
+    default: return ROUND_Q8_0; /* Q8_0 and Q8_1 hold the same values */
+    }
+}
+
+static __device__ float bf16_round(float x)
+{
+    const uint32_t u = __float_as_uint(x);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return x;
+    return __uint_as_float(((u + (0x7fffu + ((u >> 16) & 1))) >> 16) << 16);
+}
+
+/* One block of 256 threads per (256 elements, activation row): writes the rounded row to
+ * out [n][k]. Q8_0: per 32, d = amax/127 (stored as f16), q = roundf(x / d). Q8_K: per
+ * 256, the first element of largest magnitude maps to -127, q = rint(x * -127/max). */
+static __global__ void __launch_bounds__(256)
+k_round_act(const float *__restrict__ x, int64_t ldx, int64_t k, int mode, float *__restrict__ out)
+{
+    const int64_t j = blockIdx.y, i = (int64_t)blockIdx.x * 256 + threadIdx.x;
+    const bool in = i < k;
+    const float v = in ? x[j * ldx + i] : 0.0f;
+    float r = v;
+    if (mode == ROUND_F16) {
+        r = __half2float(__float2half_rn(v));
+    } else if (mode == ROUND_BF16) {
+        r = bf16_round(v);
+    } else if (mode == ROUND_Q8_0) {
+        float amax = fabsf(v);
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) /* groups of 32 lanes (two per warp on 64-wide) */
+            amax = fmaxf(amax, LLM_SHFL_XOR(amax, o));
+        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        r = roundf(v * id) * __half2float(__float2half_rn(d));
+    } else if (mode == ROUND_Q8_K) {
+        __shared__ float s_abs[256 / LLM_WARP_SIZE];
+        __shared__ int s_idx[256 / LLM_WARP_SIZE];
+        __shared__ float s_max;
+        float a = in ? fabsf(v) : -1.0f;
+        int idx = (int)threadIdx.x;
+#pragma unroll
+        for (int o = LLM_WARP_SIZE / 2; o > 0; o >>= 1) {
+            const float a2 = LLM_SHFL_XOR(a, o);
+            const int i2 = LLM_SHFL_XOR(idx, o);
+            if (a2 > a || (a2 == a && i2 < idx))
+                a = a2, idx = i2;
+        }
+        const int lane = threadIdx.x % LLM_WARP_SIZE, warp = threadIdx.x / LLM_WARP_SIZE;
+        if (lane == 0)
+            s_abs[warp] = a, s_idx[warp] = idx;
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            float ba = s_abs[0];
+            int bi = s_idx[0];
+            for (int w = 1; w < 256 / LLM_WARP_SIZE; w++)
+                if (s_abs[w] > ba || (s_abs[w] == ba && s_idx[w] < bi))
+                    ba = s_abs[w], bi = s_idx[w];
+            s_max = ba > 0.0f ? x[j * ldx + (int64_t)blockIdx.x * 256 + bi] : 0.0f;
+        }
+        __syncthreads();
+        const float mx = s_max;
+        if (mx == 0.0f) {
+            r = 0.0f;
+        } else {
+            const float iscale = -127.0f / mx;
+            const float q = fminf(rintf(iscale * v), 127.0f);
+            r = q * (1.0f / iscale);
+        }
+    }
+    if (in)
+        out[j * k + i] = r;
+}
+
+/* The activations rounded for weight type t, as [n][k] in the backend's activation
+ * buffer; x itself for F32 weights. NULL (error recorded) when memory runs out. */
+static const float *round_activations(llm_backend *be, uint32_t t, const float *x, int64_t ldx,
+                                      int64_t k, int64_t n, int64_t *ld_out)
+{
+    const int mode = rounding_of(t);
+    *ld_out = ldx;
+    if (mode == ROUND_NONE)
+        return x;
+    float *out = (float *)cu_buffer(be, &be->act, &be->act_cap, (size_t)(n * k) * sizeof(float));
+    if (!out)
+        return NULL;
+    const dim3 grid(cdiv(k, 256), (unsigned)n);
+    k_round_act<<<grid, 256, 0, be->stream>>>(x, ldx, k, mode, out);
+    if (!CU_LAUNCHED(be, "activation rounding"))
+        return NULL;
+    *ld_out = k;
+    return out;
+}
+
+/* ---- matrix-vector (few tokens) -------------------------------------------------------- */
+
+#define MV_WARPS 4
+
+template <int T, int NT>
+static __global__ void __launch_bounds__(MV_WARPS *LLM_WARP_SIZE)
+k_matvec(const uint8_t *__restrict__ w, size_t row_bytes, int64_t rows, int64_t k,
+         const float *__restrict__ x, int64_t ldx, float *__restrict__ y, int64_t ldy, int n)
+{
+    const int lane = threadIdx.x % LLM_WARP_SIZE;
+    const int64_t r = (int64_t)blockIdx.x * MV_WARPS + threadIdx.x / LLM_WARP_SIZE;
+    if (r >= rows)
+        return; /* the whole warp leaves together */
+    const uint8_t *row = w + r * row_bytes;
+    float acc[NT];
+#pragma unroll
+    for (int j = 0; j < NT; j++)
+        acc[j] = 0.0f;
+    const int64_t nc = k / 8;
+    for (int64_t c = lane; c < nc; c += LLM_WARP_SIZE) {
+        float v[8];
+        deq8<T>(row, c, v);
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            if (j < n) {
+                const float *xj = x + j * ldx + 8 * c;
+#pragma unroll
+                for (int i = 0; i < 8; i++)
+                    acc[j] += v[i] * xj[i];
+            }
+        }
+    }
+    if (T == LLM_DT_F32 || T == LLM_DT_F16 || T == LLM_DT_BF16) {
+        for (int64_t i = nc * 8 + lane; i < k; i += LLM_WARP_SIZE) {
+            const float wv = deq1<T>(row, i);
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+                if (j < n)
+                    acc[j] += wv * x[j * ldx + i];
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        const float s = warp_sum(acc[j]);
+        if (j < n && lane == 0)
+            y[j * ldy + r] = s;
+    }
+}
+
+template <int T>
+static void matvec(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, const uint8_t *wd,
+                   const float *x, int64_t ldx, int n)
+{
+    const dim3 grid(cdiv(w->ne[1], MV_WARPS)), block(MV_WARPS * LLM_WARP_SIZE);
+    const int64_t rows = w->ne[1], k = w->ne[0];
+    const size_t rb = w->row_bytes;
+    if (n == 1)
+        k_matvec<T, 1><<<grid, block, 0, be->stream>>>(wd, rb, rows, k, x, ldx, y, ldy, n);
+    else if (n == 2)
+        k_matvec<T, 2><<<grid, block, 0, be->stream>>>(wd, rb, rows, k, x, ldx, y, ldy, n);
+    else if (n <= 4)
+        k_matvec<T, 4><<<grid, block, 0, be->stream>>>(wd, rb, rows, k, x, ldx, y, ldy, n);
+    else
+        k_matvec<T, 8><<<grid, block, 0, be->stream>>>(wd, rb, rows, k, x, ldx, y, ldy, n);
+}
+
+/* ---- dequantize + cuBLAS (many tokens) ------------------------------------------------- */
+
+/* rows [r0, r0 + nr) of w as f16, row-major [nr][k] */
+template <int T>
+static __global__ void k_dequant_f16(const uint8_t *__restrict__ w, size_t row_bytes, int64_t k,
+                                     int64_t r0, int64_t nr, __half *__restrict__ out)
+{
+    const int64_t per_row = k / 8, total = nr * per_row;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = i / per_row, c = i % per_row;
+        float v[8];
+        deq8<T>(w + (r0 + r) * row_bytes, c, v);
+        __half2 h[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            h[e] = __floats2half2_rn(v[2 * e], v[2 * e + 1]);
+        *(uint4 *)(out + r * k + 8 * c) = *(const uint4 *)h;
+    }
+}
+
+static __device__ __forceinline__ void store16(__half *p, float v) { *p = __float2half_rn(v); }
+static __device__ __forceinline__ void store16(__nv_bfloat16 *p, float v)
+{
+    *p = __float2bfloat16_rn(v);
+}
+
+/* activations [n][ldx] f32 -> [n][k] f16 or bf16 */
+template <typename H>
+static __global__ void k_to_half(const float *__restrict__ x, int64_t ldx, int64_t k, int64_t n,
+                                 H *__restrict__ out)
+{
+    const int64_t total = n * k;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t j = i / k, e = i % k;
+        store16(out + i, x[j * ldx + e]);
+    }
+}
+
+static unsigned grid_cap(const llm_backend *be, int64_t items, int threads)
+{
+    const int64_t blocks = (items + threads - 1) / threads, cap = (int64_t)be->n_sm * 32;
+    return (unsigned)(blocks < cap ? blocks : cap);
+}
+
+static int blas_ok(llm_backend *be, cublasStatus_t st, const char *what)
+{
+    if (st == CUBLAS_STATUS_SUCCESS)
+        return 1;
+    cu_record(be, LLM_ERR_BACKEND, "cuda: %s failed (cuBLAS status %d)", what, (int)st);
+    return 0;
+}
+
+template <int T>
+static void dequant_slice(llm_backend *be, const uint8_t *wd, size_t row_bytes, int64_t k,
+                          int64_t r0, int64_t nr, __half *out)
+{
+    k_dequant_f16<T><<<grid_cap(be, nr * k / 8, 256), 256, 0, be->stream>>>(wd, row_bytes, k, r0,
+                                                                            nr, out);
+}
+
+static void dequant_dispatch(llm_backend *be, uint32_t t, const uint8_t *wd, size_t rb,
+                             int64_t k, int64_t r0, int64_t nr, __half *out)
+{
+    switch (t) {
+    case LLM_DT_Q4_0: dequant_slice<LLM_DT_Q4_0>(be, wd, rb, k, r0, nr, out); break;
+    case LLM_DT_Q4_1: dequant_slice<LLM_DT_Q4_1>(be, wd, rb, k, r0, nr, out); break;
+    case LLM_DT_Q5_0: dequant_slice<LLM_DT_Q5_0>(be, wd, rb, k, r0, nr, out); break;
+    case LLM_DT_Q5_1: dequant_slice<LLM_DT_Q5_1>(be, wd, rb, k, r0, nr, out); break;
+    case LLM_DT_Q8_0: dequant_slice<LLM_DT_Q8_0>(be, wd, rb, k, r0, nr, out); break;
+    case LLM_DT_Q2_K: dequant_slice<LLM_DT_Q2_K>(be, wd, rb, k, r0, nr, out); break;
+    case LLM_DT_Q3_K: dequant_slice<LLM_DT_Q3_K>(be, wd, rb, k, r0, nr, out); break;
+    case LLM_DT_Q4_K: dequant_slice<LLM_DT_Q4_K>(be, wd, rb, k, r0, nr, out); break;
+    case LLM_DT_Q5_K: dequant_slice<LLM_DT_Q5_K>(be, wd, rb, k, r0, nr, out); break;
+    case LLM_DT_Q6_K: dequant_slice<LLM_DT_Q6_K>(be, wd, rb, k, r0, nr, out); break;
+    default: break;
+    }
+}
+
+static void gemm(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, const uint8_t *wd,
+                 const float *x, int64_t ldx, int64_t n)
+{
+    const int64_t k = w->ne[0], rows = w->ne[1];
+    const float one = 1.0f, zero = 0.0f;
+    if (w->dtype == LLM_DT_F32) {
+        blas_ok(be, cublasSgemm(be->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)n, (int)k,
+                                &one, (const float *)wd, (int)(w->row_bytes / 4), x, (int)ldx,
+                                &zero, y, (int)ldy),
+                "SGEMM");
+        return;
+    }
+    /* scratch: the activations in 16 bits, then a slice of expanded weight rows */
+    const size_t xbytes = ((size_t)(n * k) * 2 + 255) & ~(size_t)255;
+    int64_t slice = rows;
+    if (!is_float_type(w->dtype)) {
+        slice = (int64_t)(SLICE_BYTES / ((size_t)k * 2));
+        slice = slice < 1 ? 1 : slice > rows ? rows : slice;
+    }
+    const size_t need = xbytes + (is_float_type(w->dtype) ? 0 : (size_t)slice * (size_t)k * 2);
+    char *scratch = (char *)cu_scratch(be, need);
+    if (!scratch)
+        return;
+    const bool bf = w->dtype == LLM_DT_BF16;
+    const unsigned gx = grid_cap(be, n * k, 256);
+    if (bf)
+        k_to_half<__nv_bfloat16><<<gx, 256, 0, be->stream>>>(x, ldx, k, n,
+                                                             (__nv_bfloat16 *)scratch);
+    else
+        k_to_half<__half><<<gx, 256, 0, be->stream>>>(x, ldx, k, n, (__half *)scratch);
+    if (!CU_LAUNCHED(be, "activation conversion"))
+        return;
+    const cudaDataType_t ht = bf ? CUDA_R_16BF : CUDA_R_16F;
+    if (is_float_type(w->dtype)) {
+        blas_ok(be, cublasGemmEx(be->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)n, (int)k,
+                                 &one, wd, ht, (int)(w->row_bytes / 2), scratch, ht, (int)k,
+                                 &zero, y, CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F,
+                                 CUBLAS_GEMM_DEFAULT),
+                "GEMM");
+        return;
+    }
+    __half *wh = (__half *)(scratch + xbytes);
+    for (int64_t r0 = 0; r0 < rows; r0 += slice) {
+        const int64_t nr = rows - r0 < slice ? rows - r0 : slice;
+        dequant_dispatch(be, w->dtype, wd, w->row_bytes, k, r0, nr, wh);
+        if (!CU_LAUNCHED(be, "weight expansion"))
+            return;
+        if (!blas_ok(be, cublasGemmEx(be->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)nr, (int)n, (int)k,
+                                      &one, wh, CUDA_R_16F, (int)k, scratch, CUDA_R_16F, (int)k,
+                                      &zero, y + r0, CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F,
+                                      CUBLAS_GEMM_DEFAULT),
+                     "GEMM"))
+            return;
+    }
+}
+
+void cu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, const float *x,
+               int64_t ldx, int64_t n)
+{
+    if (n <= 0 || w->ne[1] <= 0)
+        return;
+    const uint8_t *wd = (const uint8_t *)wdata(w);
+    if (!wd) {
+        cu_record(be, LLM_ERR_INTERNAL, "cuda: matmul with tensor '%s', which was not prepared",
+                  w->name);
+        return;
+    }
+    x = round_activations(be, w->dtype, x, ldx, w->ne[0], n, &ldx);
+    if (!x)
+        return;
+    if (n > MATVEC_MAX_TOKENS) {
+        gemm(be, y, ldy, w, wd, x, ldx, n);
+        return;
+    }
+    switch (w->dtype) {
+    case LLM_DT_F32: matvec<LLM_DT_F32>(be, y, ldy, w, wd, x, ldx, (int)n); break;
+    case LLM_DT_F16: matvec<LLM_DT_F16>(be, y, ldy, w, wd, x, ldx, (int)n); break;
+    case LLM_DT_BF16: matvec<LLM_DT_BF16>(be, y, ldy, w, wd, x, ldx, (int)n); break;
+    case LLM_DT_Q4_0: matvec<LLM_DT_Q4_0>(be, y, ldy, w, wd, x, ldx, (int)n); break;
+    case LLM_DT_Q4_1: matvec<LLM_DT_Q4_1>(be, y, ldy, w, wd, x, ldx, (int)n); break;
+    case LLM_DT_Q5_0: matvec<LLM_DT_Q5_0>(be, y, ldy, w, wd, x, ldx, (int)n); break;
+    case LLM_DT_Q5_1: matvec<LLM_DT_Q5_1>(be, y, ldy, w, wd, x, ldx, (int)n); break;
+    case LLM_DT_Q8_0: matvec<LLM_DT_Q8_0>(be, y, ldy, w, wd, x, ldx, (int)n); break;
+    case LLM_DT_Q2_K: matvec<LLM_DT_Q2_K>(be, y, ldy, w, wd, x, ldx, (int)n); break;
+    case LLM_DT_Q3_K: matvec<LLM_DT_Q3_K>(be, y, ldy, w, wd, x, ldx, (int)n); break;
+    case LLM_DT_Q4_K: matvec<LLM_DT_Q4_K>(be, y, ldy, w, wd, x, ldx, (int)n); break;
+    case LLM_DT_Q5_K: matvec<LLM_DT_Q5_K>(be, y, ldy, w, wd, x, ldx, (int)n); break;
+    case LLM_DT_Q6_K: matvec<LLM_DT_Q6_K>(be, y, ldy, w, wd, x, ldx, (int)n); break;
+    default:
+        cu_record(be, LLM_ERR_UNSUPPORTED, "cuda: matmul with type %u", w->dtype);
+        return;
+    }
+    CU_LAUNCHED(be, "matmul");
+}
+
+/* ---- get_rows ----------------------------------------------------------------------- */
+
+template <int T>
+static __global__ void k_get_rows(float *__restrict__ y, const uint8_t *__restrict__ w,
+                                  size_t row_bytes, int64_t k, const int32_t *__restrict__ ids)
+{
+    const uint8_t *row = w + (int64_t)ids[blockIdx.y] * row_bytes;
+    float *out = y + (int64_t)blockIdx.y * k;
+    if (k % 8 == 0) {
+        for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < k / 8;
+             c += (int64_t)gridDim.x * blockDim.x) {
+            float v[8];
+            deq8<T>(row, c, v);
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+                out[8 * c + i] = v[i];
+        }
+    } else if (T == LLM_DT_F32 || T == LLM_DT_F16 || T == LLM_DT_BF16) {
+        for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < k;
+             i += (int64_t)gridDim.x * blockDim.x)
+            out[i] = deq1<T>(row, i);
+    }
+}
+
+template <int T>
+static void get_rows(llm_backend *be, float *y, const llm_tensor *w, const uint8_t *wd,
+                     const int32_t *ids, int64_t n)
+{
+    const dim3 grid(cdiv(w->ne[0] % 8 == 0 ? w->ne[0] / 8 : w->ne[0], 128), (unsigned)n);
+    k_get_rows<T><<<grid, 128, 0, be->stream>>>(y, wd, w->row_bytes, w->ne[0], ids);
+}
+
+void cu_get_rows(llm_backend *be, float *y, const llm_tensor *w, const int32_t *ids, int64_t n)
+{
+    if (n <= 0)
+        return;
+    const uint8_t *wd = (const uint8_t *)wdata(w);
+    if (!wd) {
+        cu_record(be, LLM_ERR_INTERNAL, "cuda: get_rows of tensor '%s', which was not prepared",
+                  w->name);
+        return;
+    }
+    switch (w->dtype) {
+    case LLM_DT_F32: get_rows<LLM_DT_F32>(be, y, w, wd, ids, n); break;
+    case LLM_DT_F16: get_rows<LLM_DT_F16>(be, y, w, wd, ids, n); break;
+    case LLM_DT_BF16: get_rows<LLM_DT_BF16>(be, y, w, wd, ids, n); break;
+    case LLM_DT_Q4_0: get_rows<LLM_DT_Q4_0>(be, y, w, wd, ids, n); break;
+    case LLM_DT_Q4_1: get_rows<LLM_DT_Q4_1>(be, y, w, wd, ids, n); break;
+    case LLM_DT_Q5_0: get_rows<LLM_DT_Q5_0>(be, y, w, wd, ids, n); break;
+    case LLM_DT_Q5_1: get_rows<LLM_DT_Q5_1>(be, y, w, wd, ids, n); break;
+    case LLM_DT_Q8_0: get_rows<LLM_DT_Q8_0>(be, y, w, wd, ids, n); break;
+    case LLM_DT_Q2_K: get_rows<LLM_DT_Q2_K>(be, y, w, wd, ids, n); break;
+    case LLM_DT_Q3_K: get_rows<LLM_DT_Q3_K>(be, y, w, wd, ids, n); break;
+    case LLM_DT_Q4_K: get_rows<LLM_DT_Q4_K>(be, y, w, wd, ids, n); break;
+    case LLM_DT_Q5_K: get_rows<LLM_DT_Q5_K>(be, y, w, wd, ids, n); break;
+    case LLM_DT_Q6_K: get_rows<LLM_DT_Q6_K>(be, y, w, wd, ids, n); break;
+    default:
+        cu_record(be, LLM_ERR_UNSUPPORTED, "cuda: get_rows with type %u", w->dtype);
+        return;
+    }
+    CU_LAUNCHED(be, "get_rows");
+}

@@ -1,0 +1,507 @@
+/* test_cuda_ops.c - every op of the CUDA backend against the CPU backend (and, for matmul,
+ * a float64 evaluation of the same dequantized weights) on fresh random inputs. Outputs on
+ * the device are poisoned with NaN before each op, so an unwritten element fails.
+ *
+ * Without the module (no nvcc at build time) or without a driver and device, the program
+ * says why and exits with 77, which meson reports as SKIP. */
+#include <math.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "quants.h"
+#include "test.h"
+
+static const struct llm_backend_ops *cpu, *gpu;
+static llm_backend *cbe, *gbe, *gbe_model; /* gbe_model prepares, gbe runs: as a context */
+static unsigned long long rng = 0x9e3779b97f4a7c15ULL;
+
+static float *rand_buf(int64_t n, float lo, float hi)
+{
+    float *p = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++)
+        p[i] = test_rand_f32(&rng, lo, hi);
+    return p;
+}
+
+/* device copy of host bytes (waits, so the host buffer may go) */
+static void *dev_copy(const void *h, size_t bytes)
+{
+    void *d = gpu->alloc(gbe, bytes);
+    gpu->upload(gbe, d, h, bytes);
+    CHECK(gpu->synchronize(gbe) == LLM_OK);
+    return d;
+}
+
+/* device buffer of n floats, all NaN */
+static float *dev_poisoned(int64_t n)
+{
+    float *h = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++)
+        h[i] = NAN;
+    float *d = dev_copy(h, (size_t)n * sizeof(float));
+    free(h);
+    return d;
+}
+
+static void *host_copy(const void *d, size_t bytes)
+{
+    void *h = malloc(bytes ? bytes : 1);
+    CHECK(gpu->download(gbe, h, d, bytes) == LLM_OK);
+    return h;
+}
+
+/* ||a - b|| / ||b|| over n elements (rows of `cols` at strides lda, ldb); NaN gives inf */
+static double rel_err_strided(const float *a, int64_t lda, const double *b, int64_t ldb,
+                              int64_t rows, int64_t cols)
+{
+    double num = 0, den = 0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) {
+            const double x = a[r * lda + c], y = b[r * ldb + c];
+            if (isnan(x) || isinf(x))
+                return INFINITY;
+            num += (x - y) * (x - y);
+            den += y * y;
+        }
+    return sqrt(num / (den > 0 ? den : 1e-300));
+}
+
+static double rel_err(const float *a, const float *b, int64_t n)
+{
+    double *bd = malloc((size_t)n * sizeof(double));
+    for (int64_t i = 0; i < n; i++)
+        bd[i] = b[i];
+    double e = rel_err_strided(a, n, bd, n, 1, n);
+    free(bd);
+    return e;
+}
+
+/* ---- weights ------------------------------------------------------------------------- */
+
+static const uint32_t all_types[] = {LLM_DT_F32,  LLM_DT_F16,  LLM_DT_BF16, LLM_DT_Q4_0,
+                                     LLM_DT_Q4_1, LLM_DT_Q5_0, LLM_DT_Q5_1, LLM_DT_Q8_0,
+                                     LLM_DT_Q2_K, LLM_DT_Q3_K, LLM_DT_Q4_K, LLM_DT_Q5_K,
+                                     LLM_DT_Q6_K};
+#define N_TYPES (sizeof all_types / sizeof all_types[0])
+
+/* Random rows of type t: floats for the float types, random bits for the quantized ones
+ * with their f16 scales set to sane random values (random bits there would be NaN/inf). */
+static void *rand_weight(uint32_t t, int64_t k, int64_t rows, size_t *row_bytes)
+{
+    const llm_dtype_info *info = llm__dtype_info(t);
+    *row_bytes = llm__dtype_row_size(t, k);
+    const size_t bytes = *row_bytes * (size_t)rows;
+    uint8_t *p = malloc(bytes);
+    if (t == LLM_DT_F32 || t == LLM_DT_F16 || t == LLM_DT_BF16) {
+        float *f = rand_buf(k * rows, -1, 1);
+        for (int64_t i = 0; i < k * rows; i++) {
+            if (t == LLM_DT_F32)
+                ((float *)p)[i] = f[i];
+            else if (t == LLM_DT_F16)
+                ((llm_f16 *)p)[i] = llm__f32_to_f16(f[i]);
+            else
+                ((llm_bf16 *)p)[i] = llm__f32_to_bf16(f[i]);
+        }
+        free(f);
+        return p;
+    }
+    for (size_t i = 0; i < bytes; i++)
+        p[i] = (uint8_t)test_rand_u64(&rng);
+    /* offsets of the f16 fields of each block */
+    int off[2] = {-1, -1};
+    switch (t) {
+    case LLM_DT_Q4_0: case LLM_DT_Q5_0: case LLM_DT_Q8_0: off[0] = 0; break;
+    case LLM_DT_Q4_1: case LLM_DT_Q5_1: case LLM_DT_Q4_K: case LLM_DT_Q5_K:
+        off[0] = 0, off[1] = 2; break;
+    case LLM_DT_Q2_K: off[0] = 80, off[1] = 82; break;
+    case LLM_DT_Q3_K: off[0] = 108; break;
+    case LLM_DT_Q6_K: off[0] = 208; break;
+    default: break;
+    }
+    const size_t nb = bytes / (size_t)info->type_size;
+    for (size_t b = 0; b < nb; b++)
+        for (int j = 0; j < 2; j++)
+            if (off[j] >= 0) {
+                llm_f16 h = llm__f32_to_f16(test_rand_f32(&rng, 0.001f, 0.05f));
+                memcpy(p + b * (size_t)info->type_size + off[j], &h, sizeof h);
+            }
+    return p;
+}
+
+/* ---- matmul -------------------------------------------------------------------------- */
+
+static void matmul_case(uint32_t t, int64_t k, int64_t rows, int64_t n)
+{
+    size_t rb;
+    void *wh = rand_weight(t, k, rows, &rb);
+    llm_tensor w = {.dtype = t, .ne = {k, rows}, .row_bytes = rb, .data = wh};
+    snprintf(w.name, sizeof w.name, "w_%s", llm__dtype_info(t)->name);
+    CHECK(gpu->prepare_weight(gbe_model, &w) == LLM_OK);
+    const int64_t ldx = k + 8, ldy = rows + 5;
+    float *x = rand_buf(n * ldx, -1, 1);
+    float *dx = dev_copy(x, (size_t)(n * ldx) * sizeof(float));
+    float *dy = dev_poisoned(n * ldy);
+    gpu->matmul(gbe, dy, ldy, &w, dx, ldx, n);
+    CHECK(gpu->synchronize(gbe) == LLM_OK);
+    float *y = host_copy(dy, (size_t)(n * ldy) * sizeof(float));
+
+    /* float64 over the CPU's dequantized weights and its rounded activations (the weight
+     * type's vec_dot_type, as the CPU backend rounds them before its dot products) */
+    const uint32_t vt = llm__quant_ref[t].vec_dot_type;
+    float *xr = malloc((size_t)(n * k) * sizeof(float));
+    void *xq = malloc(llm__dtype_row_size(vt, k));
+    for (int64_t j = 0; j < n; j++) {
+        llm__quant_ref[vt].from_float(x + j * ldx, xq, k);
+        llm__quant_ref[vt].to_float(xq, xr + j * k, k);
+    }
+    float *wf = malloc((size_t)k * sizeof(float));
+    double *ref = malloc((size_t)(n * rows) * sizeof(double));
+    for (int64_t r = 0; r < rows; r++) {
+        llm__quant_ref[t].to_float((const char *)wh + (size_t)r * rb, wf, k);
+        for (int64_t j = 0; j < n; j++) {
+            double s = 0;
+            for (int64_t i = 0; i < k; i++)
+                s += (double)wf[i] * xr[j * k + i];
+            ref[j * rows + r] = s;
+        }
+    }
+    /* f32 sums on the decode path; 16-bit operands (bf16: 8 mantissa bits) past 8 tokens */
+    const int gemm_path = n > 8 && t != LLM_DT_F32;
+    const double tol = !gemm_path ? 1e-5 : t == LLM_DT_BF16 ? 1e-2 : 3e-3;
+    const double e = rel_err_strided(y, ldy, ref, rows, n, rows);
+    CHECK_MSG(e < tol, "%s k=%lld rows=%lld n=%lld: error %.3g vs float64 (tolerance %g)",
+              llm__dtype_info(t)->name, (long long)k, (long long)rows, (long long)n, e, tol);
+    /* and the CPU backend itself (integer block sums, another summation order) */
+    float *yc = malloc((size_t)(n * ldy) * sizeof(float));
+    cpu->matmul(cbe, yc, ldy, &w, x, ldx, n);
+    double *ycd = malloc((size_t)(n * ldy) * sizeof(double));
+    for (int64_t i = 0; i < n * ldy; i++)
+        ycd[i] = yc[i];
+    const double ec = rel_err_strided(y, ldy, ycd, ldy, n, rows);
+    const double tol_cpu = !gemm_path ? 1e-4 : t == LLM_DT_BF16 ? 1e-2 : 3e-3;
+    CHECK_MSG(ec < tol_cpu, "%s n=%lld: error %.3g vs the CPU backend (tolerance %g)",
+              llm__dtype_info(t)->name, (long long)n, ec, tol_cpu);
+    /* the padding between rows stays untouched (NaN) */
+    int pad_ok = 1;
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t r = rows; r < ldy; r++)
+            pad_ok &= isnan(y[j * ldy + r]) != 0;
+    CHECK_MSG(pad_ok, "%s: matmul wrote past its rows", llm__dtype_info(t)->name);
+    gpu->release_weight(gbe_model, &w);
+    gpu->free(gbe, dx), gpu->free(gbe, dy);
+    free(wh), free(x), free(y), free(wf), free(ref), free(yc), free(ycd), free(xr), free(xq);
+}
+
+static void test_matmul(void)
+{
+    const int64_t ns[] = {1, 2, 3, 5, 8, 9, 40};
+    for (size_t i = 0; i < N_TYPES; i++)
+        for (size_t j = 0; j < sizeof ns / sizeof ns[0]; j++)
+            matmul_case(all_types[i], 512, 67, ns[j]);
+    /* rows of a length that is not a multiple of 8 (float types only) */
+    matmul_case(LLM_DT_F32, 100, 33, 1);
+    matmul_case(LLM_DT_F16, 100, 33, 3);
+    matmul_case(LLM_DT_BF16, 100, 33, 1);
+    matmul_case(LLM_DT_F16, 100, 33, 20);
+    /* a weight larger than one expansion slice of the cuBLAS path */
+    matmul_case(LLM_DT_Q4_0, 4096, 8300, 16);
+}
+
+static void test_get_rows(void)
+{
+    for (size_t i = 0; i < N_TYPES; i++) {
+        const uint32_t t = all_types[i];
+        const int64_t k = 512, rows = 40, n = 9;
+        size_t rb;
+        void *wh = rand_weight(t, k, rows, &rb);
+        llm_tensor w = {.dtype = t, .ne = {k, rows}, .row_bytes = rb, .data = wh};
+        CHECK(gpu->prepare_weight(gbe_model, &w) == LLM_OK);
+        int32_t ids[9];
+        for (int j = 0; j < n; j++)
+            ids[j] = (int32_t)(test_rand_u64(&rng) % rows);
+        int32_t *dids = dev_copy(ids, sizeof ids);
+        float *dy = dev_poisoned(n * k), *yc = malloc((size_t)(n * k) * sizeof(float));
+        gpu->get_rows(gbe, dy, &w, dids, n);
+        CHECK(gpu->synchronize(gbe) == LLM_OK);
+        cpu->get_rows(cbe, yc, &w, ids, n);
+        float *y = host_copy(dy, (size_t)(n * k) * sizeof(float));
+        const double e = rel_err(y, yc, n * k);
+        CHECK_MSG(e < 1e-6, "get_rows %s: error %.3g", llm__dtype_info(t)->name, e);
+        gpu->release_weight(gbe_model, &w);
+        gpu->free(gbe, dids), gpu->free(gbe, dy);
+        free(wh), free(yc), free(y);
+    }
+}
+
+/* ---- element-wise ops ---------------------------------------------------------------- */
+
+static void test_rms_norm(void)
+{
+    const int64_t rows = 7, dims[] = {576, 64, 4096, 1000};
+    for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
+        const int64_t dim = dims[di];
+        float *x = rand_buf(rows * dim, -3, 3), *wv = rand_buf(dim, 0.5f, 1.5f);
+        llm_tensor w = {.dtype = LLM_DT_F32, .ne = {dim, 1}, .row_bytes = (size_t)dim * 4,
+                        .data = wv};
+        CHECK(gpu->prepare_weight(gbe_model, &w) == LLM_OK);
+        float *dx = dev_copy(x, (size_t)(rows * dim) * 4), *dy = dev_poisoned(rows * dim);
+        float *yc = malloc((size_t)(rows * dim) * 4);
+        for (int with_w = 0; with_w < 2; with_w++) {
+            gpu->rms_norm(gbe, dy, dx, with_w ? &w : NULL, rows, dim, 1e-5f);
+            cpu->rms_norm(cbe, yc, x, with_w ? &w : NULL, rows, dim, 1e-5f);
+            float *y = host_copy(dy, (size_t)(rows * dim) * 4);
+            CHECK_MSG(rel_err(y, yc, rows * dim) < 1e-6, "rms_norm dim %lld: %.3g",
+                      (long long)dim, rel_err(y, yc, rows * dim));
+            free(y);
+        }
+        gpu->rms_norm(gbe, dx, dx, &w, rows, dim, 1e-5f); /* in place */
+        float *y = host_copy(dx, (size_t)(rows * dim) * 4);
+        CHECK(rel_err(y, yc, rows * dim) < 1e-6);
+        gpu->release_weight(gbe_model, &w);
+        gpu->free(gbe, dx), gpu->free(gbe, dy);
+        free(x), free(wv), free(yc), free(y);
+    }
+}
+
+static void test_rope(void)
+{
+    const int64_t n = 6;
+    const int32_t heads = 3, hd = 128;
+    const int32_t pos[6] = {0, 1, 17, 300, 4095, 70000};
+    for (int mode = 0; mode <= LLM_ROPE_NEOX; mode += LLM_ROPE_NEOX)
+        for (int n_rot = 64; n_rot <= 128; n_rot += 64)
+            for (int with_ff = 0; with_ff < 2; with_ff++) {
+                float *x = rand_buf(n * heads * hd, -1, 1), *ffv = rand_buf(n_rot / 2, 1, 8);
+                llm_tensor ff = {.dtype = LLM_DT_F32, .ne = {n_rot / 2, 1},
+                                 .row_bytes = (size_t)n_rot * 2, .data = ffv};
+                CHECK(gpu->prepare_weight(gbe_model, &ff) == LLM_OK);
+                float *dx = dev_copy(x, (size_t)(n * heads * hd) * 4);
+                int32_t *dpos = dev_copy(pos, sizeof pos);
+                gpu->rope(gbe, dx, n, heads, hd, n_rot, dpos, 500000.0f, 0.5f,
+                          with_ff ? &ff : NULL, mode);
+                cpu->rope(cbe, x, n, heads, hd, n_rot, pos, 500000.0f, 0.5f,
+                          with_ff ? &ff : NULL, mode);
+                float *y = host_copy(dx, (size_t)(n * heads * hd) * 4);
+                const double e = rel_err(y, x, n * heads * hd);
+                CHECK_MSG(e < 1e-5, "rope mode %d n_rot %d ff %d: %.3g", mode, n_rot, with_ff, e);
+                gpu->release_weight(gbe_model, &ff);
+                gpu->free(gbe, dx), gpu->free(gbe, dpos);
+                free(x), free(ffv), free(y);
+            }
+}
+
+static void test_glu_add_scale_copy(void)
+{
+    const int64_t n = 100003;
+    float *g = rand_buf(n, -12, 12), *u = rand_buf(n, -2, 2);
+    float *dg = dev_copy(g, (size_t)n * 4), *du = dev_copy(u, (size_t)n * 4);
+    float *yc = malloc((size_t)n * 4);
+    for (int act = 0; act <= LLM_ACT_GELU_TANH; act++) {
+        float *dy = dev_poisoned(n);
+        gpu->glu(gbe, dy, dg, du, n, act);
+        cpu->glu(cbe, yc, g, u, n, act);
+        float *y = host_copy(dy, (size_t)n * 4);
+        CHECK_MSG(rel_err(y, yc, n) < 1e-5, "glu act %d: %.3g", act, rel_err(y, yc, n));
+        free(y);
+        gpu->free(gbe, dy);
+    }
+    float *dy = dev_poisoned(n);
+    gpu->add(gbe, dy, dg, du, n);
+    cpu->add(cbe, yc, g, u, n);
+    float *y = host_copy(dy, (size_t)n * 4);
+    CHECK(memcmp(y, yc, (size_t)n * 4) == 0);
+    free(y);
+    gpu->add(gbe, dg, dg, du, n); /* in place */
+    y = host_copy(dg, (size_t)n * 4);
+    CHECK(memcmp(y, yc, (size_t)n * 4) == 0);
+    free(y);
+    gpu->scale(gbe, dy, du, 0.37f, n);
+    cpu->scale(cbe, yc, u, 0.37f, n);
+    y = host_copy(dy, (size_t)n * 4);
+    CHECK(memcmp(y, yc, (size_t)n * 4) == 0);
+    free(y);
+    /* copy_rows: rows of 1000 picked in any order */
+    const int32_t rows[5] = {99, 3, 3, 0, 50};
+    int32_t *drows = dev_copy(rows, sizeof rows);
+    float *dc = dev_poisoned(5 * 1000);
+    gpu->copy_rows(gbe, dc, du, 1000, drows, 5);
+    cpu->copy_rows(cbe, yc, u, 1000, rows, 5);
+    y = host_copy(dc, 5 * 1000 * 4);
+    CHECK(memcmp(y, yc, 5 * 1000 * 4) == 0);
+    free(y);
+    gpu->free(gbe, dg), gpu->free(gbe, du), gpu->free(gbe, dy), gpu->free(gbe, drows);
+    gpu->free(gbe, dc);
+    free(g), free(u), free(yc);
+}
+
+/* ---- KV cache and attention ---------------------------------------------------------- */
+
+#define BS 16
+#define N_BLOCKS 40
+#define MAX_BLOCKS 12
+
+typedef struct kv_pair {
+    llm_kv_layer host, dev;
+    size_t bytes;
+} kv_pair;
+
+static kv_pair kv_make(int32_t n_kv, int32_t hd)
+{
+    kv_pair p = {.host = {.dtype = LLM_DT_F16, .n_head_kv = n_kv, .head_dim = hd}};
+    p.dev = p.host;
+    p.bytes = (size_t)N_BLOCKS * BS * (size_t)n_kv * (size_t)hd * 2;
+    p.host.k = malloc(p.bytes);
+    p.host.v = malloc(p.bytes);
+    for (size_t i = 0; i < p.bytes / 2; i++) {
+        ((llm_f16 *)p.host.k)[i] = llm__f32_to_f16(test_rand_f32(&rng, -1, 1));
+        ((llm_f16 *)p.host.v)[i] = llm__f32_to_f16(test_rand_f32(&rng, -1, 1));
+    }
+    p.dev.k = dev_copy(p.host.k, p.bytes);
+    p.dev.v = dev_copy(p.host.v, p.bytes);
+    return p;
+}
+
+static void kv_free(kv_pair *p)
+{
+    gpu->free(gbe, p->dev.k), gpu->free(gbe, p->dev.v);
+    free(p->host.k), free(p->host.v);
+}
+
+static int kv_same(const kv_pair *p)
+{
+    void *k = host_copy(p->dev.k, p->bytes), *v = host_copy(p->dev.v, p->bytes);
+    int same = memcmp(k, p->host.k, p->bytes) == 0 && memcmp(v, p->host.v, p->bytes) == 0;
+    free(k), free(v);
+    return same;
+}
+
+static void test_kv_write_copy(void)
+{
+    kv_pair p = kv_make(3, 64);
+    const int64_t n = 7, row = 3 * 64;
+    int32_t slots[7] = {0, 5, 17, 200, 639, 301, 44};
+    float *k = rand_buf(n * row, -70000, 70000), *v = rand_buf(n * row, -2, 2);
+    float *dk = dev_copy(k, (size_t)(n * row) * 4), *dv = dev_copy(v, (size_t)(n * row) * 4);
+    int32_t *ds = dev_copy(slots, sizeof slots);
+    gpu->kv_write(gbe, &p.dev, dk, dv, ds, n);
+    cpu->kv_write(cbe, &p.host, k, v, slots, n);
+    CHECK(kv_same(&p));
+    gpu->kv_copy_block(gbe, &p.dev, BS, 7, 12);
+    cpu->kv_copy_block(cbe, &p.host, BS, 7, 12);
+    gpu->kv_copy_block(gbe, &p.dev, BS, 39, 0);
+    cpu->kv_copy_block(cbe, &p.host, BS, 39, 0);
+    CHECK(kv_same(&p));
+    kv_free(&p);
+    gpu->free(gbe, dk), gpu->free(gbe, dv), gpu->free(gbe, ds);
+    free(k), free(v);
+}
+
+static void attention_case(int32_t n_head, int32_t n_kv, int32_t hd, int32_t window,
+                           float softcap)
+{
+    kv_pair p = kv_make(n_kv, hd);
+    /* 3 sequences over a shuffled block pool; the batch mixes their tokens */
+    int32_t tables[3 * MAX_BLOCKS], perm[N_BLOCKS];
+    for (int i = 0; i < N_BLOCKS; i++)
+        perm[i] = i;
+    for (int i = N_BLOCKS - 1; i > 0; i--) {
+        int j = (int)(test_rand_u64(&rng) % (unsigned)(i + 1)), t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    memcpy(tables, perm, sizeof tables);
+    const int64_t n = 10;
+    const int32_t q_seq[10] = {0, 0, 0, 1, 2, 2, 2, 2, 1, 0};
+    const int32_t q_pos[10] = {30, 31, 32, 150, 0, 1, 2, 3, 151, 33};
+    const int64_t H = (int64_t)n_head * hd;
+    float *q = rand_buf(n * H, -1, 1), *oc = malloc((size_t)(n * H) * 4);
+    float *dq = dev_copy(q, (size_t)(n * H) * 4), *dout = dev_poisoned(n * H);
+    int32_t *dseq = dev_copy(q_seq, sizeof q_seq), *dpos = dev_copy(q_pos, sizeof q_pos);
+    int32_t *dtab = dev_copy(tables, sizeof tables);
+    llm_attention_args a = {
+        .out = dout, .q = dq, .kv = &p.dev, .n_tokens = n, .n_head = n_head, .block_size = BS,
+        .q_pos = dpos, .q_seq = dseq, .block_tables = dtab, .max_blocks = MAX_BLOCKS,
+        .scale = 1.0f / sqrtf((float)hd), .softcap = softcap, .window = window,
+    };
+    gpu->attention(gbe, &a);
+    CHECK(gpu->synchronize(gbe) == LLM_OK);
+    llm_attention_args ac = a;
+    ac.out = oc, ac.q = q, ac.kv = &p.host, ac.q_pos = q_pos, ac.q_seq = q_seq;
+    ac.block_tables = tables;
+    cpu->attention(cbe, &ac);
+    float *o = host_copy(dout, (size_t)(n * H) * 4);
+    const double e = rel_err(o, oc, n * H);
+    CHECK_MSG(e < 1e-5, "attention heads %d/%d dim %d window %d softcap %g: %.3g", n_head, n_kv,
+              hd, window, softcap, e);
+    kv_free(&p);
+    gpu->free(gbe, dq), gpu->free(gbe, dout), gpu->free(gbe, dseq), gpu->free(gbe, dpos);
+    gpu->free(gbe, dtab);
+    free(q), free(oc), free(o);
+}
+
+static void test_attention(void)
+{
+    attention_case(9, 3, 64, 0, 0.0f);    /* SmolLM2's shape */
+    attention_case(8, 8, 128, 0, 0.0f);
+    attention_case(4, 1, 256, 0, 0.0f);   /* Gemma 3's head width */
+    attention_case(8, 2, 80, 0, 0.0f);    /* a width that is no multiple of the warp */
+    attention_case(8, 2, 128, 20, 0.0f);  /* sliding window */
+    attention_case(8, 2, 64, 0, 30.0f);   /* soft-capping */
+    attention_case(2, 2, 512, 7, 50.0f);
+}
+
+/* ---- errors ---------------------------------------------------------------------------- */
+
+static void test_errors(void)
+{
+    /* an op on a weight that was never prepared is reported by synchronize, once */
+    uint8_t bytes[64] = {0};
+    llm_tensor w = {.name = "unprepared", .dtype = LLM_DT_F32, .ne = {16, 1}, .row_bytes = 64,
+                    .data = bytes};
+    float *dx = dev_poisoned(16), *dy = dev_poisoned(1);
+    gpu->matmul(gbe, dy, 1, &w, dx, 16, 1);
+    CHECK(gpu->synchronize(gbe) != LLM_OK);
+    CHECK(strstr(llm_last_error(), "unprepared") != NULL);
+    CHECK(gpu->synchronize(gbe) == LLM_OK);
+    /* an unsupported type is refused at preparation */
+    llm_tensor bad = {.name = "iq2", .dtype = LLM_DT_IQ2_XXS, .ne = {256, 1}, .row_bytes = 66,
+                      .data = bytes};
+    CHECK(gpu->prepare_weight(gbe_model, &bad) == LLM_ERR_UNSUPPORTED);
+    CHECK(!gpu->supports_dtype(gbe, LLM_DT_IQ2_XXS));
+    CHECK(gpu->supports_dtype(gbe, LLM_DT_Q6_K));
+    /* a device that does not exist */
+    llm_backend *none = NULL;
+    llm_backend_config cfg = {.device = 4096};
+    CHECK(gpu->create(&cfg, &none) == LLM_ERR_UNSUPPORTED && none == NULL);
+    gpu->free(gbe, dx), gpu->free(gbe, dy);
+}
+
+int main(void)
+{
+    cpu = llm__backend_cpu_ops();
+    gpu = llm__backend_module("cuda");
+    if (!gpu) {
+        printf("SKIP: the CUDA backend module is not available: %s\n", llm_last_error());
+        return 77;
+    }
+    llm_backend_config cfg = {.n_threads = 2};
+    if (gpu->create(&cfg, &gbe_model) != LLM_OK) {
+        printf("SKIP: no CUDA device: %s\n", llm_last_error());
+        return 77;
+    }
+    if (gpu->create(&cfg, &gbe) != LLM_OK || cpu->create(&cfg, &cbe) != LLM_OK) {
+        printf("FAIL: cannot create backends: %s\n", llm_last_error());
+        return 1;
+    }
+    TEST_RUN(test_matmul);
+    TEST_RUN(test_get_rows);
+    TEST_RUN(test_rms_norm);
+    TEST_RUN(test_rope);
+    TEST_RUN(test_glu_add_scale_copy);
+    TEST_RUN(test_kv_write_copy);
+    TEST_RUN(test_attention);
+    TEST_RUN(test_errors);
+    gpu->destroy(gbe);
+    gpu->destroy(gbe_model);
+    cpu->destroy(cbe);
+    return test_summary();
+}
