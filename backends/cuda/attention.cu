@@ -110,6 +110,11 @@ void cu_attention(llm_backend *be, const llm_attention_args *a)
     if (a->n_tokens <= 0)
         return;
     const llm_kv_layer *kv = a->kv;
+    if (kv->dtype != LLM_DT_F16) {
+        cu_record(be, LLM_ERR_UNSUPPORTED, "cuda: attention over a KV cache of type %u (f16 "
+                  "only)", kv->dtype);
+        return;
+    }
     if (kv->head_dim > LLM_MAX_HEAD_DIM || kv->n_head_kv <= 0 || a->n_head % kv->n_head_kv) {
         cu_record(be, LLM_ERR_INVALID_ARG, "cuda: attention with %d heads over %d KV heads of "
                   "width %d", a->n_head, kv->n_head_kv, kv->head_dim);

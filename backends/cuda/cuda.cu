@@ -397,6 +397,10 @@ static void cu_kv_write(llm_backend *be, const llm_kv_layer *kv, const float *k,
 {
     if (n_tokens <= 0)
         return;
+    if (kv->dtype != LLM_DT_F16) {
+        cu_record(be, LLM_ERR_UNSUPPORTED, "cuda: KV cache of type %u (f16 only)", kv->dtype);
+        return;
+    }
     const int64_t row = (int64_t)kv->n_head_kv * kv->head_dim;
     dim3 grid(cdiv(row, THREADS), (unsigned)n_tokens);
     k_kv_write<<<grid, THREADS, 0, be->stream>>>((__half *)kv->k, (__half *)kv->v, k, v, slots,
@@ -407,6 +411,10 @@ static void cu_kv_write(llm_backend *be, const llm_kv_layer *kv, const float *k,
 static void cu_kv_copy_block(llm_backend *be, const llm_kv_layer *kv, int32_t block_size,
                              int32_t dst, int32_t src)
 {
+    if (kv->dtype != LLM_DT_F16) {
+        cu_record(be, LLM_ERR_UNSUPPORTED, "cuda: KV cache of type %u (f16 only)", kv->dtype);
+        return;
+    }
     const size_t bytes = (size_t)block_size * kv->n_head_kv * kv->head_dim * sizeof(__half);
     cu_check(be, cudaMemcpyAsync((char *)kv->k + (size_t)dst * bytes,
                                  (const char *)kv->k + (size_t)src * bytes, bytes,
