@@ -1,4 +1,5 @@
-/* attention.cu - causal attention of a batch of queries over the paged f16 KV cache.
+/* attention.cu - causal attention of a batch of queries over the paged KV cache (f16,
+ * bf16 or q8_0 rows).
  *
  * One block per (query token, head). Its warps split the query's keys between them (key
  * kp goes to warp kp mod ATT_WARPS); each warp keeps, in the manner of flash attention,
@@ -16,13 +17,26 @@
 struct att_params {
     float *out;
     const float *q;
-    const __half *k, *v;
+    const char *k, *v;
+    size_t row_bytes, head_bytes; /* of a cache row, of one head in it */
     const int32_t *q_pos, *q_seq, *block_tables;
     int32_t n_head, group, head_dim, block_size, max_blocks, window;
-    int64_t kv_row;
     float scale, softcap;
 };
 
+/* element d of one head of a cache row */
+template <int KT>
+static __device__ __forceinline__ float kv_at(const char *head, int d)
+{
+    if (KT == LLM_DT_F16)
+        return __half2float(((const __half *)head)[d]);
+    if (KT == LLM_DT_BF16)
+        return __uint_as_float((uint32_t)((const uint16_t *)head)[d] << 16);
+    const char *b = head + (d / 32) * 34;
+    return __half2float(*(const __half *)b) * (float)((const int8_t *)b)[2 + d % 32];
+}
+
+template <int KT>
 static __global__ void __launch_bounds__(ATT_WARPS *LLM_WARP_SIZE) k_attention(att_params a)
 {
     const int64_t t = blockIdx.x;
@@ -43,14 +57,14 @@ static __global__ void __launch_bounds__(ATT_WARPS *LLM_WARP_SIZE) k_attention(a
     float m = -INFINITY, l = 0.0f;
     for (int32_t kp = p0 + warp; kp <= p; kp += ATT_WARPS) {
         const int64_t slot = (int64_t)bt[kp / a.block_size] * a.block_size + kp % a.block_size;
-        const __half *kr = a.k + slot * a.kv_row + (int64_t)kh * hd;
-        const __half *vr = a.v + slot * a.kv_row + (int64_t)kh * hd;
+        const char *kr = a.k + slot * a.row_bytes + kh * a.head_bytes;
+        const char *vr = a.v + slot * a.row_bytes + kh * a.head_bytes;
         float s = 0.0f;
 #pragma unroll
         for (int j = 0; j < ATT_PER_LANE; j++) {
             const int d = lane + j * LLM_WARP_SIZE;
             if (d < hd)
-                s += qr[j] * __half2float(kr[d]);
+                s += qr[j] * kv_at<KT>(kr, d);
         }
 #pragma unroll
         for (int o = LLM_WARP_SIZE / 2; o > 0; o >>= 1)
@@ -65,7 +79,7 @@ static __global__ void __launch_bounds__(ATT_WARPS *LLM_WARP_SIZE) k_attention(a
         for (int j = 0; j < ATT_PER_LANE; j++) {
             const int d = lane + j * LLM_WARP_SIZE;
             if (d < hd)
-                acc[j] = acc[j] * corr + e * __half2float(vr[d]);
+                acc[j] = acc[j] * corr + e * kv_at<KT>(vr, d);
         }
         m = m_new;
     }
@@ -110,9 +124,10 @@ void cu_attention(llm_backend *be, const llm_attention_args *a)
     if (a->n_tokens <= 0)
         return;
     const llm_kv_layer *kv = a->kv;
-    if (kv->dtype != LLM_DT_F16) {
-        cu_record(be, LLM_ERR_UNSUPPORTED, "cuda: attention over a KV cache of type %u (f16 "
-                  "only)", kv->dtype);
+    const size_t rb = kv_bytes(kv->dtype, (int64_t)kv->n_head_kv * kv->head_dim);
+    if (!rb) {
+        cu_record(be, LLM_ERR_UNSUPPORTED, "cuda: attention over a KV cache of type %u",
+                  kv->dtype);
         return;
     }
     if (kv->head_dim > LLM_MAX_HEAD_DIM || kv->n_head_kv <= 0 || a->n_head % kv->n_head_kv) {
@@ -123,8 +138,10 @@ void cu_attention(llm_backend *be, const llm_attention_args *a)
     att_params p;
     p.out = a->out;
     p.q = a->q;
-    p.k = (const __half *)kv->k;
-    p.v = (const __half *)kv->v;
+    p.k = (const char *)kv->k;
+    p.v = (const char *)kv->v;
+    p.row_bytes = rb;
+    p.head_bytes = kv_bytes(kv->dtype, kv->head_dim);
     p.q_pos = a->q_pos;
     p.q_seq = a->q_seq;
     p.block_tables = a->block_tables;
@@ -134,10 +151,15 @@ void cu_attention(llm_backend *be, const llm_attention_args *a)
     p.block_size = a->block_size;
     p.max_blocks = a->max_blocks;
     p.window = a->window;
-    p.kv_row = (int64_t)kv->n_head_kv * kv->head_dim;
     p.scale = a->scale;
     p.softcap = a->softcap;
     const dim3 grid((unsigned)a->n_tokens, (unsigned)a->n_head);
-    k_attention<<<grid, ATT_WARPS * LLM_WARP_SIZE, 0, be->stream>>>(p);
+    const int threads = ATT_WARPS * LLM_WARP_SIZE;
+    if (kv->dtype == LLM_DT_F16)
+        k_attention<LLM_DT_F16><<<grid, threads, 0, be->stream>>>(p);
+    else if (kv->dtype == LLM_DT_BF16)
+        k_attention<LLM_DT_BF16><<<grid, threads, 0, be->stream>>>(p);
+    else
+        k_attention<LLM_DT_Q8_0><<<grid, threads, 0, be->stream>>>(p);
     CU_LAUNCHED(be, "attention");
 }

@@ -57,6 +57,17 @@ static inline void *cu_scratch(llm_backend *be, size_t n)
 
 static inline unsigned cdiv(int64_t a, int64_t b) { return (unsigned)((a + b - 1) / b); }
 
+/* Bytes of n elements of a KV cache row (f16, bf16, or q8_0 blocks of 32); 0 for other
+ * types. */
+static inline size_t kv_bytes(uint32_t dtype, int64_t n)
+{
+    if (dtype == LLM_DT_F16 || dtype == LLM_DT_BF16)
+        return (size_t)n * 2;
+    if (dtype == LLM_DT_Q8_0 && n % 32 == 0)
+        return (size_t)(n / 32) * 34;
+    return 0;
+}
+
 /* ops defined in matmul.cu and attention.cu */
 HIDDEN int cu_dtype_supported(uint32_t t);
 HIDDEN void cu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w,

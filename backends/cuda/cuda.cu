@@ -380,16 +380,45 @@ static void cu_copy_rows(llm_backend *be, float *y, const float *x, int64_t dim,
 
 /* ---- KV cache -------------------------------------------------------------------------- */
 
-static __global__ void k_kv_write(__half *kc, __half *vc, const float *k, const float *v,
-                                  const int32_t *slots, int64_t row)
+/* One thread per element of a row; q8_0 rows are blocks of 32 (an f16 scale d = amax/127,
+ * then q = roundf(x / d)), each made by 32 consecutive threads, with the CPU's arithmetic. */
+static __device__ __forceinline__ void kv_store(uint32_t dtype, char *row, int64_t i, float x,
+                                                bool in)
+{
+    if (dtype == LLM_DT_F16) {
+        if (in)
+            ((__half *)row)[i] = __float2half_rn(x);
+    } else if (dtype == LLM_DT_BF16) {
+        const uint32_t u = __float_as_uint(x);
+        const uint16_t h = (u & 0x7fffffffu) > 0x7f800000u
+                               ? (uint16_t)((u >> 16) | 64)
+                               : (uint16_t)((u + (0x7fffu + ((u >> 16) & 1))) >> 16);
+        if (in)
+            ((uint16_t *)row)[i] = h;
+    } else {
+        float amax = in ? fabsf(x) : 0.0f;
+        for (int o = 16; o > 0; o >>= 1)
+            amax = fmaxf(amax, LLM_SHFL_XOR(amax, o));
+        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        char *b = row + (i / 32) * 34;
+        if (in) {
+            b[2 + i % 32] = (char)(int)roundf(x * id);
+            if (i % 32 == 0)
+                *(__half *)b = __float2half_rn(d);
+        }
+    }
+}
+
+static __global__ void k_kv_write(char *kc, char *vc, uint32_t dtype, const float *k,
+                                  const float *v, const int32_t *slots, int64_t row,
+                                  size_t row_bytes)
 {
     const int64_t t = blockIdx.y;
-    const int64_t dst = (int64_t)slots[t] * row;
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < row;
-         i += (int64_t)gridDim.x * blockDim.x) {
-        kc[dst + i] = __float2half_rn(k[t * row + i]);
-        vc[dst + i] = __float2half_rn(v[t * row + i]);
-    }
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    const bool in = i < row;
+    const size_t dst = (size_t)slots[t] * row_bytes;
+    kv_store(dtype, kc + dst, i, in ? k[t * row + i] : 0.0f, in);
+    kv_store(dtype, vc + dst, i, in ? v[t * row + i] : 0.0f, in);
 }
 
 static void cu_kv_write(llm_backend *be, const llm_kv_layer *kv, const float *k, const float *v,
@@ -397,25 +426,27 @@ static void cu_kv_write(llm_backend *be, const llm_kv_layer *kv, const float *k,
 {
     if (n_tokens <= 0)
         return;
-    if (kv->dtype != LLM_DT_F16) {
-        cu_record(be, LLM_ERR_UNSUPPORTED, "cuda: KV cache of type %u (f16 only)", kv->dtype);
+    const int64_t row = (int64_t)kv->n_head_kv * kv->head_dim;
+    const size_t rb = kv_bytes(kv->dtype, row);
+    if (!rb) {
+        cu_record(be, LLM_ERR_UNSUPPORTED, "cuda: KV cache of type %u", kv->dtype);
         return;
     }
-    const int64_t row = (int64_t)kv->n_head_kv * kv->head_dim;
     dim3 grid(cdiv(row, THREADS), (unsigned)n_tokens);
-    k_kv_write<<<grid, THREADS, 0, be->stream>>>((__half *)kv->k, (__half *)kv->v, k, v, slots,
-                                                 row);
+    k_kv_write<<<grid, THREADS, 0, be->stream>>>((char *)kv->k, (char *)kv->v, kv->dtype, k, v,
+                                                 slots, row, rb);
     CU_LAUNCHED(be, "kv_write");
 }
 
 static void cu_kv_copy_block(llm_backend *be, const llm_kv_layer *kv, int32_t block_size,
                              int32_t dst, int32_t src)
 {
-    if (kv->dtype != LLM_DT_F16) {
-        cu_record(be, LLM_ERR_UNSUPPORTED, "cuda: KV cache of type %u (f16 only)", kv->dtype);
+    const size_t bytes =
+        (size_t)block_size * kv_bytes(kv->dtype, (int64_t)kv->n_head_kv * kv->head_dim);
+    if (!bytes) {
+        cu_record(be, LLM_ERR_UNSUPPORTED, "cuda: KV cache of type %u", kv->dtype);
         return;
     }
-    const size_t bytes = (size_t)block_size * kv->n_head_kv * kv->head_dim * sizeof(__half);
     cu_check(be, cudaMemcpyAsync((char *)kv->k + (size_t)dst * bytes,
                                  (const char *)kv->k + (size_t)src * bytes, bytes,
                                  cudaMemcpyDeviceToDevice, be->stream), "kv_copy_block");

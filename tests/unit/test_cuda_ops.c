@@ -345,17 +345,24 @@ typedef struct kv_pair {
     size_t bytes;
 } kv_pair;
 
-static kv_pair kv_make(int32_t n_kv, int32_t hd)
+/* pools of random rows of dtype (f16, bf16 or q8_0), the same on host and device */
+static kv_pair kv_make(uint32_t dtype, int32_t n_kv, int32_t hd)
 {
-    kv_pair p = {.host = {.dtype = LLM_DT_F16, .n_head_kv = n_kv, .head_dim = hd}};
+    kv_pair p = {.host = {.dtype = dtype, .n_head_kv = n_kv, .head_dim = hd}};
     p.dev = p.host;
-    p.bytes = (size_t)N_BLOCKS * BS * (size_t)n_kv * (size_t)hd * 2;
+    const int64_t row = (int64_t)n_kv * hd, rows = (int64_t)N_BLOCKS * BS;
+    const size_t rb = llm__dtype_row_size(dtype, row);
+    p.bytes = rb * (size_t)rows;
     p.host.k = malloc(p.bytes);
     p.host.v = malloc(p.bytes);
-    for (size_t i = 0; i < p.bytes / 2; i++) {
-        ((llm_f16 *)p.host.k)[i] = llm__f32_to_f16(test_rand_f32(&rng, -1, 1));
-        ((llm_f16 *)p.host.v)[i] = llm__f32_to_f16(test_rand_f32(&rng, -1, 1));
+    float *f = malloc((size_t)row * sizeof(float));
+    for (int64_t r = 0; r < 2 * rows; r++) {
+        for (int64_t i = 0; i < row; i++)
+            f[i] = test_rand_f32(&rng, -1, 1);
+        char *dst = (char *)(r < rows ? p.host.k : p.host.v) + (size_t)(r % rows) * rb;
+        llm__quant_ref[dtype].from_float(f, dst, row);
     }
+    free(f);
     p.dev.k = dev_copy(p.host.k, p.bytes);
     p.dev.v = dev_copy(p.host.v, p.bytes);
     return p;
@@ -375,9 +382,11 @@ static int kv_same(const kv_pair *p)
     return same;
 }
 
-static void test_kv_write_copy(void)
+static const uint32_t kv_types[] = {LLM_DT_F16, LLM_DT_BF16, LLM_DT_Q8_0};
+
+static void kv_write_copy_case(uint32_t dtype)
 {
-    kv_pair p = kv_make(3, 64);
+    kv_pair p = kv_make(dtype, 3, 64);
     const int64_t n = 7, row = 3 * 64;
     int32_t slots[7] = {0, 5, 17, 200, 639, 301, 44};
     float *k = rand_buf(n * row, -70000, 70000), *v = rand_buf(n * row, -2, 2);
@@ -385,21 +394,27 @@ static void test_kv_write_copy(void)
     int32_t *ds = dev_copy(slots, sizeof slots);
     gpu->kv_write(gbe, &p.dev, dk, dv, ds, n);
     cpu->kv_write(cbe, &p.host, k, v, slots, n);
-    CHECK(kv_same(&p));
+    CHECK_MSG(kv_same(&p), "KV cache of type %u", dtype);
     gpu->kv_copy_block(gbe, &p.dev, BS, 7, 12);
     cpu->kv_copy_block(cbe, &p.host, BS, 7, 12);
     gpu->kv_copy_block(gbe, &p.dev, BS, 39, 0);
     cpu->kv_copy_block(cbe, &p.host, BS, 39, 0);
-    CHECK(kv_same(&p));
+    CHECK_MSG(kv_same(&p), "KV cache of type %u", dtype);
     kv_free(&p);
     gpu->free(gbe, dk), gpu->free(gbe, dv), gpu->free(gbe, ds);
     free(k), free(v);
 }
 
-static void attention_case(int32_t n_head, int32_t n_kv, int32_t hd, int32_t window,
-                           float softcap)
+static void test_kv_write_copy(void)
 {
-    kv_pair p = kv_make(n_kv, hd);
+    for (size_t i = 0; i < sizeof kv_types / sizeof kv_types[0]; i++)
+        kv_write_copy_case(kv_types[i]);
+}
+
+static void attention_case(uint32_t dtype, int32_t n_head, int32_t n_kv, int32_t hd,
+                           int32_t window, float softcap)
+{
+    kv_pair p = kv_make(dtype, n_kv, hd);
     /* 3 sequences over a shuffled block pool; the batch mixes their tokens */
     int32_t tables[3 * MAX_BLOCKS], perm[N_BLOCKS];
     for (int i = 0; i < N_BLOCKS; i++)
@@ -430,8 +445,8 @@ static void attention_case(int32_t n_head, int32_t n_kv, int32_t hd, int32_t win
     cpu->attention(cbe, &ac);
     float *o = host_copy(dout, (size_t)(n * H) * 4);
     const double e = rel_err(o, oc, n * H);
-    CHECK_MSG(e < 1e-5, "attention heads %d/%d dim %d window %d softcap %g: %.3g", n_head, n_kv,
-              hd, window, softcap, e);
+    CHECK_MSG(e < 1e-5, "attention type %u heads %d/%d dim %d window %d softcap %g: %.3g", dtype,
+              n_head, n_kv, hd, window, softcap, e);
     kv_free(&p);
     gpu->free(gbe, dq), gpu->free(gbe, dout), gpu->free(gbe, dseq), gpu->free(gbe, dpos);
     gpu->free(gbe, dtab);
@@ -440,13 +455,16 @@ static void attention_case(int32_t n_head, int32_t n_kv, int32_t hd, int32_t win
 
 static void test_attention(void)
 {
-    attention_case(9, 3, 64, 0, 0.0f);    /* SmolLM2's shape */
-    attention_case(8, 8, 128, 0, 0.0f);
-    attention_case(4, 1, 256, 0, 0.0f);   /* Gemma 3's head width */
-    attention_case(8, 2, 80, 0, 0.0f);    /* a width that is no multiple of the warp */
-    attention_case(8, 2, 128, 20, 0.0f);  /* sliding window */
-    attention_case(8, 2, 64, 0, 30.0f);   /* soft-capping */
-    attention_case(2, 2, 512, 7, 50.0f);
+    for (size_t i = 0; i < sizeof kv_types / sizeof kv_types[0]; i++) {
+        const uint32_t t = kv_types[i];
+        attention_case(t, 9, 3, 64, 0, 0.0f);   /* SmolLM2's shape */
+        attention_case(t, 8, 8, 128, 0, 0.0f);
+        attention_case(t, 4, 1, 256, 0, 0.0f);  /* Gemma 3's head width */
+        attention_case(t, 8, 2, 128, 20, 0.0f); /* sliding window */
+        attention_case(t, 8, 2, 64, 0, 30.0f);  /* soft-capping */
+        attention_case(t, 2, 2, 512, 7, 50.0f);
+    }
+    attention_case(LLM_DT_F16, 8, 2, 80, 0, 0.0f); /* a width that is no multiple of 32 */
 }
 
 /* ---- errors ---------------------------------------------------------------------------- */
