@@ -39,7 +39,7 @@ typedef struct options {
     float temp, top_p, min_p, repeat_penalty, presence_penalty, frequency_penalty;
     int32_t top_k, repeat_last_n;
     int32_t max_tokens; /* < 0: until end of generation or a full context */
-    int32_t n_ctx, n_batch;
+    int32_t n_ctx, n_batch, kv_type;
     int quiet, verbose;
 } options;
 
@@ -98,6 +98,7 @@ static const char *usage_common =
     "      --device N          GPU index for the cuda backend (default: 0)\n"
     "  -c, --ctx-size N        context size in tokens (default: min(4096, trained))\n"
     "  -b, --batch-size N      prompt tokens decoded per batch (default: 512)\n"
+    "      --kv-type T         KV cache type: f16, bf16 or q8_0 (default: f16)\n"
     "sampling:\n"
     "      --temp T            temperature; <= 0 is greedy (default: 0.8)\n"
     "      --top-k N           keep the N most likely tokens; 0 = off (default: 40)\n"
@@ -277,6 +278,16 @@ static void parse_args(const char *cmd, int argc, char **argv, options *o)
             o->n_ctx = (int32_t)parse_int(a, VALUE(), 0, INT32_MAX);
         } else if (IS("-b", "--batch-size")) {
             o->n_batch = (int32_t)parse_int(a, VALUE(), 0, INT32_MAX);
+        } else if (IS("--kv-type", NULL)) {
+            const char *v = VALUE();
+            if (!strcmp(v, "f16"))
+                o->kv_type = LLM_KV_F16;
+            else if (!strcmp(v, "bf16"))
+                o->kv_type = LLM_KV_BF16;
+            else if (!strcmp(v, "q8_0"))
+                o->kv_type = LLM_KV_Q8_0;
+            else
+                die("%s: --kv-type must be f16, bf16 or q8_0, not '%s'", cmd, v);
         } else {
             die("%s: unknown option or argument '%s' (see llm %s --help)", cmd, argv[i], cmd);
         }
@@ -416,6 +427,7 @@ static llm_context *make_context(llm_model *model, const options *o)
     cp.n_ctx = o->n_ctx;
     cp.n_batch = o->n_batch;
     cp.n_threads = o->threads;
+    cp.kv_type = o->kv_type;
     llm_context *ctx = NULL;
     llm_status st = llm_context_create(model, &cp, &ctx);
     if (st != LLM_OK)

@@ -14,6 +14,8 @@
 static llm_model *model;
 static char model_path[256];
 
+static int32_t kv_type = LLM_KV_F16; /* of the contexts make_ctx creates */
+
 static llm_context *make_ctx(int32_t n_ctx, int32_t n_seq, int32_t n_batch, int32_t block,
                              uint32_t flags)
 {
@@ -25,6 +27,7 @@ static llm_context *make_ctx(int32_t n_ctx, int32_t n_seq, int32_t n_batch, int3
     cp.block_size = block;
     cp.n_threads = 1;
     cp.flags = flags;
+    cp.kv_type = kv_type;
     llm_context *ctx = NULL;
     if (llm_context_create(model, &cp, &ctx) != LLM_OK) {
         fprintf(stderr, "context: %s\n", llm_last_error());
@@ -214,6 +217,25 @@ static void test_preemption_equals_alone(void)
     /* 12 blocks of 8: the requests need up to 13 blocks each; many are preempted */
     concurrent_case(104, 32, LLM_CONTEXT_NO_PREFIX_CACHE, 5);
     concurrent_case(104, 32, 0, 5);
+}
+
+/* The same with the cache in bf16 and q8_0: copy-on-write, preemption and batching must
+ * not change results in any cache type. */
+static void test_kv_types(void)
+{
+    const int32_t types[] = {LLM_KV_BF16, LLM_KV_Q8_0};
+    for (int i = 0; i < 2; i++) {
+        kv_type = types[i];
+        concurrent_case(104, 32, 0, 5);
+    }
+    kv_type = LLM_KV_F16;
+    /* a bad type is refused */
+    llm_context_params cp;
+    llm_context_params_init(&cp);
+    cp.kv_type = 7;
+    llm_context *ctx = NULL;
+    CHECK_EQ_INT(llm_context_create(model, &cp, &ctx), LLM_ERR_INVALID_ARG);
+    CHECK(ctx == NULL);
 }
 
 static void test_prefix_cache_same_logits(void)
@@ -679,7 +701,7 @@ static void test_callback(void)
 int main(void)
 {
     snprintf(model_path, sizeof model_path, "/tmp/libllm-tiny-%d.gguf", (int)getpid());
-    tiny_shape sh = {.n_embd = 64, .n_layer = 2, .n_head = 4, .n_head_kv = 2, .n_ff = 128,
+    tiny_shape sh = {.n_embd = 64, .n_layer = 2, .n_head = 2, .n_head_kv = 1, .n_ff = 128,
                      .n_ctx = 2048, .seed = 5};
     if (tiny_model_write(model_path, &sh) != 0) {
         fprintf(stderr, "cannot write %s\n", model_path);
@@ -699,6 +721,7 @@ int main(void)
     RUN(test_stream);
     RUN(test_concurrent_equals_alone);
     RUN(test_preemption_equals_alone);
+    RUN(test_kv_types);
     RUN(test_prefix_cache_same_logits);
     RUN(test_fork_n_completions);
     RUN(test_stop_strings_and_tokens);
