@@ -127,6 +127,26 @@ struct llm_backend_ops {
     void (*add)(llm_backend *be, float *y, const float *a, const float *b, int64_t n);
     /* y = x * s over n elements (in place allowed) */
     void (*scale)(llm_backend *be, float *y, const float *x, float s, int64_t n);
+    /* each of n_rows rows of b->ne[0] floats: y[r] += b (an f32 vector: attention biases) */
+    void (*add_bias)(llm_backend *be, float *y, const llm_tensor *b, int64_t n_rows);
+    /* y = cap * tanh(x / cap) over n elements (in place allowed): logit soft-capping */
+    void (*softcap)(llm_backend *be, float *y, const float *x, float cap, int64_t n);
+    /* Mixture-of-experts routing of n tokens: p = softmax(logits[t]) over n_expert, then
+     * the k largest: ids[t * k + j] (descending), weights[t * k + j] = p[id], divided by
+     * their sum when norm is set. */
+    void (*moe_route)(llm_backend *be, int32_t *ids, float *weights, const float *logits,
+                      int64_t n, int32_t n_expert, int32_t k, int norm);
+    /* Expert matmul: w holds n_expert matrices of R = w->ne[1] / n_expert rows each. For
+     * token t < n and choice j < k, with e = ids[t * k + j]:
+     *   y[(t * k + j) * R + r] = dot(x + t * ldx + j * ldx_k, row e * R + r of w)
+     * (ldx_k 0: every choice reads the token's row). Only chosen experts are computed. */
+    void (*matmul_id)(llm_backend *be, float *y, const llm_tensor *w, int32_t n_expert,
+                      const float *x, int64_t ldx, int64_t ldx_k, const int32_t *ids,
+                      int32_t k, int64_t n);
+    /* y[t] = sum over j < k of weights[t * k + j] * x[t * k + j], rows of dim floats, summed
+     * in the order of j */
+    void (*moe_combine)(llm_backend *be, float *y, const float *x, const float *weights,
+                        int64_t n, int32_t k, int64_t dim);
     /* writes n_tokens rows of k and v [n_tokens, n_head_kv * head_dim] to their slots:
      * token i goes to global slot slots[i] (block * block_size + offset) */
     void (*kv_write)(llm_backend *be, const llm_kv_layer *kv, const float *k, const float *v,

@@ -109,12 +109,22 @@ llm_status llm_context_create(llm_model *model, const llm_context_params *params
     }
     const size_t nb = (size_t)c->n_batch;
     const size_t E = (size_t)hp->n_embd, H = (size_t)hp->n_head * (size_t)hp->head_dim,
-                 KV = kv_row, F = (size_t)hp->n_ff;
+                 KV = kv_row, F_exp = (size_t)hp->n_expert_used * (size_t)hp->n_ff_exp,
+                 F = (size_t)hp->n_ff > F_exp ? (size_t)hp->n_ff : F_exp;
     float **bufs[] = {&c->x, &c->h, &c->q, &c->k, &c->v, &c->att, &c->gate, &c->up};
     const size_t widths[] = {E, E > H ? E : H, H, KV, KV, H, F, F};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         *bufs[i] = c->ops->alloc(c->be, nb * widths[i] * sizeof(float));
         if (!*bufs[i])
+            goto oom;
+    }
+    if (hp->n_expert > 0) {
+        const size_t k = (size_t)hp->n_expert_used;
+        c->moe_logits = c->ops->alloc(c->be, nb * (size_t)hp->n_expert * sizeof(float));
+        c->moe_weights = c->ops->alloc(c->be, nb * k * sizeof(float));
+        c->moe_out = c->ops->alloc(c->be, nb * k * E * sizeof(float));
+        c->moe_ids = c->ops->alloc(c->be, nb * k * sizeof(int32_t));
+        if (!c->moe_logits || !c->moe_weights || !c->moe_out || !c->moe_ids)
             goto oom;
     }
     int32_t **ints[] = {&c->tokens, &c->pos, &c->seq, &c->slots, &c->out_rows};
@@ -153,10 +163,13 @@ void llm_context_free(llm_context *c)
             c->ops->free(c->be, c->layers[il].k);
             c->ops->free(c->be, c->layers[il].v);
         }
-        float *bufs[] = {c->x, c->h, c->q, c->k, c->v, c->att, c->gate, c->up, c->d_logits};
+        float *bufs[] = {c->x,        c->h,          c->q,           c->k,
+                         c->v,        c->att,        c->gate,        c->up,
+                         c->d_logits, c->moe_logits, c->moe_weights, c->moe_out};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             c->ops->free(c->be, bufs[i]);
         c->ops->free(c->be, c->d_ints);
+        c->ops->free(c->be, c->moe_ids);
         c->ops->destroy(c->be);
     }
     llm__free(c->layers);
@@ -354,6 +367,8 @@ llm_status llm__context_decode(llm_context *c, const llm_batch *b)
             .kv = c->layers, .n_out = n_out_ub, .out_rows = d_out_rows,
             .logits = c->d_logits + out_done * n_vocab, .x = c->x, .h = c->h, .q = c->q,
             .k = c->k, .v = c->v, .att = c->att, .gate = c->gate, .up = c->up,
+            .moe_logits = c->moe_logits, .moe_weights = c->moe_weights, .moe_out = c->moe_out,
+            .moe_ids = c->moe_ids,
         };
         st = c->model->arch->forward(c->model, &step);
         if (st == LLM_OK && !c->host_memory && n_out_ub)

@@ -17,6 +17,9 @@ struct llm_context {
     llm_kv_layer *layers; /* [n_layer] */
     /* activations for one micro-batch of n_batch tokens */
     float *x, *h, *q, *k, *v, *att, *gate, *up;
+    /* mixture of experts only (see llm_ubatch) */
+    float *moe_logits, *moe_weights, *moe_out;
+    int32_t *moe_ids;
     /* per-token bookkeeping of the current micro-batch, n_batch entries each: built in
      * host memory, then uploaded to the backend's copies (the same arrays when the
      * backend's memory is host memory) */

@@ -8,9 +8,26 @@
 #include "chat.h"
 #include "model.h"
 
-static const llm_arch *const archs[] = {&llm__arch_llama, &llm__arch_gemma3};
+static const llm_arch *const archs[] = {
+    &llm__arch_llama, &llm__arch_qwen2,  &llm__arch_qwen3, &llm__arch_qwen3moe,
+    &llm__arch_phi3,  &llm__arch_gemma2, &llm__arch_gemma3,
+};
 
 /* ---- helpers for lib/models/ ------------------------------------------------------- */
+
+static llm_status register_tensor(llm_model *m, llm_tensor *t)
+{
+    if (m->n_tensors == m->cap_tensors) {
+        const int32_t cap = m->cap_tensors ? 2 * m->cap_tensors : 64;
+        llm_tensor **p = llm__realloc(m->tensors, (size_t)cap * sizeof *p);
+        if (!p)
+            return llm__fail(LLM_ERR_NO_MEMORY, "model: out of memory");
+        m->tensors = p;
+        m->cap_tensors = cap;
+    }
+    m->tensors[m->n_tensors++] = t;
+    return LLM_OK;
+}
 
 llm_status llm__model_tensor(llm_model *m, llm_tensor *t, const char *name, int64_t ne0,
                              int64_t ne1, int required)
@@ -39,16 +56,7 @@ llm_status llm__model_tensor(llm_model *m, llm_tensor *t, const char *name, int6
     /* norms and other vectors are f32 for every backend op that takes them */
     if (ne1 == 1 && gt->type != LLM_DT_F32)
         return llm__fail(LLM_ERR_UNSUPPORTED, "model: vector tensor '%s' must be f32", name);
-    if (m->n_tensors == m->cap_tensors) {
-        const int32_t cap = m->cap_tensors ? 2 * m->cap_tensors : 64;
-        llm_tensor **p = llm__realloc(m->tensors, (size_t)cap * sizeof *p);
-        if (!p)
-            return llm__fail(LLM_ERR_NO_MEMORY, "model: out of memory");
-        m->tensors = p;
-        m->cap_tensors = cap;
-    }
-    m->tensors[m->n_tensors++] = t;
-    return LLM_OK;
+    return register_tensor(m, t);
 }
 
 llm_status llm__layer_tensor(llm_model *m, llm_tensor *t, int il, const char *suffix,
@@ -58,6 +66,31 @@ llm_status llm__layer_tensor(llm_model *m, llm_tensor *t, int il, const char *su
     if (snprintf(name, sizeof name, "blk.%d.%s", il, suffix) >= (int)sizeof name)
         return llm__fail(LLM_ERR_INTERNAL, "model: tensor name blk.%d.%s is too long", il, suffix);
     return llm__model_tensor(m, t, name, ne0, ne1, required);
+}
+
+llm_status llm__layer_tensor_split(llm_model *m, int il, const char *suffix, int64_t ne0,
+                                   int n_parts, llm_tensor *const *parts, const int64_t *rows,
+                                   int required)
+{
+    int64_t total = 0;
+    for (int i = 0; i < n_parts; i++)
+        total += rows[i];
+    llm_status st = llm__layer_tensor(m, parts[0], il, suffix, ne0, total, required);
+    if (st != LLM_OK || !parts[0]->data)
+        return st;
+    const llm_tensor whole = *parts[0];
+    int64_t r0 = 0;
+    for (int i = 0; i < n_parts; i++) {
+        llm_tensor *t = parts[i];
+        *t = whole;
+        snprintf(t->name, sizeof t->name, "%.80s[%d]", whole.name, i);
+        t->ne[1] = rows[i];
+        t->data = (const char *)whole.data + (size_t)r0 * whole.row_bytes;
+        r0 += rows[i];
+        if (i > 0 && (st = register_tensor(m, t)) != LLM_OK)
+            return st;
+    }
+    return LLM_OK;
 }
 
 llm_status llm__model_u32(llm_model *m, const char *key, int32_t *out, int required)
@@ -206,7 +239,7 @@ llm_status llm_model_load(const char *path, const llm_model_params *params, llm_
             m->arch = archs[i];
     if (!m->arch) {
         st = llm__fail(LLM_ERR_UNSUPPORTED, "model: architecture '%s' is not supported "
-                       "(supported: llama, gemma3)", m->arch_name);
+                       "(supported: llama, qwen2, qwen3, qwen3moe, phi3, gemma2, gemma3)", m->arch_name);
         goto fail;
     }
     st = llm__tokenizer_create(m->gguf, &m->tok);

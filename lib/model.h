@@ -27,6 +27,10 @@ typedef struct llm_hparams {
     int32_t swa_window;   /* 0: no sliding window */
     float final_softcap;  /* 0: none */
     float attn_softcap;   /* 0: none */
+    float attn_scale;     /* q·k scale; 0: 1/sqrt(head_dim) */
+    int32_t n_expert;     /* mixture of experts: experts per layer (0: dense FFN) */
+    int32_t n_expert_used;
+    int32_t n_ff_exp;     /* rows of one expert's gate/up */
 } llm_hparams;
 
 typedef struct llm_layer {
@@ -35,6 +39,9 @@ typedef struct llm_layer {
     llm_tensor wk;             /* [n_embd, n_head_kv*head_dim] */
     llm_tensor wv;             /* [n_embd, n_head_kv*head_dim] */
     llm_tensor wo;             /* [n_head*head_dim, n_embd] */
+    llm_tensor bq;             /* [n_head*head_dim], optional (qwen2) */
+    llm_tensor bk;             /* [n_head_kv*head_dim], optional */
+    llm_tensor bv;             /* [n_head_kv*head_dim], optional */
     llm_tensor q_norm;         /* [head_dim], gemma3/qwen3 */
     llm_tensor k_norm;         /* [head_dim] */
     llm_tensor post_attn_norm; /* [n_embd], gemma2/3 */
@@ -43,6 +50,10 @@ typedef struct llm_layer {
     llm_tensor w_up;           /* [n_embd, n_ff] */
     llm_tensor w_down;         /* [n_ff, n_embd] */
     llm_tensor post_ffn_norm;  /* [n_embd], gemma2/3 */
+    llm_tensor ffn_gate_inp;   /* [n_embd, n_expert]: the router */
+    llm_tensor gate_exps;      /* [n_embd, n_expert*n_ff_exp] */
+    llm_tensor up_exps;        /* [n_embd, n_expert*n_ff_exp] */
+    llm_tensor down_exps;      /* [n_ff_exp, n_expert*n_embd] */
     int32_t window;            /* sliding window of this layer; 0: full attention */
     float rope_base;
 } llm_layer;
@@ -66,6 +77,11 @@ typedef struct llm_ubatch {
     float *logits;               /* [n_out, n_vocab] */
     /* scratch, each sized for the largest micro-batch */
     float *x, *h, *q, *k, *v, *att, *gate, *up, *out;
+    /* mixture of experts (NULL for dense models): router logits [n, n_expert], chosen
+     * experts and their weights [n, n_expert_used], expert outputs [n, n_expert_used,
+     * n_embd]; gate and up then hold [n, n_expert_used, n_ff_exp] */
+    float *moe_logits, *moe_weights, *moe_out;
+    int32_t *moe_ids;
 } llm_ubatch;
 
 typedef struct llm_arch {
@@ -107,6 +123,13 @@ LLM_INTERNAL llm_status llm__model_tensor(llm_model *m, llm_tensor *t, const cha
 /* Same with "blk.%d.<suffix>". */
 LLM_INTERNAL llm_status llm__layer_tensor(llm_model *m, llm_tensor *t, int il, const char *suffix,
                                           int64_t ne0, int64_t ne1, int required);
+/* A fused matrix "blk.%d.<suffix>" of rows[0] + ... + rows[n_parts - 1] rows, bound as
+ * n_parts matrices (row-range views, each registered for preparation). required = 0: a
+ * missing tensor leaves parts[0]->data NULL and succeeds. */
+LLM_INTERNAL llm_status llm__layer_tensor_split(llm_model *m, int il, const char *suffix,
+                                                int64_t ne0, int n_parts,
+                                                llm_tensor *const *parts, const int64_t *rows,
+                                                int required);
 /* Reads "<arch>.<key>" into *out; required = 0 keeps *out when missing. */
 LLM_INTERNAL llm_status llm__model_u32(llm_model *m, const char *key, int32_t *out, int required);
 LLM_INTERNAL llm_status llm__model_f32(llm_model *m, const char *key, float *out, int required);
@@ -120,6 +143,11 @@ LLM_INTERNAL llm_status llm__model_common_hparams(llm_model *m);
 LLM_INTERNAL llm_status llm__model_bind_io(llm_model *m);
 
 extern const llm_arch llm__arch_llama;
+extern const llm_arch llm__arch_qwen2;
+extern const llm_arch llm__arch_qwen3;
+extern const llm_arch llm__arch_qwen3moe;
+extern const llm_arch llm__arch_phi3;
+extern const llm_arch llm__arch_gemma2;
 extern const llm_arch llm__arch_gemma3;
 
 #endif

@@ -364,6 +364,160 @@ static void cpu_scale(llm_backend *be, float *y, const float *x, float s, int64_
         y[i] = x[i] * s;
 }
 
+static void cpu_add_bias(llm_backend *be, float *y, const llm_tensor *b, int64_t n_rows)
+{
+    (void)be;
+    const float *bv = b->data;
+    const int64_t dim = b->ne[0];
+    for (int64_t r = 0; r < n_rows; r++)
+        for (int64_t i = 0; i < dim; i++)
+            y[r * dim + i] += bv[i];
+}
+
+static void cpu_softcap(llm_backend *be, float *y, const float *x, float cap, int64_t n)
+{
+    (void)be;
+    /* scale, tanh, scale: the three ops llama.cpp's graph uses, in its order */
+    const float inv = 1.0f / cap;
+    for (int64_t i = 0; i < n; i++)
+        y[i] = tanhf(x[i] * inv) * cap;
+}
+
+/* ---- mixture of experts -------------------------------------------------------------- */
+
+static void cpu_moe_route(llm_backend *be, int32_t *ids, float *weights, const float *logits,
+                          int64_t n, int32_t n_expert, int32_t k, int norm)
+{
+    (void)be;
+    float p[1024]; /* n_expert <= 1024, checked at load */
+    for (int64_t t = 0; t < n; t++) {
+        const float *l = logits + t * n_expert;
+        float mx = -INFINITY;
+        for (int32_t e = 0; e < n_expert; e++)
+            mx = l[e] > mx ? l[e] : mx;
+        double sum = 0.0;
+        for (int32_t e = 0; e < n_expert; e++) {
+            p[e] = expf(l[e] - mx);
+            sum += (double)p[e];
+        }
+        const float inv = (float)(1.0 / sum);
+        for (int32_t e = 0; e < n_expert; e++)
+            p[e] *= inv;
+        /* top k by selection; ties go to the lower expert id */
+        int32_t *id = ids + t * k;
+        float *w = weights + t * k;
+        for (int32_t j = 0; j < k; j++) {
+            int32_t best = -1;
+            for (int32_t e = 0; e < n_expert; e++) {
+                int taken = 0;
+                for (int32_t i = 0; i < j; i++)
+                    taken |= id[i] == e;
+                if (!taken && (best < 0 || p[e] > p[best]))
+                    best = e;
+            }
+            id[j] = best;
+            w[j] = p[best];
+        }
+        if (norm) {
+            double ws = 0.0;
+            for (int32_t j = 0; j < k; j++)
+                ws += (double)w[j];
+            float fs = (float)ws;
+            fs = fs < 6.103515625e-5f ? 6.103515625e-5f : fs; /* the smallest normal f16 */
+            for (int32_t j = 0; j < k; j++)
+                w[j] /= fs;
+        }
+    }
+}
+
+typedef struct matmul_id_job {
+    float *y;
+    const llm_tensor *w;
+    int64_t rows;        /* per expert */
+    const int32_t *ids;
+    int32_t k;
+    int64_t n;
+    const char *xq;      /* activation rows in the vec_dot type (or f32) */
+    size_t xq_row;
+    int per_choice;      /* xq holds one row per (token, choice), else one per token */
+    llm_vec_dot_fn dot;
+    int64_t chunks;      /* per expert */
+    atomic_long next;
+} matmul_id_job;
+
+/* Work items are (expert, chunk of its rows); each runs over the tokens that chose it, so
+ * an expert's rows are read once per matmul and unchosen experts never. */
+static void matmul_id_rows(void *arg, int ith, int nth)
+{
+    (void)ith;
+    (void)nth;
+    matmul_id_job *j = arg;
+    const int64_t kk = j->w->ne[0], items = (int64_t)j->w->ne[1] / j->rows * j->chunks;
+    for (;;) {
+        const int64_t it = atomic_fetch_add(&j->next, 1);
+        if (it >= items)
+            break;
+        const int32_t e = (int32_t)(it / j->chunks);
+        const int64_t r0 = it % j->chunks * ROWS_PER_CHUNK;
+        const int64_t r1 = r0 + ROWS_PER_CHUNK < j->rows ? r0 + ROWS_PER_CHUNK : j->rows;
+        for (int64_t c = 0; c < j->n * j->k; c++) {
+            if (j->ids[c] != e)
+                continue;
+            const char *xr = j->xq + (size_t)(j->per_choice ? c : c / j->k) * j->xq_row;
+            for (int64_t r = r0; r < r1; r++) {
+                const char *wr = (const char *)j->w->data + (size_t)(e * j->rows + r) *
+                                 j->w->row_bytes;
+                j->dot(kk, &j->y[c * j->rows + r], wr, xr);
+            }
+        }
+    }
+}
+
+static void cpu_matmul_id(llm_backend *be, float *y, const llm_tensor *w, int32_t n_expert,
+                          const float *x, int64_t ldx, int64_t ldx_k, const int32_t *ids,
+                          int32_t k, int64_t n)
+{
+    const llm_quant_traits *tr = &llm__quant_best[w->dtype];
+    const int64_t K = w->ne[0];
+    matmul_id_job j = {.y = y, .w = w, .rows = w->ne[1] / n_expert, .ids = ids, .k = k,
+                       .n = n, .per_choice = ldx_k != 0, .dot = tr->vec_dot};
+    j.chunks = (j.rows + ROWS_PER_CHUNK - 1) / ROWS_PER_CHUNK;
+    atomic_init(&j.next, 0);
+    const int64_t n_rows = j.per_choice ? n * k : n;
+    const int is_f32 = tr->vec_dot_type == LLM_DT_F32;
+    j.xq_row = is_f32 ? (size_t)K * sizeof(float) : llm__dtype_row_size(tr->vec_dot_type, K);
+    if (!ensure_buf(&be->xq, &be->xq_cap, j.xq_row * (size_t)n_rows)) {
+        be->err = llm__fail(LLM_ERR_NO_MEMORY, "cpu backend: out of memory in matmul_id");
+        return;
+    }
+    /* the activation rows, packed and in the weight's vec_dot type, once per matmul */
+    for (int64_t i = 0; i < n_rows; i++) {
+        const float *xr = j.per_choice ? x + i / k * ldx + i % k * ldx_k : x + i * ldx;
+        char *dst = (char *)be->xq + (size_t)i * j.xq_row;
+        if (is_f32)
+            memcpy(dst, xr, (size_t)K * sizeof(float));
+        else
+            llm__quant_best[tr->vec_dot_type].from_float(xr, dst, K);
+    }
+    j.xq = be->xq;
+    llm__pool_run(be->pool, matmul_id_rows, &j);
+}
+
+static void cpu_moe_combine(llm_backend *be, float *y, const float *x, const float *weights,
+                            int64_t n, int32_t k, int64_t dim)
+{
+    (void)be;
+    for (int64_t t = 0; t < n; t++) {
+        float *yr = y + t * dim;
+        for (int32_t j = 0; j < k; j++) {
+            const float *xr = x + (t * k + j) * dim;
+            const float w = weights[t * k + j];
+            for (int64_t i = 0; i < dim; i++)
+                yr[i] = j == 0 ? xr[i] * w : yr[i] + xr[i] * w;
+        }
+    }
+}
+
 /* ---- KV cache and attention -------------------------------------------------------- */
 
 /* The cache holds one row of n_head_kv * head_dim elements per token slot, in f16, bf16
@@ -559,6 +713,11 @@ static const struct llm_backend_ops cpu_ops = {
     .copy_rows = cpu_copy_rows,
     .add = cpu_add,
     .scale = cpu_scale,
+    .add_bias = cpu_add_bias,
+    .softcap = cpu_softcap,
+    .moe_route = cpu_moe_route,
+    .matmul_id = cpu_matmul_id,
+    .moe_combine = cpu_moe_combine,
     .kv_write = cpu_kv_write,
     .kv_copy_block = cpu_kv_copy_block,
     .attention = cpu_attention,
