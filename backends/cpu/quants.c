@@ -8,6 +8,7 @@
  * here agrees with llama.cpp's to float rounding. The SIMD kernels in quants_avx2.c are
  * tested against these. */
 #include "quants.h"
+#include "quants_iq.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -805,6 +806,7 @@ static void q6_K_vec_dot(int64_t n, float *s, const void *vx, const void *vy)
         [LLM_DT_Q5_K] = {q5_K_to_float, NULL, q5_K_vec_dot, LLM_DT_Q8_K},                   \
         [LLM_DT_Q6_K] = {q6_K_to_float, NULL, q6_K_vec_dot, LLM_DT_Q8_K},                   \
         [LLM_DT_Q8_K] = {q8_K_to_float, q8_K_from_float, NULL, LLM_DT_Q8_K},                \
+        LLM_IQ_REF_ENTRIES                                                                  \
     }
 
 const llm_quant_traits llm__quant_ref[LLM_DT_COUNT] = REF_TABLE;
@@ -902,8 +904,10 @@ static int cpu_has_avx2_fma_f16c(void)
 static void quant_init_once(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
-    if (cpu_has_avx2_fma_f16c() && llm__quant_avx2_fill(llm__quant_best, &row_fns))
+    if (cpu_has_avx2_fma_f16c() && llm__quant_avx2_fill(llm__quant_best, &row_fns)) {
         features = "avx2,fma,f16c";
+        llm__quant_iq_avx2_fill(llm__quant_best);
+    }
 #endif
 }
 
