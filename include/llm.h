@@ -656,6 +656,64 @@ typedef struct llm_engine_stats {
 /** Fills the counters (set stats->size = sizeof *stats first). Errors: LLM_ERR_INVALID_ARG. Since: 1.1 */
 LLM_API llm_status llm_engine_stats_get(llm_context *ctx, llm_engine_stats *stats);
 
+/* ---- quantization --------------------------------------------------------------------- */
+
+/** Target of llm_model_quantize: llama.cpp's file types (the value of general.file_type). */
+typedef enum llm_ftype {
+    LLM_FTYPE_Q4_0 = 2,
+    LLM_FTYPE_Q4_1 = 3,
+    LLM_FTYPE_Q8_0 = 7,
+    LLM_FTYPE_Q5_0 = 8,
+    LLM_FTYPE_Q5_1 = 9,
+    LLM_FTYPE_Q2_K = 10,
+    LLM_FTYPE_Q3_K_S = 11,
+    LLM_FTYPE_Q3_K_M = 12,
+    LLM_FTYPE_Q3_K_L = 13,
+    LLM_FTYPE_Q4_K_S = 14,
+    LLM_FTYPE_Q4_K_M = 15,
+    LLM_FTYPE_Q5_K_S = 16,
+    LLM_FTYPE_Q5_K_M = 17,
+    LLM_FTYPE_Q6_K = 18,
+    LLM_FTYPE_FORCE_32BIT = 0x7fffffff
+} llm_ftype;
+
+/** Parameters for llm_model_quantize. Fill with llm_quantize_params_init(). */
+typedef struct llm_quantize_params {
+    size_t size;               /**< sizeof(llm_quantize_params), set by init */
+    int32_t ftype;             /**< llm_ftype; default LLM_FTYPE_Q4_K_M */
+    int32_t n_threads;         /**< 0: one per online CPU (at most 64) */
+    llm_progress_fn progress;  /**< optional; called after each tensor; non-zero cancels */
+    void *progress_user;       /**< passed to progress */
+} llm_quantize_params;
+
+static inline void llm_quantize_params_init(llm_quantize_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->size = sizeof *p;
+    p->ftype = LLM_FTYPE_Q4_K_M;
+}
+
+/**
+ * Writes a quantized copy of an F32/F16/BF16 GGUF model: every metadata pair is kept
+ * (general.file_type and general.quantization_version are set), tensors keep their order,
+ * names and shapes; each matrix gets the type the preset gives it (vectors and expert
+ * routers stay as they are). Tensors already quantized are copied unchanged.
+ * @param in_path  the source GGUF
+ * @param out_path the file to write (replaced; removed again on failure)
+ * @param params   NULL for defaults (Q4_K_M); borrowed for the call
+ * Thread-safe: yes (independent calls). Errors: LLM_ERR_INVALID_ARG, LLM_ERR_IO,
+ * LLM_ERR_INVALID_MODEL, LLM_ERR_NO_MEMORY, LLM_ERR_CANCELLED; message in llm_last_error().
+ * Since: 1.1
+ */
+LLM_API llm_status llm_model_quantize(const char *in_path, const char *out_path,
+                                      const llm_quantize_params *params);
+
+/** The llm_ftype named "Q4_K_M", "q8_0" ... (case-insensitive), or -1. Since: 1.1 */
+LLM_API int32_t llm_ftype_from_name(const char *name);
+
+/** The name of an llm_ftype ("Q4_K_M"), or NULL. Static text. Since: 1.1 */
+LLM_API const char *llm_ftype_name(int32_t ftype);
+
 #ifdef __cplusplus
 }
 #endif
