@@ -177,6 +177,27 @@ llm_status llm__model_bind_io(llm_model *m)
 
 /* ---- load ---------------------------------------------------------------------------- */
 
+/* The optional backend ops this model's forward pass calls: a backend without one of them
+ * cannot run it (refused here rather than failing in the middle of a decode). */
+static llm_status check_ops(const llm_model *m)
+{
+    const struct llm_backend_ops *o = m->ops;
+    const char *missing = NULL, *why = NULL;
+    int biases = 0;
+    for (int il = 0; il < m->hp.n_layer; il++)
+        biases |= m->layers[il].bq.data || m->layers[il].bk.data || m->layers[il].bv.data;
+    if (biases && !o->add_bias)
+        missing = "add_bias", why = "attention biases";
+    else if (m->hp.final_softcap > 0.0f && !o->softcap)
+        missing = "softcap", why = "logit soft-capping";
+    else if (m->hp.n_expert > 0 && (!o->moe_route || !o->matmul_id || !o->moe_combine))
+        missing = "moe_route/matmul_id/moe_combine", why = "mixture of experts";
+    if (missing)
+        return llm__fail(LLM_ERR_UNSUPPORTED, "model: backend '%s' has no %s op, which %s "
+                         "(%s) needs", o->name, missing, m->arch_name, why);
+    return LLM_OK;
+}
+
 static llm_status prepare_weights(llm_model *m, const llm_model_params *p)
 {
     /* progress counts bytes: the large matrices are what takes the time */
@@ -251,6 +272,8 @@ llm_status llm_model_load(const char *path, const llm_model_params *params, llm_
     if (st != LLM_OK)
         goto fail;
     st = m->arch->load(m);
+    if (st == LLM_OK)
+        st = check_ops(m);
     if (st != LLM_OK)
         goto fail;
     if (m->hp.n_layer < 1 || m->hp.n_layer > LLM_MAX_LAYERS || m->hp.n_head < 1 ||

@@ -491,6 +491,12 @@ static const struct llm_backend_ops cuda_ops = {
     .copy_rows = cu_copy_rows,
     .add = cu_add,
     .scale = cu_scale,
+    /* not on the GPU yet: models that need these are refused at load (model.c) */
+    .add_bias = NULL,
+    .softcap = NULL,
+    .moe_route = NULL,
+    .matmul_id = NULL,
+    .moe_combine = NULL,
     .kv_write = cu_kv_write,
     .kv_copy_block = cu_kv_copy_block,
     .attention = cu_attention,
