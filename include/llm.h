@@ -491,7 +491,9 @@ LLM_API void llm_sampler_reset(llm_sampler *s);
  * is unchanged by that. Results arrive as events, polled or through a callback.
  *
  * A context serves either llm_decode or requests: once a request was submitted,
- * llm_decode and llm_kv_* return LLM_ERR_INVALID_ARG until every request finished.
+ * llm_decode and llm_kv_* return LLM_ERR_INVALID_ARG until every request finished (and,
+ * with a worker, until the worker is stopped); submitting, or starting a worker, while
+ * llm_decode's sequences hold tokens is refused likewise (llm_kv_clear first).
  * The context's n_seq_max bounds the completions running at once, n_batch the tokens of
  * one step, n_ctx the KV cache all requests share.
  *

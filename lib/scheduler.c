@@ -880,7 +880,7 @@ int llm__engine_busy(llm_context *c)
     if (!e)
         return 0;
     pthread_mutex_lock(&e->mu);
-    const int busy = e->n_live > 0;
+    const int busy = e->n_live > 0 || e->worker;
     pthread_mutex_unlock(&e->mu);
     return busy;
 }
@@ -1024,10 +1024,11 @@ llm_status llm_request_submit(llm_context *c, const llm_request_params *params,
     memcpy(&p, params, params->size < sizeof p ? params->size : sizeof p);
     if ((st = check_params(c, &p)) != LLM_OK)
         return sub_fail(e, st);
-    /* busy with llm_decode's sequences? */
+    /* busy with llm_decode's sequences? (only without live requests and without a worker:
+     * then no step runs, and the engine's sequences are all empty) */
     if (!llm__engine_busy(c))
         for (int32_t s = 0; s < c->n_seq; s++)
-            if (llm__kv_seq_len(c->kv, s) > 0 && !e->slot_used[s])
+            if (llm__kv_seq_len(c->kv, s) > 0)
                 return sub_fail(e, llm__fail(LLM_ERR_INVALID_ARG, "llm_request_submit: sequence "
                                              "%d holds tokens from llm_decode; clear it first "
                                              "(llm_kv_clear)", s));
@@ -1289,6 +1290,13 @@ llm_status llm_context_start_worker(llm_context *c)
     llm_status st = engine_get(c, &e);
     if (st != LLM_OK)
         return llm__context_fail(c, st);
+    if (!llm__engine_busy(c))
+        for (int32_t s = 0; s < c->n_seq; s++)
+            if (llm__kv_seq_len(c->kv, s) > 0)
+                return llm__context_fail(c, llm__fail(LLM_ERR_INVALID_ARG,
+                                                      "llm_context_start_worker: sequence %d "
+                                                      "holds tokens from llm_decode; clear it "
+                                                      "first (llm_kv_clear)", s));
     pthread_mutex_lock(&e->mu);
     if (e->worker) {
         pthread_mutex_unlock(&e->mu);
