@@ -215,6 +215,21 @@ LLM_API const char *llm_model_backend(const llm_model *model);
  */
 LLM_API const char *llm_model_chat_template(const llm_model *model);
 
+/** Size of the model file in bytes (0 for NULL). Since: 1.1 */
+LLM_API uint64_t llm_model_file_size(const llm_model *model);
+
+/** Number of tensors in the model file (0 for NULL). Since: 1.1 */
+LLM_API int32_t llm_model_n_tensors(const llm_model *model);
+
+/**
+ * Tensor i of the file (in file order): its type name ("q4_K", "f32" ...; static text),
+ * element count and size in bytes. Any out parameter may be NULL.
+ * Errors: LLM_ERR_INVALID_ARG (NULL model, i out of range). Since: 1.1
+ */
+LLM_API llm_status llm_model_tensor_info(const llm_model *model, int32_t i,
+                                         const char **type_name, uint64_t *n_elements,
+                                         uint64_t *n_bytes);
+
 /**
  * Reads a metadata value from the file as text (numbers are formatted, arrays are
  * summarised as "[array of N]").

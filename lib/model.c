@@ -336,6 +336,30 @@ int32_t llm_model_n_ctx_train(const llm_model *m) { return m ? m->hp.n_ctx_train
 int32_t llm_model_n_embd(const llm_model *m) { return m ? m->hp.n_embd : 0; }
 int32_t llm_model_n_layer(const llm_model *m) { return m ? m->hp.n_layer : 0; }
 const char *llm_model_chat_template(const llm_model *m) { return m ? m->chat_template : NULL; }
+uint64_t llm_model_file_size(const llm_model *m) { return m ? llm__gguf_file_size(m->gguf) : 0; }
+int32_t llm_model_n_tensors(const llm_model *m)
+{
+    return m ? (int32_t)llm__gguf_n_tensors(m->gguf) : 0;
+}
+
+llm_status llm_model_tensor_info(const llm_model *m, int32_t i, const char **type_name,
+                                 uint64_t *n_elements, uint64_t *n_bytes)
+{
+    if (!m || i < 0 || i >= llm_model_n_tensors(m))
+        return llm__fail(LLM_ERR_INVALID_ARG, "llm_model_tensor_info: no tensor %d", i);
+    const llm_gguf_tensor *t = llm__gguf_tensor_at(m->gguf, i);
+    const llm_dtype_info *info = llm__dtype_info(t->type);
+    uint64_t n = 1;
+    for (uint32_t d = 0; d < t->n_dims; d++)
+        n *= (uint64_t)t->ne[d];
+    if (type_name)
+        *type_name = info ? info->name : "unknown";
+    if (n_elements)
+        *n_elements = n;
+    if (n_bytes)
+        *n_bytes = t->nbytes;
+    return LLM_OK;
+}
 const char *llm_model_backend(const llm_model *m) { return m && m->ops ? m->ops->name : ""; }
 
 llm_token llm_model_token(const llm_model *m, llm_special_token which)

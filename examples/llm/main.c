@@ -875,6 +875,38 @@ static int cmd_info(const options *o)
     printf("%-16s %d\n", "context length", (int)llm_model_n_ctx_train(model));
     printf("%-16s %d\n", "layers", (int)llm_model_n_layer(model));
     printf("%-16s %d\n", "embedding width", (int)llm_model_n_embd(model));
+    const uint64_t fsize = llm_model_file_size(model);
+    printf("%-16s %" PRIu64 " bytes (%.2f MiB, %.2f bits per parameter)\n", "file size", fsize,
+           (double)fsize / (1024.0 * 1024.0), np ? 8.0 * (double)fsize / (double)np : 0.0);
+    /* tensor types: how many tensors, parameters and bytes of each */
+    struct { const char *type; int count; uint64_t n, bytes; } hist[40];
+    int n_hist = 0;
+    const int32_t nt = llm_model_n_tensors(model);
+    for (int32_t i = 0; i < nt; i++) {
+        const char *type;
+        uint64_t n, bytes;
+        if (llm_model_tensor_info(model, i, &type, &n, &bytes) != LLM_OK)
+            continue;
+        int h = 0;
+        while (h < n_hist && strcmp(hist[h].type, type) != 0)
+            h++;
+        if (h == n_hist) {
+            if (n_hist == (int)(sizeof hist / sizeof hist[0]))
+                continue;
+            hist[n_hist].type = type;
+            hist[n_hist].count = 0;
+            hist[n_hist].n = hist[n_hist].bytes = 0;
+            n_hist++;
+        }
+        hist[h].count++;
+        hist[h].n += n;
+        hist[h].bytes += bytes;
+    }
+    printf("tensor types:    %d tensors\n", (int)nt);
+    for (int h = 0; h < n_hist; h++)
+        printf("  %-8s %5d tensors %14" PRIu64 " params %10.2f MiB  %5.1f%%\n", hist[h].type,
+               hist[h].count, hist[h].n, (double)hist[h].bytes / (1024.0 * 1024.0),
+               fsize ? 100.0 * (double)hist[h].bytes / (double)fsize : 0.0);
     printf("special tokens:\n");
     print_special(model, "bos", LLM_TOKEN_BOS);
     print_special(model, "eos", LLM_TOKEN_EOS);

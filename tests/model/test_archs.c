@@ -114,6 +114,24 @@ static void run_model(const char *name)
     if (!m)
         goto out;
     CHECK(llm_model_n_vocab(m) == (int32_t)g.n_vocab);
+    /* llm info's data: every tensor is f16 (matrices) or f32 (vectors) here, and together
+     * they fill the file but for the header */
+    {
+        const int32_t nt = llm_model_n_tensors(m);
+        uint64_t bytes = 0, f16 = 0;
+        CHECK(nt > 4);
+        for (int32_t i = 0; i < nt; i++) {
+            const char *type = NULL;
+            uint64_t n = 0, b = 0;
+            CHECK(llm_model_tensor_info(m, i, &type, &n, &b) == LLM_OK);
+            CHECK(type && (strcmp(type, "f16") == 0 || strcmp(type, "f32") == 0));
+            CHECK(type && b == n * (strcmp(type, "f16") == 0 ? 2u : 4u));
+            bytes += b;
+            f16 += type && strcmp(type, "f16") == 0;
+        }
+        CHECK(f16 > 0 && bytes < llm_model_file_size(m) && bytes > llm_model_file_size(m) / 2);
+        CHECK(llm_model_tensor_info(m, nt, NULL, NULL, NULL) == LLM_ERR_INVALID_ARG);
+    }
     llm_context_params cp;
     llm_context_params_init(&cp);
     cp.n_ctx = 64;
