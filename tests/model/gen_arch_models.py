@@ -15,7 +15,7 @@ It writes, for each entry of ARCHS:
 Every model is generated from a fixed seed, so a rerun writes the same bytes. The models
 carry the hyper-parameters and tensor names llama.cpp's loader expects for the architecture,
 a SentencePiece-style vocabulary of N_VOCAB tokens (3 specials, 256 byte tokens, the rest
-plain pieces), and a chat template of that model family.
+control tokens and plain pieces), and the chat template of a model family (TEMPLATES).
 
 The golden file layout (little endian):
     char     magic[8]   "LLMARCH1"
@@ -44,116 +44,58 @@ N_VOCAB = 288
 SEQ_LEN = 40
 MAGIC = b"LLMARCH1"
 
-# The chat templates of the families (shortened where they carry tool-call machinery the
-# synthetic models do not need; the control flow kept is the one real files use).
-TEMPLATES = {
-    "llama3": (
-        "{{- bos_token }}{%- for message in messages %}"
-        "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + "
-        "message['content'] | trim + '<|eot_id|>' }}{%- endfor %}"
-        "{%- if add_generation_prompt %}"
-        "{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"),
-    "mistral": (
-        "{{- bos_token }}{%- for message in messages %}"
-        "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
-        "{{- raise_exception('Conversation roles must alternate user/assistant/user/"
-        "assistant/...') }}{%- endif %}"
-        "{%- if message['role'] == 'user' %}{{- '[INST] ' + message['content'] + ' [/INST]' }}"
-        "{%- elif message['role'] == 'assistant' %}{{- ' ' + message['content'] + eos_token}}"
-        "{%- else %}{{- raise_exception('Only user and assistant roles are supported!') }}"
-        "{%- endif %}{%- endfor %}"),
-    "qwen2": (
-        "{%- for message in messages %}{%- if loop.first and messages[0]['role'] != 'system' %}"
-        "{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
-        "assistant.<|im_end|>\\n' }}{%- endif %}"
-        "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + "
-        "'\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
-        "{%- endif %}"),
-    "qwen3": (
-        "{%- set ns = namespace(multi_step_tool=true, last_query_index=messages|length - 1) %}"
-        "{%- for message in messages[::-1] %}{%- set index = (messages|length - 1) - loop.index0 %}"
-        "{%- if ns.multi_step_tool and message.role == 'user' and message.content is string %}"
-        "{%- set ns.multi_step_tool = false %}{%- set ns.last_query_index = index %}{%- endif %}"
-        "{%- endfor %}{%- for message in messages %}"
-        "{%- if message.content is string %}{%- set content = message.content %}"
-        "{%- else %}{%- set content = '' %}{%- endif %}"
-        "{%- if (message.role == 'user') or (message.role == 'system') %}"
-        "{{- '<|im_start|>' + message.role + '\\n' + content + '<|im_end|>' + '\\n' }}"
-        "{%- elif message.role == 'assistant' %}{%- set reasoning_content = '' %}"
-        "{%- if '</think>' in content %}"
-        "{%- set reasoning_content = content.split('</think>')[0].rstrip('\\n')"
-        ".split('<think>')[-1].lstrip('\\n') %}"
-        "{%- set content = content.split('</think>')[-1].lstrip('\\n') %}{%- endif %}"
-        "{%- if loop.index0 > ns.last_query_index and reasoning_content %}"
-        "{{- '<|im_start|>' + message.role + '\\n<think>\\n' + reasoning_content.strip('\\n') + "
-        "'\\n</think>\\n\\n' + content.lstrip('\\n') }}"
-        "{%- else %}{{- '<|im_start|>' + message.role + '\\n' + content }}{%- endif %}"
-        "{{- '<|im_end|>\\n' }}{%- endif %}{%- endfor %}"
-        "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
-        "{%- if enable_thinking is defined and enable_thinking is false %}"
-        "{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}"),
-    "phi3": (
-        "{% for message in messages %}{% if message['role'] == 'system' %}"
-        "{{'<|system|>\\n' + message['content'] + '<|end|>\\n'}}"
-        "{% elif message['role'] == 'user' %}{{'<|user|>\\n' + message['content'] + '<|end|>\\n'}}"
-        "{% elif message['role'] == 'assistant' %}"
-        "{{'<|assistant|>\\n' + message['content'] + '<|end|>\\n'}}{% endif %}{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}"
-        "{% endif %}"),
-    "gemma2": (
-        "{{ bos_token }}{% if messages[0]['role'] == 'system' %}"
-        "{{ raise_exception('System role not supported') }}{% endif %}"
-        "{% for message in messages %}"
-        "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
-        "{{ raise_exception('Conversation roles must alternate user/assistant/user/"
-        "assistant/...') }}{% endif %}"
-        "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}"
-        "{% else %}{% set role = message['role'] %}{% endif %}"
-        "{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}"
-        "{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\\n'}}{% endif %}"),
-    "mixtral": (
-        "{{ bos_token }}{% for message in messages %}"
-        "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
-        "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}"
-        "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}"
-        "{% endif %}{% endfor %}"),
+# Each model carries the chat template of a model family (tests/data/templates/, whose
+# jinja2 renderings over 30 conversations are tests/data/chat_goldens.txt), with that
+# family's BOS and EOS texts as tokens 1 and 2: tests/unit/test_chat.c renders the goldens
+# through these models.
+TEMPLATE_DIR = ROOT / "tests" / "data" / "templates"
+TEMPLATES = {  # template file: (bos text, eos text)
+    "mistral.jinja": ("<s>", "</s>"),
+    "mistral-v3.jinja": ("<s>", "</s>"),
+    "llama3.1.jinja": ("<|begin_of_text|>", "<|eot_id|>"),
+    "llama3.2.jinja": ("<|begin_of_text|>", "<|eot_id|>"),
+    "qwen2.5.jinja": ("<|endoftext|>", "<|im_end|>"),
+    "qwen3.jinja": ("<|endoftext|>", "<|im_end|>"),
+    "chatml.jinja": ("<|endoftext|>", "<|im_end|>"),
+    "phi3.jinja": ("<s>", "<|endoftext|>"),
+    "gemma2.jinja": ("<bos>", "<eos>"),
 }
 
 # name, GGUF architecture, seed, shape, and what the entry exercises
 ARCHS = [
     dict(name="llama", arch="llama", seed=101, n_embd=64, n_head=4, n_head_kv=1, n_ff=96,
-         n_layer=2, tied=False, template="mistral",
+         n_layer=2, tied=False, template="mistral.jinja",
          note="Llama/Mistral block, GQA 4:1, NORM rope, untied output"),
     dict(name="llama3", arch="llama", seed=102, n_embd=64, n_head=4, n_head_kv=2, n_ff=96,
-         n_layer=2, rope_base=500000.0, llama3_rope=True, template="llama3",
+         n_layer=2, rope_base=500000.0, llama3_rope=True, template="llama3.1.jinja",
          note="rope scaling 'llama3' as the rope_freqs factors the converter writes"),
     dict(name="llama-linear", arch="llama", seed=103, n_embd=64, n_head=4, n_head_kv=4,
-         n_ff=96, n_layer=2, rope_linear=4.0, template="llama3",
+         n_ff=96, n_layer=2, rope_linear=4.0, template="llama3.2.jinja",
          note="rope scaling 'linear' (factor 4)"),
     dict(name="qwen2", arch="qwen2", seed=104, n_embd=64, n_head=4, n_head_kv=2, n_ff=96,
-         n_layer=2, bias=True, rope_base=1000000.0, eps=1e-6, template="qwen2",
+         n_layer=2, bias=True, rope_base=1000000.0, eps=1e-6, template="qwen2.5.jinja",
          note="q/k/v biases, NEOX rope, tied output"),
     dict(name="qwen3", arch="qwen3", seed=105, n_embd=64, n_head=4, n_head_kv=2, n_ff=96,
          n_layer=2, head_dim=24, qk_norm=True, rope_base=1000000.0, eps=1e-6,
-         template="qwen3", note="per-head q/k RMS norms, head_dim != n_embd/n_head"),
+         template="qwen3.jinja", note="per-head q/k RMS norms, head_dim != n_embd/n_head"),
     dict(name="phi3", arch="phi3", seed=106, n_embd=64, n_head=4, n_head_kv=4, n_ff=64,
-         n_layer=2, fused=True, longrope=True, tied=False, template="phi3",
+         n_layer=2, fused=True, longrope=True, tied=False, template="phi3.jinja",
          note="fused attn_qkv and gate+up, NEOX rope, longrope short factors + attn factor"),
     dict(name="gemma2", arch="gemma2", seed=107, n_embd=64, n_head=4, n_head_kv=2, n_ff=48,
-         n_layer=3, head_dim=16, gemma2=True, window=8, eps=1e-6, template="gemma2",
+         n_layer=3, head_dim=16, gemma2=True, window=8, eps=1e-6, template="gemma2.jinja",
          note="soft-capped attention and logits, sliding window 8 on even layers, post norms"),
     dict(name="mixtral", arch="llama", seed=108, n_embd=64, n_head=4, n_head_kv=2, n_ff=32,
-         n_layer=2, n_expert=4, n_expert_used=2, template="mixtral",
+         n_layer=2, n_expert=4, n_expert_used=2, template="mistral-v3.jinja",
          note="Mixtral: llama with 4 experts, top-2 routing"),
     dict(name="qwen3moe", arch="qwen3moe", seed=109, n_embd=64, n_head=4, n_head_kv=2,
          n_ff=96, n_ff_exp=16, n_layer=2, n_expert=6, n_expert_used=3, qk_norm=True,
-         head_dim=16, rope_base=1000000.0, eps=1e-6, template="qwen2",
+         head_dim=16, rope_base=1000000.0, eps=1e-6, template="chatml.jinja",
          note="Qwen3-MoE: 6 experts of 16 rows, top-3, q/k norms"),
 ]
 
 
-def vocab():
-    toks, scores, types = ["<unk>", "<s>", "</s>"], [0.0, 0.0, 0.0], [2, 3, 3]
+def vocab(bos="<s>", eos="</s>"):
+    toks, scores, types = ["<unk>", bos, eos], [0.0, 0.0, 0.0], [2, 3, 3]
     for b in range(256):
         toks.append("<0x%02X>" % b)
         scores.append(0.0)
@@ -161,8 +103,8 @@ def vocab():
     # control tokens of the families' chat formats
     for c in ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<start_of_turn>", "<end_of_turn>",
               "<|end|>", "<|user|>", "<|assistant|>", "<|system|>", "<|eot_id|>",
-              "<|start_header_id|>", "<|end_header_id|>"]:
-        toks.append(c)
+              "<|start_header_id|>", "<|end_header_id|>", "<s>", "</s>"]:
+        toks.append(c if c not in (bos, eos) else "<|unused%d|>" % len(toks))
         scores.append(0.0)
         types.append(3)
     words = ["\u2581the", "\u2581a", "\u2581of", "\u2581and", "\u2581to", "\u2581in", "\u2581is",
@@ -233,7 +175,8 @@ def build(cfg, path):
         w.add_sliding_window(cfg["window"])
         w.add_attn_logit_softcapping(50.0)
         w.add_final_logit_softcapping(30.0)
-    toks, scores, types = vocab()
+    bos, eos = TEMPLATES[cfg["template"]]
+    toks, scores, types = vocab(bos, eos)
     w.add_tokenizer_model("llama")
     w.add_token_list(toks)
     w.add_token_scores(scores)
@@ -241,7 +184,7 @@ def build(cfg, path):
     w.add_unk_token_id(0)
     w.add_bos_token_id(1)
     w.add_eos_token_id(2)
-    w.add_chat_template(TEMPLATES[cfg["template"]])
+    w.add_chat_template((TEMPLATE_DIR / cfg["template"]).read_text(encoding="utf-8"))
 
     def mat(rows, cols, scale=1.0):  # GGUF [cols, rows]: rows of `cols` elements
         return (rng.standard_normal((rows, cols)) * scale / np.sqrt(cols)).astype(np.float16)

@@ -38,7 +38,7 @@ PRESETS = ["Q8_0", "Q4_0", "Q4_K_M", "Q5_K_M", "Q3_K_M", "Q6_K", "Q2_K", "Q5_1"]
 LLAMA_FTYPE = {"Q4_0": 2, "Q8_0": 7, "Q5_1": 9, "Q2_K": 10, "Q3_K_M": 12, "Q4_K_M": 15,
                "Q5_K_M": 17, "Q6_K": 18}
 MODEL = dict(name="quant-base", arch="llama", seed=301, n_embd=256, n_head=4, n_head_kv=1,
-             n_ff=512, n_layer=8, tied=False, template="llama3", note="quantizer source")
+             n_ff=512, n_layer=8, tied=False, template="llama3.1.jinja", note="quantizer source")
 N_TEXT = 192
 
 failures = []

@@ -264,6 +264,137 @@ static void test_goldens(void)
     llm__jinja_fix_time(-1);
 }
 
+/* ---- templates carried by models ------------------------------------------------------ */
+
+/* The tiny models of tests/data/arch/ (tests/model/gen_arch_models.py) carry the templates
+ * of other families, and their vocabularies those families' BOS and EOS texts. Every golden
+ * case of a model's template is rendered the way an application does it: llm_chat_apply
+ * with the model and no template of its own (the GGUF's template, BOS/EOS from the
+ * tokenizer). */
+static const struct {
+    const char *model, *tmpl;
+} carried[] = {
+    {"llama", "mistral.jinja"},       {"mixtral", "mistral-v3.jinja"},
+    {"llama3", "llama3.1.jinja"},     {"llama-linear", "llama3.2.jinja"},
+    {"qwen2", "qwen2.5.jinja"},       {"qwen3", "qwen3.jinja"},
+    {"qwen3moe", "chatml.jinja"},     {"phi3", "phi3.jinja"},
+    {"gemma2", "gemma2.jinja"},
+};
+
+static int apply_case(const llm_model *m, int agp, const llm_chat_message *msgs, int n,
+                      char kind, const char *want, size_t want_len, const char *cname)
+{
+    int32_t r = llm_chat_apply(m, NULL, msgs, n, agp, NULL, 0);
+    if (kind != 'O') {
+        if (r != INT32_MIN)
+            fprintf(stderr, "  %s: expected an error (%s), got %d\n", cname, want, (int)r);
+        return r == INT32_MIN && (kind != 'X' || strstr(llm_last_error(), want));
+    }
+    if (r != -(int32_t)(want_len + 1)) {
+        fprintf(stderr, "  %s: size query gave %d, want %d (%s)\n", cname, (int)r,
+                -(int)(want_len + 1), r == INT32_MIN ? llm_last_error() : "");
+        return 0;
+    }
+    char *buf = malloc(want_len + 1);
+    r = llm_chat_apply(m, NULL, msgs, n, agp, buf, (int32_t)(want_len + 1));
+    const int ok = r == (int32_t)want_len && !memcmp(buf, want, want_len);
+    if (!ok)
+        fprintf(stderr, "  %s: output differs from jinja2's\n", cname);
+    free(buf);
+    return ok;
+}
+
+static void test_templates_in_models(void)
+{
+    size_t n;
+    char *file = slurp_data("chat_goldens.txt", &n);
+    CHECK(file != NULL);
+    if (!file)
+        return;
+    llm__jinja_fix_time(FIXED_TIME);
+    int families = 0, total = 0, passed = 0;
+    for (size_t k = 0; k < sizeof carried / sizeof carried[0]; k++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/arch/%s.gguf", data_dir, carried[k].model);
+        llm_model_params mp;
+        llm_model_params_init(&mp);
+        mp.n_threads = 1;
+        llm_model *m = NULL;
+        CHECK_MSG(llm_model_load(path, &mp, &m) == LLM_OK, "%s: %s", path, llm_last_error());
+        if (!m)
+            continue;
+        char rel[256];
+        snprintf(rel, sizeof rel, "templates/%s", carried[k].tmpl);
+        char *want_tmpl = slurp_data(rel, NULL);
+        const char *have = llm_model_chat_template(m);
+        CHECK_MSG(want_tmpl && have && !strcmp(want_tmpl, have), "%s carries %s",
+                  carried[k].model, carried[k].tmpl);
+        free(want_tmpl);
+        char bos[64] = "", eos[64] = "";
+        llm_token_to_piece(m, llm_model_token(m, LLM_TOKEN_BOS), bos, sizeof bos, LLM_DETOKENIZE_RENDER_SPECIAL);
+        llm_token_to_piece(m, llm_model_token(m, LLM_TOKEN_EOS), eos, sizeof eos, LLM_DETOKENIZE_RENDER_SPECIAL);
+        /* the golden cases of this template */
+        reader rd = {file, file + n};
+        rec r;
+        int in_family = 0, nm = 0, agp = 0, cases = 0, ok_cases = 0;
+        char *roles[MAX_MSGS], *contents[MAX_MSGS], *cname = NULL;
+        while (next_rec(&rd, &r) > 0) {
+            if (r.key == 'T') {
+                in_family = !strcmp(r.val, carried[k].tmpl);
+            } else if (in_family && (r.key == 'B' || r.key == 'E')) {
+                /* the goldens' BOS/EOS are the model's (an undefined BOS is unused) */
+                CHECK_MSG(r.none || !strcmp(r.val, r.key == 'B' ? bos : eos), "%s: %c '%s'",
+                          carried[k].model, r.key, r.val ? r.val : "-");
+            } else if (r.key == 'C') {
+                free(cname);
+                cname = r.val;
+                r.val = NULL;
+                for (int i = 0; i < nm; i++) {
+                    free(roles[i]);
+                    free(contents[i]);
+                }
+                nm = 0;
+            } else if (r.key == 'G') {
+                agp = r.val && r.val[0] == '1';
+            } else if (r.key == 'R' && nm < MAX_MSGS) {
+                roles[nm] = r.val;
+                r.val = NULL;
+            } else if (r.key == 'M' && nm < MAX_MSGS) {
+                contents[nm++] = r.val;
+                r.val = NULL;
+            } else if (in_family && (r.key == 'O' || r.key == 'X' || r.key == 'Y')) {
+                llm_chat_message msgs[MAX_MSGS];
+                for (int i = 0; i < nm; i++) {
+                    msgs[i].role = roles[i];
+                    msgs[i].content = contents[i];
+                }
+                const int ok = apply_case(m, agp, msgs, nm, r.key, r.val ? r.val : "", r.len,
+                                          cname ? cname : "?");
+                cases++;
+                ok_cases += ok;
+            }
+            free(r.val);
+        }
+        for (int i = 0; i < nm; i++) {
+            free(roles[i]);
+            free(contents[i]);
+        }
+        free(cname);
+        printf("     %-13s %-17s %3d/%d\n", carried[k].model, carried[k].tmpl, ok_cases, cases);
+        CHECK_MSG(cases >= 60 && ok_cases == cases, "%s: %d of %d cases", carried[k].model,
+                  ok_cases, cases);
+        families += cases >= 60;
+        total += cases;
+        passed += ok_cases;
+        llm_model_free(m);
+    }
+    printf("     templates in models: %d/%d cases identical to jinja2 over %d models\n", passed,
+           total, families);
+    CHECK(families == (int)(sizeof carried / sizeof carried[0]));
+    llm__jinja_fix_time(-1);
+    free(file);
+}
+
 /* ---- the models we ship for ---------------------------------------------------------- */
 
 static void test_smollm2(void)
@@ -449,6 +580,7 @@ int main(void)
     }
     TEST_RUN(test_goldens);
     TEST_RUN(test_smollm2);
+    TEST_RUN(test_templates_in_models);
     TEST_RUN(test_model_files);
     TEST_RUN(test_gemma3_builtin);
     TEST_RUN(test_errors);
