@@ -12,6 +12,7 @@
 #include "common.cuh"
 
 #define ATT_WARPS 4
+#define ATT_KEYS 4
 #define ATT_PER_LANE (LLM_MAX_HEAD_DIM / LLM_WARP_SIZE)
 
 struct att_params {
@@ -36,9 +37,44 @@ static __device__ __forceinline__ float kv_at(const char *head, int d)
     return __half2float(*(const __half *)b) * (float)((const int8_t *)b)[2 + d % 32];
 }
 
-template <int KT>
+/* PER consecutive elements of a f16 or bf16 head starting at element lane * PER, in
+ * vector loads (the offset is a multiple of the load width: heads are 2 * 32 * PER bytes) */
+template <int KT, int PER>
+static __device__ __forceinline__ void kv_lane(const char *head, int lane, float *out)
+{
+    const char *p = head + lane * PER * 2;
+    uint32_t w[PER / 2];
+    if constexpr (PER >= 8) {
+#pragma unroll
+        for (int i = 0; i < PER / 8; i++) {
+            const uint4 u = ((const uint4 *)p)[i];
+            w[4 * i] = u.x, w[4 * i + 1] = u.y, w[4 * i + 2] = u.z, w[4 * i + 3] = u.w;
+        }
+    } else if constexpr (PER == 4) {
+        const uint2 u = *(const uint2 *)p;
+        w[0] = u.x, w[1] = u.y;
+    } else {
+        w[0] = *(const uint32_t *)p;
+    }
+#pragma unroll
+    for (int i = 0; i < PER / 2; i++) {
+        if (KT == LLM_DT_F16) {
+            const float2 f = __half22float2(*(const __half2 *)&w[i]);
+            out[2 * i] = f.x, out[2 * i + 1] = f.y;
+        } else {
+            out[2 * i] = __uint_as_float(w[i] << 16);
+            out[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+        }
+    }
+}
+
+/* PER > 0: the head width is 32 * PER and lane l holds elements [l * PER, l * PER + PER),
+ * read with vector loads; PER == 0: any width, lane l holds elements l, l + 32, ... */
+template <int KT, int PER>
 static __global__ void __launch_bounds__(ATT_WARPS *LLM_WARP_SIZE) k_attention(att_params a)
 {
+    constexpr int NJ = PER ? PER : ATT_PER_LANE;
+    constexpr bool VEC = PER > 0 && KT != LLM_DT_Q8_0;
     const int64_t t = blockIdx.x;
     const int h = blockIdx.y, kh = h / a.group, hd = a.head_dim;
     const int lane = threadIdx.x % LLM_WARP_SIZE, warp = threadIdx.x / LLM_WARP_SIZE;
@@ -47,39 +83,82 @@ static __global__ void __launch_bounds__(ATT_WARPS *LLM_WARP_SIZE) k_attention(a
     const int32_t p0 = a.window > 0 && p - a.window + 1 > 0 ? p - a.window + 1 : 0;
     const float *q = a.q + (t * a.n_head + h) * hd;
 
-    float qr[ATT_PER_LANE], acc[ATT_PER_LANE];
+#define DIM(j) (PER ? lane * PER + (j) : lane + (j) * LLM_WARP_SIZE)
+    float qr[NJ], acc[NJ];
 #pragma unroll
-    for (int j = 0; j < ATT_PER_LANE; j++) {
-        const int d = lane + j * LLM_WARP_SIZE;
-        qr[j] = d < hd ? q[d] : 0.0f;
+    for (int j = 0; j < NJ; j++) {
+        const int d = DIM(j);
+        qr[j] = PER || d < hd ? q[d] : 0.0f;
         acc[j] = 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
-    for (int32_t kp = p0 + warp; kp <= p; kp += ATT_WARPS) {
-        const int64_t slot = (int64_t)bt[kp / a.block_size] * a.block_size + kp % a.block_size;
-        const char *kr = a.k + slot * a.row_bytes + kh * a.head_bytes;
-        const char *vr = a.v + slot * a.row_bytes + kh * a.head_bytes;
-        float s = 0.0f;
+    /* each warp takes ATT_KEYS consecutive keys at a time, so that their loads and their
+     * reductions overlap */
+    for (int32_t k0 = p0 + warp * ATT_KEYS; k0 <= p; k0 += ATT_WARPS * ATT_KEYS) {
+        float s[ATT_KEYS];
+        const char *vr[ATT_KEYS];
 #pragma unroll
-        for (int j = 0; j < ATT_PER_LANE; j++) {
-            const int d = lane + j * LLM_WARP_SIZE;
-            if (d < hd)
-                s += qr[j] * kv_at<KT>(kr, d);
+        for (int u = 0; u < ATT_KEYS; u++) {
+            const int32_t kp = k0 + u <= p ? k0 + u : p;
+            const int64_t slot =
+                (int64_t)bt[kp / a.block_size] * a.block_size + kp % a.block_size;
+            const char *kr = a.k + slot * a.row_bytes + kh * a.head_bytes;
+            vr[u] = a.v + slot * a.row_bytes + kh * a.head_bytes;
+            s[u] = 0.0f;
+            if constexpr (VEC) {
+                float kv[NJ];
+                kv_lane<KT, NJ>(kr, lane, kv);
+#pragma unroll
+                for (int j = 0; j < NJ; j++)
+                    s[u] += qr[j] * kv[j];
+            } else {
+#pragma unroll
+                for (int j = 0; j < NJ; j++) {
+                    const int d = DIM(j);
+                    if (PER || d < hd)
+                        s[u] += qr[j] * kv_at<KT>(kr, d);
+                }
+            }
         }
 #pragma unroll
         for (int o = LLM_WARP_SIZE / 2; o > 0; o >>= 1)
-            s += LLM_SHFL_XOR(s, o);
-        s *= a.scale;
-        if (a.softcap > 0.0f)
-            s = a.softcap * tanhf(s / a.softcap);
-        const float m_new = fmaxf(m, s);
-        const float corr = expf(m - m_new), e = expf(s - m_new);
-        l = l * corr + e;
 #pragma unroll
-        for (int j = 0; j < ATT_PER_LANE; j++) {
-            const int d = lane + j * LLM_WARP_SIZE;
-            if (d < hd)
-                acc[j] = acc[j] * corr + e * kv_at<KT>(vr, d);
+            for (int u = 0; u < ATT_KEYS; u++)
+                s[u] += LLM_SHFL_XOR(s[u], o);
+        float m_new = m;
+#pragma unroll
+        for (int u = 0; u < ATT_KEYS; u++) {
+            s[u] *= a.scale;
+            if (a.softcap > 0.0f)
+                s[u] = a.softcap * tanhf(s[u] / a.softcap);
+            if (k0 + u <= p)
+                m_new = fmaxf(m_new, s[u]);
+        }
+        const float corr = expf(m - m_new);
+        l *= corr;
+#pragma unroll
+        for (int j = 0; j < NJ; j++)
+            acc[j] *= corr;
+#pragma unroll
+        for (int u = 0; u < ATT_KEYS; u++) {
+            if (k0 + u > p)
+                break;
+            const float e = expf(s[u] - m_new);
+            l += e;
+            if constexpr (VEC) {
+                float vv[NJ];
+                kv_lane<KT, NJ>(vr[u], lane, vv);
+#pragma unroll
+                for (int j = 0; j < NJ; j++)
+                    acc[j] += e * vv[j];
+            } else {
+#pragma unroll
+                for (int j = 0; j < NJ; j++) {
+                    const int d = DIM(j);
+                    if (PER || d < hd)
+                        acc[j] += e * kv_at<KT>(vr[u], d);
+                }
+            }
         }
         m = m_new;
     }
@@ -92,11 +171,12 @@ static __global__ void __launch_bounds__(ATT_WARPS *LLM_WARP_SIZE) k_attention(a
         s_l[warp] = l;
     }
 #pragma unroll
-    for (int j = 0; j < ATT_PER_LANE; j++) {
-        const int d = lane + j * LLM_WARP_SIZE;
-        if (d < hd)
+    for (int j = 0; j < NJ; j++) {
+        const int d = DIM(j);
+        if (PER || d < hd)
             s_acc[warp][d] = acc[j];
     }
+#undef DIM
     __syncthreads();
     float M = -INFINITY;
 #pragma unroll
@@ -116,6 +196,19 @@ static __global__ void __launch_bounds__(ATT_WARPS *LLM_WARP_SIZE) k_attention(a
         for (int w = 0; w < ATT_WARPS; w++)
             o += s_acc[w][d] * f[w];
         out[d] = o * inv;
+    }
+}
+
+template <int KT>
+static void launch(llm_backend *be, dim3 grid, int per, const att_params &p)
+{
+    const int threads = ATT_WARPS * LLM_WARP_SIZE;
+    switch (LLM_WARP_SIZE == 32 ? per : 0) {
+    case 2: k_attention<KT, 2><<<grid, threads, 0, be->stream>>>(p); break;
+    case 4: k_attention<KT, 4><<<grid, threads, 0, be->stream>>>(p); break;
+    case 8: k_attention<KT, 8><<<grid, threads, 0, be->stream>>>(p); break;
+    case 16: k_attention<KT, 16><<<grid, threads, 0, be->stream>>>(p); break;
+    default: k_attention<KT, 0><<<grid, threads, 0, be->stream>>>(p); break;
     }
 }
 
@@ -154,12 +247,12 @@ void cu_attention(llm_backend *be, const llm_attention_args *a)
     p.scale = a->scale;
     p.softcap = a->softcap;
     const dim3 grid((unsigned)a->n_tokens, (unsigned)a->n_head);
-    const int threads = ATT_WARPS * LLM_WARP_SIZE;
+    const int per = kv->head_dim % LLM_WARP_SIZE == 0 ? kv->head_dim / LLM_WARP_SIZE : 0;
     if (kv->dtype == LLM_DT_F16)
-        k_attention<LLM_DT_F16><<<grid, threads, 0, be->stream>>>(p);
+        launch<LLM_DT_F16>(be, grid, per, p);
     else if (kv->dtype == LLM_DT_BF16)
-        k_attention<LLM_DT_BF16><<<grid, threads, 0, be->stream>>>(p);
+        launch<LLM_DT_BF16>(be, grid, per, p);
     else
-        k_attention<LLM_DT_Q8_0><<<grid, threads, 0, be->stream>>>(p);
+        launch<LLM_DT_Q8_0>(be, grid, per, p);
     CU_LAUNCHED(be, "attention");
 }

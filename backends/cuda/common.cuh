@@ -27,6 +27,8 @@ struct llm_backend {
     void *act;
     size_t act_cap;
     int n_sm;
+    int batch_invariant;     /* LLM_CUDA_BATCH_INVARIANT: no cuBLAS path (see matmul.cu) */
+    struct prof_state *prof; /* LLM_CUDA_PROFILE: per-op event timings */
 };
 
 /* A prepared weight: the device copy of the tensor's bytes (extra points here). */

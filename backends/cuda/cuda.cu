@@ -16,6 +16,9 @@
 
 const llm_backend_host *cu_host;
 
+struct prof_state;
+static void prof_collect(llm_backend *be);
+
 /* ---- errors -------------------------------------------------------------------------- */
 
 void cu_record(llm_backend *be, llm_status st, const char *fmt, ...)
@@ -96,6 +99,8 @@ static llm_status cu_create(const llm_backend_config *cfg, llm_backend **out)
         return cu_host->fail(LLM_ERR_BACKEND, "cuda: device %d: %s", dev, cudaGetErrorString(e));
     }
     be->n_sm = prop.multiProcessorCount;
+    const char *inv = getenv("LLM_CUDA_BATCH_INVARIANT");
+    be->batch_invariant = inv && *inv && strcmp(inv, "0") != 0;
     if (cublasCreate(&be->blas) != CUBLAS_STATUS_SUCCESS) {
         cudaStreamDestroy(be->stream);
         free(be);
@@ -465,6 +470,7 @@ static const char *cu_features(void)
 static llm_status cu_synchronize(llm_backend *be)
 {
     cu_check(be, cudaStreamSynchronize(be->stream), "queued work");
+    prof_collect(be);
     return take_error(be);
 }
 
@@ -504,6 +510,164 @@ static const struct llm_backend_ops cuda_ops = {
     .synchronize = cu_synchronize,
 };
 
+/* ---- per-op timings (LLM_CUDA_PROFILE=1) -------------------------------------------------
+ * With the variable set, the entry hands out a table whose ops bracket the real ones with
+ * CUDA events; synchronize adds the elapsed times up per op kind (matmuls by weight type
+ * and path), and destroy prints the totals to stderr. Diagnostics only: the events cost
+ * launch time of their own. */
+
+#define PROF_EVENTS 8192
+#define PROF_KINDS 64
+
+struct prof_state {
+    cudaEvent_t ev[2 * PROF_EVENTS];
+    const char *label[PROF_EVENTS];
+    int n;
+    const char *kind[PROF_KINDS];
+    double ms[PROF_KINDS];
+    long count[PROF_KINDS];
+    int n_kinds;
+};
+
+static prof_state *prof_of(llm_backend *be)
+{
+    if (!be->prof) {
+        be->prof = (prof_state *)calloc(1, sizeof(prof_state));
+        if (be->prof)
+            for (int i = 0; i < 2 * PROF_EVENTS; i++)
+                cudaEventCreate(&be->prof->ev[i]);
+    }
+    return be->prof;
+}
+
+static void prof_begin(llm_backend *be)
+{
+    prof_state *p = prof_of(be);
+    if (p && p->n < PROF_EVENTS)
+        cudaEventRecord(p->ev[2 * p->n], be->stream);
+}
+
+static void prof_end(llm_backend *be, const char *label)
+{
+    prof_state *p = be->prof;
+    if (p && p->n < PROF_EVENTS) {
+        cudaEventRecord(p->ev[2 * p->n + 1], be->stream);
+        p->label[p->n++] = label;
+    }
+}
+
+static void prof_collect(llm_backend *be)
+{
+    prof_state *p = be->prof;
+    if (!p)
+        return;
+    for (int i = 0; i < p->n; i++) {
+        float ms = 0.0f;
+        cudaEventElapsedTime(&ms, p->ev[2 * i], p->ev[2 * i + 1]);
+        int k = 0;
+        while (k < p->n_kinds && strcmp(p->kind[k], p->label[i]) != 0)
+            k++;
+        if (k == p->n_kinds && k < PROF_KINDS)
+            p->kind[p->n_kinds++] = p->label[i];
+        if (k < PROF_KINDS)
+            p->ms[k] += ms, p->count[k]++;
+    }
+    p->n = 0;
+}
+
+static void prof_print(llm_backend *be)
+{
+    prof_state *p = be->prof;
+    if (!p)
+        return;
+    double total = 0;
+    for (int k = 0; k < p->n_kinds; k++)
+        total += p->ms[k];
+    if (total > 0) {
+        fprintf(stderr, "cuda profile (device %d): %.3f ms in ops\n", be->device, total);
+        for (int k = 0; k < p->n_kinds; k++)
+            fprintf(stderr, "  %-24s %8ld calls %10.3f ms %5.1f%% %8.2f us/call\n", p->kind[k],
+                    p->count[k], p->ms[k], 100.0 * p->ms[k] / total,
+                    1e3 * p->ms[k] / (double)p->count[k]);
+    }
+    for (int i = 0; i < 2 * PROF_EVENTS; i++)
+        cudaEventDestroy(p->ev[i]);
+    free(p);
+    be->prof = NULL;
+}
+
+static const char *matmul_label(const llm_tensor *w, int64_t n)
+{
+    static const char *names[][2] = {
+        {"matvec f32", "gemm f32"}, {"matvec f16", "gemm f16"}, {"matvec bf16", "gemm bf16"},
+        {"matvec q4_0", "gemm q4_0"}, {"matvec q4_1", "gemm q4_1"}, {"matvec q5_0", "gemm q5_0"},
+        {"matvec q5_1", "gemm q5_1"}, {"matvec q8_0", "gemm q8_0"}, {"matvec q2_K", "gemm q2_K"},
+        {"matvec q3_K", "gemm q3_K"}, {"matvec q4_K", "gemm q4_K"}, {"matvec q5_K", "gemm q5_K"},
+        {"matvec q6_K", "gemm q6_K"}, {"matvec ?", "gemm ?"}};
+    static const uint32_t types[] = {LLM_DT_F32,  LLM_DT_F16,  LLM_DT_BF16, LLM_DT_Q4_0,
+                                     LLM_DT_Q4_1, LLM_DT_Q5_0, LLM_DT_Q5_1, LLM_DT_Q8_0,
+                                     LLM_DT_Q2_K, LLM_DT_Q3_K, LLM_DT_Q4_K, LLM_DT_Q5_K,
+                                     LLM_DT_Q6_K};
+    int i = 0;
+    while (i < 13 && types[i] != w->dtype)
+        i++;
+    return names[i][n > 8];
+}
+
+#define PROF_OP(name, label, params, args)                                                  \
+    static void prof_##name params                                                           \
+    {                                                                                        \
+        prof_begin(be);                                                                      \
+        cu_##name args;                                                                      \
+        prof_end(be, label);                                                                 \
+    }
+
+PROF_OP(upload, "upload", (llm_backend *be, void *dst, const void *src, size_t n), (be, dst, src, n))
+PROF_OP(matmul, matmul_label(w, n), (llm_backend *be, float *y, int64_t ldy, const llm_tensor *w,
+        const float *x, int64_t ldx, int64_t n), (be, y, ldy, w, x, ldx, n))
+PROF_OP(get_rows, "get_rows", (llm_backend *be, float *y, const llm_tensor *w,
+        const int32_t *ids, int64_t n), (be, y, w, ids, n))
+PROF_OP(rms_norm, "rms_norm", (llm_backend *be, float *y, const float *x, const llm_tensor *w,
+        int64_t n_rows, int64_t dim, float eps), (be, y, x, w, n_rows, dim, eps))
+PROF_OP(rope, "rope", (llm_backend *be, float *x, int64_t n_tokens, int32_t n_heads,
+        int32_t head_dim, int32_t n_rot, const int32_t *pos, float freq_base, float freq_scale,
+        const llm_tensor *ff, int mode), (be, x, n_tokens, n_heads, head_dim, n_rot, pos,
+        freq_base, freq_scale, ff, mode))
+PROF_OP(glu, "glu", (llm_backend *be, float *y, const float *gate, const float *up, int64_t n,
+        int act), (be, y, gate, up, n, act))
+PROF_OP(copy_rows, "copy_rows", (llm_backend *be, float *y, const float *x, int64_t dim,
+        const int32_t *rows, int64_t n), (be, y, x, dim, rows, n))
+PROF_OP(add, "add", (llm_backend *be, float *y, const float *a, const float *b, int64_t n),
+        (be, y, a, b, n))
+PROF_OP(scale, "scale", (llm_backend *be, float *y, const float *x, float s, int64_t n),
+        (be, y, x, s, n))
+PROF_OP(kv_write, "kv_write", (llm_backend *be, const llm_kv_layer *kv, const float *k,
+        const float *v, const int32_t *slots, int64_t n_tokens), (be, kv, k, v, slots, n_tokens))
+PROF_OP(attention, a->n_tokens > 8 ? "attention prompt" : "attention decode",
+        (llm_backend *be, const llm_attention_args *a), (be, a))
+
+static llm_status prof_download(llm_backend *be, void *dst, const void *src, size_t n)
+{
+    prof_begin(be);
+    if (n)
+        cu_check(be, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, be->stream),
+                 "download");
+    prof_end(be, "download");
+    return cu_synchronize(be);
+}
+
+static void prof_destroy(llm_backend *be)
+{
+    if (be) {
+        cudaStreamSynchronize(be->stream);
+        prof_collect(be);
+        prof_print(be);
+    }
+    cu_destroy(be);
+}
+
+static struct llm_backend_ops prof_ops;
+
 /* The module's one exported symbol (LLM_BACKEND_ENTRY). */
 extern "C" __attribute__((visibility("default"))) const struct llm_backend_ops *
 llm_backend_entry_v1(const llm_backend_host *host)
@@ -511,5 +675,23 @@ llm_backend_entry_v1(const llm_backend_host *host)
     if (!host || host->abi_version != LLM_BACKEND_ABI_VERSION || host->size < sizeof *host)
         return NULL;
     cu_host = host;
+    const char *prof = getenv("LLM_CUDA_PROFILE");
+    if (prof && *prof && strcmp(prof, "0") != 0) {
+        prof_ops = cuda_ops;
+        prof_ops.upload = prof_upload;
+        prof_ops.download = prof_download;
+        prof_ops.matmul = prof_matmul;
+        prof_ops.get_rows = prof_get_rows;
+        prof_ops.rms_norm = prof_rms_norm;
+        prof_ops.rope = prof_rope;
+        prof_ops.glu = prof_glu;
+        prof_ops.copy_rows = prof_copy_rows;
+        prof_ops.add = prof_add;
+        prof_ops.scale = prof_scale;
+        prof_ops.kv_write = prof_kv_write;
+        prof_ops.attention = prof_attention;
+        prof_ops.destroy = prof_destroy;
+        return &prof_ops;
+    }
     return &cuda_ops;
 }

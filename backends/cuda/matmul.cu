@@ -8,6 +8,12 @@
  * the activations are rounded to f16 (bf16 for BF16 weights), and cuBLAS multiplies them
  * with f32 accumulation; F32 weights go through SGEMM unchanged.
  *
+ * In batch-invariant mode (LLM_CUDA_BATCH_INVARIANT=1) every matmul takes the first path,
+ * in tiles of 8 tokens: a token's result then never depends on how many tokens share its
+ * batch (the CPU backend's guarantee, which the request engine's tests check), at the cost
+ * of prompt speed. The matrix-vector kernel's sums for one token do not depend on the tile
+ * size, so decode steps of 1 token and prompts of 512 give the same bits.
+ *
  * Both paths first round the activations as the CPU backend (and llama.cpp) does before
  * its dot products: to the weight type's vec_dot_type, Q8_0/Q8_1 blocks of 32 or Q8_K
  * blocks of 256, with the same arithmetic, so the two backends differ only in how the
@@ -52,6 +58,22 @@ static __device__ __forceinline__ float bf16_bits(uint16_t u)
     return __uint_as_float((uint32_t)u << 16);
 }
 
+/* 8 bytes from a 2-byte aligned address, in 4 loads instead of 8 */
+static __device__ __forceinline__ uint2 ld8(const uint8_t *p)
+{
+    const uint16_t *q = (const uint16_t *)p;
+    uint2 r;
+    r.x = (uint32_t)q[0] | (uint32_t)q[1] << 16;
+    r.y = (uint32_t)q[2] | (uint32_t)q[3] << 16;
+    return r;
+}
+
+/* byte i (a compile-time constant after unrolling) of 8 loaded bytes */
+static __device__ __forceinline__ int byte_at(uint2 v, int i)
+{
+    return (int)(((i < 4 ? v.x : v.y) >> (8 * (i & 3))) & 0xff);
+}
+
 /* Q4_K/Q5_K: the 6-bit scale and min of group g (0..7), packed in 12 bytes. */
 static __device__ __forceinline__ void k4_scale_min(int g, const uint8_t *q, int &sc, int &m)
 {
@@ -67,31 +89,37 @@ static __device__ __forceinline__ void k4_scale_min(int g, const uint8_t *q, int
 template <int T>
 static __device__ __forceinline__ void deq8(const uint8_t *row, int64_t c, float v[8])
 {
+    /* rows of the float types are 16-byte aligned when their length is a multiple of 8 */
     if (T == LLM_DT_F32) {
-        const float *p = (const float *)row + 8 * c;
-#pragma unroll
-        for (int i = 0; i < 8; i++)
-            v[i] = p[i];
+        const float4 a = ((const float4 *)row)[2 * c], b = ((const float4 *)row)[2 * c + 1];
+        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z;
+        v[7] = b.w;
     } else if (T == LLM_DT_F16) {
-        const __half *p = (const __half *)row + 8 * c;
+        const uint4 u = ((const uint4 *)row)[c];
+        const __half2 *h = (const __half2 *)&u;
 #pragma unroll
-        for (int i = 0; i < 8; i++)
-            v[i] = __half2float(p[i]);
+        for (int i = 0; i < 4; i++) {
+            const float2 f = __half22float2(h[i]);
+            v[2 * i] = f.x, v[2 * i + 1] = f.y;
+        }
     } else if (T == LLM_DT_BF16) {
-        const uint16_t *p = (const uint16_t *)row + 8 * c;
+        const uint4 u = ((const uint4 *)row)[c];
+        const uint32_t w4[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
-        for (int i = 0; i < 8; i++)
-            v[i] = bf16_bits(p[i]);
+        for (int i = 0; i < 4; i++) {
+            v[2 * i] = __uint_as_float(w4[i] << 16);
+            v[2 * i + 1] = __uint_as_float(w4[i] & 0xffff0000u);
+        }
     } else if (T == LLM_DT_Q4_0 || T == LLM_DT_Q4_1) {
         const int bsz = T == LLM_DT_Q4_0 ? 18 : 20;
         const uint8_t *b = row + (c >> 2) * bsz;
         const int s = (int)(c & 3), j0 = (s & 1) * 8, sh = (s >> 1) * 4;
         const float d = f16at(b);
-        const uint8_t *qs = b + (T == LLM_DT_Q4_0 ? 2 : 4);
+        const uint2 qs = ld8(b + (T == LLM_DT_Q4_0 ? 2 : 4) + j0);
         const float m = T == LLM_DT_Q4_1 ? f16at(b + 2) : 0.0f;
 #pragma unroll
         for (int i = 0; i < 8; i++) {
-            const int q = (qs[j0 + i] >> sh) & 0xf;
+            const int q = (byte_at(qs, i) >> sh) & 0xf;
             v[i] = T == LLM_DT_Q4_0 ? (float)(q - 8) * d : (float)q * d + m;
         }
     } else if (T == LLM_DT_Q5_0 || T == LLM_DT_Q5_1) {
@@ -100,33 +128,33 @@ static __device__ __forceinline__ void deq8(const uint8_t *row, int64_t c, float
         const int s = (int)(c & 3), j0 = (s & 1) * 8, sh = (s >> 1) * 4;
         const float d = f16at(b);
         const uint8_t *qh = b + (T == LLM_DT_Q5_0 ? 2 : 4);
-        const uint8_t *qs = qh + 4;
+        const uint2 qs = ld8(qh + 4 + j0);
         const float m = T == LLM_DT_Q5_1 ? f16at(b + 2) : 0.0f;
         const uint32_t h = (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 |
                            (uint32_t)qh[3] << 24;
 #pragma unroll
         for (int i = 0; i < 8; i++) {
             const int e = s * 8 + i;
-            const int q = ((qs[j0 + i] >> sh) & 0xf) | (int)(((h >> e) & 1) << 4);
+            const int q = ((byte_at(qs, i) >> sh) & 0xf) | (int)(((h >> e) & 1) << 4);
             v[i] = T == LLM_DT_Q5_0 ? (float)(q - 16) * d : (float)q * d + m;
         }
     } else if (T == LLM_DT_Q8_0) {
         const uint8_t *b = row + (c >> 2) * 34;
         const float d = f16at(b);
-        const int8_t *qs = (const int8_t *)(b + 2) + (c & 3) * 8;
+        const uint2 qs = ld8(b + 2 + (c & 3) * 8);
 #pragma unroll
         for (int i = 0; i < 8; i++)
-            v[i] = (float)qs[i] * d;
+            v[i] = (float)(int8_t)byte_at(qs, i) * d;
     } else if (T == LLM_DT_Q2_K) {
         const uint8_t *b = row + (c >> 5) * 84;
         const int e0 = (int)(c & 31) * 8, h = e0 / 128, s = (e0 % 128) / 32, l0 = e0 % 32;
         const int sc = b[e0 / 16];
         const float dl = f16at(b + 80) * (float)(sc & 0xf);
         const float ml = f16at(b + 82) * (float)(sc >> 4);
-        const uint8_t *qs = b + 16 + 32 * h + l0;
+        const uint2 qs = ld8(b + 16 + 32 * h + l0);
 #pragma unroll
         for (int i = 0; i < 8; i++)
-            v[i] = dl * (float)((qs[i] >> (2 * s)) & 3) - ml;
+            v[i] = dl * (float)((byte_at(qs, i) >> (2 * s)) & 3) - ml;
     } else if (T == LLM_DT_Q3_K) {
         const uint8_t *b = row + (c >> 5) * 110;
         const int e0 = (int)(c & 31) * 8, h = e0 / 128, s = (e0 % 128) / 32, l0 = e0 % 32;
@@ -135,10 +163,11 @@ static __device__ __forceinline__ void deq8(const uint8_t *row, int64_t c, float
         const int lo = j < 8 ? (sb[j] & 0xf) : (sb[j - 8] >> 4);
         const int hi = (sb[8 + j % 4] >> (2 * (j / 4))) & 3;
         const float dl = f16at(b + 108) * (float)((lo | (hi << 4)) - 32);
-        const uint8_t *hm = b + l0, *qs = b + 32 + 32 * h + l0;
+        const uint2 hm = ld8(b + l0), qs = ld8(b + 32 + 32 * h + l0);
 #pragma unroll
         for (int i = 0; i < 8; i++) {
-            const int q = ((qs[i] >> (2 * s)) & 3) - (((hm[i] >> (4 * h + s)) & 1) ? 0 : 4);
+            const int q = ((byte_at(qs, i) >> (2 * s)) & 3) -
+                          (((byte_at(hm, i) >> (4 * h + s)) & 1) ? 0 : 4);
             v[i] = dl * (float)q;
         }
     } else if (T == LLM_DT_Q4_K || T == LLM_DT_Q5_K) {
@@ -148,23 +177,25 @@ static __device__ __forceinline__ void deq8(const uint8_t *row, int64_t c, float
         int sc, m;
         k4_scale_min(g, b + 4, sc, m);
         const float d1 = f16at(b) * (float)sc, m1 = f16at(b + 2) * (float)m;
-        const uint8_t *qs = b + (T == LLM_DT_Q4_K ? 16 : 48) + 32 * (g / 2) + l0;
-        const uint8_t *qh = b + 16 + l0;
+        /* 144- and 176-byte blocks: these 8 bytes are 8-byte aligned */
+        const uint2 qs = *(const uint2 *)(b + (T == LLM_DT_Q4_K ? 16 : 48) + 32 * (g / 2) + l0);
+        const uint2 qh = T == LLM_DT_Q5_K ? *(const uint2 *)(b + 16 + l0) : make_uint2(0, 0);
 #pragma unroll
         for (int i = 0; i < 8; i++) {
-            int q = (qs[i] >> (4 * (g & 1))) & 0xf;
+            int q = (byte_at(qs, i) >> (4 * (g & 1))) & 0xf;
             if (T == LLM_DT_Q5_K)
-                q |= ((qh[i] >> g) & 1) << 4;
+                q |= ((byte_at(qh, i) >> g) & 1) << 4;
             v[i] = d1 * (float)q - m1;
         }
     } else if (T == LLM_DT_Q6_K) {
         const uint8_t *b = row + (c >> 5) * 210;
         const int e0 = (int)(c & 31) * 8, h = e0 / 128, s = (e0 % 128) / 32, l0 = e0 % 32;
         const float dl = f16at(b + 208) * (float)((const int8_t *)(b + 192))[e0 / 16];
-        const uint8_t *ql = b + 64 * h + 32 * (s & 1) + l0, *qh = b + 128 + 32 * h + l0;
+        const uint2 ql = ld8(b + 64 * h + 32 * (s & 1) + l0), qh = ld8(b + 128 + 32 * h + l0);
 #pragma unroll
         for (int i = 0; i < 8; i++) {
-            const int lo = (ql[i] >> (4 * (s >> 1))) & 0xf, hi = (qh[i] >> (2 * s)) & 3;
+            const int lo = (byte_at(ql, i) >> (4 * (s >> 1))) & 0xf;
+            const int hi = (byte_at(qh, i) >> (2 * s)) & 3;
             v[i] = dl * (float)((lo | (hi << 4)) - 32);
         }
     }
@@ -296,32 +327,62 @@ static const float *round_activations(llm_backend *be, uint32_t t, const float *
 /* ---- matrix-vector (few tokens) -------------------------------------------------------- */
 
 #define MV_WARPS 4
+#define MV_UNROLL 4
 
 template <int T, int NT>
 static __global__ void __launch_bounds__(MV_WARPS *LLM_WARP_SIZE)
 k_matvec(const uint8_t *__restrict__ w, size_t row_bytes, int64_t rows, int64_t k,
-         const float *__restrict__ x, int64_t ldx, float *__restrict__ y, int64_t ldy, int n)
+         const float *__restrict__ x, int64_t ldx, float *__restrict__ y, int64_t ldy, int n,
+         bool xvec)
 {
     const int lane = threadIdx.x % LLM_WARP_SIZE;
     const int64_t r = (int64_t)blockIdx.x * MV_WARPS + threadIdx.x / LLM_WARP_SIZE;
     if (r >= rows)
         return; /* the whole warp leaves together */
+    /* blockIdx.y: a tile of NT tokens (more than MATVEC_MAX_TOKENS in batch-invariant mode) */
+    x += (int64_t)blockIdx.y * NT * ldx;
+    y += (int64_t)blockIdx.y * NT * ldy;
+    n = n - (int)blockIdx.y * NT < NT ? n - (int)blockIdx.y * NT : NT;
     const uint8_t *row = w + r * row_bytes;
     float acc[NT];
 #pragma unroll
     for (int j = 0; j < NT; j++)
         acc[j] = 0.0f;
-    const int64_t nc = k / 8;
-    for (int64_t c = lane; c < nc; c += LLM_WARP_SIZE) {
-        float v[8];
-        deq8<T>(row, c, v);
+    /* float rows of a length that is no multiple of 8 are not 16-byte aligned: the tail
+     * loop below takes them element by element */
+    const bool float_type = T == LLM_DT_F32 || T == LLM_DT_F16 || T == LLM_DT_BF16;
+    const int64_t nc = float_type && k % 8 ? 0 : k / 8;
+    /* MV_UNROLL chunks per lane per pass: their loads are all in flight before the first
+     * product needs them */
+    for (int64_t c0 = lane; c0 < nc; c0 += MV_UNROLL * LLM_WARP_SIZE) {
+        float v[MV_UNROLL][8];
 #pragma unroll
-        for (int j = 0; j < NT; j++) {
-            if (j < n) {
-                const float *xj = x + j * ldx + 8 * c;
+        for (int u = 0; u < MV_UNROLL; u++)
+            if (c0 + u * LLM_WARP_SIZE < nc)
+                deq8<T>(row, c0 + u * LLM_WARP_SIZE, v[u]);
 #pragma unroll
-                for (int i = 0; i < 8; i++)
-                    acc[j] += v[i] * xj[i];
+        for (int u = 0; u < MV_UNROLL; u++) {
+            const int64_t c = c0 + u * LLM_WARP_SIZE;
+            if (c >= nc)
+                break;
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                if (j < n) {
+                    const float *xj = x + j * ldx + 8 * c;
+                    float xv[8];
+                    if (xvec) {
+                        const float4 a = ((const float4 *)xj)[0], b = ((const float4 *)xj)[1];
+                        xv[0] = a.x, xv[1] = a.y, xv[2] = a.z, xv[3] = a.w;
+                        xv[4] = b.x, xv[5] = b.y, xv[6] = b.z, xv[7] = b.w;
+                    } else {
+#pragma unroll
+                        for (int i = 0; i < 8; i++)
+                            xv[i] = xj[i];
+                    }
+#pragma unroll
+                    for (int i = 0; i < 8; i++)
+                        acc[j] += v[u][i] * xv[i];
+                }
             }
         }
     }
@@ -346,17 +407,24 @@ template <int T>
 static void matvec(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, const uint8_t *wd,
                    const float *x, int64_t ldx, int n)
 {
-    const dim3 grid(cdiv(w->ne[1], MV_WARPS)), block(MV_WARPS * LLM_WARP_SIZE);
+    const dim3 grid(cdiv(w->ne[1], MV_WARPS), cdiv(n, MATVEC_MAX_TOKENS)),
+        block(MV_WARPS * LLM_WARP_SIZE);
     const int64_t rows = w->ne[1], k = w->ne[0];
     const size_t rb = w->row_bytes;
+    /* activation rows as float4 when aligned (always for the rounded copies) */
+    const bool xvec = ((uintptr_t)x % 16) == 0 && ldx % 4 == 0;
     if (n == 1)
-        k_matvec<T, 1><<<grid, block, 0, be->stream>>>(wd, rb, rows, k, x, ldx, y, ldy, n);
+        k_matvec<T, 1><<<grid, block, 0, be->stream>>>(wd, rb, rows, k, x, ldx, y, ldy, n,
+                                                                 xvec);
     else if (n == 2)
-        k_matvec<T, 2><<<grid, block, 0, be->stream>>>(wd, rb, rows, k, x, ldx, y, ldy, n);
+        k_matvec<T, 2><<<grid, block, 0, be->stream>>>(wd, rb, rows, k, x, ldx, y, ldy, n,
+                                                                 xvec);
     else if (n <= 4)
-        k_matvec<T, 4><<<grid, block, 0, be->stream>>>(wd, rb, rows, k, x, ldx, y, ldy, n);
+        k_matvec<T, 4><<<grid, block, 0, be->stream>>>(wd, rb, rows, k, x, ldx, y, ldy, n,
+                                                                 xvec);
     else
-        k_matvec<T, 8><<<grid, block, 0, be->stream>>>(wd, rb, rows, k, x, ldx, y, ldy, n);
+        k_matvec<T, 8><<<grid, block, 0, be->stream>>>(wd, rb, rows, k, x, ldx, y, ldy, n,
+                                                                 xvec);
 }
 
 /* ---- dequantize + cuBLAS (many tokens) ------------------------------------------------- */
@@ -509,8 +577,12 @@ void cu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, cons
     x = round_activations(be, w->dtype, x, ldx, w->ne[0], n, &ldx);
     if (!x)
         return;
-    if (n > MATVEC_MAX_TOKENS) {
+    if (n > MATVEC_MAX_TOKENS && !be->batch_invariant) {
         gemm(be, y, ldy, w, wd, x, ldx, n);
+        return;
+    }
+    if (n > MATVEC_MAX_TOKENS && (int64_t)cdiv(n, MATVEC_MAX_TOKENS) > 65535) {
+        cu_record(be, LLM_ERR_INVALID_ARG, "cuda: matmul of %lld tokens", (long long)n);
         return;
     }
     switch (w->dtype) {

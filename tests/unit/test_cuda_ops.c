@@ -467,6 +467,48 @@ static void test_attention(void)
     attention_case(LLM_DT_F16, 8, 2, 80, 0, 0.0f); /* a width that is no multiple of 32 */
 }
 
+/* ---- batch invariance ------------------------------------------------------------------ */
+
+/* With LLM_CUDA_BATCH_INVARIANT=1 a token's matmul result is the same bits whether it is
+ * computed alone or among 37 others; and the same as the default mode's decode path. */
+static void test_batch_invariant(void)
+{
+    setenv("LLM_CUDA_BATCH_INVARIANT", "1", 1);
+    llm_backend *inv = NULL;
+    llm_backend_config cfg = {0};
+    CHECK(gpu->create(&cfg, &inv) == LLM_OK);
+    unsetenv("LLM_CUDA_BATCH_INVARIANT");
+    if (!inv)
+        return;
+    const uint32_t types[] = {LLM_DT_Q4_K, LLM_DT_Q8_0, LLM_DT_BF16, LLM_DT_Q6_K, LLM_DT_F32};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const uint32_t t = types[ti];
+        const int64_t k = 512, rows = 45, n = 37;
+        size_t rb;
+        void *wh = rand_weight(t, k, rows, &rb);
+        llm_tensor w = {.dtype = t, .ne = {k, rows}, .row_bytes = rb, .data = wh};
+        CHECK(gpu->prepare_weight(gbe_model, &w) == LLM_OK);
+        float *x = rand_buf(n * k, -1, 1);
+        float *dx = dev_copy(x, (size_t)(n * k) * 4), *dy = dev_poisoned(n * rows);
+        float *d1 = dev_poisoned(rows);
+        gpu->matmul(inv, dy, rows, &w, dx, k, n);
+        CHECK(gpu->synchronize(inv) == LLM_OK);
+        float *all = host_copy(dy, (size_t)(n * rows) * 4);
+        int same = 1;
+        for (int64_t j = 0; j < n; j += 5) {
+            gpu->matmul(gbe, d1, rows, &w, dx + j * k, k, 1); /* default mode, one token */
+            float *one = host_copy(d1, (size_t)rows * 4);
+            same &= memcmp(one, all + j * rows, (size_t)rows * 4) == 0;
+            free(one);
+        }
+        CHECK_MSG(same, "%s: a token's result depends on its batch", llm__dtype_info(t)->name);
+        gpu->release_weight(gbe_model, &w);
+        gpu->free(gbe, dx), gpu->free(gbe, dy), gpu->free(gbe, d1);
+        free(wh), free(x), free(all);
+    }
+    gpu->destroy(inv);
+}
+
 /* ---- errors ---------------------------------------------------------------------------- */
 
 static void test_errors(void)
@@ -517,6 +559,7 @@ int main(void)
     TEST_RUN(test_glu_add_scale_copy);
     TEST_RUN(test_kv_write_copy);
     TEST_RUN(test_attention);
+    TEST_RUN(test_batch_invariant);
     TEST_RUN(test_errors);
     gpu->destroy(gbe);
     gpu->destroy(gbe_model);
