@@ -26,6 +26,9 @@ struct llm_backend {
     /* activations rounded as the CPU rounds them before a matmul */
     void *act;
     size_t act_cap;
+    /* expert probabilities of moe_route */
+    void *route;
+    size_t route_cap;
     int n_sm;
     int batch_invariant;     /* LLM_CUDA_BATCH_INVARIANT: no cuBLAS path (see matmul.cu) */
     struct prof_state *prof; /* LLM_CUDA_PROFILE: per-op event timings */
@@ -74,6 +77,9 @@ static inline size_t kv_bytes(uint32_t dtype, int64_t n)
 HIDDEN int cu_dtype_supported(uint32_t t);
 HIDDEN void cu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w,
                       const float *x, int64_t ldx, int64_t n);
+HIDDEN void cu_matmul_id(llm_backend *be, float *y, const llm_tensor *w, int32_t n_expert,
+                         const float *x, int64_t ldx, int64_t ldx_k, const int32_t *ids,
+                         int32_t k, int64_t n);
 HIDDEN void cu_get_rows(llm_backend *be, float *y, const llm_tensor *w, const int32_t *ids,
                         int64_t n);
 HIDDEN void cu_attention(llm_backend *be, const llm_attention_args *a);

@@ -122,6 +122,7 @@ static void cu_destroy(llm_backend *be)
     cudaStreamSynchronize(be->stream);
     cudaFree(be->scratch);
     cudaFree(be->act);
+    cudaFree(be->route);
     cublasDestroy(be->blas);
     cudaStreamDestroy(be->stream);
     free(be);
@@ -383,6 +384,134 @@ static void cu_copy_rows(llm_backend *be, float *y, const float *x, int64_t dim,
     CU_LAUNCHED(be, "copy_rows");
 }
 
+/* ---- biases, soft-capping, mixture of experts ------------------------------------------ */
+
+static __global__ void k_add_bias(float *y, const float *b, int64_t dim)
+{
+    float *yr = y + (int64_t)blockIdx.y * dim;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < dim;
+         i += (int64_t)gridDim.x * blockDim.x)
+        yr[i] += b[i];
+}
+
+static void cu_add_bias(llm_backend *be, float *y, const llm_tensor *b, int64_t n_rows)
+{
+    if (n_rows <= 0)
+        return;
+    const float *bd = (const float *)wdata(b);
+    if (!bd) {
+        cu_record(be, LLM_ERR_INTERNAL, "cuda: add_bias with tensor '%s', which was not "
+                  "prepared", b->name);
+        return;
+    }
+    const dim3 grid(cdiv(b->ne[0], THREADS), (unsigned)n_rows);
+    k_add_bias<<<grid, THREADS, 0, be->stream>>>(y, bd, b->ne[0]);
+    CU_LAUNCHED(be, "add_bias");
+}
+
+/* scale, tanh, scale, in the CPU backend's order */
+static __global__ void k_softcap(float *y, const float *x, float cap, float inv, int64_t n)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        y[i] = tanhf(x[i] * inv) * cap;
+}
+
+static void cu_softcap(llm_backend *be, float *y, const float *x, float cap, int64_t n)
+{
+    if (n <= 0)
+        return;
+    k_softcap<<<grid_for(be, n), THREADS, 0, be->stream>>>(y, x, cap, 1.0f / cap, n);
+    CU_LAUNCHED(be, "softcap");
+}
+
+/* One thread per token: softmax over the experts (sum in double, as the CPU does), then
+ * the k largest by selection, ties to the lower id; at most 1024 experts (checked at
+ * load), kept in the thread's slice of global scratch. */
+static __global__ void k_moe_route(int32_t *ids, float *weights, const float *logits, int64_t n,
+                                   int32_t n_expert, int32_t k, int norm, float *scratch)
+{
+    const int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (t >= n)
+        return;
+    const float *l = logits + t * n_expert;
+    float *p = scratch + t * n_expert;
+    float mx = -INFINITY;
+    for (int32_t e = 0; e < n_expert; e++)
+        mx = l[e] > mx ? l[e] : mx;
+    double sum = 0.0;
+    for (int32_t e = 0; e < n_expert; e++) {
+        p[e] = expf(l[e] - mx);
+        sum += (double)p[e];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int32_t e = 0; e < n_expert; e++)
+        p[e] *= inv;
+    int32_t *id = ids + t * k;
+    float *w = weights + t * k;
+    for (int32_t j = 0; j < k; j++) {
+        int32_t best = -1;
+        for (int32_t e = 0; e < n_expert; e++) {
+            int taken = 0;
+            for (int32_t i = 0; i < j; i++)
+                taken |= id[i] == e;
+            if (!taken && (best < 0 || p[e] > p[best]))
+                best = e;
+        }
+        id[j] = best;
+        w[j] = p[best];
+    }
+    if (norm) {
+        double ws = 0.0;
+        for (int32_t j = 0; j < k; j++)
+            ws += (double)w[j];
+        float fs = (float)ws;
+        fs = fs < 6.103515625e-5f ? 6.103515625e-5f : fs; /* the smallest normal f16 */
+        for (int32_t j = 0; j < k; j++)
+            w[j] /= fs;
+    }
+}
+
+static void cu_moe_route(llm_backend *be, int32_t *ids, float *weights, const float *logits,
+                         int64_t n, int32_t n_expert, int32_t k, int norm)
+{
+    if (n <= 0)
+        return;
+    float *scratch = (float *)cu_buffer(be, &be->route, &be->route_cap,
+                                        (size_t)(n * n_expert) * sizeof(float));
+    if (!scratch)
+        return;
+    k_moe_route<<<cdiv(n, 64), 64, 0, be->stream>>>(ids, weights, logits, n, n_expert, k, norm,
+                                                   scratch);
+    CU_LAUNCHED(be, "moe_route");
+}
+
+static __global__ void k_moe_combine(float *y, const float *x, const float *weights, int32_t k,
+                                     int64_t dim)
+{
+    const int64_t t = blockIdx.y;
+    float *yr = y + t * dim;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < dim;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        float acc = 0.0f;
+        for (int32_t j = 0; j < k; j++) {
+            const float v = x[(t * k + j) * dim + i] * weights[t * k + j];
+            acc = j == 0 ? v : acc + v;
+        }
+        yr[i] = acc;
+    }
+}
+
+static void cu_moe_combine(llm_backend *be, float *y, const float *x, const float *weights,
+                           int64_t n, int32_t k, int64_t dim)
+{
+    if (n <= 0)
+        return;
+    const dim3 grid(cdiv(dim, THREADS), (unsigned)n);
+    k_moe_combine<<<grid, THREADS, 0, be->stream>>>(y, x, weights, k, dim);
+    CU_LAUNCHED(be, "moe_combine");
+}
+
 /* ---- KV cache -------------------------------------------------------------------------- */
 
 /* One thread per element of a row; q8_0 rows are blocks of 32 (an f16 scale d = amax/127,
@@ -497,12 +626,11 @@ static const struct llm_backend_ops cuda_ops = {
     .copy_rows = cu_copy_rows,
     .add = cu_add,
     .scale = cu_scale,
-    /* not on the GPU yet: models that need these are refused at load (model.c) */
-    .add_bias = NULL,
-    .softcap = NULL,
-    .moe_route = NULL,
-    .matmul_id = NULL,
-    .moe_combine = NULL,
+    .add_bias = cu_add_bias,
+    .softcap = cu_softcap,
+    .moe_route = cu_moe_route,
+    .matmul_id = cu_matmul_id,
+    .moe_combine = cu_moe_combine,
     .kv_write = cu_kv_write,
     .kv_copy_block = cu_kv_copy_block,
     .attention = cu_attention,

@@ -248,11 +248,15 @@ static __device__ float bf16_round(float x)
  * out [n][k]. Q8_0: per 32, d = amax/127 (stored as f16), q = roundf(x / d). Q8_K: per
  * 256, the first element of largest magnitude maps to -127, q = rint(x * -127/max). */
 static __global__ void __launch_bounds__(256)
-k_round_act(const float *__restrict__ x, int64_t ldx, int64_t k, int mode, float *__restrict__ out)
+k_round_act(const float *__restrict__ x, int64_t ldx, int32_t kc, int64_t ldx_k, int64_t k,
+            int mode, float *__restrict__ out)
 {
+    /* row j of the output is row j / kc of x, choice j % kc (ldx_k apart): the rows of
+     * matmul_id's (token, choice) pairs; kc = 1 otherwise */
     const int64_t j = blockIdx.y, i = (int64_t)blockIdx.x * 256 + threadIdx.x;
+    x += j / kc * ldx + j % kc * ldx_k;
     const bool in = i < k;
-    const float v = in ? x[j * ldx + i] : 0.0f;
+    const float v = in ? x[i] : 0.0f;
     float r = v;
     if (mode == ROUND_F16) {
         r = __half2float(__float2half_rn(v));
@@ -288,7 +292,7 @@ k_round_act(const float *__restrict__ x, int64_t ldx, int64_t k, int mode, float
             for (int w = 1; w < 256 / LLM_WARP_SIZE; w++)
                 if (s_abs[w] > ba || (s_abs[w] == ba && s_idx[w] < bi))
                     ba = s_abs[w], bi = s_idx[w];
-            s_max = ba > 0.0f ? x[j * ldx + (int64_t)blockIdx.x * 256 + bi] : 0.0f;
+            s_max = ba > 0.0f ? x[(int64_t)blockIdx.x * 256 + bi] : 0.0f;
         }
         __syncthreads();
         const float mx = s_max;
@@ -317,7 +321,7 @@ static const float *round_activations(llm_backend *be, uint32_t t, const float *
     if (!out)
         return NULL;
     const dim3 grid(cdiv(k, 256), (unsigned)n);
-    k_round_act<<<grid, 256, 0, be->stream>>>(x, ldx, k, mode, out);
+    k_round_act<<<grid, 256, 0, be->stream>>>(x, ldx, 1, 0, k, mode, out);
     if (!CU_LAUNCHED(be, "activation rounding"))
         return NULL;
     *ld_out = k;
@@ -329,25 +333,14 @@ static const float *round_activations(llm_backend *be, uint32_t t, const float *
 #define MV_WARPS 4
 #define MV_UNROLL 4
 
+/* This lane's share of the dots of one weight row with n <= NT activation rows (x, ldx
+ * floats apart), added to acc. The order of the sums for one activation row does not
+ * depend on NT or n: a token's result is the same in any tile. */
 template <int T, int NT>
-static __global__ void __launch_bounds__(MV_WARPS *LLM_WARP_SIZE)
-k_matvec(const uint8_t *__restrict__ w, size_t row_bytes, int64_t rows, int64_t k,
-         const float *__restrict__ x, int64_t ldx, float *__restrict__ y, int64_t ldy, int n,
-         bool xvec)
+static __device__ __forceinline__ void row_dots(const uint8_t *__restrict__ row, int64_t k,
+                                                const float *__restrict__ x, int64_t ldx, int n,
+                                                bool xvec, int lane, float acc[NT])
 {
-    const int lane = threadIdx.x % LLM_WARP_SIZE;
-    const int64_t r = (int64_t)blockIdx.x * MV_WARPS + threadIdx.x / LLM_WARP_SIZE;
-    if (r >= rows)
-        return; /* the whole warp leaves together */
-    /* blockIdx.y: a tile of NT tokens (more than MATVEC_MAX_TOKENS in batch-invariant mode) */
-    x += (int64_t)blockIdx.y * NT * ldx;
-    y += (int64_t)blockIdx.y * NT * ldy;
-    n = n - (int)blockIdx.y * NT < NT ? n - (int)blockIdx.y * NT : NT;
-    const uint8_t *row = w + r * row_bytes;
-    float acc[NT];
-#pragma unroll
-    for (int j = 0; j < NT; j++)
-        acc[j] = 0.0f;
     /* float rows of a length that is no multiple of 8 are not 16-byte aligned: the tail
      * loop below takes them element by element */
     const bool float_type = T == LLM_DT_F32 || T == LLM_DT_F16 || T == LLM_DT_BF16;
@@ -395,12 +388,55 @@ k_matvec(const uint8_t *__restrict__ w, size_t row_bytes, int64_t rows, int64_t 
                     acc[j] += wv * x[j * ldx + i];
         }
     }
+}
+
+template <int T, int NT>
+static __global__ void __launch_bounds__(MV_WARPS *LLM_WARP_SIZE)
+k_matvec(const uint8_t *__restrict__ w, size_t row_bytes, int64_t rows, int64_t k,
+         const float *__restrict__ x, int64_t ldx, float *__restrict__ y, int64_t ldy, int n,
+         bool xvec)
+{
+    const int lane = threadIdx.x % LLM_WARP_SIZE;
+    const int64_t r = (int64_t)blockIdx.x * MV_WARPS + threadIdx.x / LLM_WARP_SIZE;
+    if (r >= rows)
+        return; /* the whole warp leaves together */
+    /* blockIdx.y: a tile of NT tokens (more than MATVEC_MAX_TOKENS in batch-invariant mode) */
+    x += (int64_t)blockIdx.y * NT * ldx;
+    y += (int64_t)blockIdx.y * NT * ldy;
+    n = n - (int)blockIdx.y * NT < NT ? n - (int)blockIdx.y * NT : NT;
+    float acc[NT];
+#pragma unroll
+    for (int j = 0; j < NT; j++)
+        acc[j] = 0.0f;
+    row_dots<T, NT>(w + r * row_bytes, k, x, ldx, n, xvec, lane, acc);
 #pragma unroll
     for (int j = 0; j < NT; j++) {
         const float s = warp_sum(acc[j]);
         if (j < n && lane == 0)
             y[j * ldy + r] = s;
     }
+}
+
+/* Expert rows: blockIdx.y is a (token, choice) pair c, whose expert is ids[c]; its
+ * activation row is x[c] (one row per pair) or x[c / k] (one per token). */
+template <int T>
+static __global__ void __launch_bounds__(MV_WARPS *LLM_WARP_SIZE)
+k_matvec_id(const uint8_t *__restrict__ w, size_t row_bytes, int64_t rows, int64_t k,
+            const float *__restrict__ x, int per_choice, int32_t kc,
+            const int32_t *__restrict__ ids, float *__restrict__ y)
+{
+    const int lane = threadIdx.x % LLM_WARP_SIZE;
+    const int64_t r = (int64_t)blockIdx.x * MV_WARPS + threadIdx.x / LLM_WARP_SIZE;
+    if (r >= rows)
+        return;
+    const int64_t c = blockIdx.y;
+    const int64_t e = ids[c];
+    float acc[1] = {0.0f};
+    row_dots<T, 1>(w + (e * rows + r) * row_bytes, k, x + (per_choice ? c : c / kc) * k, k, 1,
+                   k % 4 == 0, lane, acc);
+    const float s = warp_sum(acc[0]);
+    if (lane == 0)
+        y[c * rows + r] = s;
 }
 
 template <int T>
@@ -604,6 +640,70 @@ void cu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, cons
         return;
     }
     CU_LAUNCHED(be, "matmul");
+}
+
+/* ---- expert matmul ------------------------------------------------------------------- */
+
+template <int T>
+static void matvec_id(llm_backend *be, float *y, const uint8_t *wd, size_t rb, int64_t rows,
+                      int64_t k, const float *x, int per_choice, int32_t kc, const int32_t *ids,
+                      int64_t pairs)
+{
+    const dim3 grid(cdiv(rows, MV_WARPS), (unsigned)pairs), block(MV_WARPS * LLM_WARP_SIZE);
+    k_matvec_id<T><<<grid, block, 0, be->stream>>>(wd, rb, rows, k, x, per_choice, kc, ids, y);
+}
+
+/* The chosen experts only: the activation rows are gathered and rounded once, then one
+ * warp per (expert row, token choice). */
+void cu_matmul_id(llm_backend *be, float *y, const llm_tensor *w, int32_t n_expert,
+                  const float *x, int64_t ldx, int64_t ldx_k, const int32_t *ids, int32_t k,
+                  int64_t n)
+{
+    if (n <= 0 || k <= 0)
+        return;
+    const uint8_t *wd = (const uint8_t *)wdata(w);
+    if (!wd || n_expert <= 0 || w->ne[1] % n_expert) {
+        cu_record(be, LLM_ERR_INTERNAL, "cuda: matmul_id with tensor '%s' (%d experts)",
+                  w->name, n_expert);
+        return;
+    }
+    if (n * k > 65535) {
+        cu_record(be, LLM_ERR_INVALID_ARG, "cuda: matmul_id of %lld token choices",
+                  (long long)(n * k));
+        return;
+    }
+    const int64_t K = w->ne[0], R = w->ne[1] / n_expert;
+    const int per_choice = ldx_k != 0;
+    const int64_t n_rows = per_choice ? n * k : n;
+    float *xr = (float *)cu_buffer(be, &be->act, &be->act_cap, (size_t)(n_rows * K) * 4);
+    if (!xr)
+        return;
+    const dim3 grid(cdiv(K, 256), (unsigned)n_rows);
+    k_round_act<<<grid, 256, 0, be->stream>>>(x, ldx, per_choice ? k : 1, ldx_k, K,
+                                              rounding_of(w->dtype), xr);
+    if (!CU_LAUNCHED(be, "activation rounding"))
+        return;
+    const size_t rb = w->row_bytes;
+    const int64_t pairs = n * k;
+    switch (w->dtype) {
+    case LLM_DT_F32: matvec_id<LLM_DT_F32>(be, y, wd, rb, R, K, xr, per_choice, k, ids, pairs); break;
+    case LLM_DT_F16: matvec_id<LLM_DT_F16>(be, y, wd, rb, R, K, xr, per_choice, k, ids, pairs); break;
+    case LLM_DT_BF16: matvec_id<LLM_DT_BF16>(be, y, wd, rb, R, K, xr, per_choice, k, ids, pairs); break;
+    case LLM_DT_Q4_0: matvec_id<LLM_DT_Q4_0>(be, y, wd, rb, R, K, xr, per_choice, k, ids, pairs); break;
+    case LLM_DT_Q4_1: matvec_id<LLM_DT_Q4_1>(be, y, wd, rb, R, K, xr, per_choice, k, ids, pairs); break;
+    case LLM_DT_Q5_0: matvec_id<LLM_DT_Q5_0>(be, y, wd, rb, R, K, xr, per_choice, k, ids, pairs); break;
+    case LLM_DT_Q5_1: matvec_id<LLM_DT_Q5_1>(be, y, wd, rb, R, K, xr, per_choice, k, ids, pairs); break;
+    case LLM_DT_Q8_0: matvec_id<LLM_DT_Q8_0>(be, y, wd, rb, R, K, xr, per_choice, k, ids, pairs); break;
+    case LLM_DT_Q2_K: matvec_id<LLM_DT_Q2_K>(be, y, wd, rb, R, K, xr, per_choice, k, ids, pairs); break;
+    case LLM_DT_Q3_K: matvec_id<LLM_DT_Q3_K>(be, y, wd, rb, R, K, xr, per_choice, k, ids, pairs); break;
+    case LLM_DT_Q4_K: matvec_id<LLM_DT_Q4_K>(be, y, wd, rb, R, K, xr, per_choice, k, ids, pairs); break;
+    case LLM_DT_Q5_K: matvec_id<LLM_DT_Q5_K>(be, y, wd, rb, R, K, xr, per_choice, k, ids, pairs); break;
+    case LLM_DT_Q6_K: matvec_id<LLM_DT_Q6_K>(be, y, wd, rb, R, K, xr, per_choice, k, ids, pairs); break;
+    default:
+        cu_record(be, LLM_ERR_UNSUPPORTED, "cuda: matmul_id with type %u", w->dtype);
+        return;
+    }
+    CU_LAUNCHED(be, "matmul_id");
 }
 
 /* ---- get_rows ----------------------------------------------------------------------- */

@@ -334,6 +334,93 @@ static void test_glu_add_scale_copy(void)
     free(g), free(u), free(yc);
 }
 
+/* ---- biases, soft-capping, mixture of experts ------------------------------------------ */
+
+static void test_bias_softcap(void)
+{
+    const int64_t rows = 5, dim = 300;
+    float *bv = rand_buf(dim, -1, 1), *x = rand_buf(rows * dim, -40, 40);
+    llm_tensor b = {.name = "bias", .dtype = LLM_DT_F32, .ne = {dim, 1},
+                    .row_bytes = (size_t)dim * 4, .data = bv};
+    CHECK(gpu->prepare_weight(gbe_model, &b) == LLM_OK);
+    float *dx = dev_copy(x, (size_t)(rows * dim) * 4), *dy = dev_poisoned(rows * dim);
+    float *yc = malloc((size_t)(rows * dim) * 4);
+    gpu->softcap(gbe, dy, dx, 30.0f, rows * dim);
+    cpu->softcap(cbe, yc, x, 30.0f, rows * dim);
+    float *y = host_copy(dy, (size_t)(rows * dim) * 4);
+    CHECK_MSG(rel_err(y, yc, rows * dim) < 1e-6, "softcap: %.3g", rel_err(y, yc, rows * dim));
+    free(y);
+    gpu->add_bias(gbe, dx, &b, rows);
+    cpu->add_bias(cbe, x, &b, rows);
+    y = host_copy(dx, (size_t)(rows * dim) * 4);
+    CHECK(memcmp(y, x, (size_t)(rows * dim) * 4) == 0);
+    gpu->release_weight(gbe_model, &b);
+    gpu->free(gbe, dx), gpu->free(gbe, dy);
+    free(bv), free(x), free(yc), free(y);
+}
+
+static void test_moe(void)
+{
+    const int64_t n = 6;
+    const int32_t n_expert = 16, k = 4;
+    /* routing, with and without renormalised weights */
+    for (int norm = 0; norm < 2; norm++) {
+        float *l = rand_buf(n * n_expert, -3, 3);
+        float *dl = dev_copy(l, (size_t)(n * n_expert) * 4), *dw = dev_poisoned(n * k);
+        int32_t *di = (int32_t *)dev_poisoned(n * k);
+        int32_t ids[24];
+        float w[24];
+        gpu->moe_route(gbe, di, dw, dl, n, n_expert, k, norm);
+        cpu->moe_route(cbe, ids, w, l, n, n_expert, k, norm);
+        int32_t *gi = host_copy(di, sizeof ids);
+        float *gw = host_copy(dw, sizeof w);
+        CHECK_MSG(memcmp(gi, ids, sizeof ids) == 0, "moe_route ids (norm %d)", norm);
+        CHECK_MSG(rel_err(gw, w, n * k) < 1e-6, "moe_route weights: %.3g", rel_err(gw, w, n * k));
+        gpu->free(gbe, dl), gpu->free(gbe, dw), gpu->free(gbe, di);
+        free(l), free(gi), free(gw);
+    }
+    /* expert matmuls: one activation row per token, and one per (token, choice) */
+    const uint32_t types[] = {LLM_DT_Q4_K, LLM_DT_Q8_0, LLM_DT_F16, LLM_DT_Q6_K};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
+        for (int per_choice = 0; per_choice < 2; per_choice++) {
+            const uint32_t t = types[ti];
+            const int64_t K = 512, R = 24, ldx = per_choice ? k * K : K + 4;
+            size_t rb;
+            void *wh = rand_weight(t, K, R * n_expert, &rb);
+            llm_tensor w = {.dtype = t, .ne = {K, R * n_expert}, .row_bytes = rb, .data = wh};
+            CHECK(gpu->prepare_weight(gbe_model, &w) == LLM_OK);
+            int32_t ids[24];
+            for (int64_t i = 0; i < n; i++)
+                for (int32_t j = 0; j < k; j++)
+                    ids[i * k + j] = (int32_t)((i * 5 + j * 3) % n_expert);
+            float *x = rand_buf(n * ldx, -1, 1);
+            float *dx = dev_copy(x, (size_t)(n * ldx) * 4), *dy = dev_poisoned(n * k * R);
+            int32_t *di = dev_copy(ids, sizeof ids);
+            float *yc = malloc((size_t)(n * k * R) * 4);
+            gpu->matmul_id(gbe, dy, &w, n_expert, dx, ldx, per_choice ? K : 0, di, k, n);
+            cpu->matmul_id(cbe, yc, &w, n_expert, x, ldx, per_choice ? K : 0, ids, k, n);
+            CHECK(gpu->synchronize(gbe) == LLM_OK);
+            float *y = host_copy(dy, (size_t)(n * k * R) * 4);
+            const double e = rel_err(y, yc, n * k * R);
+            CHECK_MSG(e < 1e-4, "matmul_id %s per_choice %d: %.3g", llm__dtype_info(t)->name,
+                      per_choice, e);
+            gpu->release_weight(gbe_model, &w);
+            gpu->free(gbe, dx), gpu->free(gbe, dy), gpu->free(gbe, di);
+            free(wh), free(x), free(yc), free(y);
+        }
+    /* combining the choices */
+    const int64_t dim = 200;
+    float *x = rand_buf(n * k * dim, -2, 2), *w = rand_buf(n * k, 0, 1);
+    float *dx = dev_copy(x, (size_t)(n * k * dim) * 4), *dw = dev_copy(w, (size_t)(n * k) * 4);
+    float *dy = dev_poisoned(n * dim), *yc = malloc((size_t)(n * dim) * 4);
+    gpu->moe_combine(gbe, dy, dx, dw, n, k, dim);
+    cpu->moe_combine(cbe, yc, x, w, n, k, dim);
+    float *y = host_copy(dy, (size_t)(n * dim) * 4);
+    CHECK_MSG(rel_err(y, yc, n * dim) < 1e-6, "moe_combine: %.3g", rel_err(y, yc, n * dim));
+    gpu->free(gbe, dx), gpu->free(gbe, dw), gpu->free(gbe, dy);
+    free(x), free(w), free(yc), free(y);
+}
+
 /* ---- KV cache and attention ---------------------------------------------------------- */
 
 #define BS 16
@@ -557,6 +644,8 @@ int main(void)
     TEST_RUN(test_rms_norm);
     TEST_RUN(test_rope);
     TEST_RUN(test_glu_add_scale_copy);
+    TEST_RUN(test_bias_softcap);
+    TEST_RUN(test_moe);
     TEST_RUN(test_kv_write_copy);
     TEST_RUN(test_attention);
     TEST_RUN(test_batch_invariant);
