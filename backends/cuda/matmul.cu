@@ -32,6 +32,7 @@ int cu_dtype_supported(uint32_t t)
     case LLM_DT_F32: case LLM_DT_F16: case LLM_DT_BF16:
     case LLM_DT_Q4_0: case LLM_DT_Q4_1: case LLM_DT_Q5_0: case LLM_DT_Q5_1: case LLM_DT_Q8_0:
     case LLM_DT_Q2_K: case LLM_DT_Q3_K: case LLM_DT_Q4_K: case LLM_DT_Q5_K: case LLM_DT_Q6_K:
+    case LLM_DT_IQ4_NL: case LLM_DT_IQ4_XS:
         return 1;
     default:
         return 0;
@@ -57,6 +58,10 @@ static __device__ __forceinline__ float bf16_bits(uint16_t u)
 {
     return __uint_as_float((uint32_t)u << 16);
 }
+
+/* the 16 non-linear levels of IQ4_NL and IQ4_XS */
+static __constant__ int8_t iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                               1,    13,   25,  38,  53,  69,  89,  113};
 
 /* 8 bytes from a 2-byte aligned address, in 4 loads instead of 8 */
 static __device__ __forceinline__ uint2 ld8(const uint8_t *p)
@@ -187,6 +192,27 @@ static __device__ __forceinline__ void deq8(const uint8_t *row, int64_t c, float
                 q |= ((byte_at(qh, i) >> g) & 1) << 4;
             v[i] = d1 * (float)q - m1;
         }
+    } else if (T == LLM_DT_IQ4_NL) {
+        const uint8_t *b = row + (c >> 2) * 18;
+        const int s = (int)(c & 3), j0 = (s & 1) * 8, sh = (s >> 1) * 4;
+        const float d = f16at(b);
+        const uint2 qs = ld8(b + 2 + j0);
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            v[i] = d * (float)iq4nl_values[(byte_at(qs, i) >> sh) & 0xf];
+    } else if (T == LLM_DT_IQ4_XS) {
+        /* d, scales_h (2 bits per group of 32), scales_l (4 bits per group), 128 bytes of
+         * nibbles laid out per group as in IQ4_NL */
+        const uint8_t *b = row + (c >> 5) * 136;
+        const int e0 = (int)(c & 31) * 8, ib = e0 / 32, s = (e0 % 32) / 8;
+        const int j0 = (s & 1) * 8, sh = (s >> 1) * 4;
+        const int sc_h = *(const uint16_t *)(b + 2);
+        const int ls = ((b[4 + ib / 2] >> 4 * (ib % 2)) & 0xf) | (((sc_h >> 2 * ib) & 3) << 4);
+        const float dl = f16at(b) * (float)(ls - 32);
+        const uint2 qs = ld8(b + 8 + 16 * ib + j0);
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            v[i] = dl * (float)iq4nl_values[(byte_at(qs, i) >> sh) & 0xf];
     } else if (T == LLM_DT_Q6_K) {
         const uint8_t *b = row + (c >> 5) * 210;
         const int e0 = (int)(c & 31) * 8, h = e0 / 128, s = (e0 % 128) / 32, l0 = e0 % 32;
@@ -231,6 +257,7 @@ static int rounding_of(uint32_t t)
     case LLM_DT_F16: return ROUND_F16;
     case LLM_DT_BF16: return ROUND_BF16;
     case LLM_DT_Q2_K: case LLM_DT_Q3_K: case LLM_DT_Q4_K: case LLM_DT_Q5_K: case LLM_DT_Q6_K:
+    case LLM_DT_IQ4_XS:
         return ROUND_Q8_K;
     default: return ROUND_Q8_0; /* Q8_0 and Q8_1 hold the same values */
     }
@@ -539,6 +566,8 @@ static void dequant_dispatch(llm_backend *be, uint32_t t, const uint8_t *wd, siz
     case LLM_DT_Q4_K: dequant_slice<LLM_DT_Q4_K>(be, wd, rb, k, r0, nr, out); break;
     case LLM_DT_Q5_K: dequant_slice<LLM_DT_Q5_K>(be, wd, rb, k, r0, nr, out); break;
     case LLM_DT_Q6_K: dequant_slice<LLM_DT_Q6_K>(be, wd, rb, k, r0, nr, out); break;
+    case LLM_DT_IQ4_NL: dequant_slice<LLM_DT_IQ4_NL>(be, wd, rb, k, r0, nr, out); break;
+    case LLM_DT_IQ4_XS: dequant_slice<LLM_DT_IQ4_XS>(be, wd, rb, k, r0, nr, out); break;
     default: break;
     }
 }
@@ -635,6 +664,8 @@ void cu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, cons
     case LLM_DT_Q4_K: matvec<LLM_DT_Q4_K>(be, y, ldy, w, wd, x, ldx, (int)n); break;
     case LLM_DT_Q5_K: matvec<LLM_DT_Q5_K>(be, y, ldy, w, wd, x, ldx, (int)n); break;
     case LLM_DT_Q6_K: matvec<LLM_DT_Q6_K>(be, y, ldy, w, wd, x, ldx, (int)n); break;
+    case LLM_DT_IQ4_NL: matvec<LLM_DT_IQ4_NL>(be, y, ldy, w, wd, x, ldx, (int)n); break;
+    case LLM_DT_IQ4_XS: matvec<LLM_DT_IQ4_XS>(be, y, ldy, w, wd, x, ldx, (int)n); break;
     default:
         cu_record(be, LLM_ERR_UNSUPPORTED, "cuda: matmul with type %u", w->dtype);
         return;
@@ -699,6 +730,8 @@ void cu_matmul_id(llm_backend *be, float *y, const llm_tensor *w, int32_t n_expe
     case LLM_DT_Q4_K: matvec_id<LLM_DT_Q4_K>(be, y, wd, rb, R, K, xr, per_choice, k, ids, pairs); break;
     case LLM_DT_Q5_K: matvec_id<LLM_DT_Q5_K>(be, y, wd, rb, R, K, xr, per_choice, k, ids, pairs); break;
     case LLM_DT_Q6_K: matvec_id<LLM_DT_Q6_K>(be, y, wd, rb, R, K, xr, per_choice, k, ids, pairs); break;
+    case LLM_DT_IQ4_NL: matvec_id<LLM_DT_IQ4_NL>(be, y, wd, rb, R, K, xr, per_choice, k, ids, pairs); break;
+    case LLM_DT_IQ4_XS: matvec_id<LLM_DT_IQ4_XS>(be, y, wd, rb, R, K, xr, per_choice, k, ids, pairs); break;
     default:
         cu_record(be, LLM_ERR_UNSUPPORTED, "cuda: matmul_id with type %u", w->dtype);
         return;
@@ -762,6 +795,8 @@ void cu_get_rows(llm_backend *be, float *y, const llm_tensor *w, const int32_t *
     case LLM_DT_Q4_K: get_rows<LLM_DT_Q4_K>(be, y, w, wd, ids, n); break;
     case LLM_DT_Q5_K: get_rows<LLM_DT_Q5_K>(be, y, w, wd, ids, n); break;
     case LLM_DT_Q6_K: get_rows<LLM_DT_Q6_K>(be, y, w, wd, ids, n); break;
+    case LLM_DT_IQ4_NL: get_rows<LLM_DT_IQ4_NL>(be, y, w, wd, ids, n); break;
+    case LLM_DT_IQ4_XS: get_rows<LLM_DT_IQ4_XS>(be, y, w, wd, ids, n); break;
     default:
         cu_record(be, LLM_ERR_UNSUPPORTED, "cuda: get_rows with type %u", w->dtype);
         return;

@@ -81,7 +81,7 @@ static double rel_err(const float *a, const float *b, int64_t n)
 static const uint32_t all_types[] = {LLM_DT_F32,  LLM_DT_F16,  LLM_DT_BF16, LLM_DT_Q4_0,
                                      LLM_DT_Q4_1, LLM_DT_Q5_0, LLM_DT_Q5_1, LLM_DT_Q8_0,
                                      LLM_DT_Q2_K, LLM_DT_Q3_K, LLM_DT_Q4_K, LLM_DT_Q5_K,
-                                     LLM_DT_Q6_K};
+                                     LLM_DT_Q6_K, LLM_DT_IQ4_NL, LLM_DT_IQ4_XS};
 #define N_TYPES (sizeof all_types / sizeof all_types[0])
 
 /* Random rows of type t: floats for the float types, random bits for the quantized ones
@@ -110,7 +110,8 @@ static void *rand_weight(uint32_t t, int64_t k, int64_t rows, size_t *row_bytes)
     /* offsets of the f16 fields of each block */
     int off[2] = {-1, -1};
     switch (t) {
-    case LLM_DT_Q4_0: case LLM_DT_Q5_0: case LLM_DT_Q8_0: off[0] = 0; break;
+    case LLM_DT_Q4_0: case LLM_DT_Q5_0: case LLM_DT_Q8_0: case LLM_DT_IQ4_NL:
+    case LLM_DT_IQ4_XS: off[0] = 0; break;
     case LLM_DT_Q4_1: case LLM_DT_Q5_1: case LLM_DT_Q4_K: case LLM_DT_Q5_K:
         off[0] = 0, off[1] = 2; break;
     case LLM_DT_Q2_K: off[0] = 80, off[1] = 82; break;
