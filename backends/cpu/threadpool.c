@@ -30,6 +30,9 @@
 
 struct llm_pool {
     int n;
+#ifdef LLM_HAVE_HWLOC
+    hwloc_topology_t topo; /* NULL: threads are not pinned */
+#endif
     pthread_t *threads;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -51,6 +54,15 @@ static void *worker_main(void *varg)
     worker_arg wa = *(worker_arg *)varg;
     llm__free(varg);
     llm_pool *p = wa.p;
+#ifdef LLM_HAVE_HWLOC
+    /* worker i on core i (the caller's thread, 0, stays where the application put it);
+     * a failed binding only costs speed */
+    if (p->topo) {
+        hwloc_obj_t core = hwloc_get_obj_by_type(p->topo, HWLOC_OBJ_CORE, (unsigned)wa.ith);
+        if (core && core->cpuset)
+            hwloc_set_cpubind(p->topo, core->cpuset, HWLOC_CPUBIND_THREAD);
+    }
+#endif
     /* jobs are counted from 0 at creation: a job published before this thread got here
      * must still be run */
     unsigned seen = 0;
@@ -89,6 +101,18 @@ llm_pool *llm__pool_create(int n_threads)
     p->n = n_threads;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
+#ifdef LLM_HAVE_HWLOC
+    /* Pin only when there is a core for every thread; LLM_CPU_PIN=0 turns pinning off
+     * (e.g. when other processes share the cores). */
+    const char *pin = getenv("LLM_CPU_PIN");
+    if (n_threads > 1 && !(pin && pin[0] == '0') && hwloc_topology_init(&p->topo) == 0) {
+        if (hwloc_topology_load(p->topo) != 0 ||
+            hwloc_get_nbobjs_by_type(p->topo, HWLOC_OBJ_CORE) < n_threads) {
+            hwloc_topology_destroy(p->topo);
+            p->topo = NULL;
+        }
+    }
+#endif
     if (n_threads > 1) {
         p->threads = llm__calloc((size_t)n_threads, sizeof(pthread_t));
         if (!p->threads)
@@ -126,6 +150,10 @@ void llm__pool_destroy(llm_pool *p)
         pthread_join(p->threads[i], NULL);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
+#ifdef LLM_HAVE_HWLOC
+    if (p->topo)
+        hwloc_topology_destroy(p->topo);
+#endif
     llm__free(p->threads);
     llm__free(p);
 }
