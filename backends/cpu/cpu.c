@@ -11,15 +11,18 @@
 
 #include "../../lib/backend.h"
 #include "quants.h"
+#include "repack.h"
 #include "threadpool.h"
 
 #define CACHE_LINE 64
 
 struct llm_backend {
     llm_pool *pool;
-    /* quantised activations of the current matmul */
+    /* quantised activations of the current matmul, and their block sums */
     void *xq;
     size_t xq_cap;
+    int32_t *xsum;
+    size_t xsum_cap;
     llm_status err;
 };
 
@@ -54,6 +57,7 @@ static void cpu_destroy(llm_backend *be)
         return;
     llm__pool_destroy(be->pool);
     free(be->xq);
+    free(be->xsum);
     llm__free(be);
 }
 
@@ -107,6 +111,47 @@ static int cpu_supports_dtype(llm_backend *be, uint32_t t)
     return tr->to_float && tr->vec_dot;
 }
 
+/* A weight repacked into groups of 8 interleaved rows (repack.h), kept in w->extra. */
+typedef struct cpu_weight {
+    const llm_repack_traits *tr;
+    size_t group_bytes;
+    void *data;
+} cpu_weight;
+
+static const llm_repack_traits *repack_traits(const llm_tensor *w)
+{
+    static int have_avx2 = -1;
+    if (have_avx2 < 0)
+        have_avx2 = strncmp(llm__cpu_features(), "avx2", 4) == 0;
+    if (!have_avx2 || getenv("LLM_CPU_NO_REPACK"))
+        return NULL;
+    if (w->ne[1] < REPACK_ROWS || w->ne[1] % REPACK_ROWS || w->ne[0] % 32)
+        return NULL;
+    return llm__repack_avx2_traits(w->dtype);
+}
+
+typedef struct pack_job {
+    const llm_tensor *w;
+    cpu_weight *cw;
+    atomic_long next;
+} pack_job;
+
+static void pack_groups(void *arg, int ith, int nth)
+{
+    (void)ith;
+    (void)nth;
+    pack_job *j = arg;
+    const int64_t groups = j->w->ne[1] / REPACK_ROWS;
+    for (;;) {
+        const int64_t g = atomic_fetch_add(&j->next, 1);
+        if (g >= groups)
+            break;
+        j->cw->tr->pack((char *)j->cw->data + (size_t)g * j->cw->group_bytes,
+                        (const char *)j->w->data + (size_t)g * REPACK_ROWS * j->w->row_bytes,
+                        j->w->row_bytes, j->w->ne[0]);
+    }
+}
+
 static llm_status cpu_prepare_weight(llm_backend *be, llm_tensor *w)
 {
     if (!cpu_supports_dtype(be, w->dtype)) {
@@ -115,12 +160,35 @@ static llm_status cpu_prepare_weight(llm_backend *be, llm_tensor *w)
                          "which the CPU backend does not support", w->name,
                          info ? info->name : "unknown", w->dtype);
     }
+    const llm_repack_traits *tr = repack_traits(w);
+    if (!tr)
+        return LLM_OK;
+    cpu_weight *cw = llm__calloc(1, sizeof *cw);
+    if (!cw)
+        return llm__fail(LLM_ERR_NO_MEMORY, "cpu backend: out of memory for '%s'", w->name);
+    cw->tr = tr;
+    cw->group_bytes = tr->group_bytes(w->ne[0]);
+    cw->data = aligned_alloc_bytes(cw->group_bytes * (size_t)(w->ne[1] / REPACK_ROWS));
+    if (!cw->data) {
+        llm__free(cw);
+        return llm__fail(LLM_ERR_NO_MEMORY, "cpu backend: out of memory repacking '%s'",
+                         w->name);
+    }
+    pack_job j = {.w = w, .cw = cw};
+    atomic_init(&j.next, 0);
+    llm__pool_run(be->pool, pack_groups, &j);
+    w->extra = cw;
     return LLM_OK;
 }
 
 static void cpu_release_weight(llm_backend *be, llm_tensor *w)
 {
     (void)be;
+    cpu_weight *cw = w->extra;
+    if (cw) {
+        free(cw->data);
+        llm__free(cw);
+    }
     w->extra = NULL;
 }
 
@@ -151,14 +219,20 @@ typedef struct matmul_job {
     llm_vec_dot_fn dot;
     llm_gemm_fn gemm;   /* NULL, or tiles of rows x tokens when n >= 2 */
     llm_from_float_fn quant;
+    const cpu_weight *cw; /* repacked weight, or NULL */
+    int32_t *xsum;      /* activation block sums (repacked kernels that need them) */
     atomic_long next;   /* next row chunk to take */
 } matmul_job;
 
 static void quantize_rows(void *arg, int ith, int nth)
 {
     matmul_job *j = arg;
-    for (int64_t r = ith; r < j->n; r += nth)
+    const int64_t nb = j->w->ne[0] / 32;
+    for (int64_t r = ith; r < j->n; r += nth) {
         j->quant(j->x + r * j->ldx, (char *)j->xq + (size_t)r * j->xq_row, j->w->ne[0]);
+        if (j->xsum)
+            llm__q8_0_block_sums((char *)j->xq + (size_t)r * j->xq_row, nb, j->xsum + r * nb);
+    }
 }
 
 #define ROWS_PER_CHUNK 16
@@ -177,6 +251,20 @@ static void matmul_rows(void *arg, int ith, int nth)
         if (r0 >= rows)
             break;
         int64_t r1 = r0 + ROWS_PER_CHUNK < rows ? r0 + ROWS_PER_CHUNK : rows;
+        if (j->cw) {
+            /* whole groups of 8 rows: rows and ROWS_PER_CHUNK are multiples of 8 */
+            const int64_t nb = k / 32;
+            for (int64_t t0 = 0; t0 < j->n; t0 += TOKENS_PER_TILE) {
+                int64_t t1 = t0 + TOKENS_PER_TILE < j->n ? t0 + TOKENS_PER_TILE : j->n;
+                j->cw->tr->gemm(k, j->y + t0 * j->ldy + r0, (size_t)j->ldy,
+                                (const char *)j->cw->data + (size_t)(r0 / REPACK_ROWS) *
+                                                                j->cw->group_bytes,
+                                j->cw->group_bytes, (r1 - r0) / REPACK_ROWS,
+                                (const char *)j->xq + (size_t)t0 * j->xq_row, j->xq_row,
+                                j->xsum ? j->xsum + t0 * nb : NULL, t1 - t0);
+            }
+            continue;
+        }
         /* a weight row is reused across a tile of tokens while it sits in L1 */
         for (int64_t t0 = 0; t0 < j->n; t0 += TOKENS_PER_TILE) {
             int64_t t1 = t0 + TOKENS_PER_TILE < j->n ? t0 + TOKENS_PER_TILE : j->n;
@@ -204,7 +292,7 @@ static void cpu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor 
     const llm_quant_traits *tr = &llm__quant_best[w->dtype];
     /* one token (generation) keeps the per-row path: a tile kernel gains nothing there */
     matmul_job j = {.y = y, .ldy = ldy, .w = w, .x = x, .ldx = ldx, .n = n, .dot = tr->vec_dot,
-                    .gemm = n >= 2 ? tr->gemm : NULL};
+                    .gemm = n >= 2 ? tr->gemm : NULL, .cw = w->extra};
     atomic_init(&j.next, 0);
     if (tr->vec_dot_type == LLM_DT_F32) {
         j.xq = x;
@@ -217,6 +305,14 @@ static void cpu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor 
             return;
         }
         j.xq = be->xq;
+        if (j.cw && j.cw->tr->needs_ysum) {
+            const size_t need = (size_t)n * (size_t)(w->ne[0] / 32) * sizeof(int32_t);
+            if (!ensure_buf((void **)&be->xsum, &be->xsum_cap, need)) {
+                be->err = llm__fail(LLM_ERR_NO_MEMORY, "cpu backend: out of memory in matmul");
+                return;
+            }
+            j.xsum = be->xsum;
+        }
         if (n * w->ne[0] < 65536)
             quantize_rows(&j, 0, 1);
         else

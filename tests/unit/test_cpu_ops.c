@@ -295,14 +295,64 @@ static void test_attention(void)
     }
 }
 
+/* The repacked weights (8 interleaved rows, repack.h) against the scalar reference vec_dot
+ * of every (row, token) pair on the same quantised activations, and the batching property:
+ * a token's outputs are bit-identical whether it is computed alone or among others. */
+static void test_matmul_repacked(void)
+{
+    const int64_t k = 576, rows = 48, n = 11;
+    const uint32_t types[] = {LLM_DT_Q4_0, LLM_DT_Q4_1};
+    float *wf = rand_buf(rows * k, -1, 1), *x = rand_buf(n * k, -2, 2);
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const uint32_t t = types[ti];
+        const llm_quant_traits *ref = &llm__quant_ref[t];
+        const llm_quant_traits *act = &llm__quant_ref[ref->vec_dot_type];
+        const size_t rb = llm__dtype_row_size(t, k), ab = llm__dtype_row_size(ref->vec_dot_type, k);
+        char *wq = malloc(rb * (size_t)rows), *xq = malloc(ab * (size_t)n);
+        for (int64_t r = 0; r < rows; r++)
+            ref->from_float(wf + r * k, wq + r * rb, k);
+        for (int64_t j = 0; j < n; j++)
+            act->from_float(x + j * k, xq + j * ab, k);
+        llm_tensor w = {.dtype = t, .ne = {k, rows}, .row_bytes = rb, .data = wq};
+        CHECK_EQ_INT(ops->prepare_weight(be, &w), LLM_OK);
+        if (strncmp(llm__cpu_features(), "avx2", 4) == 0)
+            CHECK_MSG(w.extra != NULL, "type %u was not repacked", t);
+        float *y = poisoned(n * rows), *y1 = poisoned(rows);
+        ops->matmul(be, y, rows, &w, x, k, n);
+        double worst = 0;
+        for (int64_t j = 0; j < n; j++) {
+            for (int64_t r = 0; r < rows; r++) {
+                float s;
+                ref->vec_dot(k, &s, wq + r * rb, xq + j * ab);
+                /* the integer sums are exact; only the float accumulation order differs */
+                double mag = 0;
+                for (int64_t i = 0; i < k; i++)
+                    mag += fabs((double)wf[r * k + i] * x[j * k + i]);
+                double e = fabs((double)y[j * rows + r] - s) / mag;
+                worst = e > worst ? e : worst;
+            }
+            ops->matmul(be, y1, rows, &w, x + j * k, k, 1);
+            CHECK_MSG(memcmp(y1, y + j * rows, (size_t)rows * sizeof(float)) == 0,
+                      "type %u token %lld: alone differs from batched", t, (long long)j);
+        }
+        CHECK_MSG(worst < 1e-5, "type %u: max |diff| / sum|w x| %g", t, worst);
+        ops->release_weight(be, &w);
+        CHECK(w.extra == NULL);
+        free(wq), free(xq), free(y), free(y1);
+    }
+    free(wf), free(x);
+}
+
 static void test_threads(void)
 {
     CHECK_EQ_INT(ops->set_threads(be, 0), LLM_ERR_INVALID_ARG);
     CHECK_EQ_INT(ops->set_threads(be, 3), LLM_OK);
     test_matmul();
+    test_matmul_repacked();
     test_attention();
     CHECK_EQ_INT(ops->set_threads(be, 1), LLM_OK);
     test_matmul();
+    test_matmul_repacked();
     CHECK_EQ_INT(ops->set_threads(be, 2), LLM_OK);
 }
 
@@ -318,6 +368,7 @@ int main(void)
     TEST_RUN(test_rope);
     TEST_RUN(test_glu_add_scale);
     TEST_RUN(test_matmul);
+    TEST_RUN(test_matmul_repacked);
     TEST_RUN(test_attention);
     TEST_RUN(test_threads);
     ops->destroy(be);

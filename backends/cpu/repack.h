@@ -1,0 +1,47 @@
+/* repack.h - weights repacked at load into groups of 8 interleaved rows, and the kernels
+ * that read them.
+ *
+ * In a group, block i of all 8 rows is stored together: the 8 scales (as f32), for Q4_1
+ * the 8 mins, then the quants laid out so that one 32-byte vector holds 4 consecutive
+ * elements of each of the 8 rows. A vector of 8 int32 lanes then accumulates 8 rows' dot
+ * products at once against an activation row whose 4-byte groups are broadcast: no
+ * horizontal sums, and the float work per block (convert, scale, accumulate) is shared by
+ * 8 rows. The same kernel serves one token (generation) and many (prompts), and a row's
+ * result does not depend on how many tokens are computed together (each lane's arithmetic
+ * is the same), so batching never changes a sequence's logits.
+ *
+ * The activations are the weight type's usual vec_dot_type blocks (Q8_0 for Q4_0, Q8_1 for
+ * Q4_1) quantised by the usual from_float; Q4_0 also needs each activation block's integer
+ * sum (the kernel multiplies unsigned nibbles and takes 8 * sum out afterwards). Private. */
+#ifndef LLM_CPU_REPACK_H
+#define LLM_CPU_REPACK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define REPACK_ROWS 8
+
+/* s[c * bs + r] = dot(row r, activation row c) for r < 8 * n_groups, c < nc. The groups lie
+ * gstride bytes apart from w; activation row c at y + c * by, its block sums (Q4_0 only) at
+ * ysum + c * nbk (nbk = k / 32). */
+typedef void (*llm_repack_gemm_fn)(int64_t k, float *s, size_t bs, const void *w,
+                                   size_t gstride, int64_t n_groups, const void *y, size_t by,
+                                   const int32_t *ysum, int64_t nc);
+
+typedef struct llm_repack_traits {
+    /* bytes of one group of 8 rows of k elements */
+    size_t (*group_bytes)(int64_t k);
+    /* packs 8 rows (src, row_bytes apart) of k elements into one group */
+    void (*pack)(void *dst, const void *src, size_t row_bytes, int64_t k);
+    llm_repack_gemm_fn gemm;
+    int needs_ysum; /* the kernel reads the activation blocks' integer sums */
+} llm_repack_traits;
+
+/* The AVX2 kernels for a weight dtype, or NULL; call only on a CPU with AVX2, FMA and
+ * F16C (llm__quant_init found them). */
+const llm_repack_traits *llm__repack_avx2_traits(uint32_t dtype);
+
+/* Integer sums of the qs of nb consecutive Q8_0 blocks. */
+void llm__q8_0_block_sums(const void *blocks, int64_t nb, int32_t *out);
+
+#endif

@@ -1,0 +1,223 @@
+/* repack_avx2.c - the 8-row interleaved layout of repack.h for Q4_0 and Q4_1, and its
+ * AVX2 kernels (compiled with -mavx2 -mfma -mf16c; cpu.c uses them only on a CPU that has
+ * those, see llm__repack_avx2_traits).
+ *
+ * A group block (8 rows, block i of each) holds f32 d[8], for Q4_1 f32 m[8], then 128
+ * bytes of quants as 4 vectors P0..P3: byte 4r+j of Pk is element 4k+j of row r in its low
+ * nibble and element 4(k+4)+j in its high nibble. So P & 0xf and P >> 4 give the vectors
+ * V0..V7 where lane r (4 bytes) of Vk is elements 4k..4k+3 of row r, and
+ * maddubs(Vk, broadcast(activation bytes 4k..4k+3)) adds two products per int16 for
+ * every row at once. The eight int16 pairs of a block sum to at most 8 * 2 * 15 * 127 =
+ * 30480, so they are added as int16 before one madd widens them.
+ *
+ * Per block and token the lanes then hold the integer dot of each row with the activation
+ * block (for Q4_0 the unsigned nibbles, corrected by 8 * the activation block's sum), and
+ * one fma per token adds d_row * d_act times it (Q4_1: a second one adds m_row * s_act).
+ * The integer sums equal those of the reference; only the float accumulation order
+ * differs (one chain per row over the blocks). */
+#include "repack.h"
+
+#include <string.h>
+
+#include "quants.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+
+#include <immintrin.h>
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#define TILE_TOKENS 4
+
+/* nibble value of element e (0..31) of a 32-block's 16 quant bytes */
+static inline uint8_t nib(const uint8_t *qs, int e)
+{
+    return e < 16 ? qs[e] & 0x0f : qs[e - 16] >> 4;
+}
+
+static void pack_quants(uint8_t *q, const uint8_t *const qs[REPACK_ROWS])
+{
+    for (int k = 0; k < 4; k++)
+        for (int r = 0; r < REPACK_ROWS; r++)
+            for (int j = 0; j < 4; j++)
+                q[32 * k + 4 * r + j] =
+                    (uint8_t)(nib(qs[r], 4 * k + j) | nib(qs[r], 4 * (k + 4) + j) << 4);
+}
+
+/* Q4_0: f32 d[8], 128 quant bytes */
+#define Q40_GB (8 * 4 + 128)
+/* Q4_1: f32 d[8], f32 m[8], 128 quant bytes */
+#define Q41_GB (16 * 4 + 128)
+
+static size_t q4_0_group_bytes(int64_t k)
+{
+    return (size_t)(k / 32) * Q40_GB;
+}
+
+static size_t q4_1_group_bytes(int64_t k)
+{
+    return (size_t)(k / 32) * Q41_GB;
+}
+
+static void q4_0_pack(void *dst, const void *src, size_t row_bytes, int64_t k)
+{
+    uint8_t *out = dst;
+    for (int64_t i = 0; i < k / 32; i++, out += Q40_GB) {
+        const uint8_t *qs[REPACK_ROWS];
+        float *d = (float *)out;
+        for (int r = 0; r < REPACK_ROWS; r++) {
+            const block_q4_0 *b = (const block_q4_0 *)((const char *)src + r * row_bytes) + i;
+            d[r] = _cvtsh_ss(b->d);
+            qs[r] = b->qs;
+        }
+        pack_quants(out + 32, qs);
+    }
+}
+
+static void q4_1_pack(void *dst, const void *src, size_t row_bytes, int64_t k)
+{
+    uint8_t *out = dst;
+    for (int64_t i = 0; i < k / 32; i++, out += Q41_GB) {
+        const uint8_t *qs[REPACK_ROWS];
+        float *d = (float *)out, *m = d + 8;
+        for (int r = 0; r < REPACK_ROWS; r++) {
+            const block_q4_1 *b = (const block_q4_1 *)((const char *)src + r * row_bytes) + i;
+            d[r] = _cvtsh_ss(b->d);
+            m[r] = _cvtsh_ss(b->m);
+            qs[r] = b->qs;
+        }
+        pack_quants(out + 64, qs);
+    }
+}
+
+/* One group of 8 rows against RN tokens. */
+static ALWAYS_INLINE void group_tile(int is_q41, int RN, int64_t nb, float *s, size_t bs,
+                                     const uint8_t *w, const char *y, size_t by,
+                                     const int32_t *ysum)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m256i ones = _mm256_set1_epi16(1);
+    const size_t gb = is_q41 ? Q41_GB : Q40_GB;
+    const size_t yb_size = is_q41 ? sizeof(block_q8_1) : sizeof(block_q8_0);
+    __m256 acc[TILE_TOKENS];
+    for (int c = 0; c < RN; c++)
+        acc[c] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++, w += gb) {
+        const uint8_t *q = w + (is_q41 ? 64 : 32);
+        __m256i v[8];
+        for (int k = 0; k < 4; k++) {
+            const __m256i p = _mm256_load_si256((const __m256i *)(q + 32 * k));
+            v[k] = _mm256_and_si256(p, m4);
+            v[k + 4] = _mm256_and_si256(_mm256_srli_epi16(p, 4), m4);
+        }
+        const __m256 dw = _mm256_load_ps((const float *)w);
+        for (int c = 0; c < RN; c++) {
+            const char *yb = y + c * by + (size_t)i * yb_size;
+            const int32_t *a = (const int32_t *)(yb + (is_q41 ? 4 : 2));
+            __m256i s01 = _mm256_add_epi16(_mm256_maddubs_epi16(v[0], _mm256_set1_epi32(a[0])),
+                                           _mm256_maddubs_epi16(v[1], _mm256_set1_epi32(a[1])));
+            __m256i s23 = _mm256_add_epi16(_mm256_maddubs_epi16(v[2], _mm256_set1_epi32(a[2])),
+                                           _mm256_maddubs_epi16(v[3], _mm256_set1_epi32(a[3])));
+            __m256i s45 = _mm256_add_epi16(_mm256_maddubs_epi16(v[4], _mm256_set1_epi32(a[4])),
+                                           _mm256_maddubs_epi16(v[5], _mm256_set1_epi32(a[5])));
+            __m256i s67 = _mm256_add_epi16(_mm256_maddubs_epi16(v[6], _mm256_set1_epi32(a[6])),
+                                           _mm256_maddubs_epi16(v[7], _mm256_set1_epi32(a[7])));
+            __m256i s32 = _mm256_madd_epi16(
+                _mm256_add_epi16(_mm256_add_epi16(s01, s23), _mm256_add_epi16(s45, s67)), ones);
+            const __m256 da = _mm256_set1_ps(_cvtsh_ss(*(const uint16_t *)yb));
+            if (!is_q41)
+                s32 = _mm256_sub_epi32(s32, _mm256_set1_epi32(8 * ysum[c * nb + i]));
+            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_mul_ps(dw, da), acc[c]);
+            if (is_q41) {
+                const __m256 mw = _mm256_load_ps((const float *)w + 8);
+                const __m256 sa = _mm256_set1_ps(_cvtsh_ss(*(const uint16_t *)(yb + 2)));
+                acc[c] = _mm256_fmadd_ps(mw, sa, acc[c]);
+            }
+        }
+    }
+    for (int c = 0; c < RN; c++)
+        _mm256_storeu_ps(s + c * bs, acc[c]);
+}
+
+#define GEMM(name, is_q41)                                                                  \
+    static void name(int64_t k, float *s, size_t bs, const void *w, size_t gstride,        \
+                     int64_t n_groups, const void *y, size_t by, const int32_t *ysum,      \
+                     int64_t nc)                                                            \
+    {                                                                                       \
+        const int64_t nb = k / 32;                                                          \
+        for (int64_t g = 0; g < n_groups; g++) {                                            \
+            const uint8_t *wg = (const uint8_t *)w + g * gstride;                           \
+            float *sg = s + g * REPACK_ROWS;                                                \
+            int64_t c = 0;                                                                  \
+            for (; c + TILE_TOKENS <= nc; c += TILE_TOKENS)                                 \
+                group_tile(is_q41, TILE_TOKENS, nb, sg + c * bs, bs, wg,                    \
+                           (const char *)y + c * by, by, ysum ? ysum + c * nb : NULL);      \
+            switch (nc - c) {                                                               \
+            case 3:                                                                         \
+                group_tile(is_q41, 3, nb, sg + c * bs, bs, wg, (const char *)y + c * by,    \
+                           by, ysum ? ysum + c * nb : NULL);                                \
+                break;                                                                      \
+            case 2:                                                                         \
+                group_tile(is_q41, 2, nb, sg + c * bs, bs, wg, (const char *)y + c * by,    \
+                           by, ysum ? ysum + c * nb : NULL);                                \
+                break;                                                                      \
+            case 1:                                                                         \
+                group_tile(is_q41, 1, nb, sg + c * bs, bs, wg, (const char *)y + c * by,    \
+                           by, ysum ? ysum + c * nb : NULL);                                \
+                break;                                                                      \
+            default:                                                                        \
+                break;                                                                      \
+            }                                                                               \
+        }                                                                                   \
+    }
+
+GEMM(gemm_q4_0_x8, 0)
+GEMM(gemm_q4_1_x8, 1)
+
+static const llm_repack_traits q4_0_x8 = {q4_0_group_bytes, q4_0_pack, gemm_q4_0_x8, 1};
+static const llm_repack_traits q4_1_x8 = {q4_1_group_bytes, q4_1_pack, gemm_q4_1_x8, 0};
+
+const llm_repack_traits *llm__repack_avx2_traits(uint32_t dtype)
+{
+    switch (dtype) {
+    case LLM_DT_Q4_0: return &q4_0_x8;
+    case LLM_DT_Q4_1: return &q4_1_x8;
+    default: return NULL;
+    }
+}
+
+void llm__q8_0_block_sums(const void *blocks, int64_t nb, int32_t *out)
+{
+    const block_q8_0 *b = blocks;
+    const __m256i ones8 = _mm256_set1_epi8(1);
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    for (int64_t i = 0; i < nb; i++) {
+        /* sign-extend through maddubs(1, q): pairs of q as int16 */
+        __m256i q = _mm256_loadu_si256((const __m256i *)b[i].qs);
+        __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, q), ones16);
+        __m128i r = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        r = _mm_add_epi32(r, _mm_unpackhi_epi64(r, r));
+        r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 0xb1));
+        out[i] = _mm_cvtsi128_si32(r);
+    }
+}
+
+#else /* built without AVX2/FMA/F16C */
+
+const llm_repack_traits *llm__repack_avx2_traits(uint32_t dtype)
+{
+    (void)dtype;
+    return NULL;
+}
+
+void llm__q8_0_block_sums(const void *blocks, int64_t nb, int32_t *out)
+{
+    const block_q8_0 *b = blocks;
+    for (int64_t i = 0; i < nb; i++) {
+        int32_t s = 0;
+        for (int j = 0; j < 32; j++)
+            s += b[i].qs[j];
+        out[i] = s;
+    }
+}
+
+#endif
