@@ -138,31 +138,92 @@ static ALWAYS_INLINE void group_tile(int is_q41, int RN, int64_t nb, float *s, s
         _mm256_storeu_ps(s + c * bs, acc[c]);
 }
 
-#define GEMM(name, is_q41)                                                                  \
+/* Q8_0: f32 d[8], then 8 vectors of 32 signed bytes, lane r of vector k = elements
+ * 4k..4k+3 of row r. Products of two signed bytes go through maddubs as |w| times a with
+ * w's sign; a pair sum can reach 2 * 127 * 127, so each is widened on its own. */
+#define Q80_GB (8 * 4 + 256)
+
+static size_t q8_0_group_bytes(int64_t k)
+{
+    return (size_t)(k / 32) * Q80_GB;
+}
+
+static void q8_0_pack(void *dst, const void *src, size_t row_bytes, int64_t k)
+{
+    uint8_t *out = dst;
+    for (int64_t i = 0; i < k / 32; i++, out += Q80_GB) {
+        float *d = (float *)out;
+        int8_t *q = (int8_t *)(out + 32);
+        for (int r = 0; r < REPACK_ROWS; r++) {
+            const block_q8_0 *b = (const block_q8_0 *)((const char *)src + r * row_bytes) + i;
+            d[r] = _cvtsh_ss(b->d);
+            for (int kk = 0; kk < 8; kk++)
+                for (int j = 0; j < 4; j++)
+                    q[32 * kk + 4 * r + j] = b->qs[4 * kk + j];
+        }
+    }
+}
+
+static ALWAYS_INLINE void group_tile_q8_0(int RN, int64_t nb, float *s, size_t bs,
+                                          const uint8_t *w, const char *y, size_t by)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[TILE_TOKENS];
+    for (int c = 0; c < RN; c++)
+        acc[c] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++, w += Q80_GB) {
+        const __m256 dw = _mm256_load_ps((const float *)w);
+        __m256i s32[TILE_TOKENS];
+        for (int c = 0; c < RN; c++)
+            s32[c] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) {
+            const __m256i q = _mm256_load_si256((const __m256i *)(w + 32 + 32 * k));
+            const __m256i aq = _mm256_sign_epi8(q, q);
+            for (int c = 0; c < RN; c++) {
+                const block_q8_0 *yb = (const block_q8_0 *)(y + c * by) + i;
+                const __m256i a = _mm256_set1_epi32(((const int32_t *)yb->qs)[k]);
+                const __m256i p = _mm256_maddubs_epi16(aq, _mm256_sign_epi8(a, q));
+                s32[c] = _mm256_add_epi32(s32[c], _mm256_madd_epi16(p, ones));
+            }
+        }
+        for (int c = 0; c < RN; c++) {
+            const block_q8_0 *yb = (const block_q8_0 *)(y + c * by) + i;
+            const __m256 da = _mm256_set1_ps(_cvtsh_ss(yb->d));
+            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[c]), _mm256_mul_ps(dw, da), acc[c]);
+        }
+    }
+    for (int c = 0; c < RN; c++)
+        _mm256_storeu_ps(s + c * bs, acc[c]);
+}
+
+#define TILE_Q8_0(RN, s_, w_, y_, ysum_) group_tile_q8_0(RN, nb, s_, bs, w_, y_, by)
+#define TILE_Q4_0(RN, s_, w_, y_, ysum_) group_tile(0, RN, nb, s_, bs, w_, y_, by, ysum_)
+#define TILE_Q4_1(RN, s_, w_, y_, ysum_) group_tile(1, RN, nb, s_, bs, w_, y_, by, ysum_)
+
+#define GEMM(name, TILE)                                                                    \
     static void name(int64_t k, float *s, size_t bs, const void *w, size_t gstride,        \
                      int64_t n_groups, const void *y, size_t by, const int32_t *ysum,      \
                      int64_t nc)                                                            \
     {                                                                                       \
         const int64_t nb = k / 32;                                                          \
+        (void)ysum;                                                                         \
         for (int64_t g = 0; g < n_groups; g++) {                                            \
             const uint8_t *wg = (const uint8_t *)w + g * gstride;                           \
             float *sg = s + g * REPACK_ROWS;                                                \
             int64_t c = 0;                                                                  \
             for (; c + TILE_TOKENS <= nc; c += TILE_TOKENS)                                 \
-                group_tile(is_q41, TILE_TOKENS, nb, sg + c * bs, bs, wg,                    \
-                           (const char *)y + c * by, by, ysum ? ysum + c * nb : NULL);      \
+                TILE(TILE_TOKENS, sg + c * bs, wg, (const char *)y + c * by,                \
+                     ysum ? ysum + c * nb : NULL);                                          \
             switch (nc - c) {                                                               \
             case 3:                                                                         \
-                group_tile(is_q41, 3, nb, sg + c * bs, bs, wg, (const char *)y + c * by,    \
-                           by, ysum ? ysum + c * nb : NULL);                                \
+                TILE(3, sg + c * bs, wg, (const char *)y + c * by, ysum ? ysum + c * nb : NULL); \
                 break;                                                                      \
             case 2:                                                                         \
-                group_tile(is_q41, 2, nb, sg + c * bs, bs, wg, (const char *)y + c * by,    \
-                           by, ysum ? ysum + c * nb : NULL);                                \
+                TILE(2, sg + c * bs, wg, (const char *)y + c * by, ysum ? ysum + c * nb : NULL); \
                 break;                                                                      \
             case 1:                                                                         \
-                group_tile(is_q41, 1, nb, sg + c * bs, bs, wg, (const char *)y + c * by,    \
-                           by, ysum ? ysum + c * nb : NULL);                                \
+                TILE(1, sg + c * bs, wg, (const char *)y + c * by, ysum ? ysum + c * nb : NULL); \
                 break;                                                                      \
             default:                                                                        \
                 break;                                                                      \
@@ -170,17 +231,20 @@ static ALWAYS_INLINE void group_tile(int is_q41, int RN, int64_t nb, float *s, s
         }                                                                                   \
     }
 
-GEMM(gemm_q4_0_x8, 0)
-GEMM(gemm_q4_1_x8, 1)
+GEMM(gemm_q4_0_x8, TILE_Q4_0)
+GEMM(gemm_q4_1_x8, TILE_Q4_1)
+GEMM(gemm_q8_0_x8, TILE_Q8_0)
 
 static const llm_repack_traits q4_0_x8 = {q4_0_group_bytes, q4_0_pack, gemm_q4_0_x8, 1};
 static const llm_repack_traits q4_1_x8 = {q4_1_group_bytes, q4_1_pack, gemm_q4_1_x8, 0};
+static const llm_repack_traits q8_0_x8 = {q8_0_group_bytes, q8_0_pack, gemm_q8_0_x8, 0};
 
 const llm_repack_traits *llm__repack_avx2_traits(uint32_t dtype)
 {
     switch (dtype) {
     case LLM_DT_Q4_0: return &q4_0_x8;
     case LLM_DT_Q4_1: return &q4_1_x8;
+    case LLM_DT_Q8_0: return &q8_0_x8;
     default: return NULL;
     }
 }

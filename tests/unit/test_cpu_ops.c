@@ -301,7 +301,7 @@ static void test_attention(void)
 static void test_matmul_repacked(void)
 {
     const int64_t k = 576, rows = 48, n = 11;
-    const uint32_t types[] = {LLM_DT_Q4_0, LLM_DT_Q4_1};
+    const uint32_t types[] = {LLM_DT_Q4_0, LLM_DT_Q4_1, LLM_DT_Q8_0};
     float *wf = rand_buf(rows * k, -1, 1), *x = rand_buf(n * k, -2, 2);
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         const uint32_t t = types[ti];
