@@ -221,6 +221,7 @@ typedef struct matmul_job {
     llm_from_float_fn quant;
     const cpu_weight *cw; /* repacked weight, or NULL */
     int32_t *xsum;      /* activation block sums (repacked kernels that need them) */
+    int64_t chunk;      /* rows per chunk, a multiple of 8 */
     atomic_long next;   /* next row chunk to take */
 } matmul_job;
 
@@ -247,12 +248,12 @@ static void matmul_rows(void *arg, int ith, int nth)
     const char *wd = j->w->data;
     const size_t wrow = j->w->row_bytes;
     for (;;) {
-        int64_t r0 = atomic_fetch_add(&j->next, ROWS_PER_CHUNK);
+        int64_t r0 = atomic_fetch_add(&j->next, j->chunk);
         if (r0 >= rows)
             break;
-        int64_t r1 = r0 + ROWS_PER_CHUNK < rows ? r0 + ROWS_PER_CHUNK : rows;
+        int64_t r1 = r0 + j->chunk < rows ? r0 + j->chunk : rows;
         if (j->cw) {
-            /* whole groups of 8 rows: rows and ROWS_PER_CHUNK are multiples of 8 */
+            /* whole groups of 8 rows: rows and the chunk are multiples of 8 */
             const int64_t nb = k / 32;
             for (int64_t t0 = 0; t0 < j->n; t0 += TOKENS_PER_TILE) {
                 int64_t t1 = t0 + TOKENS_PER_TILE < j->n ? t0 + TOKENS_PER_TILE : j->n;
@@ -293,6 +294,13 @@ static void cpu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor 
     /* one token (generation) keeps the per-row path: a tile kernel gains nothing there */
     matmul_job j = {.y = y, .ldy = ldy, .w = w, .x = x, .ldx = ldx, .n = n, .dot = tr->vec_dot,
                     .gemm = n >= 2 ? tr->gemm : NULL, .cw = w->extra};
+    /* A chunk's rows all meet one tile of activations while it sits in L1: larger chunks
+     * for prompts reuse it more, as long as every thread still gets about four chunks. */
+    j.chunk = ROWS_PER_CHUNK;
+    if (n >= 8) {
+        const int64_t per = w->ne[1] / (4 * llm__pool_size(be->pool)) / 8 * 8;
+        j.chunk = per > 64 ? 64 : per > ROWS_PER_CHUNK ? per : ROWS_PER_CHUNK;
+    }
     atomic_init(&j.next, 0);
     if (tr->vec_dot_type == LLM_DT_F32) {
         j.xq = x;
