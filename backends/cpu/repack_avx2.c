@@ -197,6 +197,120 @@ static ALWAYS_INLINE void group_tile_q8_0(int RN, int64_t nb, float *s, size_t b
         _mm256_storeu_ps(s + c * bs, acc[c]);
 }
 
+/* Q4_K, per super-block of 256: f32 d[8], f32 dmin[8]; the 6-bit scales as uint8
+ * [group][row][2] (each twice, so that one widening gives the int16 pair a madd needs);
+ * the mins as uint8 [pair p][row][2] = (min of group 2p, of group 2p+1); then each group
+ * of 32 packed like a Q4_0 block (128 bytes). */
+#define Q4K_GB (64 + 128 + 64 + 8 * 128)
+
+static size_t q4_K_group_bytes(int64_t k)
+{
+    return (size_t)(k / QK_K) * Q4K_GB;
+}
+
+static void k4_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
+{
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+static void q4_K_pack(void *dst, const void *src, size_t row_bytes, int64_t k)
+{
+    uint8_t *out = dst;
+    for (int64_t i = 0; i < k / QK_K; i++, out += Q4K_GB) {
+        float *d = (float *)out, *dmin = d + 8;
+        uint8_t *sc = out + 64, *mins = out + 192, *q = out + 256;
+        uint8_t vals[REPACK_ROWS][8][32];
+        for (int r = 0; r < REPACK_ROWS; r++) {
+            const block_q4_K *b = (const block_q4_K *)((const char *)src + r * row_bytes) + i;
+            d[r] = _cvtsh_ss(b->d);
+            dmin[r] = _cvtsh_ss(b->dmin);
+            for (int g = 0; g < 8; g++) {
+                uint8_t s_, m_;
+                k4_scale_min(g, b->scales, &s_, &m_);
+                sc[16 * g + 2 * r] = sc[16 * g + 2 * r + 1] = s_;
+                mins[16 * (g / 2) + 2 * r + (g & 1)] = m_;
+                for (int l = 0; l < 32; l++)
+                    vals[r][g][l] = (b->qs[32 * (g / 2) + l] >> (4 * (g & 1))) & 0x0f;
+            }
+        }
+        for (int g = 0; g < 8; g++)
+            for (int kk = 0; kk < 4; kk++)
+                for (int r = 0; r < REPACK_ROWS; r++)
+                    for (int j = 0; j < 4; j++)
+                        q[128 * g + 32 * kk + 4 * r + j] =
+                            (uint8_t)(vals[r][g][4 * kk + j] | vals[r][g][4 * (kk + 4) + j] << 4);
+    }
+}
+
+static ALWAYS_INLINE void group_tile_q4_K(int RN, int64_t nb, float *s, size_t bs,
+                                          const uint8_t *w, const char *y, size_t by)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m256 acc[TILE_TOKENS];
+    for (int c = 0; c < RN; c++)
+        acc[c] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++, w += Q4K_GB) {
+        const block_q8_K *yb[TILE_TOKENS];
+        __m256i isum[TILE_TOKENS];
+        for (int c = 0; c < RN; c++) {
+            yb[c] = (const block_q8_K *)(y + c * by) + i;
+            isum[c] = _mm256_setzero_si256();
+        }
+        for (int g = 0; g < 8; g++) {
+            const uint8_t *q = w + 256 + 128 * g;
+            __m256i v[8];
+            for (int k = 0; k < 4; k++) {
+                const __m256i p = _mm256_load_si256((const __m256i *)(q + 32 * k));
+                v[k] = _mm256_and_si256(p, m4);
+                v[k + 4] = _mm256_and_si256(_mm256_srli_epi16(p, 4), m4);
+            }
+            const __m256i sc = _mm256_cvtepu8_epi16(_mm_load_si128((const __m128i *)(w + 64 + 16 * g)));
+            for (int c = 0; c < RN; c++) {
+                const int32_t *a = (const int32_t *)(yb[c]->qs + 32 * g);
+                __m256i s01 = _mm256_add_epi16(_mm256_maddubs_epi16(v[0], _mm256_set1_epi32(a[0])),
+                                               _mm256_maddubs_epi16(v[1], _mm256_set1_epi32(a[1])));
+                __m256i s23 = _mm256_add_epi16(_mm256_maddubs_epi16(v[2], _mm256_set1_epi32(a[2])),
+                                               _mm256_maddubs_epi16(v[3], _mm256_set1_epi32(a[3])));
+                __m256i s45 = _mm256_add_epi16(_mm256_maddubs_epi16(v[4], _mm256_set1_epi32(a[4])),
+                                               _mm256_maddubs_epi16(v[5], _mm256_set1_epi32(a[5])));
+                __m256i s67 = _mm256_add_epi16(_mm256_maddubs_epi16(v[6], _mm256_set1_epi32(a[6])),
+                                               _mm256_maddubs_epi16(v[7], _mm256_set1_epi32(a[7])));
+                const __m256i s16 =
+                    _mm256_add_epi16(_mm256_add_epi16(s01, s23), _mm256_add_epi16(s45, s67));
+                isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(s16, sc));
+            }
+        }
+        const __m256 dw = _mm256_load_ps((const float *)w);
+        const __m256 mw = _mm256_load_ps((const float *)w + 8);
+        for (int c = 0; c < RN; c++) {
+            /* sums of the activation's groups of 32 from its sums of 16 */
+            const __m256i b16 = _mm256_loadu_si256((const __m256i *)yb[c]->bsums);
+            const __m128i b = _mm_hadd_epi16(_mm256_castsi256_si128(b16),
+                                             _mm256_extracti128_si256(b16, 1));
+            int32_t bp[4];
+            _mm_storeu_si128((__m128i *)bp, b);
+            __m256i msum = _mm256_setzero_si256();
+            for (int p = 0; p < 4; p++) {
+                const __m256i mp =
+                    _mm256_cvtepu8_epi16(_mm_load_si128((const __m128i *)(w + 192 + 16 * p)));
+                msum = _mm256_add_epi32(msum, _mm256_madd_epi16(mp, _mm256_set1_epi32(bp[p])));
+            }
+            const __m256 dy = _mm256_set1_ps(yb[c]->d);
+            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]), _mm256_mul_ps(dw, dy), acc[c]);
+            acc[c] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(mw, dy), acc[c]);
+        }
+    }
+    for (int c = 0; c < RN; c++)
+        _mm256_storeu_ps(s + c * bs, acc[c]);
+}
+
+#define TILE_Q4_K(RN, s_, w_, y_, ysum_) group_tile_q4_K(RN, nb / 8, s_, bs, w_, y_, by)
 #define TILE_Q8_0(RN, s_, w_, y_, ysum_) group_tile_q8_0(RN, nb, s_, bs, w_, y_, by)
 #define TILE_Q4_0(RN, s_, w_, y_, ysum_) group_tile(0, RN, nb, s_, bs, w_, y_, by, ysum_)
 #define TILE_Q4_1(RN, s_, w_, y_, ysum_) group_tile(1, RN, nb, s_, bs, w_, y_, by, ysum_)
@@ -234,10 +348,12 @@ static ALWAYS_INLINE void group_tile_q8_0(int RN, int64_t nb, float *s, size_t b
 GEMM(gemm_q4_0_x8, TILE_Q4_0)
 GEMM(gemm_q4_1_x8, TILE_Q4_1)
 GEMM(gemm_q8_0_x8, TILE_Q8_0)
+GEMM(gemm_q4_K_x8, TILE_Q4_K)
 
 static const llm_repack_traits q4_0_x8 = {q4_0_group_bytes, q4_0_pack, gemm_q4_0_x8, 1};
 static const llm_repack_traits q4_1_x8 = {q4_1_group_bytes, q4_1_pack, gemm_q4_1_x8, 0};
 static const llm_repack_traits q8_0_x8 = {q8_0_group_bytes, q8_0_pack, gemm_q8_0_x8, 0};
+static const llm_repack_traits q4_K_x8 = {q4_K_group_bytes, q4_K_pack, gemm_q4_K_x8, 0};
 
 const llm_repack_traits *llm__repack_avx2_traits(uint32_t dtype)
 {
@@ -245,6 +361,7 @@ const llm_repack_traits *llm__repack_avx2_traits(uint32_t dtype)
     case LLM_DT_Q4_0: return &q4_0_x8;
     case LLM_DT_Q4_1: return &q4_1_x8;
     case LLM_DT_Q8_0: return &q8_0_x8;
+    case LLM_DT_Q4_K: return &q4_K_x8;
     default: return NULL;
     }
 }

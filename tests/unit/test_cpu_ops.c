@@ -300,17 +300,31 @@ static void test_attention(void)
  * a token's outputs are bit-identical whether it is computed alone or among others. */
 static void test_matmul_repacked(void)
 {
-    const int64_t k = 576, rows = 48, n = 11;
-    const uint32_t types[] = {LLM_DT_Q4_0, LLM_DT_Q4_1, LLM_DT_Q8_0};
+    const int64_t k = 768, rows = 48, n = 11;
+    const uint32_t types[] = {LLM_DT_Q4_0, LLM_DT_Q4_1, LLM_DT_Q8_0, LLM_DT_Q4_K};
     float *wf = rand_buf(rows * k, -1, 1), *x = rand_buf(n * k, -2, 2);
+    float *deq = malloc((size_t)(rows * k) * sizeof(float));
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         const uint32_t t = types[ti];
         const llm_quant_traits *ref = &llm__quant_ref[t];
         const llm_quant_traits *act = &llm__quant_ref[ref->vec_dot_type];
         const size_t rb = llm__dtype_row_size(t, k), ab = llm__dtype_row_size(ref->vec_dot_type, k);
         char *wq = malloc(rb * (size_t)rows), *xq = malloc(ab * (size_t)n);
+        if (ref->from_float) {
+            for (int64_t r = 0; r < rows; r++)
+                ref->from_float(wf + r * k, wq + r * rb, k);
+        } else {
+            /* K-quants have no quantiser here: random blocks with sane super-block scales */
+            for (size_t i = 0; i < rb * (size_t)rows; i++)
+                wq[i] = (char)test_rand_u64(&rng);
+            for (int64_t b = 0; b < rows * k / QK_K; b++) {
+                block_q4_K *blk = (block_q4_K *)wq + b;
+                blk->d = llm__f32_to_f16(test_rand_f32(&rng, 0.001f, 0.02f));
+                blk->dmin = llm__f32_to_f16(test_rand_f32(&rng, 0.001f, 0.02f));
+            }
+        }
         for (int64_t r = 0; r < rows; r++)
-            ref->from_float(wf + r * k, wq + r * rb, k);
+            ref->to_float(wq + r * rb, deq + r * k, k);
         for (int64_t j = 0; j < n; j++)
             act->from_float(x + j * k, xq + j * ab, k);
         llm_tensor w = {.dtype = t, .ne = {k, rows}, .row_bytes = rb, .data = wq};
@@ -327,7 +341,7 @@ static void test_matmul_repacked(void)
                 /* the integer sums are exact; only the float accumulation order differs */
                 double mag = 0;
                 for (int64_t i = 0; i < k; i++)
-                    mag += fabs((double)wf[r * k + i] * x[j * k + i]);
+                    mag += fabs((double)deq[r * k + i] * x[j * k + i]);
                 double e = fabs((double)y[j * rows + r] - s) / mag;
                 worst = e > worst ? e : worst;
             }
@@ -340,7 +354,7 @@ static void test_matmul_repacked(void)
         CHECK(w.extra == NULL);
         free(wq), free(xq), free(y), free(y1);
     }
-    free(wf), free(x);
+    free(wf), free(x), free(deq);
 }
 
 static void test_threads(void)
