@@ -310,6 +310,134 @@ static ALWAYS_INLINE void group_tile_q4_K(int RN, int64_t nb, float *s, size_t b
         _mm256_storeu_ps(s + c * bs, acc[c]);
 }
 
+/* Q6_K, per super-block of 256: f32 d[8]; the 16 int8 scales as int8 [group of 16][row][2]
+ * (each twice, for madd); then each block of 32 as 4 nibble vectors (the low 4 bits, laid
+ * out like Q4_0) and 2 vectors of high bits: byte b of H0 holds the 2 high bits of V0..V3
+ * at bits 0-1, 2-3, 4-5, 6-7, H1 those of V4..V7. The values q are 0..63 (the weight is
+ * q - 32): a maddubs pair reaches 2 * 63 * 127, so two are added as int16 before madd.
+ * The -32 is taken out per super-block as 32 * sum(scale * activation group sum). */
+#define Q6K_GB (32 + 256 + 8 * 192)
+
+static size_t q6_K_group_bytes(int64_t k)
+{
+    return (size_t)(k / QK_K) * Q6K_GB;
+}
+
+/* element e (0..255) of a Q6_K block as 0..63 */
+static uint8_t q6_value(const block_q6_K *b, int e)
+{
+    const int h = e / 128, l = e % 32, sub = (e % 128) / 32;
+    const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
+    const int lo = sub & 1 ? ql[l + 32] : ql[l];
+    const int nib = sub >= 2 ? lo >> 4 : lo & 0x0f;
+    return (uint8_t)(nib | ((qh[l] >> (2 * sub)) & 3) << 4);
+}
+
+static void q6_K_pack(void *dst, const void *src, size_t row_bytes, int64_t k)
+{
+    uint8_t *out = dst;
+    for (int64_t i = 0; i < k / QK_K; i++, out += Q6K_GB) {
+        float *d = (float *)out;
+        int8_t *sc = (int8_t *)(out + 32);
+        uint8_t *q = out + 288;
+        uint8_t vals[REPACK_ROWS][QK_K];
+        for (int r = 0; r < REPACK_ROWS; r++) {
+            const block_q6_K *b = (const block_q6_K *)((const char *)src + r * row_bytes) + i;
+            d[r] = _cvtsh_ss(b->d);
+            for (int g = 0; g < 16; g++)
+                sc[16 * g + 2 * r] = sc[16 * g + 2 * r + 1] = b->scales[g];
+            for (int e = 0; e < QK_K; e++)
+                vals[r][e] = q6_value(b, e);
+        }
+        for (int blk = 0; blk < 8; blk++) {
+            uint8_t *p = q + 192 * blk;
+            memset(p, 0, 192);
+            for (int kk = 0; kk < 8; kk++)
+                for (int r = 0; r < REPACK_ROWS; r++)
+                    for (int j = 0; j < 4; j++) {
+                        const uint8_t v = vals[r][32 * blk + 4 * kk + j];
+                        const int byte = 4 * r + j;
+                        p[32 * (kk % 4) + byte] |= (uint8_t)((v & 0x0f) << (4 * (kk / 4)));
+                        p[128 + 32 * (kk / 4) + byte] |= (uint8_t)((v >> 4) << (2 * (kk % 4)));
+                    }
+        }
+    }
+}
+
+static ALWAYS_INLINE void group_tile_q6_K(int RN, int64_t nb, float *s, size_t bs,
+                                          const uint8_t *w, const char *y, size_t by)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m256i m3 = _mm256_set1_epi8(0x30);
+    __m256 acc[TILE_TOKENS];
+    for (int c = 0; c < RN; c++)
+        acc[c] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++, w += Q6K_GB) {
+        const block_q8_K *yb[TILE_TOKENS];
+        __m256i isum[TILE_TOKENS], offs[TILE_TOKENS];
+        for (int c = 0; c < RN; c++) {
+            yb[c] = (const block_q8_K *)(y + c * by) + i;
+            isum[c] = offs[c] = _mm256_setzero_si256();
+        }
+        for (int blk = 0; blk < 8; blk++) {
+            const uint8_t *q = w + 288 + 192 * blk;
+            const __m256i h0 = _mm256_load_si256((const __m256i *)(q + 128));
+            const __m256i h1 = _mm256_load_si256((const __m256i *)(q + 160));
+            __m256i v[8];
+            for (int k = 0; k < 4; k++) {
+                const __m256i p = _mm256_load_si256((const __m256i *)(q + 32 * k));
+                /* high bits k of H0 at bit 2k -> bits 4-5 */
+                const __m256i hi0 = k < 2 ? _mm256_slli_epi16(h0, 4 - 2 * k)
+                                          : _mm256_srli_epi16(h0, 2 * k - 4);
+                const __m256i hi1 = k < 2 ? _mm256_slli_epi16(h1, 4 - 2 * k)
+                                          : _mm256_srli_epi16(h1, 2 * k - 4);
+                v[k] = _mm256_or_si256(_mm256_and_si256(p, m4), _mm256_and_si256(hi0, m3));
+                v[k + 4] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(p, 4), m4),
+                                           _mm256_and_si256(hi1, m3));
+            }
+            const __m256i sc0 = _mm256_cvtepi8_epi16(
+                _mm_load_si128((const __m128i *)(w + 32 + 16 * (2 * blk))));
+            const __m256i sc1 = _mm256_cvtepi8_epi16(
+                _mm_load_si128((const __m128i *)(w + 32 + 16 * (2 * blk + 1))));
+            for (int c = 0; c < RN; c++) {
+                const int32_t *a = (const int32_t *)(yb[c]->qs + 32 * blk);
+                const __m256i s01 = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(v[0], _mm256_set1_epi32(a[0])),
+                    _mm256_maddubs_epi16(v[1], _mm256_set1_epi32(a[1])));
+                const __m256i s23 = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(v[2], _mm256_set1_epi32(a[2])),
+                    _mm256_maddubs_epi16(v[3], _mm256_set1_epi32(a[3])));
+                const __m256i s45 = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(v[4], _mm256_set1_epi32(a[4])),
+                    _mm256_maddubs_epi16(v[5], _mm256_set1_epi32(a[5])));
+                const __m256i s67 = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(v[6], _mm256_set1_epi32(a[6])),
+                    _mm256_maddubs_epi16(v[7], _mm256_set1_epi32(a[7])));
+                const __m256i t0 = _mm256_add_epi32(_mm256_madd_epi16(s01, sc0),
+                                                    _mm256_madd_epi16(s23, sc0));
+                const __m256i t1 = _mm256_add_epi32(_mm256_madd_epi16(s45, sc1),
+                                                    _mm256_madd_epi16(s67, sc1));
+                isum[c] = _mm256_add_epi32(isum[c], _mm256_add_epi32(t0, t1));
+                const int16_t *bsum = yb[c]->bsums + 2 * blk;
+                offs[c] = _mm256_add_epi32(
+                    offs[c],
+                    _mm256_add_epi32(
+                        _mm256_madd_epi16(sc0, _mm256_set1_epi32((uint16_t)bsum[0])),
+                        _mm256_madd_epi16(sc1, _mm256_set1_epi32((uint16_t)bsum[1]))));
+            }
+        }
+        const __m256 dw = _mm256_load_ps((const float *)w);
+        for (int c = 0; c < RN; c++) {
+            const __m256i tot = _mm256_sub_epi32(isum[c], _mm256_slli_epi32(offs[c], 5));
+            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot),
+                                     _mm256_mul_ps(dw, _mm256_set1_ps(yb[c]->d)), acc[c]);
+        }
+    }
+    for (int c = 0; c < RN; c++)
+        _mm256_storeu_ps(s + c * bs, acc[c]);
+}
+
+#define TILE_Q6_K(RN, s_, w_, y_, ysum_) group_tile_q6_K(RN, nb / 8, s_, bs, w_, y_, by)
 #define TILE_Q4_K(RN, s_, w_, y_, ysum_) group_tile_q4_K(RN, nb / 8, s_, bs, w_, y_, by)
 #define TILE_Q8_0(RN, s_, w_, y_, ysum_) group_tile_q8_0(RN, nb, s_, bs, w_, y_, by)
 #define TILE_Q4_0(RN, s_, w_, y_, ysum_) group_tile(0, RN, nb, s_, bs, w_, y_, by, ysum_)
@@ -349,11 +477,13 @@ GEMM(gemm_q4_0_x8, TILE_Q4_0)
 GEMM(gemm_q4_1_x8, TILE_Q4_1)
 GEMM(gemm_q8_0_x8, TILE_Q8_0)
 GEMM(gemm_q4_K_x8, TILE_Q4_K)
+GEMM(gemm_q6_K_x8, TILE_Q6_K)
 
 static const llm_repack_traits q4_0_x8 = {q4_0_group_bytes, q4_0_pack, gemm_q4_0_x8, 1};
 static const llm_repack_traits q4_1_x8 = {q4_1_group_bytes, q4_1_pack, gemm_q4_1_x8, 0};
 static const llm_repack_traits q8_0_x8 = {q8_0_group_bytes, q8_0_pack, gemm_q8_0_x8, 0};
 static const llm_repack_traits q4_K_x8 = {q4_K_group_bytes, q4_K_pack, gemm_q4_K_x8, 0};
+static const llm_repack_traits q6_K_x8 = {q6_K_group_bytes, q6_K_pack, gemm_q6_K_x8, 0};
 
 const llm_repack_traits *llm__repack_avx2_traits(uint32_t dtype)
 {
@@ -362,6 +492,7 @@ const llm_repack_traits *llm__repack_avx2_traits(uint32_t dtype)
     case LLM_DT_Q4_1: return &q4_1_x8;
     case LLM_DT_Q8_0: return &q8_0_x8;
     case LLM_DT_Q4_K: return &q4_K_x8;
+    case LLM_DT_Q6_K: return &q6_K_x8;
     default: return NULL;
     }
 }

@@ -301,7 +301,7 @@ static void test_attention(void)
 static void test_matmul_repacked(void)
 {
     const int64_t k = 768, rows = 48, n = 11;
-    const uint32_t types[] = {LLM_DT_Q4_0, LLM_DT_Q4_1, LLM_DT_Q8_0, LLM_DT_Q4_K};
+    const uint32_t types[] = {LLM_DT_Q4_0, LLM_DT_Q4_1, LLM_DT_Q8_0, LLM_DT_Q4_K, LLM_DT_Q6_K};
     float *wf = rand_buf(rows * k, -1, 1), *x = rand_buf(n * k, -2, 2);
     float *deq = malloc((size_t)(rows * k) * sizeof(float));
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
@@ -318,9 +318,14 @@ static void test_matmul_repacked(void)
             for (size_t i = 0; i < rb * (size_t)rows; i++)
                 wq[i] = (char)test_rand_u64(&rng);
             for (int64_t b = 0; b < rows * k / QK_K; b++) {
-                block_q4_K *blk = (block_q4_K *)wq + b;
-                blk->d = llm__f32_to_f16(test_rand_f32(&rng, 0.001f, 0.02f));
-                blk->dmin = llm__f32_to_f16(test_rand_f32(&rng, 0.001f, 0.02f));
+                if (t == LLM_DT_Q4_K) {
+                    block_q4_K *blk = (block_q4_K *)wq + b;
+                    blk->d = llm__f32_to_f16(test_rand_f32(&rng, 0.001f, 0.02f));
+                    blk->dmin = llm__f32_to_f16(test_rand_f32(&rng, 0.001f, 0.02f));
+                } else {
+                    block_q6_K *blk = (block_q6_K *)wq + b;
+                    blk->d = llm__f32_to_f16(test_rand_f32(&rng, 0.001f, 0.02f));
+                }
             }
         }
         for (int64_t r = 0; r < rows; r++)
