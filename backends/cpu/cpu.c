@@ -127,6 +127,9 @@ static const llm_repack_traits *repack_traits(const llm_tensor *w)
         return NULL;
     if (w->ne[1] < REPACK_ROWS || w->ne[1] % REPACK_ROWS || w->ne[0] % 32)
         return NULL;
+    /* expert matrices go through matmul_id, which reads the file's layout */
+    if (strstr(w->name, "_exps"))
+        return NULL;
     return llm__repack_avx2_traits(w->dtype);
 }
 
