@@ -323,14 +323,18 @@ static size_t q6_K_group_bytes(int64_t k)
     return (size_t)(k / QK_K) * Q6K_GB;
 }
 
-/* element e (0..255) of a Q6_K block as 0..63 */
-static uint8_t q6_value(const block_q6_K *b, int e)
+/* the 256 values of a Q6_K block as 0..63, in element order */
+static void q6_values(const block_q6_K *b, uint8_t *v)
 {
-    const int h = e / 128, l = e % 32, sub = (e % 128) / 32;
-    const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
-    const int lo = sub & 1 ? ql[l + 32] : ql[l];
-    const int nib = sub >= 2 ? lo >> 4 : lo & 0x0f;
-    return (uint8_t)(nib | ((qh[l] >> (2 * sub)) & 3) << 4);
+    for (int h = 0; h < 2; h++, v += 128) {
+        const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
+        for (int l = 0; l < 32; l++) {
+            v[l] = (uint8_t)((ql[l] & 0x0f) | (qh[l] & 3) << 4);
+            v[l + 32] = (uint8_t)((ql[l + 32] & 0x0f) | ((qh[l] >> 2) & 3) << 4);
+            v[l + 64] = (uint8_t)((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4);
+            v[l + 96] = (uint8_t)((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4);
+        }
+    }
 }
 
 static void q6_K_pack(void *dst, const void *src, size_t row_bytes, int64_t k)
@@ -346,8 +350,7 @@ static void q6_K_pack(void *dst, const void *src, size_t row_bytes, int64_t k)
             d[r] = _cvtsh_ss(b->d);
             for (int g = 0; g < 16; g++)
                 sc[16 * g + 2 * r] = sc[16 * g + 2 * r + 1] = b->scales[g];
-            for (int e = 0; e < QK_K; e++)
-                vals[r][e] = q6_value(b, e);
+            q6_values(b, vals[r]);
         }
         for (int blk = 0; blk < 8; blk++) {
             uint8_t *p = q + 192 * blk;
