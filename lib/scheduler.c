@@ -109,11 +109,11 @@ struct llm_engine {
     llm_token *b_tokens;
     int32_t *b_seq;
     int8_t *b_logits;
-    int32_t b_cap;
     eng_seq **chunk_seq;   /* per chunk of the batch: its completion, its length */
     int32_t *chunk_len;
     eng_req **chunk_req;
     int32_t n_chunks;
+    int32_t n_batch_tokens; /* tokens in the batch being built */
     uint64_t next_admit;
     llm_engine_stats st;
 };
@@ -488,9 +488,7 @@ static int add_chunk(llm_engine *e, eng_req *r, eng_seq *s, int32_t *budget, int
     if (n == 0)
         return 1;
     *reserved += llm__kv_blocks_needed(e->ctx->kv, s->slot, s->n_cached + n);
-    int32_t base = 0;
-    for (int32_t i = 0; i < e->n_chunks; i++)
-        base += e->chunk_len[i];
+    const int32_t base = e->n_batch_tokens;
     for (int32_t i = 0; i < n; i++) {
         e->b_tokens[base + i] = s->toks[s->n_cached + i];
         e->b_seq[base + i] = s->slot;
@@ -501,6 +499,7 @@ static int add_chunk(llm_engine *e, eng_req *r, eng_seq *s, int32_t *budget, int
     e->chunk_req[e->n_chunks] = r;
     e->chunk_len[e->n_chunks] = n;
     e->n_chunks++;
+    e->n_batch_tokens += n;
     *budget -= n;
     if (s->n_cached + n < s->n_toks)
         e->st.tokens_prefilled += n;
@@ -746,6 +745,7 @@ static llm_status engine_step(llm_engine *e)
     }
     int32_t budget = c->n_batch, reserved = 0;
     e->n_chunks = 0;
+    e->n_batch_tokens = 0;
     for (int32_t i = 0; i < e->n_running && budget > 0; i++) {
         const int32_t n = active_seqs(e->running[i], act);
         for (int32_t j = 0; j < n && budget > 0; j++)
@@ -758,9 +758,7 @@ static llm_status engine_step(llm_engine *e)
             break;
 
     /* 4. decode */
-    int32_t n_tokens = 0;
-    for (int32_t i = 0; i < e->n_chunks; i++)
-        n_tokens += e->chunk_len[i];
+    const int32_t n_tokens = e->n_batch_tokens;
     if (n_tokens == 0) {
         publish_stats(e);
         return LLM_OK;
@@ -839,7 +837,6 @@ static llm_status engine_get(llm_context *c, llm_engine **out)
         llm__engine_free(e);
         return llm__fail(LLM_ERR_NO_MEMORY, "out of memory");
     }
-    e->b_cap = nb;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
     c->engine = e;
@@ -887,12 +884,30 @@ int llm__engine_busy(llm_context *c)
 
 /* ---- public calls ------------------------------------------------------------------------ */
 
-static llm_status sub_fail(llm_engine *e, llm_status st)
+static int worker_running(llm_engine *e)
 {
     pthread_mutex_lock(&e->mu);
     const int worker = e->worker;
     pthread_mutex_unlock(&e->mu);
-    return worker ? st : llm__context_fail(e->ctx, st);
+    return worker;
+}
+
+/* LLM_ERR_INVALID_ARG when llm_decode left tokens in a sequence the engine would use (only
+ * checked while the engine is idle: then no step runs and its own sequences are empty). */
+static llm_status check_no_decode_seqs(llm_context *c, const char *fn)
+{
+    if (llm__engine_busy(c))
+        return LLM_OK;
+    for (int32_t s = 0; s < c->n_seq; s++)
+        if (llm__kv_seq_len(c->kv, s) > 0)
+            return llm__fail(LLM_ERR_INVALID_ARG, "%s: sequence %d holds tokens from "
+                             "llm_decode; clear it first (llm_kv_clear)", fn, s);
+    return LLM_OK;
+}
+
+static llm_status sub_fail(llm_engine *e, llm_status st)
+{
+    return worker_running(e) ? st : llm__context_fail(e->ctx, st);
 }
 
 /* The prompt of p as tokens, in a new array. */
@@ -1024,14 +1039,8 @@ llm_status llm_request_submit(llm_context *c, const llm_request_params *params,
     memcpy(&p, params, params->size < sizeof p ? params->size : sizeof p);
     if ((st = check_params(c, &p)) != LLM_OK)
         return sub_fail(e, st);
-    /* busy with llm_decode's sequences? (only without live requests and without a worker:
-     * then no step runs, and the engine's sequences are all empty) */
-    if (!llm__engine_busy(c))
-        for (int32_t s = 0; s < c->n_seq; s++)
-            if (llm__kv_seq_len(c->kv, s) > 0)
-                return sub_fail(e, llm__fail(LLM_ERR_INVALID_ARG, "llm_request_submit: sequence "
-                                             "%d holds tokens from llm_decode; clear it first "
-                                             "(llm_kv_clear)", s));
+    if ((st = check_no_decode_seqs(c, "llm_request_submit")) != LLM_OK)
+        return sub_fail(e, st);
     eng_req *r = llm__calloc(1, sizeof *r);
     if (!r)
         return sub_fail(e, llm__fail(LLM_ERR_NO_MEMORY, "llm_request_submit: out of memory"));
@@ -1174,10 +1183,7 @@ llm_status llm_step(llm_context *c)
     llm_status st = engine_get(c, &e);
     if (st != LLM_OK)
         return llm__context_fail(c, st);
-    pthread_mutex_lock(&e->mu);
-    const int worker = e->worker;
-    pthread_mutex_unlock(&e->mu);
-    if (worker)
+    if (worker_running(e))
         return llm__context_fail(c, llm__fail(LLM_ERR_INVALID_ARG, "llm_step: a worker thread "
                                               "runs this context"));
     return engine_step(e);
@@ -1290,13 +1296,8 @@ llm_status llm_context_start_worker(llm_context *c)
     llm_status st = engine_get(c, &e);
     if (st != LLM_OK)
         return llm__context_fail(c, st);
-    if (!llm__engine_busy(c))
-        for (int32_t s = 0; s < c->n_seq; s++)
-            if (llm__kv_seq_len(c->kv, s) > 0)
-                return llm__context_fail(c, llm__fail(LLM_ERR_INVALID_ARG,
-                                                      "llm_context_start_worker: sequence %d "
-                                                      "holds tokens from llm_decode; clear it "
-                                                      "first (llm_kv_clear)", s));
+    if ((st = check_no_decode_seqs(c, "llm_context_start_worker")) != LLM_OK)
+        return llm__context_fail(c, st);
     pthread_mutex_lock(&e->mu);
     if (e->worker) {
         pthread_mutex_unlock(&e->mu);
