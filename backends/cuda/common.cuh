@@ -31,14 +31,17 @@ struct llm_backend {
     size_t route_cap;
     int n_sm;
     int batch_invariant;     /* LLM_CUDA_BATCH_INVARIANT: no cuBLAS path (see matmul.cu) */
+    int no_mmvq;             /* LLM_CUDA_NO_MMVQ: the float matrix-vector kernel for all types */
     struct prof_state *prof; /* LLM_CUDA_PROFILE: per-op event timings */
 };
 
 /* A prepared weight: the device copy of the tensor's bytes (extra points here). */
 typedef struct cu_weight {
-    void *data;    /* rows of row_bytes, as in the file */
+    void *data;    /* rows of row_bytes, as in the file, then WEIGHT_PAD zero bytes */
     int device;
 } cu_weight;
+
+#define WEIGHT_PAD 16
 
 static inline const void *wdata(const llm_tensor *w)
 {
@@ -80,6 +83,9 @@ HIDDEN void cu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor *
 HIDDEN void cu_matmul_id(llm_backend *be, float *y, const llm_tensor *w, int32_t n_expert,
                          const float *x, int64_t ldx, int64_t ldx_k, const int32_t *ids,
                          int32_t k, int64_t n);
+/* mmvq.cu: the 8-bit-activation matrix-vector product; 0 when w's type has none */
+HIDDEN int cu_mmvq(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w,
+                   const uint8_t *wd, const float *x, int64_t ldx, int64_t n);
 HIDDEN void cu_get_rows(llm_backend *be, float *y, const llm_tensor *w, const int32_t *ids,
                         int64_t n);
 HIDDEN void cu_attention(llm_backend *be, const llm_attention_args *a);

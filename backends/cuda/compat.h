@@ -82,4 +82,17 @@
 #define LLM_SHFL_XOR(v, m) __shfl_xor_sync(0xffffffffu, (v), (m))
 #endif
 
+/* dp4a: c + the dot product of the four signed bytes of a and of b. */
+#ifdef LLM_HIP
+static __device__ __forceinline__ int llm_dp4a(int a, int b, int c)
+{
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+        c += (int)(signed char)(a >> (8 * i)) * (int)(signed char)(b >> (8 * i));
+    return c;
+}
+#else
+#define llm_dp4a(a, b, c) __dp4a((a), (b), (c))
+#endif
+
 #endif

@@ -101,6 +101,8 @@ static llm_status cu_create(const llm_backend_config *cfg, llm_backend **out)
     be->n_sm = prop.multiProcessorCount;
     const char *inv = getenv("LLM_CUDA_BATCH_INVARIANT");
     be->batch_invariant = inv && *inv && strcmp(inv, "0") != 0;
+    const char *nomq = getenv("LLM_CUDA_NO_MMVQ");
+    be->no_mmvq = nomq && *nomq && strcmp(nomq, "0") != 0;
     if (cublasCreate(&be->blas) != CUBLAS_STATUS_SUCCESS) {
         cudaStreamDestroy(be->stream);
         free(be);
@@ -188,7 +190,11 @@ static llm_status cu_prepare_weight(llm_backend *be, llm_tensor *w)
     if (!cw)
         return cu_host->fail(LLM_ERR_NO_MEMORY, "cuda backend: out of memory");
     cudaSetDevice(be->device);
-    cudaError_t e = cudaMalloc(&cw->data, bytes ? bytes : 256);
+    /* WEIGHT_PAD bytes after the rows: kernels read 2-byte aligned blocks as the aligned
+     * words around them (mmvq.cu), up to 2 bytes past the last block */
+    cudaError_t e = cudaMalloc(&cw->data, bytes + WEIGHT_PAD);
+    if (e == cudaSuccess)
+        e = cudaMemset(cw->data, 0, bytes + WEIGHT_PAD);
     if (e == cudaSuccess)
         e = cudaMemcpy(cw->data, w->data, bytes, cudaMemcpyHostToDevice);
     if (e != cudaSuccess) {

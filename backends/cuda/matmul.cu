@@ -1,6 +1,7 @@
 /* matmul.cu - y = x·Wᵀ for every weight type the CPU backend reads, and get_rows.
  *
- * Few tokens (decode): a matrix-vector kernel that reads the quantized blocks directly,
+ * Few tokens (decode): for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K the 8-bit kernel of
+ * mmvq.cu; for the other types a matrix-vector kernel that reads the quantized blocks directly,
  * one warp per weight row, each lane dequantizing chunks of 8 consecutive elements and
  * dotting them with up to 8 activation rows in f32. The weights are read once per call,
  * which is what bounds decoding.
@@ -639,6 +640,9 @@ void cu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, cons
                   w->name);
         return;
     }
+    if ((n <= MATVEC_MAX_TOKENS || be->batch_invariant) && !be->no_mmvq &&
+        cu_mmvq(be, y, ldy, w, wd, x, ldx, n))
+        return;
     x = round_activations(be, w->dtype, x, ldx, w->ne[0], n, &ldx);
     if (!x)
         return;

@@ -174,7 +174,9 @@ static void matmul_case(uint32_t t, int64_t k, int64_t rows, int64_t n)
               llm__dtype_info(t)->name, (long long)k, (long long)rows, (long long)n, e, tol);
     /* and the CPU backend itself (integer block sums, another summation order) */
     float *yc = malloc((size_t)(n * ldy) * sizeof(float));
-    cpu->matmul(cbe, yc, ldy, &w, x, ldx, n);
+    llm_tensor wc = w;
+    wc.extra = NULL; /* the CPU backend's own preparation data would live there */
+    cpu->matmul(cbe, yc, ldy, &wc, x, ldx, n);
     double *ycd = malloc((size_t)(n * ldy) * sizeof(double));
     for (int64_t i = 0; i < n * ldy; i++)
         ycd[i] = yc[i];
@@ -204,6 +206,15 @@ static void test_matmul(void)
     matmul_case(LLM_DT_F16, 100, 33, 3);
     matmul_case(LLM_DT_BF16, 100, 33, 1);
     matmul_case(LLM_DT_F16, 100, 33, 20);
+    /* rows long enough for the 8-bit kernel's two units in flight plus a tail */
+    matmul_case(LLM_DT_Q4_K, 4352, 40, 1);
+    matmul_case(LLM_DT_Q4_K, 4352, 40, 3);
+    matmul_case(LLM_DT_Q5_K, 4352, 40, 2);
+    matmul_case(LLM_DT_Q6_K, 4352, 40, 1);
+    matmul_case(LLM_DT_Q6_K, 4352, 40, 8);
+    matmul_case(LLM_DT_Q8_0, 2080, 40, 5);
+    matmul_case(LLM_DT_Q5_0, 2080, 41, 1);
+    matmul_case(LLM_DT_Q4_0, 2080, 41, 1);
     /* a weight larger than one expansion slice of the cuBLAS path */
     matmul_case(LLM_DT_Q4_0, 4096, 8300, 16);
 }
@@ -224,7 +235,9 @@ static void test_get_rows(void)
         float *dy = dev_poisoned(n * k), *yc = malloc((size_t)(n * k) * sizeof(float));
         gpu->get_rows(gbe, dy, &w, dids, n);
         CHECK(gpu->synchronize(gbe) == LLM_OK);
-        cpu->get_rows(cbe, yc, &w, ids, n);
+        llm_tensor wc = w;
+        wc.extra = NULL;
+        cpu->get_rows(cbe, yc, &wc, ids, n);
         float *y = host_copy(dy, (size_t)(n * k) * sizeof(float));
         const double e = rel_err(y, yc, n * k);
         CHECK_MSG(e < 1e-6, "get_rows %s: error %.3g", llm__dtype_info(t)->name, e);
@@ -399,7 +412,9 @@ static void test_moe(void)
             int32_t *di = dev_copy(ids, sizeof ids);
             float *yc = malloc((size_t)(n * k * R) * 4);
             gpu->matmul_id(gbe, dy, &w, n_expert, dx, ldx, per_choice ? K : 0, di, k, n);
-            cpu->matmul_id(cbe, yc, &w, n_expert, x, ldx, per_choice ? K : 0, ids, k, n);
+            llm_tensor wc = w;
+            wc.extra = NULL;
+            cpu->matmul_id(cbe, yc, &wc, n_expert, x, ldx, per_choice ? K : 0, ids, k, n);
             CHECK(gpu->synchronize(gbe) == LLM_OK);
             float *y = host_copy(dy, (size_t)(n * k * R) * 4);
             const double e = rel_err(y, yc, n * k * R);

@@ -1,0 +1,518 @@
+/* mmvq.cu - the quantized matrix-vector product for decode: 8-bit activations, integer
+ * dot products.
+ *
+ * The activations are quantized once per matmul to int8 in blocks of 32 with one float
+ * scale and one integer sum per block (act_q8), with exactly the rounding the CPU backend
+ * (and llama.cpp) applies before its dot products: Q8_0 blocks (scale amax/127 rounded to
+ * f16) for the 32-element types, Q8_K blocks of 256 (one scale per 256, repeated in each
+ * of its eight 32-blocks) for the k-quants. The weight blocks are read in their GGUF
+ * layout with 4-byte loads (2-byte aligned blocks are read as the aligned words around
+ * them and shifted), unpacked to bytes, and multiplied with dp4a; the integer sum of a
+ * unit is exact, so the result differs from the float path's only in how the units' scaled
+ * sums are added.
+ *
+ * Work split: one warp per one or two weight rows; a lane takes one "unit" (32 or 64
+ * weights, the smallest piece whose scales are self-contained) at a time. A
+ * token's result depends only on its own activations and this fixed order, never on how
+ * many tokens share the launch (the batch-invariance matmul.cu promises).
+ *
+ * Types without a kernel here (the float types, Q2_K, Q3_K and the i-quants) stay on
+ * matmul.cu's float matrix-vector kernel. */
+#include "common.cuh"
+
+#define MQ_WARPS 4
+#define MQ_MAX_TOKENS 8
+
+enum { ACT_Q8_0, ACT_Q8_K };
+
+/* ---- loads ---------------------------------------------------------------------------- */
+
+static __device__ __forceinline__ float f16_at(const uint8_t *p)
+{
+    return __half2float(*(const __half *)p);
+}
+
+/* N consecutive 32-bit words from a 2-byte aligned address: the aligned words around them,
+ * shifted. Reads up to 2 bytes past the last word (weights are allocated with padding). */
+template <int N>
+static __device__ __forceinline__ void ld_words_b2(const uint8_t *p, int v[N])
+{
+    const uint32_t *a = (const uint32_t *)((uintptr_t)p & ~(uintptr_t)3);
+    const int sh = (int)((uintptr_t)p & 2) * 8;
+    uint32_t w[N + 1];
+#pragma unroll
+    for (int i = 0; i <= N; i++)
+        w[i] = a[i];
+#pragma unroll
+    for (int i = 0; i < N; i++)
+        v[i] = (int)(uint32_t)((((uint64_t)w[i + 1] << 32) | w[i]) >> sh);
+}
+
+/* N words from a 4-byte aligned address */
+template <int N>
+static __device__ __forceinline__ void ld_words_b4(const uint8_t *p, int v[N])
+{
+    const int *a = (const int *)p;
+#pragma unroll
+    for (int i = 0; i < N; i++)
+        v[i] = a[i];
+}
+
+/* N words (N a multiple of 4) from a 16-byte aligned address */
+template <int N>
+static __device__ __forceinline__ void ld_words_b16(const uint8_t *p, int v[N])
+{
+    const int4 *a = (const int4 *)p;
+#pragma unroll
+    for (int i = 0; i < N / 4; i++) {
+        const int4 t = a[i];
+        v[4 * i] = t.x, v[4 * i + 1] = t.y, v[4 * i + 2] = t.z, v[4 * i + 3] = t.w;
+    }
+}
+
+/* bits 0..3 of b spread to bit 4 of each byte (the fifth bit of four 5-bit values) */
+static __device__ __forceinline__ int spread4(uint32_t b)
+{
+    return (int)(((b & 1) << 4) | ((b & 2) << 11) | ((b & 4) << 18) | ((b & 8) << 25));
+}
+
+
+/* ---- units -----------------------------------------------------------------------------
+ * unit_dot<T>(row, u, x, j...): the weights of unit u of a row against one token's
+ * activations. Unit sizes: 32 weights for the 32-element block types (one block), 64 for
+ * Q4_K/Q5_K (a pair of 32-weight groups) and Q6_K (two 32-weight groups that share their
+ * bytes). Weights are unpacked once per unit (Wu), then dotted with every token. */
+
+template <int T> struct unit_of;
+template <> struct unit_of<LLM_DT_Q4_0> { static const int n = 32; };
+template <> struct unit_of<LLM_DT_Q4_1> { static const int n = 32; };
+template <> struct unit_of<LLM_DT_Q5_0> { static const int n = 32; };
+template <> struct unit_of<LLM_DT_Q5_1> { static const int n = 32; };
+template <> struct unit_of<LLM_DT_Q8_0> { static const int n = 32; };
+template <> struct unit_of<LLM_DT_Q4_K> { static const int n = 64; };
+template <> struct unit_of<LLM_DT_Q5_K> { static const int n = 64; };
+template <> struct unit_of<LLM_DT_Q6_K> { static const int n = 64; };
+
+/* A unit's unpacked weights: bytes as words q[16] (32 or 64 values; 64-weight units use
+ * all 16), integer scales / mins per 32 (or 16) weights, float factors. */
+struct Wu {
+    int q[16];
+    int sc[4];
+    int mn[2];
+    float d, m;
+};
+
+template <int T>
+static __device__ __forceinline__ void unit_load(const uint8_t *__restrict__ row, int u, Wu &w)
+{
+    if (T == LLM_DT_Q4_0 || T == LLM_DT_Q8_0 || T == LLM_DT_Q5_0) {
+        const int bs = T == LLM_DT_Q4_0 ? 18 : T == LLM_DT_Q5_0 ? 22 : 34;
+        const uint8_t *b = row + (size_t)u * bs;
+        w.d = f16_at(b);
+        if (T == LLM_DT_Q8_0) {
+            ld_words_b2<8>(b + 2, w.q);
+        } else {
+            int qs[4];
+            if (T == LLM_DT_Q4_0) {
+                ld_words_b2<4>(b + 2, qs);
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    w.q[i] = qs[i] & 0x0f0f0f0f;
+                    w.q[4 + i] = (qs[i] >> 4) & 0x0f0f0f0f;
+                }
+            } else {
+                int h[1];
+                ld_words_b2<1>(b + 2, h);
+                ld_words_b2<4>(b + 6, qs);
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    w.q[i] = (qs[i] & 0x0f0f0f0f) | spread4((uint32_t)h[0] >> (4 * i));
+                    w.q[4 + i] =
+                        ((qs[i] >> 4) & 0x0f0f0f0f) | spread4((uint32_t)h[0] >> (16 + 4 * i));
+                }
+            }
+        }
+    } else if (T == LLM_DT_Q4_1 || T == LLM_DT_Q5_1) {
+        const int bs = T == LLM_DT_Q4_1 ? 20 : 24;
+        const uint8_t *b = row + (size_t)u * bs;
+        w.d = f16_at(b);
+        w.m = f16_at(b + 2);
+        int qs[4];
+        if (T == LLM_DT_Q4_1) {
+            ld_words_b4<4>(b + 4, qs);
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                w.q[i] = qs[i] & 0x0f0f0f0f;
+                w.q[4 + i] = (qs[i] >> 4) & 0x0f0f0f0f;
+            }
+        } else {
+            const uint32_t h = *(const uint32_t *)(b + 4);
+            ld_words_b4<4>(b + 8, qs);
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                w.q[i] = (qs[i] & 0x0f0f0f0f) | spread4(h >> (4 * i));
+                w.q[4 + i] = ((qs[i] >> 4) & 0x0f0f0f0f) | spread4(h >> (16 + 4 * i));
+            }
+        }
+    } else if (T == LLM_DT_Q4_K || T == LLM_DT_Q5_K) {
+        /* unit = group pair gp of super-block sb: groups 2gp (low nibbles) and 2gp+1 */
+        const int bs = T == LLM_DT_Q4_K ? 144 : 176;
+        const int sb = u >> 2, gp = u & 3;
+        const uint8_t *b = row + (size_t)sb * bs;
+        const uint32_t dm = *(const uint32_t *)b;
+        const __half2 h2 = *(const __half2 *)&dm;
+        w.d = __low2float(h2);
+        w.m = __high2float(h2);
+        const uint8_t *s = b + 4;
+        const int g0 = 2 * gp, g1 = g0 + 1;
+        if (gp < 2) {
+            w.sc[0] = s[g0] & 63, w.mn[0] = s[g0 + 4] & 63;
+            w.sc[1] = s[g1] & 63, w.mn[1] = s[g1 + 4] & 63;
+        } else {
+            w.sc[0] = (s[g0 + 4] & 0xf) | ((s[g0 - 4] >> 6) << 4);
+            w.mn[0] = (s[g0 + 4] >> 4) | ((s[g0] >> 6) << 4);
+            w.sc[1] = (s[g1 + 4] & 0xf) | ((s[g1 - 4] >> 6) << 4);
+            w.mn[1] = (s[g1 + 4] >> 4) | ((s[g1] >> 6) << 4);
+        }
+        int qs[8];
+        ld_words_b16<8>(b + (T == LLM_DT_Q4_K ? 16 : 48) + 32 * gp, qs);
+        if (T == LLM_DT_Q4_K) {
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                w.q[i] = qs[i] & 0x0f0f0f0f;
+                w.q[8 + i] = (qs[i] >> 4) & 0x0f0f0f0f;
+            }
+        } else {
+            int qh[8];
+            ld_words_b16<8>(b + 16, qh);
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                w.q[i] = (qs[i] & 0x0f0f0f0f) | (((qh[i] >> g0) & 0x01010101) << 4);
+                w.q[8 + i] = ((qs[i] >> 4) & 0x0f0f0f0f) | (((qh[i] >> g1) & 0x01010101) << 4);
+            }
+        }
+    } else if (T == LLM_DT_Q6_K) {
+        /* unit t of super-block sb: half h = t/2, the 32-byte ql run s0 = t&1, whose low
+         * nibbles are group s0 and high nibbles group s0+2 of that half */
+        const int sb = u >> 2, t = u & 3, h = t >> 1, s0 = t & 1;
+        const uint8_t *b = row + (size_t)sb * 210;
+        w.d = f16_at(b + 208);
+        const int8_t *sc = (const int8_t *)(b + 192) + 8 * h;
+        w.sc[0] = sc[2 * s0], w.sc[1] = sc[2 * s0 + 1];
+        w.sc[2] = sc[2 * s0 + 4], w.sc[3] = sc[2 * s0 + 5];
+        int ql[8], qh[8];
+        ld_words_b2<8>(b + 64 * h + 32 * s0, ql);
+        ld_words_b2<8>(b + 128 + 32 * h, qh);
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int lo = (ql[i] & 0x0f0f0f0f) | (((qh[i] >> (2 * s0)) & 0x03030303) << 4);
+            const int hi =
+                ((ql[i] >> 4) & 0x0f0f0f0f) | (((qh[i] >> (2 * s0 + 4)) & 0x03030303) << 4);
+            /* bytes 0..63 to -32..31: +0x60 never carries out of a byte, then flip bit 7 */
+            w.q[i] = (int)(((uint32_t)lo + 0x60606060u) ^ 0x80808080u);
+            w.q[8 + i] = (int)(((uint32_t)hi + 0x60606060u) ^ 0x80808080u);
+        }
+    }
+}
+
+/* The activation words a unit meets (one token): 64-weight units 16 words, others 8.
+ * Q6_K's two groups lie 64 elements apart. */
+template <int T>
+static __device__ __forceinline__ void unit_x(int u, const int8_t *__restrict__ xq, int x[16])
+{
+    if (T == LLM_DT_Q4_K || T == LLM_DT_Q5_K) {
+        ld_words_b16<16>((const uint8_t *)(xq + (size_t)u * 64), x);
+    } else if (T == LLM_DT_Q6_K) {
+        const int sb = u >> 2, t = u & 3, h = t >> 1, s0 = t & 1;
+        const size_t base = (size_t)sb * 256 + 128 * h + 32 * s0;
+        ld_words_b16<8>((const uint8_t *)(xq + base), x);
+        ld_words_b16<8>((const uint8_t *)(xq + base + 64), x + 8);
+    } else {
+        ld_words_b16<8>((const uint8_t *)(xq + (size_t)u * 32), x);
+    }
+}
+
+/* The unit's weights against one token's activation words x; xd / xs the scale and the
+ * integer sum of each 32-block of that token's activations (indices of the whole row). */
+template <int T>
+static __device__ __forceinline__ float unit_dot(const Wu &w, int u, const int x[16],
+                                                 const float *__restrict__ xd,
+                                                 const int *__restrict__ xs)
+{
+    if (T == LLM_DT_Q4_K || T == LLM_DT_Q5_K) {
+        int d0 = 0, d1 = 0;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            d0 = llm_dp4a(w.q[i], x[i], d0);
+            d1 = llm_dp4a(w.q[8 + i], x[8 + i], d1);
+        }
+        const int b32 = 2 * u;
+        const int isum = w.sc[0] * d0 + w.sc[1] * d1;
+        const int msum = w.mn[0] * xs[b32] + w.mn[1] * xs[b32 + 1];
+        return xd[b32] * (w.d * (float)isum - w.m * (float)msum);
+    } else if (T == LLM_DT_Q6_K) {
+        int dd[4] = {0, 0, 0, 0};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            dd[0] = llm_dp4a(w.q[i], x[i], dd[0]);
+            dd[1] = llm_dp4a(w.q[4 + i], x[4 + i], dd[1]);
+            dd[2] = llm_dp4a(w.q[8 + i], x[8 + i], dd[2]);
+            dd[3] = llm_dp4a(w.q[12 + i], x[12 + i], dd[3]);
+        }
+        const int isum = w.sc[0] * dd[0] + w.sc[1] * dd[1] + w.sc[2] * dd[2] + w.sc[3] * dd[3];
+        return xd[(u >> 2) * 8] * w.d * (float)isum;
+    } else {
+        int d = 0;
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            d = llm_dp4a(w.q[i], x[i], d);
+        if (T == LLM_DT_Q4_0)
+            return w.d * xd[u] * (float)(d - 8 * xs[u]);
+        if (T == LLM_DT_Q5_0)
+            return w.d * xd[u] * (float)(d - 16 * xs[u]);
+        if (T == LLM_DT_Q4_1 || T == LLM_DT_Q5_1)
+            return w.d * xd[u] * (float)d + w.m * xd[u] * (float)xs[u];
+        return w.d * xd[u] * (float)d; /* Q8_0 */
+    }
+}
+
+static __device__ __forceinline__ float warp_sum(float v)
+{
+#pragma unroll
+    for (int o = LLM_WARP_SIZE / 2; o > 0; o >>= 1)
+        v += LLM_SHFL_XOR(v, o);
+    return v;
+}
+
+/* y[j][r] = row r · token j, for the NT tokens of tile blockIdx.y; R rows per warp
+ * (activations loaded once for them), U units of each in flight. */
+template <int T, int NT, int R, int U>
+static __global__ void __launch_bounds__(MQ_WARPS *LLM_WARP_SIZE)
+k_mmvq(const uint8_t *__restrict__ w, size_t row_bytes, int64_t rows, int64_t k,
+       const int8_t *__restrict__ xq, const float *__restrict__ xd, const int *__restrict__ xs,
+       float *__restrict__ y, int64_t ldy, int n)
+{
+    const int lane = threadIdx.x % LLM_WARP_SIZE;
+    const int64_t r0 = ((int64_t)blockIdx.x * MQ_WARPS + threadIdx.x / LLM_WARP_SIZE) * R;
+    if (r0 >= rows)
+        return;
+    const int64_t nb = k / 32;
+    xq += (int64_t)blockIdx.y * NT * k;
+    xd += (int64_t)blockIdx.y * NT * nb;
+    xs += (int64_t)blockIdx.y * NT * nb;
+    y += (int64_t)blockIdx.y * NT * ldy;
+    n = n - (int)blockIdx.y * NT < NT ? n - (int)blockIdx.y * NT : NT;
+    /* the last warp may have fewer rows: it repeats its last row and does not store it */
+    const uint8_t *row[R];
+#pragma unroll
+    for (int i = 0; i < R; i++)
+        row[i] = w + (r0 + i < rows ? r0 + i : rows - 1) * row_bytes;
+    const int nu = (int)(k / unit_of<T>::n);
+    float acc[R][NT];
+#pragma unroll
+    for (int i = 0; i < R; i++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+            acc[i][j] = 0.0f;
+    for (int u0 = lane; u0 < nu; u0 += U * LLM_WARP_SIZE) {
+        /* every load of the U units of the R rows is issued before the first use */
+        Wu wu[U][R];
+#pragma unroll
+        for (int v = 0; v < U; v++)
+#pragma unroll
+            for (int i = 0; i < R; i++)
+                if (u0 + v * LLM_WARP_SIZE < nu)
+                    unit_load<T>(row[i], u0 + v * LLM_WARP_SIZE, wu[v][i]);
+#pragma unroll
+        for (int v = 0; v < U; v++) {
+            const int u = u0 + v * LLM_WARP_SIZE;
+            if (u >= nu)
+                break;
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                if (j < n) {
+                    int x[16];
+                    unit_x<T>(u, xq + j * k, x);
+#pragma unroll
+                    for (int i = 0; i < R; i++)
+                        acc[i][j] += unit_dot<T>(wu[v][i], u, x, xd + j * nb, xs + j * nb);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < R; i++)
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            const float s = warp_sum(acc[i][j]);
+            if (j < n && lane == 0 && r0 + i < rows)
+                y[j * ldy + r0 + i] = s;
+        }
+}
+
+/* ---- activation quantization ------------------------------------------------------------
+ * One block of 256 threads per (256 elements, activation row); k is a multiple of 32 (of
+ * 256 for ACT_Q8_K). Q8_0: per 32, d = amax/127, q = roundf(x / d), the stored scale d
+ * rounded to f16. Q8_K: per 256, the first element of largest magnitude maps to -127,
+ * q = min(rint(x * -127/max), 127), scale 1/iscale. Writes q [n][k], d and s [n][k/32]. */
+static __global__ void __launch_bounds__(256)
+k_act_q8(const float *__restrict__ x, int64_t ldx, int64_t k, int mode, int8_t *__restrict__ q,
+         float *__restrict__ d, int *__restrict__ s)
+{
+    const int64_t j = blockIdx.y, i = (int64_t)blockIdx.x * 256 + threadIdx.x;
+    x += j * ldx;
+    const bool in = i < k;
+    const float v = in ? x[i] : 0.0f;
+    int qi = 0;
+    float dv = 0.0f;
+    if (mode == ACT_Q8_0) {
+        float amax = fabsf(v);
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
+            amax = fmaxf(amax, LLM_SHFL_XOR(amax, o));
+        const float dd = amax / 127.0f, id = dd != 0.0f ? 1.0f / dd : 0.0f;
+        qi = (int)roundf(v * id);
+        dv = __half2float(__float2half_rn(dd));
+    } else {
+        __shared__ float s_abs[256 / LLM_WARP_SIZE];
+        __shared__ int s_idx[256 / LLM_WARP_SIZE];
+        __shared__ float s_max;
+        float a = in ? fabsf(v) : -1.0f;
+        int idx = (int)threadIdx.x;
+#pragma unroll
+        for (int o = LLM_WARP_SIZE / 2; o > 0; o >>= 1) {
+            const float a2 = LLM_SHFL_XOR(a, o);
+            const int i2 = LLM_SHFL_XOR(idx, o);
+            if (a2 > a || (a2 == a && i2 < idx))
+                a = a2, idx = i2;
+        }
+        const int lane = threadIdx.x % LLM_WARP_SIZE, warp = threadIdx.x / LLM_WARP_SIZE;
+        if (lane == 0)
+            s_abs[warp] = a, s_idx[warp] = idx;
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            float ba = s_abs[0];
+            int bi = s_idx[0];
+            for (int w = 1; w < 256 / LLM_WARP_SIZE; w++)
+                if (s_abs[w] > ba || (s_abs[w] == ba && s_idx[w] < bi))
+                    ba = s_abs[w], bi = s_idx[w];
+            s_max = ba > 0.0f ? x[(int64_t)blockIdx.x * 256 + bi] : 0.0f;
+        }
+        __syncthreads();
+        const float mx = s_max;
+        if (mx != 0.0f) {
+            const float iscale = -127.0f / mx;
+            qi = (int)fminf(rintf(iscale * v), 127.0f);
+            dv = 1.0f / iscale;
+        }
+    }
+    int sum = qi;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        sum += LLM_SHFL_XOR(sum, o);
+    if (in) {
+        q[j * k + i] = (int8_t)qi;
+        if (i % 32 == 0) {
+            d[j * (k / 32) + i / 32] = dv;
+            s[j * (k / 32) + i / 32] = sum;
+        }
+    }
+}
+
+/* ---- entry ------------------------------------------------------------------------------ */
+
+int cu_mmvq_supported(uint32_t t)
+{
+    switch (t) {
+    case LLM_DT_Q4_0: case LLM_DT_Q4_1: case LLM_DT_Q5_0: case LLM_DT_Q5_1: case LLM_DT_Q8_0:
+    case LLM_DT_Q4_K: case LLM_DT_Q5_K: case LLM_DT_Q6_K:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+template <int T, int NT, int R, int U>
+static void launch(llm_backend *be, const uint8_t *wd, size_t rb, int64_t rows, int64_t k,
+                   const int8_t *q, const float *d, const int *s, float *y, int64_t ldy, int n)
+{
+    const dim3 grid(cdiv(rows, MQ_WARPS * R), cdiv(n, MQ_MAX_TOKENS));
+    k_mmvq<T, NT, R, U><<<grid, MQ_WARPS * LLM_WARP_SIZE, 0, be->stream>>>(wd, rb, rows, k, q, d,
+                                                                           s, y, ldy, n);
+}
+
+/* The work split per type, measured on an H200 (tests/bench/matvec_bench.c): the
+ * k-quants (more arithmetic per byte) do best with two rows per warp and one unit of each
+ * in flight, the 32-weight block types with one row and two units. */
+template <int T, int NT>
+static void launch_v(llm_backend *be, const uint8_t *wd, size_t rb, int64_t rows, int64_t k,
+                     const int8_t *q, const float *d, const int *s, float *y, int64_t ldy, int n)
+{
+    if (unit_of<T>::n == 64)
+        launch<T, NT, 2, 1>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
+    else
+        launch<T, NT, 1, 2>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
+}
+
+template <int T>
+static void mmvq(llm_backend *be, const uint8_t *wd, size_t rb, int64_t rows, int64_t k,
+                 const int8_t *q, const float *d, const int *s, float *y, int64_t ldy, int64_t n)
+{
+    if (n == 1)
+        launch_v<T, 1>(be, wd, rb, rows, k, q, d, s, y, ldy, (int)n);
+    else if (n == 2)
+        launch_v<T, 2>(be, wd, rb, rows, k, q, d, s, y, ldy, (int)n);
+    else if (n <= 4)
+        launch_v<T, 4>(be, wd, rb, rows, k, q, d, s, y, ldy, (int)n);
+    else
+        launch_v<T, 8>(be, wd, rb, rows, k, q, d, s, y, ldy, (int)n);
+}
+
+/* y = x·Wᵀ for n tokens through the kernels above (tiles of MQ_MAX_TOKENS). Returns 0 when
+ * the weight's type has no kernel here (nothing done), 1 when launched or failed with an
+ * error recorded. */
+int cu_mmvq(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, const uint8_t *wd,
+            const float *x, int64_t ldx, int64_t n)
+{
+    const uint32_t t = w->dtype;
+    if (!cu_mmvq_supported(t))
+        return 0;
+    const int64_t k = w->ne[0], rows = w->ne[1];
+    const int mode = t == LLM_DT_Q4_K || t == LLM_DT_Q5_K || t == LLM_DT_Q6_K ? ACT_Q8_K
+                                                                                : ACT_Q8_0;
+    if (k % (mode == ACT_Q8_K ? 256 : 32) != 0) {
+        cu_record(be, LLM_ERR_INVALID_ARG, "cuda: matmul of rows of %lld elements with '%s'",
+                  (long long)k, w->name);
+        return 1;
+    }
+    if ((int64_t)cdiv(n, MQ_MAX_TOKENS) > 65535) {
+        cu_record(be, LLM_ERR_INVALID_ARG, "cuda: matmul of %lld tokens", (long long)n);
+        return 1;
+    }
+    /* q [n][k] int8, then d and s [n][k/32]; every part 16-byte aligned */
+    const size_t qb = ((size_t)(n * k) + 15) & ~(size_t)15;
+    const size_t db = ((size_t)(n * (k / 32)) * 4 + 15) & ~(size_t)15;
+    char *buf = (char *)cu_buffer(be, &be->act, &be->act_cap, qb + 2 * db);
+    if (!buf)
+        return 1;
+    int8_t *q = (int8_t *)buf;
+    float *d = (float *)(buf + qb);
+    int *s = (int *)(buf + qb + db);
+    k_act_q8<<<dim3(cdiv(k, 256), (unsigned)n), 256, 0, be->stream>>>(x, ldx, k, mode, q, d, s);
+    if (!CU_LAUNCHED(be, "activation quantization"))
+        return 1;
+    const size_t rb = w->row_bytes;
+    switch (t) {
+    case LLM_DT_Q4_0: mmvq<LLM_DT_Q4_0>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;
+    case LLM_DT_Q4_1: mmvq<LLM_DT_Q4_1>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;
+    case LLM_DT_Q5_0: mmvq<LLM_DT_Q5_0>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;
+    case LLM_DT_Q5_1: mmvq<LLM_DT_Q5_1>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;
+    case LLM_DT_Q8_0: mmvq<LLM_DT_Q8_0>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;
+    case LLM_DT_Q4_K: mmvq<LLM_DT_Q4_K>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;
+    case LLM_DT_Q5_K: mmvq<LLM_DT_Q5_K>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;
+    case LLM_DT_Q6_K: mmvq<LLM_DT_Q6_K>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;
+    default: break;
+    }
+    CU_LAUNCHED(be, "matmul");
+    return 1;
+}
