@@ -12,6 +12,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The bit-exact results (dequantisation equal to ggml's and numpy's, quantisers equal to
@@ -838,14 +839,12 @@ static void axpy_f16_scalar(int64_t n, float *y, float a, const llm_f16 *x)
         y[i] += a * llm__f16_to_f32(x[i]);
 }
 
+#define SCALAR_ROW_FNS                                                                      \
+    {f32_to_f16_row_scalar, f16_to_f32_row_scalar, f16_dot_scalar, dot_f32_f16_scalar,       \
+     axpy_f16_scalar}
+static const llm_quant_row_fns scalar_row_fns = SCALAR_ROW_FNS;
 /* The row helpers go through these, switched to SIMD by llm__quant_init(). */
-static llm_quant_row_fns row_fns = {
-    f32_to_f16_row_scalar,
-    f16_to_f32_row_scalar,
-    f16_dot_scalar,
-    dot_f32_f16_scalar,
-    axpy_f16_scalar,
-};
+static llm_quant_row_fns row_fns = SCALAR_ROW_FNS;
 static const char *features = "scalar";
 
 void llm__f32_to_f16_row(const float *x, llm_f16 *y, int64_t n)
@@ -899,16 +898,90 @@ static int cpu_has_avx2_fma_f16c(void)
     __cpuid_count(7, 0, a, b, c, d);
     return (b >> 5) & 1; /* avx2 */
 }
+
+/* AVX-512 F, DQ, BW and VL (cpuid leaf 7 EBX bits 16, 17, 30, 31), and the OS saving the
+ * opmask and ZMM state (XCR0 bits 5-7, besides SSE and AVX in bits 1-2). *vnni: AVX512_VNNI
+ * (leaf 7 ECX bit 11); *bf16: AVX512_BF16 (leaf 7 subleaf 1 EAX bit 5). Call only after
+ * cpu_has_avx2_fma_f16c() said yes (it checked OSXSAVE and the maximum leaf). */
+static int cpu_has_avx512(int *vnni, int *bf16)
+{
+    unsigned a, b, c, d, lo, hi;
+    *vnni = *bf16 = 0;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & 0xe6) != 0xe6)
+        return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    const unsigned need = (1u << 16) | (1u << 17) | (1u << 30) | (1u << 31);
+    if ((b & need) != need)
+        return 0;
+    *vnni = (c >> 11) & 1;
+    if (a >= 1) {
+        unsigned a1, b1, c1, d1;
+        __cpuid_count(7, 1, a1, b1, c1, d1);
+        *bf16 = (a1 >> 5) & 1;
+    }
+    return 1;
+}
 #endif
 
-static void quant_init_once(void)
+int llm__quant_select(const char *isa)
 {
+    enum { SCALAR, AVX2, AVX512, NATIVE } level;
+    if (strcmp(isa, "scalar") == 0)
+        level = SCALAR;
+    else if (strcmp(isa, "avx2") == 0)
+        level = AVX2;
+    else if (strcmp(isa, "avx512") == 0)
+        level = AVX512;
+    else if (strcmp(isa, "native") == 0)
+        level = NATIVE;
+    else
+        return 0;
+    llm_quant_traits t[LLM_DT_COUNT];
+    memcpy(t, llm__quant_ref, sizeof t);
+    llm_quant_row_fns rows = scalar_row_fns;
+    const char *feat = "scalar";
+    int have = 0; /* the highest level this CPU (and this build) supports */
 #if defined(__x86_64__) || defined(__i386__)
-    if (cpu_has_avx2_fma_f16c() && llm__quant_avx2_fill(llm__quant_best, &row_fns)) {
-        features = "avx2,fma,f16c";
-        llm__quant_iq_avx2_fill(llm__quant_best);
+    /* fills a scratch table first: llm__quant_best changes only if the level is there */
+    int vnni = 0, bf16 = 0;
+    if (level >= AVX2 && cpu_has_avx2_fma_f16c() && llm__quant_avx2_fill(t, &rows)) {
+        llm__quant_iq_avx2_fill(t);
+        feat = "avx2,fma,f16c";
+        have = AVX2;
+        if (level >= AVX512 && cpu_has_avx512(&vnni, &bf16) && llm__quant_avx512_fill(t, &rows)) {
+#define AVX512_FEATURES "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl"
+            feat = AVX512_FEATURES;
+            have = AVX512;
+            if (level == NATIVE) {
+                vnni = vnni && llm__quant_avx512vnni_fill(t, &rows);
+                bf16 = bf16 && llm__quant_avx512bf16_fill(t);
+                if (vnni && bf16)
+                    feat = AVX512_FEATURES ",avx512vnni,avx512bf16";
+                else if (vnni)
+                    feat = AVX512_FEATURES ",avx512vnni";
+                else if (bf16)
+                    feat = AVX512_FEATURES ",avx512bf16";
+            }
+#undef AVX512_FEATURES
+        }
     }
 #endif
+    if (level != NATIVE && have < (int)level)
+        return 0;
+    row_fns = rows;
+    memcpy(llm__quant_best, t, sizeof t);
+    features = feat;
+    return 1;
+}
+
+/* LLM_CPU_ISA (scalar, avx2, avx512, native) caps the kernels chosen, e.g. to compare the
+ * levels on one machine; a level the CPU lacks, or an unknown name, gives the native one. */
+static void quant_init_once(void)
+{
+    const char *isa = getenv("LLM_CPU_ISA");
+    if (!isa || !*isa || !llm__quant_select(isa))
+        llm__quant_select("native");
 }
 
 void llm__quant_init(void)

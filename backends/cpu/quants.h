@@ -6,8 +6,9 @@
  * exactly as llama.cpp does, so that results match it closely.
  *
  * Two tables: llm__quant_ref holds plain scalar C (the reference the tests compare
- * against); llm__quant_best holds the fastest kernels this CPU supports (AVX2/FMA/F16C
- * chosen at run time), falling back to the reference. Private. */
+ * against); llm__quant_best holds the fastest kernels this CPU supports (AVX2/FMA/F16C,
+ * then AVX-512 with VNNI and BF16 where present, chosen at run time), falling back to the
+ * reference. Private. */
 #ifndef LLM_CPU_QUANTS_H
 #define LLM_CPU_QUANTS_H
 
@@ -101,5 +102,25 @@ typedef struct llm_quant_row_fns {
     void (*axpy_f16)(int64_t n, float *y, float a, const llm_f16 *x);
 } llm_quant_row_fns;
 int llm__quant_avx2_fill(llm_quant_traits *table, llm_quant_row_fns *rows);
+
+/* f16 -> f32 of every half, filled by llm__quant_avx2_fill (the SIMD kernels convert the
+ * per-block scales by lookup). */
+extern float llm__f16_table[1 << 16];
+
+/* The AVX-512 (F, BW, DQ, VL) kernels, put over the AVX2 ones already in the table: built
+ * plain (quants_avx512.c) and with VNNI (quants_avx512_vnni.c), and the BF16 dot with
+ * AVX512_BF16 (quants_avx512_bf16.c). Each returns 0 (changing nothing) when its file was
+ * built without those instruction sets; the caller checks the CPU. */
+int llm__quant_avx512_fill(llm_quant_traits *table, llm_quant_row_fns *rows);
+int llm__quant_avx512vnni_fill(llm_quant_traits *table, llm_quant_row_fns *rows);
+int llm__quant_avx512bf16_fill(llm_quant_traits *table);
+
+/* Instruction-set levels, for LLM_CPU_ISA and the tests: "scalar" (the reference kernels),
+ * "avx2" (AVX2, FMA, F16C), "avx512" (adds AVX-512 F/BW/DQ/VL, without VNNI and BF16) and
+ * "native" (everything this CPU has, VNNI and BF16 included: the default).
+ * llm__quant_select refills llm__quant_best, the row helpers and llm__cpu_features() for a
+ * level and returns 1, or returns 0 (changing nothing) for an unknown name or a level this
+ * CPU lacks. Not thread-safe: llm__quant_init uses it once; tests call it between cases. */
+int llm__quant_select(const char *isa);
 
 #endif

@@ -12,6 +12,8 @@
  * saturate int16 for these formats (at most 2*63*127 for Q6_K). */
 #include "quants.h"
 
+float llm__f16_table[1 << 16];
+
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 
 #include <immintrin.h>
@@ -67,11 +69,9 @@ static inline float h2f(llm_f16 h)
  * cheaper there than vcvtph2ps, which competes with the integer multiplies for the same
  * execution ports (about 15% per row on the H200 host's Xeon; llama.cpp uses the same
  * 256 KB table). Filled by llm__quant_avx2_fill before any kernel is published. */
-static float f16_table[1 << 16];
-
 static inline float tf(llm_f16 h)
 {
-    return f16_table[h];
+    return llm__f16_table[h];
 }
 
 /* dx * dy, broadcast */
@@ -585,7 +585,8 @@ static ALWAYS_INLINE void tile32_block(int kind, int RN, const char *xb, const c
         const char *yb = y + c * by + (size_t)i * ysz;
         const __m256i yq = load32(yb + (has_min ? 4 : 2));
         const __m256 p = dot_u8s8(aq, has_min ? yq : _mm256_sign_epi8(yq, q));
-        const __m256 d = _mm256_mul_ps(dx, _mm256_broadcast_ss(&f16_table[blk32_f16(yb, 0)]));
+        const __m256 d =
+            _mm256_mul_ps(dx, _mm256_broadcast_ss(&llm__f16_table[blk32_f16(yb, 0)]));
         acc[c] = _mm256_fmadd_ps(d, p, acc[c]);
     }
 }
@@ -1114,7 +1115,7 @@ int llm__quant_avx2_fill(llm_quant_traits *t, llm_quant_row_fns *rows)
 {
     for (int i = 0; i < (1 << 16); i += 8) {
         __m128i h = _mm_add_epi16(_mm_set1_epi16((short)i), _mm_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7));
-        _mm256_storeu_ps(f16_table + i, _mm256_cvtph_ps(h));
+        _mm256_storeu_ps(llm__f16_table + i, _mm256_cvtph_ps(h));
     }
     t[LLM_DT_F32].vec_dot = f32_dot;
     t[LLM_DT_F16].vec_dot = f16_dot;

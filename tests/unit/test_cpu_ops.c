@@ -1,9 +1,11 @@
 /* test_cpu_ops.c - every op of the CPU backend's vtable against a float64 reference on
- * fresh random inputs, outputs poisoned (NaN) before each op runs. */
+ * fresh random inputs, outputs poisoned (NaN) before each op runs; matmul and attention at
+ * every instruction-set level of the kernels this CPU has (isa_levels.h). */
 #include <math.h>
 #include <stdint.h>
 
 #include "backend.h"
+#include "isa_levels.h"
 #include "quants.h"
 #include "test.h"
 
@@ -135,6 +137,7 @@ static void test_glu_add_scale(void)
 /* matmul of an f32 weight and of quantised weights (against their dequantised values) */
 static void test_matmul(void)
 {
+    check_required_isa();
     const int64_t k = 512, rows = 37, n = 9;
     float *wf = rand_buf(rows * k, -1, 1), *x = rand_buf(n * k, -2, 2);
     const uint32_t types[] = {LLM_DT_F32, LLM_DT_Q8_0, LLM_DT_Q4_1};
@@ -386,10 +389,14 @@ int main(void)
     TEST_RUN(test_rms_norm);
     TEST_RUN(test_rope);
     TEST_RUN(test_glu_add_scale);
-    TEST_RUN(test_matmul);
-    TEST_RUN(test_matmul_repacked);
-    TEST_RUN(test_attention);
+    const char *prev = NULL;
+    for (size_t l = 0; isa_next(&l, &prev); l++) {
+        TEST_RUN(test_matmul);
+        TEST_RUN(test_matmul_repacked);
+        TEST_RUN(test_attention);
+    }
     TEST_RUN(test_threads);
     ops->destroy(be);
+    printf("instruction sets tested: %s\n", isa_tested[0] ? isa_tested : "scalar only");
     return test_summary();
 }

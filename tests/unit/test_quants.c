@@ -4,7 +4,9 @@
  * from_float with gguf-py's quantize, on the golden vectors of tests/data/quant_vectors.bin
  * (written by tests/unit/gen_quant_vectors.py); (c) every kernel of llm__quant_best agrees
  * with the reference on many random rows (vec_dot to 1e-5 of the sum of |terms|, from_float
- * and the half conversions bit for bit); (d) the reference vec_dot agrees with a float64 dot
+ * and the half conversions bit for bit), at every instruction-set level this CPU has (AVX2,
+ * AVX-512, AVX-512 with VNNI/BF16: isa_levels.h), and the levels agree with each other bit
+ * for bit; (d) the reference vec_dot agrees with a float64 dot
  * of the dequantised rows, and with the dot of the unquantised activations within the bound
  * that activation quantisation allows.
  *
@@ -26,6 +28,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "isa_levels.h"
 #include "quants.h"
 #include "test.h"
 
@@ -537,7 +540,7 @@ static void test_gemm_vs_ref(void)
     }
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
     /* with AVX2 every type of our models has a tile kernel */
-    if (strcmp(llm__cpu_features(), "avx2,fma,f16c") == 0) {
+    if (strncmp(llm__cpu_features(), "avx2,fma,f16c", 13) == 0) {
         const uint32_t need[] = {LLM_DT_Q4_0, LLM_DT_Q4_1, LLM_DT_Q5_0, LLM_DT_Q5_1,
                                  LLM_DT_Q8_0, LLM_DT_Q4_K, LLM_DT_Q5_K, LLM_DT_Q6_K};
         for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
@@ -593,6 +596,97 @@ static void test_from_float_fast_vs_ref(void)
     free(x);
     free(q_ref);
     free(q_best);
+}
+
+/* Every level gives the AVX2 kernels' bits (vec_dot, from_float, to_float and the f16 row
+ * helpers), so the level a CPU picks never changes a result; the one exception is the BF16
+ * dot with AVX512_BF16, compared to 1e-5 of sum|xy| like the other fast paths. */
+static void test_isa_levels_agree(void)
+{
+    if (!llm__quant_select("avx2")) {
+        printf("     no AVX2 on this CPU: one level only\n");
+        return;
+    }
+    const int64_t NMAX = 4096;
+    void *w = xmalloc(row_bytes(LLM_DT_F32, NMAX)), *a = xmalloc(row_bytes(LLM_DT_F32, NMAX));
+    float *act = xmalloc(NMAX * sizeof(float));
+    float *o2 = xmalloc(NMAX * sizeof(float)), *o = xmalloc(NMAX * sizeof(float));
+    void *q2 = xmalloc(row_bytes(LLM_DT_F32, NMAX)), *q = xmalloc(row_bytes(LLM_DT_F32, NMAX));
+    static const char *const levels[] = {"avx512", "native"};
+    const char *prev = "avx2,fma,f16c";
+    int compared = 0;
+    for (size_t l = 0; l < 2; l++) {
+        if (!llm__quant_select(levels[l]) || strcmp(llm__cpu_features(), prev) == 0)
+            continue;
+        prev = llm__cpu_features();
+        const int bf16_ext = strstr(prev, "avx512bf16") != NULL;
+        int differ = 0, cases = 0;
+        for (size_t ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+            const uint32_t t = weight_types[ti];
+            const uint32_t vt = llm__quant_ref[t].vec_dot_type;
+            int type_differ = 0;
+            for (int r = 0; r < 100; r++) {
+                const int64_t n = random_length(t);
+                random_weights(t, w, n);
+                random_acts(act, n);
+                llm__quant_ref[vt].from_float(act, a, n);
+                float s2 = NAN, s = NAN;
+                llm__quant_select("avx2");
+                llm__quant_best[t].vec_dot(n, &s2, w, a);
+                llm__quant_best[t].to_float(w, o2, n);
+                const int64_t nq = n / 256 * 256;
+                if (llm__quant_best[vt].from_float && nq)
+                    llm__quant_best[vt].from_float(act, q2, nq);
+                llm__quant_select(levels[l]);
+                llm__quant_best[t].vec_dot(n, &s, w, a);
+                llm__quant_best[t].to_float(w, o, n);
+                if (llm__quant_best[vt].from_float && nq) {
+                    llm__quant_best[vt].from_float(act, q, nq);
+                    type_differ += memcmp(q, q2, row_bytes(vt, nq)) != 0;
+                }
+                type_differ += memcmp(o, o2, (size_t)n * sizeof(float)) != 0;
+                if (t == LLM_DT_BF16 && bf16_ext)
+                    continue; /* vdpbf16ps: checked against the reference elsewhere */
+                if (memcmp(&s, &s2, sizeof s) != 0 && type_differ++ < 3)
+                    fprintf(stderr, "  %s %s n=%lld: avx2 %.9g, this level %.9g\n", prev,
+                            dt_name(t), (long long)n, s2, s);
+                cases++;
+            }
+            CHECK_MSG(type_differ == 0, "%s: %s differs from avx2 in %d cases", prev, dt_name(t),
+                      type_differ);
+            differ += type_differ;
+        }
+        /* the f16 row helpers of attention and the KV cache */
+        for (int r = 0; r < 200; r++) {
+            const int64_t n = 1 + rand_u32() % 1000;
+            llm_f16 *h = q, *h2 = q2;
+            for (int64_t i = 0; i < n; i++)
+                act[i] = rand_f(-3.0f, 3.0f);
+            llm__quant_select("avx2");
+            llm__f32_to_f16_row(act, h2, n);
+            const float d2 = llm__dot_f16(n, h2, h2), e2 = llm__dot_f32_f16(n, act, h2);
+            for (int64_t i = 0; i < n; i++)
+                o2[i] = act[i];
+            llm__axpy_f16(n, o2, 0.37f, h2);
+            llm__quant_select(levels[l]);
+            llm__f32_to_f16_row(act, h, n);
+            const float d = llm__dot_f16(n, h, h), e = llm__dot_f32_f16(n, act, h);
+            for (int64_t i = 0; i < n; i++)
+                o[i] = act[i];
+            llm__axpy_f16(n, o, 0.37f, h);
+            const int bad = memcmp(h, h2, (size_t)n * 2) != 0 || memcmp(&d, &d2, 4) != 0 ||
+                            memcmp(&e, &e2, 4) != 0 || memcmp(o, o2, (size_t)n * 4) != 0;
+            CHECK_MSG(!bad, "%s: f16 row helpers differ from avx2 at n=%lld", prev, (long long)n);
+            differ += bad;
+        }
+        printf("     %s: %d vec_dots (and to_float, from_float, f16 rows) equal to avx2's: %s\n",
+               prev, cases, differ ? "NO" : "yes");
+        compared++;
+    }
+    if (!compared)
+        printf("     no level above avx2 on this CPU: nothing to compare\n");
+    llm__quant_select("native");
+    free(w), free(a), free(act), free(o2), free(o), free(q2), free(q);
 }
 
 /* ---- semantics of the activation quantisers ------------------------------------- */
@@ -792,11 +886,32 @@ static void test_tables(void)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
         __builtin_cpu_supports("f16c")) {
-        CHECK(strcmp(feat, "avx2,fma,f16c") == 0);
+        CHECK(strncmp(feat, "avx2,fma,f16c", 13) == 0);
         CHECK(llm__quant_best[LLM_DT_Q4_K].vec_dot != llm__quant_ref[LLM_DT_Q4_K].vec_dot);
     }
 #endif
     printf("     cpu features: %s\n", feat);
+    check_required_isa();
+
+    /* llm__quant_select: unknown names change nothing; "scalar" is the reference table */
+    CHECK_EQ_INT(llm__quant_select("avx3"), 0);
+    CHECK(strcmp(llm__cpu_features(), feat) == 0);
+    CHECK_EQ_INT(llm__quant_select("scalar"), 1);
+    CHECK(strcmp(llm__cpu_features(), "scalar") == 0);
+    CHECK(memcmp(llm__quant_best, llm__quant_ref, sizeof llm__quant_ref) == 0);
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                     __builtin_cpu_supports("f16c");
+    const int avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
+                       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+                       __builtin_cpu_supports("avx512vl");
+    CHECK_EQ_INT(llm__quant_select("avx2"), avx2);
+    CHECK_EQ_INT(llm__quant_select("avx512"), avx512);
+    if (avx512)
+        CHECK(strstr(llm__cpu_features(), "avx512bw") != NULL);
+#endif
+    CHECK_EQ_INT(llm__quant_select("native"), 1);
+    CHECK(strcmp(llm__cpu_features(), feat) == 0);
 }
 
 /* ---- llama.cpp's kernels, when a libggml-cpu is given -------------------------- */
@@ -1114,16 +1229,21 @@ int main(void)
     llm__quant_init();
     llm__quant_init(); /* idempotent */
     TEST_RUN(test_tables);
-    TEST_RUN(test_golden_vectors);
-    TEST_RUN(test_f16_conversions);
     TEST_RUN(test_q8_semantics);
-    TEST_RUN(test_from_float_fast_vs_ref);
-    TEST_RUN(test_vec_dot_fast_vs_ref);
-    TEST_RUN(test_gemm_vs_ref);
+    const char *prev = NULL;
+    for (size_t l = 0; isa_next(&l, &prev); l++) {
+        TEST_RUN(test_golden_vectors);
+        TEST_RUN(test_f16_conversions);
+        TEST_RUN(test_from_float_fast_vs_ref);
+        TEST_RUN(test_vec_dot_fast_vs_ref);
+        TEST_RUN(test_gemm_vs_ref);
+    }
+    TEST_RUN(test_isa_levels_agree);
     TEST_RUN(test_vec_dot_ref_vs_f64);
     TEST_RUN(test_vs_ggml);
     const char *bench = getenv("LLM_QUANT_BENCH");
     if (bench && *bench && strcmp(bench, "0") != 0)
         run_bench();
+    printf("instruction sets tested: %s\n", isa_tested[0] ? isa_tested : "scalar only");
     return test_summary();
 }
