@@ -1,7 +1,8 @@
 /* isa_levels.h - runs test cases at every instruction-set level of the CPU kernels that
  * this machine has (llm__quant_select in backends/cpu/quants.h): "avx2", "avx512" (F, BW,
  * DQ, VL) and "native" (with VNNI and BF16 where present), each distinct set once, and says
- * which ran. LLM_TEST_ISA=<level> makes a missing level a failure, so that a run meant to
+ * which ran (LLM_CPU_ISA, read by llm__quant_init, is left to the cases outside these loops,
+ * e.g. the benchmark of test_quants). LLM_TEST_ISA=<level> makes a missing level a failure, so that a run meant to
  * cover AVX-512 cannot quietly fall back to AVX2. */
 #ifndef LLM_TEST_ISA_LEVELS_H
 #define LLM_TEST_ISA_LEVELS_H
@@ -16,6 +17,14 @@
 static const char *const isa_levels[] = {"avx2", "avx512", "native"};
 #define N_ISA_LEVELS (sizeof isa_levels / sizeof isa_levels[0])
 static char isa_tested[512];
+
+/* Back to the level llm__quant_init chose (LLM_CPU_ISA, or native). */
+static void isa_restore(void)
+{
+    const char *env = getenv("LLM_CPU_ISA");
+    if (!env || !*env || !llm__quant_select(env))
+        llm__quant_select("native");
+}
 
 /* Selects level i and prints it; 0 when this CPU lacks it or it gives the same kernels as
  * the level before (native on a CPU without VNNI and BF16). */
@@ -40,13 +49,13 @@ static int isa_level_enter(size_t i, const char **prev)
 /* Selects the next level present from *l on:
  *     const char *prev = NULL;
  *     for (size_t l = 0; isa_next(&l, &prev); l++) { cases }
- * runs the cases at every level; at the end it returns to the native level. */
+ * runs the cases at every level; at the end it returns to the level chosen at start-up. */
 static int isa_next(size_t *l, const char **prev)
 {
     for (; *l < N_ISA_LEVELS; (*l)++)
         if (isa_level_enter(*l, prev))
             return 1;
-    llm__quant_select("native");
+    isa_restore();
     return 0;
 }
 
@@ -57,7 +66,7 @@ static void check_required_isa(void)
     if (need && *need) {
         CHECK_MSG(llm__quant_select(need), "LLM_TEST_ISA=%s: this CPU (or build) lacks it",
                   need);
-        llm__quant_select("native");
+        isa_restore();
     }
 }
 

@@ -1,0 +1,175 @@
+/* isa_bench.c - the CPU kernels of each instruction-set level this machine has (AVX2,
+ * AVX-512, AVX-512 with VNNI/BF16) side by side: ns per vec_dot row of 4096 elements, with
+ * the weight rows hot in cache (64 rows, many passes) and streamed from memory (about 64 MB
+ * of rows, one pass), and ns per from_float row. The levels take turns within each
+ * repetition; the median of the repetitions is printed with its ratio to AVX2. One thread.
+ * Not a test: it checks nothing. Usage: isa_bench [repetitions] */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "quants.h"
+
+#define N 4096
+
+static double now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static unsigned long long rng = 0x853c49e6748fea9bULL;
+
+static uint32_t rnd(void)
+{
+    rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (uint32_t)(rng >> 33);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static const char *const levels[] = {"avx2", "avx512", "native"};
+static llm_quant_traits tables[3][LLM_DT_COUNT];
+static const char *names[3];
+static int n_levels;
+
+/* random but valid rows: quantised from random floats where there is a quantiser, random
+ * bytes with small f16 scales otherwise (K-quants) */
+static void fill_rows(uint32_t t, char *w, size_t rb, int64_t rows)
+{
+    float *x = malloc(N * sizeof(float));
+    for (int64_t r = 0; r < rows; r++) {
+        for (int i = 0; i < N; i++)
+            x[i] = (float)((int)(rnd() % 2001) - 1000) / 1000.0f;
+        if (llm__quant_ref[t].from_float) {
+            llm__quant_ref[t].from_float(x, w + r * rb, N);
+        } else {
+            for (size_t i = 0; i < rb; i++)
+                w[r * rb + i] = (char)rnd();
+            const size_t bsz = rb / (N / QK_K);
+            for (int b = 0; b < N / QK_K; b++) {
+                char *blk = w + r * rb + b * bsz;
+                const llm_f16 d = llm__f32_to_f16(0.01f);
+                /* d (and dmin) sit first in Q4_K/Q5_K, last in Q6_K */
+                if (t == LLM_DT_Q6_K)
+                    memcpy(blk + bsz - 2, &d, 2);
+                else
+                    memcpy(blk, &d, 2), memcpy(blk + 2, &d, 2);
+            }
+        }
+    }
+    free(x);
+}
+
+static void bench_dot(uint32_t t, const char *name, int reps)
+{
+    const uint32_t vt = llm__quant_ref[t].vec_dot_type;
+    const size_t rb = llm__dtype_row_size(t, N), ab = llm__dtype_row_size(vt, N);
+    const int64_t hot = 64, cold = (int64_t)((64u << 20) / rb);
+    char *w = malloc(rb * (size_t)cold), *a = malloc(ab);
+    float *x = malloc(N * sizeof(float));
+    fill_rows(t, w, rb, cold);
+    for (int i = 0; i < N; i++)
+        x[i] = (float)((int)(rnd() % 2001) - 1000) / 500.0f;
+    llm__quant_ref[vt].from_float(x, a, N);
+    double res[2][3][64];
+    volatile float sink = 0;
+    for (int rep = 0; rep < reps; rep++) {
+        for (int l = 0; l < n_levels; l++) {
+            const llm_vec_dot_fn dot = tables[l][t].vec_dot;
+            float s;
+            double t0 = now_ns();
+            for (int pass = 0; pass < 200; pass++)
+                for (int64_t r = 0; r < hot; r++) {
+                    dot(N, &s, w + r * rb, a);
+                    sink += s;
+                }
+            res[0][l][rep] = (now_ns() - t0) / (200.0 * (double)hot);
+            t0 = now_ns();
+            for (int64_t r = 0; r < cold; r++) {
+                dot(N, &s, w + r * rb, a);
+                sink += s;
+            }
+            res[1][l][rep] = (now_ns() - t0) / (double)cold;
+        }
+    }
+    for (int k = 0; k < 2; k++) {
+        printf("%-5s %-4s", name, k ? "mem" : "hot");
+        double base = 0;
+        for (int l = 0; l < n_levels; l++) {
+            qsort(res[k][l], (size_t)reps, sizeof(double), cmp_double);
+            const double m = res[k][l][reps / 2];
+            if (l == 0)
+                base = m;
+            printf("  %9.1f ns (%.2fx)", m, base / m);
+        }
+        printf("\n");
+    }
+    (void)sink;
+    free(w), free(a), free(x);
+}
+
+static void bench_from_float(uint32_t t, const char *name, int reps)
+{
+    float *x = malloc(N * sizeof(float));
+    char *q = malloc(llm__dtype_row_size(LLM_DT_F32, N));
+    for (int i = 0; i < N; i++)
+        x[i] = (float)((int)(rnd() % 2001) - 1000) / 500.0f;
+    double res[3][64];
+    for (int rep = 0; rep < reps; rep++)
+        for (int l = 0; l < n_levels; l++) {
+            double t0 = now_ns();
+            for (int i = 0; i < 2000; i++)
+                tables[l][t].from_float(x, q, N);
+            res[l][rep] = (now_ns() - t0) / 2000.0;
+        }
+    printf("%-5s from_float", name);
+    double base = 0;
+    for (int l = 0; l < n_levels; l++) {
+        qsort(res[l], (size_t)reps, sizeof(double), cmp_double);
+        const double m = res[l][reps / 2];
+        if (l == 0)
+            base = m;
+        printf("  %9.1f ns (%.2fx)", m, base / m);
+    }
+    printf("\n");
+    free(x), free(q);
+}
+
+int main(int argc, char **argv)
+{
+    int reps = argc > 1 ? atoi(argv[1]) : 7;
+    reps = reps < 1 ? 1 : reps > 64 ? 64 : reps;
+    llm__quant_init();
+    const char *prev = NULL;
+    for (int l = 0; l < 3; l++) {
+        if (!llm__quant_select(levels[l]) || (prev && strcmp(prev, llm__cpu_features()) == 0))
+            continue;
+        prev = llm__cpu_features();
+        names[n_levels] = levels[l];
+        memcpy(tables[n_levels++], llm__quant_best, sizeof tables[0]);
+    }
+    llm__quant_select("native"); /* the f16 table stays filled */
+    printf("vec_dot of %d elements, median of %d; levels:", N, reps);
+    for (int l = 0; l < n_levels; l++)
+        printf(" %s", names[l]);
+    printf("\n");
+    static const struct { uint32_t t; const char *name; } types[] = {
+        {LLM_DT_F32, "f32"},   {LLM_DT_F16, "f16"},   {LLM_DT_BF16, "bf16"},
+        {LLM_DT_Q4_0, "q4_0"}, {LLM_DT_Q4_1, "q4_1"}, {LLM_DT_Q5_0, "q5_0"},
+        {LLM_DT_Q5_1, "q5_1"}, {LLM_DT_Q8_0, "q8_0"}, {LLM_DT_Q4_K, "q4_K"},
+        {LLM_DT_Q5_K, "q5_K"}, {LLM_DT_Q6_K, "q6_K"}};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        bench_dot(types[i].t, types[i].name, reps);
+    bench_from_float(LLM_DT_Q8_0, "q8_0", reps);
+    bench_from_float(LLM_DT_Q8_1, "q8_1", reps);
+    bench_from_float(LLM_DT_Q8_K, "q8_K", reps);
+    return 0;
+}
