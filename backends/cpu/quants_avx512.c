@@ -107,6 +107,21 @@ static inline __m512i dot4_s8s8(__m512i x, __m512i y)
     return dot4_u8s8(_mm512_abs_epi8(x), _mm512_mask_sub_epi8(y, neg, _mm512_setzero_si512(), y));
 }
 
+/* sum((u - off) * y) per 4 bytes, for unsigned u and a byte offset off: the offset comes out
+ * as off * sum(y), fewer instructions than making u - off signed. */
+static inline __m512i dot4_off_s8(__m512i u, __m512i y, char off)
+{
+#ifdef LLM_AVX512_VNNI
+    const __m512i z = _mm512_setzero_si512();
+    return _mm512_sub_epi32(_mm512_dpbusd_epi32(z, u, y),
+                            _mm512_dpbusd_epi32(z, _mm512_set1_epi8(off), y));
+#else
+    const __m512i p = _mm512_sub_epi16(_mm512_maddubs_epi16(u, y),
+                                       _mm512_maddubs_epi16(_mm512_set1_epi8(off), y));
+    return _mm512_madd_epi16(p, _mm512_set1_epi16(1));
+#endif
+}
+
 /* acc + the int16 pair products of p and the int16 scales sc, as 16 int32 */
 static inline __m512i madd_acc(__m512i acc, __m512i sc, __m512i p)
 {
@@ -156,20 +171,17 @@ static ALWAYS_INLINE size_t blk32_size(int kind)
     }
 }
 
-/* the 64 values of two blocks: signed for Q4_0, Q5_0, Q8_0; unsigned for Q4_1, Q5_1 */
+/* the 64 values of two blocks: signed for Q8_0; unsigned for the others, where Q4_0 and Q5_0
+ * stand 8 and 16 above the weights */
 static ALWAYS_INLINE __m512i blk32_values2(int kind, const void *a, const void *b)
 {
     switch (kind) {
-    case K_Q4_0:
-        return _mm512_sub_epi8(nibbles2(((const block_q4_0 *)a)->qs, ((const block_q4_0 *)b)->qs),
-                               _mm512_set1_epi8(8));
+    case K_Q4_0: return nibbles2(((const block_q4_0 *)a)->qs, ((const block_q4_0 *)b)->qs);
     case K_Q4_1: return nibbles2(((const block_q4_1 *)a)->qs, ((const block_q4_1 *)b)->qs);
     case K_Q5_0: {
-        /* (nibble | hbit << 4) - 16: the nibble with 0xf0 or-ed in where the bit is clear */
         const block_q5_0 *x = a, *y = b;
         const __m512i nib = nibbles2(x->qs, y->qs);
-        return _mm512_mask_blend_epi8(qh2(x->qh, y->qh),
-                                      _mm512_or_si512(nib, _mm512_set1_epi8((char)0xf0)), nib);
+        return _mm512_mask_add_epi8(nib, qh2(x->qh, y->qh), nib, _mm512_set1_epi8(0x10));
     }
     case K_Q5_1: {
         const block_q5_1 *x = a, *y = b;
@@ -184,6 +196,16 @@ static ALWAYS_INLINE __m512i blk32_values2(int kind, const void *a, const void *
 static ALWAYS_INLINE llm_f16 blk32_f16(const void *b, int i)
 {
     return ((const llm_f16 *)b)[i];
+}
+
+static ALWAYS_INLINE __m512i blk32_dot(int kind, __m512i q, __m512i yq)
+{
+    switch (kind) {
+    case K_Q4_0: return dot4_off_s8(q, yq, 8);
+    case K_Q5_0: return dot4_off_s8(q, yq, 16);
+    case K_Q8_0: return dot4_s8s8(q, yq);
+    default: return dot4_u8s8(q, yq);
+    }
 }
 
 static ALWAYS_INLINE void dot32(int kind, int64_t n, float *s, const void *vx, const void *vy)
@@ -202,7 +224,7 @@ static ALWAYS_INLINE void dot32(int kind, int64_t n, float *s, const void *vx, c
         const char *y0 = y + (size_t)i * ysz, *y1 = y0 + ysz;
         const __m512i q = blk32_values2(kind, x0, x1);
         const __m512i yq = load2x32(y0 + yoff, y1 + yoff);
-        const __m512i p = has_min ? dot4_u8s8(q, yq) : dot4_s8s8(q, yq);
+        const __m512i p = blk32_dot(kind, q, yq);
         const float d0 = tf(blk32_f16(x0, 0)) * tf(blk32_f16(y0, 0));
         const float d1 = tf(blk32_f16(x1, 0)) * tf(blk32_f16(y1, 0));
         const __m512 d = _mm512_insertf32x8(_mm512_set1_ps(d0), _mm256_set1_ps(d1), 1);
@@ -215,7 +237,7 @@ static ALWAYS_INLINE void dot32(int kind, int64_t n, float *s, const void *vx, c
         const char *x0 = x + (size_t)i * xsz, *y0 = y + (size_t)i * ysz;
         const __m512i q = blk32_values2(kind, x0, x0);
         const __m512i yq = load2x32(y0 + yoff, y0 + yoff);
-        const __m512i p = has_min ? dot4_u8s8(q, yq) : dot4_s8s8(q, yq);
+        const __m512i p = blk32_dot(kind, q, yq);
         const __m512 d = _mm512_set1_ps(tf(blk32_f16(x0, 0)) * tf(blk32_f16(y0, 0)));
         acc = _mm512_mask3_fmadd_ps(d, _mm512_cvtepi32_ps(p), acc, 0x00ff);
         if (has_min)

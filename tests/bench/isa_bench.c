@@ -2,7 +2,8 @@
  * AVX-512, AVX-512 with VNNI/BF16) side by side: ns per vec_dot row of 4096 elements, with
  * the weight rows hot in cache (64 rows, many passes) and streamed from memory (about 64 MB
  * of rows, one pass), and ns per from_float row. The levels take turns within each
- * repetition; the median of the repetitions is printed with its ratio to AVX2. One thread.
+ * repetition, in a rotating order, each timed over about 20 ms after an untimed warm-up;
+ * the median of the repetitions is printed with its ratio to AVX2. One thread.
  * Not a test: it checks nothing. Usage: isa_bench [repetitions] */
 #include <stdint.h>
 #include <stdio.h>
@@ -81,23 +82,34 @@ static void bench_dot(uint32_t t, const char *name, int reps)
     llm__quant_ref[vt].from_float(x, a, N);
     double res[2][3][64];
     volatile float sink = 0;
-    for (int rep = 0; rep < reps; rep++) {
-        for (int l = 0; l < n_levels; l++) {
+    int passes = 0;
+    for (int rep = -1; rep < reps; rep++) {
+        for (int k = 0; k < n_levels; k++) {
+            const int l = (k + (rep < 0 ? 0 : rep)) % n_levels;
             const llm_vec_dot_fn dot = tables[l][t].vec_dot;
             float s;
+            for (int64_t r = 0; r < hot; r++) /* warm-up */
+                dot(N, &s, w + r * rb, a), sink += s;
             double t0 = now_ns();
-            for (int pass = 0; pass < 200; pass++)
+            const int np = passes ? passes : 20;
+            for (int pass = 0; pass < np; pass++)
                 for (int64_t r = 0; r < hot; r++) {
                     dot(N, &s, w + r * rb, a);
                     sink += s;
                 }
-            res[0][l][rep] = (now_ns() - t0) / (200.0 * (double)hot);
+            const double per = (now_ns() - t0) / ((double)np * (double)hot);
+            if (!passes)
+                passes = (int)(20e6 / (per * (double)hot)) + 1;
             t0 = now_ns();
             for (int64_t r = 0; r < cold; r++) {
                 dot(N, &s, w + r * rb, a);
                 sink += s;
             }
-            res[1][l][rep] = (now_ns() - t0) / (double)cold;
+            const double cold_per = (now_ns() - t0) / (double)cold;
+            if (rep >= 0) {
+                res[0][l][rep] = per;
+                res[1][l][rep] = cold_per;
+            }
         }
     }
     for (int k = 0; k < 2; k++) {
@@ -124,11 +136,12 @@ static void bench_from_float(uint32_t t, const char *name, int reps)
         x[i] = (float)((int)(rnd() % 2001) - 1000) / 500.0f;
     double res[3][64];
     for (int rep = 0; rep < reps; rep++)
-        for (int l = 0; l < n_levels; l++) {
+        for (int k = 0; k < n_levels; k++) {
+            const int l = (k + rep) % n_levels;
             double t0 = now_ns();
-            for (int i = 0; i < 2000; i++)
+            for (int i = 0; i < 10000; i++)
                 tables[l][t].from_float(x, q, N);
-            res[l][rep] = (now_ns() - t0) / 2000.0;
+            res[l][rep] = (now_ns() - t0) / 10000.0;
         }
     printf("%-5s from_float", name);
     double base = 0;
