@@ -15,7 +15,13 @@
  * also why the AVX2 tile kernels (gemm) stay in the table: they remain bit-identical with
  * these vec_dots, which test_quants checks. The activation quantisers give the reference's
  * blocks bit for bit. Only the BF16 dot with AVX512_BF16 (quants_avx512_bf16.c) differs in
- * the last bits. */
+ * the last bits.
+ *
+ * Here: the F32 and BF16 dots, the 32-blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0), Q5_K and Q6_K,
+ * the Q8_0/Q8_1 quantisers and the f16 row helpers. The F16 and Q4_K dots, the Q8_K
+ * quantiser, Q2_K, Q3_K and the i-quants keep their AVX2 kernels: 512-bit versions of the
+ * first three measured no faster (tests/bench/isa_bench on a Sapphire Rapids Xeon: Q4_K
+ * 0.85x with the rows in cache, 1.00x streamed). */
 #include "quants.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) &&               \
@@ -100,11 +106,19 @@ static inline __m512i dot4_u8s8(__m512i x, __m512i y)
 #endif
 }
 
-/* The same for two signed byte vectors: |x| times y negated where x < 0. */
+/* The same for two signed byte vectors. With VNNI: x + 128 is unsigned (x ^ 0x80), and the
+ * 128 * sum(y) it adds is taken out with a second vpdpbusd (which does not saturate).
+ * Without: |x| times y negated where x < 0 (maddubs would saturate on x + 128). */
 static inline __m512i dot4_s8s8(__m512i x, __m512i y)
 {
+#ifdef LLM_AVX512_VNNI
+    const __m512i z = _mm512_setzero_si512(), bias = _mm512_set1_epi8((char)0x80);
+    return _mm512_sub_epi32(_mm512_dpbusd_epi32(z, _mm512_xor_si512(x, bias), y),
+                            _mm512_dpbusd_epi32(z, bias, y));
+#else
     const __mmask64 neg = _mm512_movepi8_mask(x);
     return dot4_u8s8(_mm512_abs_epi8(x), _mm512_mask_sub_epi8(y, neg, _mm512_setzero_si512(), y));
+#endif
 }
 
 /* sum((u - off) * y) per 4 bytes, for unsigned u and a byte offset off: the offset comes out
@@ -311,7 +325,8 @@ static inline __m128i k4_mins_dot(const __m256i ms16, const int16_t *bsums)
     return _mm_madd_epi16(_mm256_extracti128_si256(ms16, 1), pairs);
 }
 
-/* Q4_K and Q5_K: 64 bytes of activations (groups 2j and 2j + 1) meet one vector of the low
+/* Q5_K (and Q4_K, is_q5 = 0, which measured no faster than AVX2 and is not installed):
+ * 64 bytes of activations (groups 2j and 2j + 1) meet one vector of the low
  * nibbles of qs[32j..32j+31] followed by their high nibbles. */
 static ALWAYS_INLINE void dot_q4_K(int is_q5, int64_t n, float *s, const void *vx,
                                    const void *vy)
@@ -341,7 +356,8 @@ static ALWAYS_INLINE void dot_q4_K(int is_q5, int64_t n, float *s, const void *v
             const __m256i h = _mm256_loadu_si256((const __m256i *)x5->qh);
             hb = _mm512_inserti64x4(_mm512_castsi256_si512(h), _mm256_srli_epi16(h, 1), 1);
         }
-        __m512i sumi = _mm512_setzero_si512();
+        /* two chains: vpdpwssd's latency would otherwise serialise the four steps */
+        __m512i sumi[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
             const __m256i bits = _mm256_loadu_si256((const __m256i *)(q4 + 32 * j));
@@ -353,16 +369,12 @@ static ALWAYS_INLINE void dot_q4_K(int is_q5, int64_t n, float *s, const void *v
                 hb = _mm512_srli_epi16(hb, 2);
             }
             const __m512i p = _mm512_maddubs_epi16(q, _mm512_loadu_si512(y[i].qs + 64 * j));
-            sumi = madd_acc(sumi, spread_scales(sidx_q4_K[j], sc), p);
+            sumi[j & 1] = madd_acc(sumi[j & 1], spread_scales(sidx_q4_K[j], sc), p);
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(fold_epi32(sumi)), acc);
+        const __m256i s8 = fold_epi32(_mm512_add_epi32(sumi[0], sumi[1]));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s8), acc);
     }
     *s = hsum_ps(acc) + hsum_ps128(accm);
-}
-
-static void q4_K_q8_K(int64_t n, float *s, const void *vx, const void *vy)
-{
-    dot_q4_K(0, n, s, vx, vy);
 }
 
 static void q5_K_q8_K(int64_t n, float *s, const void *vx, const void *vy)
@@ -387,7 +399,7 @@ static void q6_K_q8_K(int64_t n, float *s, const void *vx, const void *vy)
             _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)y[i].bsums)), 5);
         sumi8 = _mm256_sub_epi32(_mm256_setzero_si256(), sumi8);
         const __m512i sc = _mm512_castsi256_si512(sc16);
-        __m512i sumi = _mm512_setzero_si512();
+        __m512i sumi0 = _mm512_setzero_si512(), sumi1 = _mm512_setzero_si512();
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             const __m512i l = _mm512_loadu_si512(x[i].ql + 64 * h);
@@ -402,10 +414,10 @@ static void q6_K_q8_K(int64_t n, float *s, const void *vx, const void *vy)
             const int8_t *q8 = y[i].qs + 128 * h;
             const __m512i p0 = _mm512_maddubs_epi16(q0, _mm512_loadu_si512(q8));
             const __m512i p1 = _mm512_maddubs_epi16(q1, _mm512_loadu_si512(q8 + 64));
-            sumi = madd_acc(sumi, spread_scales(sidx_q6_K[2 * h], sc), p0);
-            sumi = madd_acc(sumi, spread_scales(sidx_q6_K[2 * h + 1], sc), p1);
+            sumi0 = madd_acc(sumi0, spread_scales(sidx_q6_K[2 * h], sc), p0);
+            sumi1 = madd_acc(sumi1, spread_scales(sidx_q6_K[2 * h + 1], sc), p1);
         }
-        sumi8 = _mm256_add_epi32(sumi8, fold_epi32(sumi));
+        sumi8 = _mm256_add_epi32(sumi8, fold_epi32(_mm512_add_epi32(sumi0, sumi1)));
         const float d = y[i].d * h2f(x[i].d);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi8), acc);
     }
@@ -450,25 +462,6 @@ static void f32_dot(int64_t n, float *s, const void *vx, const void *vy)
     for (; i < n; i++)
         sum += (double)(x[i] * y[i]);
     *s = (float)sum;
-}
-
-static float dot_f16(int64_t n, const llm_f16 *x, const llm_f16 *y)
-{
-    __m512 a01 = _mm512_setzero_ps(), a23 = _mm512_setzero_ps();
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        a01 = _mm512_fmadd_ps(load_f16x16(x + i), load_f16x16(y + i), a01);
-        a23 = _mm512_fmadd_ps(load_f16x16(x + i + 16), load_f16x16(y + i + 16), a23);
-    }
-    double sum = sum4(a01, a23);
-    for (; i < n; i++)
-        sum += (double)(h2f(x[i]) * h2f(y[i]));
-    return (float)sum;
-}
-
-static void f16_dot(int64_t n, float *s, const void *vx, const void *vy)
-{
-    *s = dot_f16(n, vx, vy);
 }
 
 static void bf16_dot(int64_t n, float *s, const void *vx, const void *vy)
@@ -621,58 +614,12 @@ static void q8_1_from_float(const float *x, void *dst, int64_t n)
     }
 }
 
-/* Q8_K as in quants_avx2.c: the first element of largest magnitude sets the scale (only an
- * exact tie between the maximum and minus the minimum needs a scan); the conversion rounds
- * to nearest even like ggml's nearest_int. One vector is one group of 16, so each bsum is
- * one vector's sum. */
-static void q8_K_from_float(const float *x, void *dst, int64_t n)
-{
-    block_q8_K *y = dst;
-    for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
-        __m512 vmax = _mm512_loadu_ps(x), vmin = vmax;
-        for (int j = 16; j < QK_K; j += 16) {
-            const __m512 v = _mm512_loadu_ps(x + j);
-            vmax = _mm512_max_ps(vmax, v);
-            vmin = _mm512_min_ps(vmin, v);
-        }
-        const float hi = _mm512_reduce_max_ps(vmax), lo = -_mm512_reduce_min_ps(vmin);
-        float max;
-        if (hi > lo) {
-            max = hi;
-        } else if (lo > hi) {
-            max = -lo;
-        } else {
-            max = 0.0f;
-            for (int j = 0; j < QK_K; j++) {
-                if (x[j] == hi || x[j] == -hi) {
-                    max = x[j];
-                    break;
-                }
-            }
-        }
-        if (max == 0.0f) {
-            memset(&y[i], 0, sizeof y[i]);
-            continue;
-        }
-        const float iscale = -127.0f / max;
-        const __m512 mul = _mm512_set1_ps(iscale);
-        for (int g = 0; g < QK_K / 16; g++) {
-            __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 16 * g), mul));
-            q = _mm512_min_epi32(q, _mm512_set1_epi32(127));
-            _mm_storeu_si128((__m128i *)(y[i].qs + 16 * g), _mm512_cvtepi32_epi8(q));
-            y[i].bsums[g] = (int16_t)_mm512_reduce_add_epi32(q);
-        }
-        y[i].d = 1.0f / iscale;
-    }
-}
-
 /* ---- registration --------------------------------------------------------------- */
 
 int FILL_FN(llm_quant_traits *t, llm_quant_row_fns *rows)
 {
     /* the scale table (llm__f16_table) was filled by llm__quant_avx2_fill */
     t[LLM_DT_F32].vec_dot = f32_dot;
-    t[LLM_DT_F16].vec_dot = f16_dot;
     t[LLM_DT_F16].from_float = f16_from_float;
     t[LLM_DT_F16].to_float = f16_to_float;
     t[LLM_DT_BF16].vec_dot = bf16_dot;
@@ -682,15 +629,12 @@ int FILL_FN(llm_quant_traits *t, llm_quant_row_fns *rows)
     t[LLM_DT_Q5_0].vec_dot = q5_0_q8_0;
     t[LLM_DT_Q5_1].vec_dot = q5_1_q8_1;
     t[LLM_DT_Q8_0].vec_dot = q8_0_q8_0;
-    t[LLM_DT_Q4_K].vec_dot = q4_K_q8_K;
     t[LLM_DT_Q5_K].vec_dot = q5_K_q8_K;
     t[LLM_DT_Q6_K].vec_dot = q6_K_q8_K;
     t[LLM_DT_Q8_0].from_float = q8_0_from_float;
     t[LLM_DT_Q8_1].from_float = q8_1_from_float;
-    t[LLM_DT_Q8_K].from_float = q8_K_from_float;
     rows->f32_to_f16_row = f32_to_f16_row;
     rows->f16_to_f32_row = f16_to_f32_row;
-    rows->dot_f16 = dot_f16;
     rows->dot_f32_f16 = dot_f32_f16;
     rows->axpy_f16 = axpy_f16;
     return 1;
