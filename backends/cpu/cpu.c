@@ -130,7 +130,11 @@ static const llm_repack_traits *repack_traits(const llm_tensor *w)
     /* expert matrices go through matmul_id, which reads the file's layout */
     if (strstr(w->name, "_exps"))
         return NULL;
-    return llm__repack_avx2_traits(w->dtype);
+    /* the VNNI kernels give the AVX2 ones' bits */
+    const llm_repack_traits *vnni = strstr(llm__cpu_features(), "avx512vnni")
+                                        ? llm__repack_avx512vnni_traits(w->dtype)
+                                        : NULL;
+    return vnni ? vnni : llm__repack_avx2_traits(w->dtype);
 }
 
 typedef struct pack_job {

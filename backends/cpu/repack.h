@@ -40,6 +40,9 @@ typedef struct llm_repack_traits {
 /* The AVX2 kernels for a weight dtype, or NULL; call only on a CPU with AVX2, FMA and
  * F16C (llm__quant_init found them). */
 const llm_repack_traits *llm__repack_avx2_traits(uint32_t dtype);
+/* The same layout with AVX512_VNNI kernels (repack_avx512vnni.c), bit-identical with the
+ * AVX2 ones; call only when llm__cpu_features() names avx512vnni. NULL when built without. */
+const llm_repack_traits *llm__repack_avx512vnni_traits(uint32_t dtype);
 
 /* Integer sums of the qs of nb consecutive Q8_0 blocks. */
 void llm__q8_0_block_sums(const void *blocks, int64_t nb, int32_t *out);

@@ -14,19 +14,53 @@
  * block (for Q4_0 the unsigned nibbles, corrected by 8 * the activation block's sum), and
  * one fma per token adds d_row * d_act times it (Q4_1: a second one adds m_row * s_act).
  * The integer sums equal those of the reference; only the float accumulation order
- * differs (one chain per row over the blocks). */
+ * differs (one chain per row over the blocks).
+ *
+ * repack_avx512vnni.c compiles this file again with AVX512_VNNI (LLM_REPACK_VNNI): the same
+ * layout and the same float steps, the integer dots of each block formed with 256-bit
+ * vpdpbusd instead of the maddubs/madd trees. The lanes' integers are the same exact sums,
+ * so the results are bit-identical. */
 #include "repack.h"
 
 #include <string.h>
 
 #include "quants.h"
 
-#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) &&                           \
+    (!defined(LLM_REPACK_VNNI) || (defined(__AVX512VNNI__) && defined(__AVX512VL__)))
 
 #include <immintrin.h>
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 #define TILE_TOKENS 4
+
+#ifdef LLM_REPACK_VNNI
+#define REPACK_TRAITS_FN llm__repack_avx512vnni_traits
+/* sum over k of the 4-byte dots of u[k] (unsigned) and the broadcast activation bytes
+ * a[4k..4k+3] (signed) per int32 lane, exact; two chains for vpdpbusd's latency */
+static inline __m256i dot8_u8s8(const __m256i u[8], const int32_t *a)
+{
+    __m256i s0 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u[0], _mm256_set1_epi32(a[0]));
+    __m256i s1 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u[1], _mm256_set1_epi32(a[1]));
+    for (int k = 2; k < 8; k += 2) {
+        s0 = _mm256_dpbusd_epi32(s0, u[k], _mm256_set1_epi32(a[k]));
+        s1 = _mm256_dpbusd_epi32(s1, u[k + 1], _mm256_set1_epi32(a[k + 1]));
+    }
+    return _mm256_add_epi32(s0, s1);
+}
+
+/* the same over k = k0 .. k0 + 3 */
+static inline __m256i dot4_u8s8(const __m256i *u, const int32_t *a)
+{
+    __m256i s0 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u[0], _mm256_set1_epi32(a[0]));
+    __m256i s1 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u[1], _mm256_set1_epi32(a[1]));
+    s0 = _mm256_dpbusd_epi32(s0, u[2], _mm256_set1_epi32(a[2]));
+    s1 = _mm256_dpbusd_epi32(s1, u[3], _mm256_set1_epi32(a[3]));
+    return _mm256_add_epi32(s0, s1);
+}
+#else
+#define REPACK_TRAITS_FN llm__repack_avx2_traits
+#endif
 
 /* nibble value of element e (0..31) of a 32-block's 16 quant bytes */
 static inline uint8_t nib(const uint8_t *qs, int e)
@@ -113,6 +147,10 @@ static ALWAYS_INLINE void group_tile(int is_q41, int RN, int64_t nb, float *s, s
         for (int c = 0; c < RN; c++) {
             const char *yb = y + c * by + (size_t)i * yb_size;
             const int32_t *a = (const int32_t *)(yb + (is_q41 ? 4 : 2));
+#ifdef LLM_REPACK_VNNI
+            (void)ones;
+            __m256i s32 = dot8_u8s8(v, a);
+#else
             __m256i s01 = _mm256_add_epi16(_mm256_maddubs_epi16(v[0], _mm256_set1_epi32(a[0])),
                                            _mm256_maddubs_epi16(v[1], _mm256_set1_epi32(a[1])));
             __m256i s23 = _mm256_add_epi16(_mm256_maddubs_epi16(v[2], _mm256_set1_epi32(a[2])),
@@ -123,6 +161,7 @@ static ALWAYS_INLINE void group_tile(int is_q41, int RN, int64_t nb, float *s, s
                                            _mm256_maddubs_epi16(v[7], _mm256_set1_epi32(a[7])));
             __m256i s32 = _mm256_madd_epi16(
                 _mm256_add_epi16(_mm256_add_epi16(s01, s23), _mm256_add_epi16(s45, s67)), ones);
+#endif
             const __m256 da = _mm256_set1_ps(_cvtsh_ss(*(const uint16_t *)yb));
             if (!is_q41)
                 s32 = _mm256_sub_epi32(s32, _mm256_set1_epi32(8 * ysum[c * nb + i]));
@@ -165,8 +204,33 @@ static void q8_0_pack(void *dst, const void *src, size_t row_bytes, int64_t k)
 }
 
 static ALWAYS_INLINE void group_tile_q8_0(int RN, int64_t nb, float *s, size_t bs,
-                                          const uint8_t *w, const char *y, size_t by)
+                                          const uint8_t *w, const char *y, size_t by,
+                                          const int32_t *ysum)
 {
+#ifdef LLM_REPACK_VNNI
+    /* w + 128 is unsigned (w ^ 0x80); the 128 * sum(a) that adds comes out through the
+     * activation block sums */
+    const __m256i bias = _mm256_set1_epi8((char)0x80);
+    __m256 acc[TILE_TOKENS];
+    for (int c = 0; c < RN; c++)
+        acc[c] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++, w += Q80_GB) {
+        const __m256 dw = _mm256_load_ps((const float *)w);
+        __m256i u[8];
+        for (int k = 0; k < 8; k++)
+            u[k] = _mm256_xor_si256(_mm256_load_si256((const __m256i *)(w + 32 + 32 * k)), bias);
+        for (int c = 0; c < RN; c++) {
+            const block_q8_0 *yb = (const block_q8_0 *)(y + c * by) + i;
+            const __m256i s32 = _mm256_sub_epi32(dot8_u8s8(u, (const int32_t *)yb->qs),
+                                                 _mm256_set1_epi32(128 * ysum[c * nb + i]));
+            const __m256 da = _mm256_set1_ps(_cvtsh_ss(yb->d));
+            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_mul_ps(dw, da), acc[c]);
+        }
+    }
+    for (int c = 0; c < RN; c++)
+        _mm256_storeu_ps(s + c * bs, acc[c]);
+#else
+    (void)ysum;
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[TILE_TOKENS];
     for (int c = 0; c < RN; c++)
@@ -195,6 +259,7 @@ static ALWAYS_INLINE void group_tile_q8_0(int RN, int64_t nb, float *s, size_t b
     }
     for (int c = 0; c < RN; c++)
         _mm256_storeu_ps(s + c * bs, acc[c]);
+#endif
 }
 
 /* Q4_K, per super-block of 256: f32 d[8], f32 dmin[8]; the 6-bit scales as uint8
@@ -271,6 +336,15 @@ static ALWAYS_INLINE void group_tile_q4_K(int RN, int64_t nb, float *s, size_t b
                 v[k + 4] = _mm256_and_si256(_mm256_srli_epi16(p, 4), m4);
             }
             const __m256i sc = _mm256_cvtepu8_epi16(_mm_load_si128((const __m128i *)(w + 64 + 16 * g)));
+#ifdef LLM_REPACK_VNNI
+            /* the scale of each row as an int32 (each is stored twice, as an int16 pair) */
+            const __m256i sc32 = _mm256_and_si256(sc, _mm256_set1_epi32(0xffff));
+            for (int c = 0; c < RN; c++) {
+                const __m256i s32 = dot8_u8s8(v, (const int32_t *)(yb[c]->qs + 32 * g));
+                isum[c] = _mm256_add_epi32(isum[c], _mm256_mullo_epi32(s32, sc32));
+            }
+            continue;
+#endif
             for (int c = 0; c < RN; c++) {
                 const int32_t *a = (const int32_t *)(yb[c]->qs + 32 * g);
                 __m256i s01 = _mm256_add_epi16(_mm256_maddubs_epi16(v[0], _mm256_set1_epi32(a[0])),
@@ -402,6 +476,23 @@ static ALWAYS_INLINE void group_tile_q6_K(int RN, int64_t nb, float *s, size_t b
                 _mm_load_si128((const __m128i *)(w + 32 + 16 * (2 * blk))));
             const __m256i sc1 = _mm256_cvtepi8_epi16(
                 _mm_load_si128((const __m128i *)(w + 32 + 16 * (2 * blk + 1))));
+#ifdef LLM_REPACK_VNNI
+            const __m256i sc0_32 = _mm256_srai_epi32(_mm256_slli_epi32(sc0, 16), 16);
+            const __m256i sc1_32 = _mm256_srai_epi32(_mm256_slli_epi32(sc1, 16), 16);
+            for (int c = 0; c < RN; c++) {
+                const int32_t *a = (const int32_t *)(yb[c]->qs + 32 * blk);
+                const __m256i t0 = _mm256_mullo_epi32(dot4_u8s8(v, a), sc0_32);
+                const __m256i t1 = _mm256_mullo_epi32(dot4_u8s8(v + 4, a + 4), sc1_32);
+                isum[c] = _mm256_add_epi32(isum[c], _mm256_add_epi32(t0, t1));
+                const int16_t *bsum = yb[c]->bsums + 2 * blk;
+                offs[c] = _mm256_add_epi32(
+                    offs[c],
+                    _mm256_add_epi32(
+                        _mm256_madd_epi16(sc0, _mm256_set1_epi32((uint16_t)bsum[0])),
+                        _mm256_madd_epi16(sc1, _mm256_set1_epi32((uint16_t)bsum[1]))));
+            }
+            continue;
+#endif
             for (int c = 0; c < RN; c++) {
                 const int32_t *a = (const int32_t *)(yb[c]->qs + 32 * blk);
                 const __m256i s01 = _mm256_add_epi16(
@@ -442,7 +533,7 @@ static ALWAYS_INLINE void group_tile_q6_K(int RN, int64_t nb, float *s, size_t b
 
 #define TILE_Q6_K(RN, s_, w_, y_, ysum_) group_tile_q6_K(RN, nb / 8, s_, bs, w_, y_, by)
 #define TILE_Q4_K(RN, s_, w_, y_, ysum_) group_tile_q4_K(RN, nb / 8, s_, bs, w_, y_, by)
-#define TILE_Q8_0(RN, s_, w_, y_, ysum_) group_tile_q8_0(RN, nb, s_, bs, w_, y_, by)
+#define TILE_Q8_0(RN, s_, w_, y_, ysum_) group_tile_q8_0(RN, nb, s_, bs, w_, y_, by, ysum_)
 #define TILE_Q4_0(RN, s_, w_, y_, ysum_) group_tile(0, RN, nb, s_, bs, w_, y_, by, ysum_)
 #define TILE_Q4_1(RN, s_, w_, y_, ysum_) group_tile(1, RN, nb, s_, bs, w_, y_, by, ysum_)
 
@@ -484,11 +575,15 @@ GEMM(gemm_q6_K_x8, TILE_Q6_K)
 
 static const llm_repack_traits q4_0_x8 = {q4_0_group_bytes, q4_0_pack, gemm_q4_0_x8, 1};
 static const llm_repack_traits q4_1_x8 = {q4_1_group_bytes, q4_1_pack, gemm_q4_1_x8, 0};
+#ifdef LLM_REPACK_VNNI
+static const llm_repack_traits q8_0_x8 = {q8_0_group_bytes, q8_0_pack, gemm_q8_0_x8, 1};
+#else
 static const llm_repack_traits q8_0_x8 = {q8_0_group_bytes, q8_0_pack, gemm_q8_0_x8, 0};
+#endif
 static const llm_repack_traits q4_K_x8 = {q4_K_group_bytes, q4_K_pack, gemm_q4_K_x8, 0};
 static const llm_repack_traits q6_K_x8 = {q6_K_group_bytes, q6_K_pack, gemm_q6_K_x8, 0};
 
-const llm_repack_traits *llm__repack_avx2_traits(uint32_t dtype)
+const llm_repack_traits *REPACK_TRAITS_FN(uint32_t dtype)
 {
     switch (dtype) {
     case LLM_DT_Q4_0: return &q4_0_x8;
@@ -500,6 +595,7 @@ const llm_repack_traits *llm__repack_avx2_traits(uint32_t dtype)
     }
 }
 
+#ifndef LLM_REPACK_VNNI
 void llm__q8_0_block_sums(const void *blocks, int64_t nb, int32_t *out)
 {
     const block_q8_0 *b = blocks;
@@ -515,15 +611,21 @@ void llm__q8_0_block_sums(const void *blocks, int64_t nb, int32_t *out)
         out[i] = _mm_cvtsi128_si32(r);
     }
 }
+#endif
 
-#else /* built without AVX2/FMA/F16C */
+#else /* built without AVX2/FMA/F16C (or, for LLM_REPACK_VNNI, without AVX512_VNNI) */
 
+#ifdef LLM_REPACK_VNNI
+const llm_repack_traits *llm__repack_avx512vnni_traits(uint32_t dtype)
+#else
 const llm_repack_traits *llm__repack_avx2_traits(uint32_t dtype)
+#endif
 {
     (void)dtype;
     return NULL;
 }
 
+#ifndef LLM_REPACK_VNNI
 void llm__q8_0_block_sums(const void *blocks, int64_t nb, int32_t *out)
 {
     const block_q8_0 *b = blocks;
@@ -534,5 +636,6 @@ void llm__q8_0_block_sums(const void *blocks, int64_t nb, int32_t *out)
         out[i] = s;
     }
 }
+#endif
 
 #endif

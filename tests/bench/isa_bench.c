@@ -3,7 +3,9 @@
  * the weight rows hot in cache (64 rows, many passes) and streamed from memory (about 64 MB
  * of rows, one pass), and ns per from_float row. The levels take turns within each
  * repetition, in a rotating order, each timed over about 20 ms after an untimed warm-up;
- * the median of the repetitions is printed with its ratio to AVX2. One thread.
+ * the median of the repetitions is printed with its ratio to AVX2. One thread. Last, the CPU
+ * backend's matmul (4096 x 4096 weights, repacked where the type has it) for 1 and 32
+ * tokens, the weights prepared again at each level.
  * Not a test: it checks nothing. Usage: isa_bench [repetitions] */
 #include <stdint.h>
 #include <stdio.h>
@@ -11,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backend.h"
 #include "quants.h"
 
 #define N 4096
@@ -156,6 +159,64 @@ static void bench_from_float(uint32_t t, const char *name, int reps)
     free(x), free(q);
 }
 
+/* the CPU backend's matmul, one thread, at each level: ns per call */
+static void bench_matmul(uint32_t t, const char *name, int reps)
+{
+    const struct llm_backend_ops *ops = llm__backend_find("cpu");
+    llm_backend_config cfg = {.n_threads = 1};
+    llm_backend *be = NULL;
+    if (!ops || ops->create(&cfg, &be) != LLM_OK) {
+        printf("no cpu backend\n");
+        return;
+    }
+    const int64_t rows = 4096, ntok = 32;
+    const size_t rb = llm__dtype_row_size(t, N);
+    char *w = malloc(rb * (size_t)rows);
+    float *x = malloc((size_t)ntok * N * sizeof(float)), *y = malloc((size_t)ntok * rows * 4);
+    fill_rows(t, w, rb, rows);
+    for (int64_t i = 0; i < ntok * N; i++)
+        x[i] = (float)((int)(rnd() % 2001) - 1000) / 500.0f;
+    llm_tensor wt[3];
+    for (int l = 0; l < n_levels; l++) {
+        llm__quant_select(names[l]);
+        wt[l] = (llm_tensor){.dtype = t, .ne = {N, rows}, .row_bytes = rb, .data = w,
+                             .name = "blk.0.ffn_up.weight"};
+        ops->prepare_weight(be, &wt[l]);
+    }
+    double res[2][3][64];
+    for (int rep = -1; rep < reps; rep++)
+        for (int k = 0; k < n_levels; k++) {
+            const int l = (k + (rep < 0 ? 0 : rep)) % n_levels;
+            llm__quant_select(names[l]);
+            for (int m = 0; m < 2; m++) {
+                const int64_t nt = m ? ntok : 1;
+                const int iters = m ? 2 : 20;
+                const double t0 = now_ns();
+                for (int it = 0; it < iters; it++)
+                    ops->matmul(be, y, rows, &wt[l], x, N, nt);
+                if (rep >= 0)
+                    res[m][l][rep] = (now_ns() - t0) / iters;
+            }
+        }
+    for (int m = 0; m < 2; m++) {
+        printf("%-5s matmul %2d tok", name, m ? (int)ntok : 1);
+        double base = 0;
+        for (int l = 0; l < n_levels; l++) {
+            qsort(res[m][l], (size_t)reps, sizeof(double), cmp_double);
+            const double med = res[m][l][reps / 2] / 1e3;
+            if (l == 0)
+                base = med;
+            printf("  %9.1f us (%.2fx)", med, base / med);
+        }
+        printf("\n");
+    }
+    for (int l = 0; l < n_levels; l++)
+        ops->release_weight(be, &wt[l]);
+    ops->destroy(be);
+    llm__quant_select("native");
+    free(w), free(x), free(y);
+}
+
 int main(int argc, char **argv)
 {
     int reps = argc > 1 ? atoi(argv[1]) : 7;
@@ -184,5 +245,10 @@ int main(int argc, char **argv)
     bench_from_float(LLM_DT_Q8_0, "q8_0", reps);
     bench_from_float(LLM_DT_Q8_1, "q8_1", reps);
     bench_from_float(LLM_DT_Q8_K, "q8_K", reps);
+    bench_matmul(LLM_DT_Q4_0, "q4_0", reps);
+    bench_matmul(LLM_DT_Q8_0, "q8_0", reps);
+    bench_matmul(LLM_DT_Q4_K, "q4_K", reps);
+    bench_matmul(LLM_DT_Q6_K, "q6_K", reps);
+    bench_matmul(LLM_DT_Q5_0, "q5_0", reps);
     return 0;
 }

@@ -365,6 +365,65 @@ static void test_matmul_repacked(void)
     free(wf), free(x), free(deq);
 }
 
+/* The kernels of every level give the AVX2 level's bits: the same weights and activations
+ * through matmul (repacked or not, one token and several) at each level, compared with
+ * memcmp. */
+static void test_matmul_levels_agree(void)
+{
+    const int64_t k = 512, rows = 40, n = 6;
+    const uint32_t types[] = {LLM_DT_F32, LLM_DT_Q4_0, LLM_DT_Q4_1, LLM_DT_Q5_0, LLM_DT_Q8_0,
+                              LLM_DT_Q4_K, LLM_DT_Q6_K};
+    if (!llm__quant_select("avx2")) {
+        printf("     no AVX2 on this CPU: one level only\n");
+        isa_restore();
+        return;
+    }
+    float *x = rand_buf(n * k, -2, 2), *wf = rand_buf(rows * k, -1, 1);
+    float *want = poisoned((n + 1) * rows), *got = poisoned((n + 1) * rows);
+    int compared = 0;
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const uint32_t t = types[ti];
+        const size_t rb = llm__dtype_row_size(t, k);
+        char *wq = malloc(rb * (size_t)rows);
+        if (t == LLM_DT_F32 || llm__quant_ref[t].from_float) {
+            for (int64_t r = 0; r < rows; r++)
+                llm__quant_ref[t].from_float(wf + r * k, wq + r * rb, k);
+        } else {
+            for (size_t i = 0; i < rb * (size_t)rows; i++)
+                wq[i] = (char)test_rand_u64(&rng);
+            for (int64_t b = 0; b < rows * k / QK_K; b++) {
+                const llm_f16 d = llm__f32_to_f16(test_rand_f32(&rng, 0.001f, 0.02f));
+                if (t == LLM_DT_Q4_K)
+                    ((block_q4_K *)wq)[b].d = ((block_q4_K *)wq)[b].dmin = d;
+                else
+                    ((block_q6_K *)wq)[b].d = d;
+            }
+        }
+        static const char *const levels[] = {"avx2", "avx512", "native"};
+        const char *prev = NULL;
+        for (int l = 0; l < 3; l++) {
+            if (!llm__quant_select(levels[l]) || (prev && strcmp(prev, llm__cpu_features()) == 0))
+                continue;
+            prev = llm__cpu_features();
+            llm_tensor w = {.dtype = t, .ne = {k, rows}, .row_bytes = rb, .data = wq};
+            CHECK_EQ_INT(ops->prepare_weight(be, &w), LLM_OK);
+            float *out = l == 0 ? want : got;
+            ops->matmul(be, out, rows, &w, x, k, n);
+            ops->matmul(be, out + n * rows, rows, &w, x, k, 1);
+            ops->release_weight(be, &w);
+            if (l > 0) {
+                CHECK_MSG(memcmp(want, got, (size_t)((n + 1) * rows) * sizeof(float)) == 0,
+                          "type %u: level %s differs from avx2", t, levels[l]);
+                compared++;
+            }
+        }
+        free(wq);
+    }
+    printf("     %d (type, level) matmuls equal to avx2's bit for bit\n", compared);
+    isa_restore();
+    free(x), free(wf), free(want), free(got);
+}
+
 static void test_threads(void)
 {
     CHECK_EQ_INT(ops->set_threads(be, 0), LLM_ERR_INVALID_ARG);
@@ -395,6 +454,7 @@ int main(void)
         TEST_RUN(test_matmul_repacked);
         TEST_RUN(test_attention);
     }
+    TEST_RUN(test_matmul_levels_agree);
     TEST_RUN(test_threads);
     ops->destroy(be);
     printf("instruction sets tested: %s\n", isa_tested[0] ? isa_tested : "scalar only");
