@@ -336,15 +336,6 @@ static ALWAYS_INLINE void group_tile_q4_K(int RN, int64_t nb, float *s, size_t b
                 v[k + 4] = _mm256_and_si256(_mm256_srli_epi16(p, 4), m4);
             }
             const __m256i sc = _mm256_cvtepu8_epi16(_mm_load_si128((const __m128i *)(w + 64 + 16 * g)));
-#ifdef LLM_REPACK_VNNI
-            /* the scale of each row as an int32 (each is stored twice, as an int16 pair) */
-            const __m256i sc32 = _mm256_and_si256(sc, _mm256_set1_epi32(0xffff));
-            for (int c = 0; c < RN; c++) {
-                const __m256i s32 = dot8_u8s8(v, (const int32_t *)(yb[c]->qs + 32 * g));
-                isum[c] = _mm256_add_epi32(isum[c], _mm256_mullo_epi32(s32, sc32));
-            }
-            continue;
-#endif
             for (int c = 0; c < RN; c++) {
                 const int32_t *a = (const int32_t *)(yb[c]->qs + 32 * g);
                 __m256i s01 = _mm256_add_epi16(_mm256_maddubs_epi16(v[0], _mm256_set1_epi32(a[0])),
@@ -589,7 +580,13 @@ const llm_repack_traits *REPACK_TRAITS_FN(uint32_t dtype)
     case LLM_DT_Q4_0: return &q4_0_x8;
     case LLM_DT_Q4_1: return &q4_1_x8;
     case LLM_DT_Q8_0: return &q8_0_x8;
+#ifdef LLM_REPACK_VNNI
+    /* with VNNI the per-row scales of Q4_K's groups of 32 would take a vpmulld per group;
+     * that measured slower than the AVX2 kernel, which cpu.c falls back to */
+    case LLM_DT_Q4_K: (void)q4_K_x8; return NULL;
+#else
     case LLM_DT_Q4_K: return &q4_K_x8;
+#endif
     case LLM_DT_Q6_K: return &q6_K_x8;
     default: return NULL;
     }
