@@ -2,8 +2,8 @@
  * this machine has (llm__quant_select in backends/cpu/quants.h): "avx2", "avx512" (F, BW,
  * DQ, VL) and "native" (with VNNI and BF16 where present), each distinct set once, and says
  * which ran (LLM_CPU_ISA, read by llm__quant_init, is left to the cases outside these loops,
- * e.g. the benchmark of test_quants). LLM_TEST_ISA=<level> makes a missing level a failure, so that a run meant to
- * cover AVX-512 cannot quietly fall back to AVX2. */
+ * e.g. the benchmark of test_quants). LLM_TEST_ISA=<level> makes a missing level a failure,
+ * so that a run meant to cover AVX-512 cannot quietly fall back to AVX2. */
 #ifndef LLM_TEST_ISA_LEVELS_H
 #define LLM_TEST_ISA_LEVELS_H
 
