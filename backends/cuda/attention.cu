@@ -214,6 +214,7 @@ static void launch(llm_backend *be, dim3 grid, int per, const att_params &p)
 
 void cu_attention(llm_backend *be, const llm_attention_args *a)
 {
+    act_stale(be);
     if (a->n_tokens <= 0)
         return;
     const llm_kv_layer *kv = a->kv;

@@ -32,8 +32,18 @@ struct llm_backend {
     int n_sm;
     int batch_invariant;     /* LLM_CUDA_BATCH_INVARIANT: no cuBLAS path (see matmul.cu) */
     int no_mmvq;             /* LLM_CUDA_NO_MMVQ: the float matrix-vector kernel for all types */
+    /* what the act buffer holds when it holds mmvq.cu's quantized activations: the next
+     * matmul of the same rows (q, k, v after one norm; gate, up) reuses them. Every other
+     * op, and any matmul that writes over those rows, makes them stale. */
+    struct {
+        const float *x;
+        int64_t ldx, k, n;
+        int mode, valid;
+    } act_q8;
     struct prof_state *prof; /* LLM_CUDA_PROFILE: per-op event timings */
 };
+
+static inline void act_stale(llm_backend *be) { be->act_q8.valid = 0; }
 
 /* A prepared weight: the device copy of the tensor's bytes (extra points here). */
 typedef struct cu_weight {

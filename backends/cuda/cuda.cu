@@ -140,6 +140,7 @@ static llm_status cu_set_threads(llm_backend *be, int32_t n)
 
 static void *cu_alloc(llm_backend *be, size_t n)
 {
+    act_stale(be);
     void *p = NULL;
     cudaSetDevice(be->device);
     if (cudaMalloc(&p, n ? n : 256) != cudaSuccess) {
@@ -151,6 +152,7 @@ static void *cu_alloc(llm_backend *be, size_t n)
 
 static void cu_free(llm_backend *be, void *p)
 {
+    act_stale(be);
     if (!p)
         return;
     cudaSetDevice(be->device);
@@ -159,12 +161,14 @@ static void cu_free(llm_backend *be, void *p)
 
 static void cu_upload(llm_backend *be, void *dst, const void *src, size_t n)
 {
+    act_stale(be);
     if (n)
         cu_check(be, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, be->stream), "upload");
 }
 
 static llm_status cu_download(llm_backend *be, void *dst, const void *src, size_t n)
 {
+    act_stale(be);
     if (n)
         cu_check(be, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, be->stream),
                  "download");
@@ -257,14 +261,57 @@ static __global__ void k_rms_norm(float *y, const float *x, const float *w, int6
         yr[i] = w ? (xr[i] * scale) * w[i] : xr[i] * scale;
 }
 
+/* The same sums in the same order, with the row and the weight held in registers: both
+ * are loaded before the reduction, so their memory latencies overlap (rows of up to
+ * VPT * blockDim.x elements). */
+template <int VPT>
+static __global__ void k_rms_norm_reg(float *y, const float *x, const float *w, int64_t dim,
+                                      float eps)
+{
+    const float *xr = x + blockIdx.x * dim;
+    float *yr = y + blockIdx.x * dim;
+    float v[VPT], wv[VPT];
+#pragma unroll
+    for (int i = 0; i < VPT; i++) {
+        const int64_t j = threadIdx.x + (int64_t)i * blockDim.x;
+        v[i] = j < dim ? xr[j] : 0.0f;
+        wv[i] = w && j < dim ? w[j] : 1.0f;
+    }
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < VPT; i++)
+        s += v[i] * v[i];
+    s = block_sum(s);
+    const float scale = 1.0f / sqrtf(s / (float)dim + eps);
+#pragma unroll
+    for (int i = 0; i < VPT; i++) {
+        const int64_t j = threadIdx.x + (int64_t)i * blockDim.x;
+        if (j < dim)
+            yr[j] = w ? (v[i] * scale) * wv[i] : v[i] * scale;
+    }
+}
+
 static void cu_rms_norm(llm_backend *be, float *y, const float *x, const llm_tensor *w,
                         int64_t n_rows, int64_t dim, float eps)
 {
+    act_stale(be);
     if (n_rows <= 0)
         return;
     const int threads = dim >= 1024 ? 512 : dim >= 256 ? 256 : 64;
-    k_rms_norm<<<(unsigned)n_rows, threads, 0, be->stream>>>(y, x, (const float *)wdata(w), dim,
-                                                             eps);
+    const float *wd = (const float *)wdata(w);
+    const unsigned g = (unsigned)n_rows;
+    if (dim <= threads)
+        k_rms_norm_reg<1><<<g, threads, 0, be->stream>>>(y, x, wd, dim, eps);
+    else if (dim <= 2 * threads)
+        k_rms_norm_reg<2><<<g, threads, 0, be->stream>>>(y, x, wd, dim, eps);
+    else if (dim <= 4 * threads)
+        k_rms_norm_reg<4><<<g, threads, 0, be->stream>>>(y, x, wd, dim, eps);
+    else if (dim <= 8 * threads)
+        k_rms_norm_reg<8><<<g, threads, 0, be->stream>>>(y, x, wd, dim, eps);
+    else if (dim <= 16 * threads)
+        k_rms_norm_reg<16><<<g, threads, 0, be->stream>>>(y, x, wd, dim, eps);
+    else
+        k_rms_norm<<<g, threads, 0, be->stream>>>(y, x, wd, dim, eps);
     CU_LAUNCHED(be, "rms_norm");
 }
 
@@ -294,6 +341,7 @@ static void cu_rope(llm_backend *be, float *x, int64_t n_tokens, int32_t n_heads
                     int32_t head_dim, int32_t n_rot, const int32_t *pos, float freq_base,
                     float freq_scale, const llm_tensor *ff, int mode)
 {
+    act_stale(be);
     if (n_tokens <= 0 || n_rot <= 0)
         return;
     const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
@@ -337,6 +385,7 @@ static unsigned grid_for(const llm_backend *be, int64_t n)
 static void cu_glu(llm_backend *be, float *y, const float *gate, const float *up, int64_t n,
                    int act)
 {
+    act_stale(be);
     if (n <= 0)
         return;
     k_glu<<<grid_for(be, n), THREADS, 0, be->stream>>>(y, gate, up, n, act);
@@ -352,6 +401,7 @@ static __global__ void k_add(float *y, const float *a, const float *b, int64_t n
 
 static void cu_add(llm_backend *be, float *y, const float *a, const float *b, int64_t n)
 {
+    act_stale(be);
     if (n <= 0)
         return;
     k_add<<<grid_for(be, n), THREADS, 0, be->stream>>>(y, a, b, n);
@@ -367,6 +417,7 @@ static __global__ void k_scale(float *y, const float *x, float s, int64_t n)
 
 static void cu_scale(llm_backend *be, float *y, const float *x, float s, int64_t n)
 {
+    act_stale(be);
     if (n <= 0)
         return;
     k_scale<<<grid_for(be, n), THREADS, 0, be->stream>>>(y, x, s, n);
@@ -384,6 +435,7 @@ static __global__ void k_copy_rows(float *y, const float *x, int64_t dim, const 
 static void cu_copy_rows(llm_backend *be, float *y, const float *x, int64_t dim,
                          const int32_t *rows, int64_t n)
 {
+    act_stale(be);
     if (n <= 0)
         return;
     k_copy_rows<<<(unsigned)n, THREADS, 0, be->stream>>>(y, x, dim, rows);
@@ -402,6 +454,7 @@ static __global__ void k_add_bias(float *y, const float *b, int64_t dim)
 
 static void cu_add_bias(llm_backend *be, float *y, const llm_tensor *b, int64_t n_rows)
 {
+    act_stale(be);
     if (n_rows <= 0)
         return;
     const float *bd = (const float *)wdata(b);
@@ -425,6 +478,7 @@ static __global__ void k_softcap(float *y, const float *x, float cap, float inv,
 
 static void cu_softcap(llm_backend *be, float *y, const float *x, float cap, int64_t n)
 {
+    act_stale(be);
     if (n <= 0)
         return;
     k_softcap<<<grid_for(be, n), THREADS, 0, be->stream>>>(y, x, cap, 1.0f / cap, n);
@@ -481,6 +535,7 @@ static __global__ void k_moe_route(int32_t *ids, float *weights, const float *lo
 static void cu_moe_route(llm_backend *be, int32_t *ids, float *weights, const float *logits,
                          int64_t n, int32_t n_expert, int32_t k, int norm)
 {
+    act_stale(be);
     if (n <= 0)
         return;
     float *scratch = (float *)cu_buffer(be, &be->route, &be->route_cap,
@@ -511,6 +566,7 @@ static __global__ void k_moe_combine(float *y, const float *x, const float *weig
 static void cu_moe_combine(llm_backend *be, float *y, const float *x, const float *weights,
                            int64_t n, int32_t k, int64_t dim)
 {
+    act_stale(be);
     if (n <= 0)
         return;
     const dim3 grid(cdiv(dim, THREADS), (unsigned)n);
@@ -564,6 +620,7 @@ static __global__ void k_kv_write(char *kc, char *vc, uint32_t dtype, const floa
 static void cu_kv_write(llm_backend *be, const llm_kv_layer *kv, const float *k, const float *v,
                         const int32_t *slots, int64_t n_tokens)
 {
+    act_stale(be);
     if (n_tokens <= 0)
         return;
     const int64_t row = (int64_t)kv->n_head_kv * kv->head_dim;
@@ -581,6 +638,7 @@ static void cu_kv_write(llm_backend *be, const llm_kv_layer *kv, const float *k,
 static void cu_kv_copy_block(llm_backend *be, const llm_kv_layer *kv, int32_t block_size,
                              int32_t dst, int32_t src)
 {
+    act_stale(be);
     const size_t bytes =
         (size_t)block_size * kv_bytes(kv->dtype, (int64_t)kv->n_head_kv * kv->head_dim);
     if (!bytes) {
@@ -604,6 +662,7 @@ static const char *cu_features(void)
 
 static llm_status cu_synchronize(llm_backend *be)
 {
+    act_stale(be);
     cu_check(be, cudaStreamSynchronize(be->stream), "queued work");
     prof_collect(be);
     return take_error(be);

@@ -643,6 +643,7 @@ void cu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, cons
     if ((n <= MATVEC_MAX_TOKENS || be->batch_invariant) && !be->no_mmvq &&
         cu_mmvq(be, y, ldy, w, wd, x, ldx, n))
         return;
+    act_stale(be); /* the paths below use the act buffer or write where it came from */
     x = round_activations(be, w->dtype, x, ldx, w->ne[0], n, &ldx);
     if (!x)
         return;
@@ -694,6 +695,7 @@ void cu_matmul_id(llm_backend *be, float *y, const llm_tensor *w, int32_t n_expe
                   const float *x, int64_t ldx, int64_t ldx_k, const int32_t *ids, int32_t k,
                   int64_t n)
 {
+    act_stale(be);
     if (n <= 0 || k <= 0)
         return;
     const uint8_t *wd = (const uint8_t *)wdata(w);
@@ -777,6 +779,7 @@ static void get_rows(llm_backend *be, float *y, const llm_tensor *w, const uint8
 
 void cu_get_rows(llm_backend *be, float *y, const llm_tensor *w, const int32_t *ids, int64_t n)
 {
+    act_stale(be);
     if (n <= 0)
         return;
     const uint8_t *wd = (const uint8_t *)wdata(w);

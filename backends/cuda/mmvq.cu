@@ -11,8 +11,12 @@
  * unit is exact, so the result differs from the float path's only in how the units' scaled
  * sums are added.
  *
- * Work split: one warp per one or two weight rows; a lane takes one "unit" (32 or 64
- * weights, the smallest piece whose scales are self-contained) at a time. A
+ * Work split: up to four warps per weight row, each taking every fourth run of 32 units;
+ * a lane takes one "unit" (32 or 64 weights, the smallest piece whose scales are
+ * self-contained) at a time. The template keeps R rows per warp and U units in flight as
+ * parameters (both 1: one warp per row with two rows or two units in flight measured
+ * slower end to end). Consecutive matmuls of the same activations (q, k and v after one
+ * norm; gate and up) quantize them once (act_q8 in common.cuh). A
  * token's result depends only on its own activations and this fixed order, never on how
  * many tokens share the launch (the batch-invariance matmul.cu promises).
  *
@@ -284,48 +288,51 @@ static __device__ __forceinline__ float warp_sum(float v)
     return v;
 }
 
-/* y[j][r] = row r · token j, for the NT tokens of tile blockIdx.y; R rows per warp
- * (activations loaded once for them), U units of each in flight. */
-template <int T, int NT, int R, int U>
+/* y[j][r] = row r · token j, for the NT tokens of tile blockIdx.y. The block's warps form
+ * groups of KS warps; a group takes R rows (activations loaded once for them), its warps
+ * every KS-th run of 32 units, U units of each in flight; the KS partial sums of a row are
+ * added in warp order, so a token's result never depends on NT. */
+template <int T, int NT, int R, int U, int KS>
 static __global__ void __launch_bounds__(MQ_WARPS *LLM_WARP_SIZE)
 k_mmvq(const uint8_t *__restrict__ w, size_t row_bytes, int64_t rows, int64_t k,
        const int8_t *__restrict__ xq, const float *__restrict__ xd, const int *__restrict__ xs,
        float *__restrict__ y, int64_t ldy, int n)
 {
-    const int lane = threadIdx.x % LLM_WARP_SIZE;
-    const int64_t r0 = ((int64_t)blockIdx.x * MQ_WARPS + threadIdx.x / LLM_WARP_SIZE) * R;
-    if (r0 >= rows)
-        return;
+    const int lane = threadIdx.x % LLM_WARP_SIZE, warp = threadIdx.x / LLM_WARP_SIZE;
+    const int slice = warp % KS;
+    const int64_t r0 = ((int64_t)blockIdx.x * (MQ_WARPS / KS) + warp / KS) * R;
+    const bool active = r0 < rows; /* no early return: the block meets at a barrier below */
     const int64_t nb = k / 32;
     xq += (int64_t)blockIdx.y * NT * k;
     xd += (int64_t)blockIdx.y * NT * nb;
     xs += (int64_t)blockIdx.y * NT * nb;
     y += (int64_t)blockIdx.y * NT * ldy;
     n = n - (int)blockIdx.y * NT < NT ? n - (int)blockIdx.y * NT : NT;
-    /* the last warp may have fewer rows: it repeats its last row and does not store it */
+    /* the last group may have fewer rows: it repeats its last row and does not store it */
     const uint8_t *row[R];
 #pragma unroll
     for (int i = 0; i < R; i++)
         row[i] = w + (r0 + i < rows ? r0 + i : rows - 1) * row_bytes;
-    const int nu = (int)(k / unit_of<T>::n);
+    const int nu = active ? (int)(k / unit_of<T>::n) : 0;
     float acc[R][NT];
 #pragma unroll
     for (int i = 0; i < R; i++)
 #pragma unroll
         for (int j = 0; j < NT; j++)
             acc[i][j] = 0.0f;
-    for (int u0 = lane; u0 < nu; u0 += U * LLM_WARP_SIZE) {
+    const int step = LLM_WARP_SIZE * KS;
+    for (int u0 = slice * LLM_WARP_SIZE + lane; u0 < nu; u0 += U * step) {
         /* every load of the U units of the R rows is issued before the first use */
         Wu wu[U][R];
 #pragma unroll
         for (int v = 0; v < U; v++)
 #pragma unroll
             for (int i = 0; i < R; i++)
-                if (u0 + v * LLM_WARP_SIZE < nu)
-                    unit_load<T>(row[i], u0 + v * LLM_WARP_SIZE, wu[v][i]);
+                if (u0 + v * step < nu)
+                    unit_load<T>(row[i], u0 + v * step, wu[v][i]);
 #pragma unroll
         for (int v = 0; v < U; v++) {
-            const int u = u0 + v * LLM_WARP_SIZE;
+            const int u = u0 + v * step;
             if (u >= nu)
                 break;
 #pragma unroll
@@ -343,11 +350,36 @@ k_mmvq(const uint8_t *__restrict__ w, size_t row_bytes, int64_t rows, int64_t k,
 #pragma unroll
     for (int i = 0; i < R; i++)
 #pragma unroll
-        for (int j = 0; j < NT; j++) {
-            const float s = warp_sum(acc[i][j]);
+        for (int j = 0; j < NT; j++)
+            acc[i][j] = warp_sum(acc[i][j]);
+    if (KS > 1) {
+        __shared__ float part[MQ_WARPS][R][NT];
+        if (lane == 0)
+#pragma unroll
+            for (int i = 0; i < R; i++)
+#pragma unroll
+                for (int j = 0; j < NT; j++)
+                    part[warp][i][j] = acc[i][j];
+        __syncthreads();
+        if (slice != 0)
+            return;
+#pragma unroll
+        for (int i = 0; i < R; i++)
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                float t = part[warp][i][j];
+#pragma unroll
+                for (int q = 1; q < KS; q++)
+                    t += part[warp + q][i][j];
+                acc[i][j] = t;
+            }
+    }
+#pragma unroll
+    for (int i = 0; i < R; i++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
             if (j < n && lane == 0 && r0 + i < rows)
-                y[j * ldy + r0 + i] = s;
-        }
+                y[j * ldy + r0 + i] = acc[i][j];
 }
 
 /* ---- activation quantization ------------------------------------------------------------
@@ -432,26 +464,30 @@ int cu_mmvq_supported(uint32_t t)
     }
 }
 
-template <int T, int NT, int R, int U>
+template <int T, int NT, int R, int U, int KS>
 static void launch(llm_backend *be, const uint8_t *wd, size_t rb, int64_t rows, int64_t k,
                    const int8_t *q, const float *d, const int *s, float *y, int64_t ldy, int n)
 {
-    const dim3 grid(cdiv(rows, MQ_WARPS * R), cdiv(n, MQ_MAX_TOKENS));
-    k_mmvq<T, NT, R, U><<<grid, MQ_WARPS * LLM_WARP_SIZE, 0, be->stream>>>(wd, rb, rows, k, q, d,
-                                                                           s, y, ldy, n);
+    const dim3 grid(cdiv(rows, (MQ_WARPS / KS) * R), cdiv(n, MQ_MAX_TOKENS));
+    k_mmvq<T, NT, R, U, KS><<<grid, MQ_WARPS * LLM_WARP_SIZE, 0, be->stream>>>(
+        wd, rb, rows, k, q, d, s, y, ldy, n);
 }
 
-/* The work split per type, measured on an H200 (tests/bench/matvec_bench.c): the
- * k-quants (more arithmetic per byte) do best with two rows per warp and one unit of each
- * in flight, the 32-weight block types with one row and two units. */
+/* The work split, by row length only (never by token count: a token's sums must not
+ * depend on its batch): rows of at least 128 units take four warps each, of 64 two, else
+ * one. Measured on an H200 against one or two rows per warp (docs/perf/cuda.md): decode of
+ * an 8B model 214 -> 221 tok/s in Q4_K_M, 213 -> 227 in Q8_0; the small matrices gain most. */
 template <int T, int NT>
 static void launch_v(llm_backend *be, const uint8_t *wd, size_t rb, int64_t rows, int64_t k,
                      const int8_t *q, const float *d, const int *s, float *y, int64_t ldy, int n)
 {
-    if (unit_of<T>::n == 64)
-        launch<T, NT, 2, 1>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
+    const int64_t nu = k / unit_of<T>::n;
+    if (nu >= 4 * LLM_WARP_SIZE)
+        launch<T, NT, 1, 1, 4>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
+    else if (nu >= 2 * LLM_WARP_SIZE)
+        launch<T, NT, 1, 1, 2>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
     else
-        launch<T, NT, 1, 2>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
+        launch<T, NT, 1, 1, 1>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
 }
 
 template <int T>
@@ -498,9 +534,23 @@ int cu_mmvq(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, const u
     int8_t *q = (int8_t *)buf;
     float *d = (float *)(buf + qb);
     int *s = (int *)(buf + qb + db);
-    k_act_q8<<<dim3(cdiv(k, 256), (unsigned)n), 256, 0, be->stream>>>(x, ldx, k, mode, q, d, s);
-    if (!CU_LAUNCHED(be, "activation quantization"))
-        return 1;
+    const bool same = be->act_q8.valid && be->act_q8.x == x && be->act_q8.ldx == ldx &&
+                      be->act_q8.k == k && be->act_q8.n == n && be->act_q8.mode == mode;
+    if (!same) {
+        k_act_q8<<<dim3(cdiv(k, 256), (unsigned)n), 256, 0, be->stream>>>(x, ldx, k, mode, q,
+                                                                          d, s);
+        if (!CU_LAUNCHED(be, "activation quantization")) {
+            act_stale(be);
+            return 1;
+        }
+        be->act_q8.x = x, be->act_q8.ldx = ldx, be->act_q8.k = k, be->act_q8.n = n;
+        be->act_q8.mode = mode, be->act_q8.valid = 1;
+    }
+    /* a product written over the rows it read leaves them stale for the next one */
+    const char *xb = (const char *)x, *xe = (const char *)(x + (n - 1) * ldx + k);
+    const char *yb = (const char *)y, *ye = (const char *)(y + (n - 1) * ldy + rows);
+    if (yb < xe && xb < ye)
+        act_stale(be);
     const size_t rb = w->row_bytes;
     switch (t) {
     case LLM_DT_Q4_0: mmvq<LLM_DT_Q4_0>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;

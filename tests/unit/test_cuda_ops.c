@@ -219,6 +219,49 @@ static void test_matmul(void)
     matmul_case(LLM_DT_Q4_0, 4096, 8300, 16);
 }
 
+/* Matmuls in a row on the same activations (q, k, v; gate, up) share one quantization of
+ * them; any op that writes them in between must make the next matmul quantize again. */
+static void test_activation_reuse(void)
+{
+    const int64_t k = 512, rows = 64, n = 2;
+    size_t rb0, rb8;
+    void *h0 = rand_weight(LLM_DT_Q4_0, k, rows, &rb0);
+    void *h8 = rand_weight(LLM_DT_Q8_0, k, rows, &rb8);
+    llm_tensor w0 = {.name = "w0", .dtype = LLM_DT_Q4_0, .ne = {k, rows}, .row_bytes = rb0,
+                     .data = h0};
+    llm_tensor w8 = {.name = "w8", .dtype = LLM_DT_Q8_0, .ne = {k, rows}, .row_bytes = rb8,
+                     .data = h8};
+    CHECK(gpu->prepare_weight(gbe_model, &w0) == LLM_OK);
+    CHECK(gpu->prepare_weight(gbe_model, &w8) == LLM_OK);
+    float *x = rand_buf(n * k, -1, 1);
+    float *dx = dev_copy(x, (size_t)(n * k) * sizeof(float));
+    float *d1 = dev_poisoned(n * rows), *d2 = dev_poisoned(n * rows), *d3 = dev_poisoned(n * rows);
+    float *d4 = dev_poisoned(n * rows);
+    gpu->matmul(gbe, d1, rows, &w0, dx, k, n);
+    gpu->matmul(gbe, d2, rows, &w8, dx, k, n); /* the quantized x of the first */
+    gpu->scale(gbe, dx, dx, 2.0f, n * k);      /* x doubled in place */
+    gpu->matmul(gbe, d3, rows, &w8, dx, k, n); /* must see the doubled x */
+    gpu->matmul(gbe, d4, rows, &w0, dx, k, n);
+    CHECK(gpu->synchronize(gbe) == LLM_OK);
+    float *y1 = host_copy(d1, (size_t)(n * rows) * 4), *y2 = host_copy(d2, (size_t)(n * rows) * 4);
+    float *y3 = host_copy(d3, (size_t)(n * rows) * 4), *y4 = host_copy(d4, (size_t)(n * rows) * 4);
+    /* doubling x doubles every 8-bit block scale exactly and keeps the integers */
+    int same = 1;
+    for (int64_t i = 0; i < n * rows; i++)
+        same &= y3[i] == 2.0f * y2[i] && y4[i] == 2.0f * y1[i];
+    CHECK_MSG(same, "a matmul after an in-place op used the activations from before it");
+    /* and the shared quantization gives what a lone matmul gives */
+    float *d5 = dev_poisoned(n * rows);
+    gpu->matmul(gbe, d5, rows, &w8, dx, k, n);
+    CHECK(gpu->synchronize(gbe) == LLM_OK);
+    float *y5 = host_copy(d5, (size_t)(n * rows) * 4);
+    CHECK(memcmp(y5, y3, (size_t)(n * rows) * 4) == 0);
+    gpu->release_weight(gbe_model, &w0), gpu->release_weight(gbe_model, &w8);
+    gpu->free(gbe, dx), gpu->free(gbe, d1), gpu->free(gbe, d2), gpu->free(gbe, d3);
+    gpu->free(gbe, d4), gpu->free(gbe, d5);
+    free(h0), free(h8), free(x), free(y1), free(y2), free(y3), free(y4), free(y5);
+}
+
 static void test_get_rows(void)
 {
     for (size_t i = 0; i < N_TYPES; i++) {
@@ -251,7 +294,7 @@ static void test_get_rows(void)
 
 static void test_rms_norm(void)
 {
-    const int64_t rows = 7, dims[] = {576, 64, 4096, 1000};
+    const int64_t rows = 7, dims[] = {576, 64, 4096, 1000, 8192, 12000};
     for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
         const int64_t dim = dims[di];
         float *x = rand_buf(rows * dim, -3, 3), *wv = rand_buf(dim, 0.5f, 1.5f);
@@ -656,6 +699,7 @@ int main(void)
         return 1;
     }
     TEST_RUN(test_matmul);
+    TEST_RUN(test_activation_reuse);
     TEST_RUN(test_get_rows);
     TEST_RUN(test_rms_norm);
     TEST_RUN(test_rope);
