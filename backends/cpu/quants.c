@@ -924,15 +924,37 @@ static int cpu_has_avx512(int *vnni, int *bf16)
 }
 #endif
 
+#if defined(__aarch64__)
+#if defined(__linux__)
+#include <sys/auxv.h>
+#endif
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+
+/* The dot-product instructions (SDOT), as the kernel reports them. NEON itself is part of
+ * every 64-bit ARM CPU. */
+static int cpu_has_dotprod(void)
+{
+#if defined(__linux__)
+    return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#else
+    return 0;
+#endif
+}
+#endif
+
 int llm__quant_select(const char *isa)
 {
-    enum { SCALAR, AVX2, AVX512, NATIVE } level;
+    enum { SCALAR, AVX2, AVX512, NEON, NATIVE } level;
     if (strcmp(isa, "scalar") == 0)
         level = SCALAR;
     else if (strcmp(isa, "avx2") == 0)
         level = AVX2;
     else if (strcmp(isa, "avx512") == 0)
         level = AVX512;
+    else if (strcmp(isa, "neon") == 0)
+        level = NEON;
     else if (strcmp(isa, "native") == 0)
         level = NATIVE;
     else
@@ -967,6 +989,18 @@ int llm__quant_select(const char *isa)
         }
     }
 #endif
+#if defined(__aarch64__)
+    /* "neon": the plain Armv8-A build; "native": the dot-product one where the CPU has it */
+    if (level == NEON || level == NATIVE) {
+        if (level == NATIVE && cpu_has_dotprod() && llm__quant_neon_dotprod_fill(t, &rows)) {
+            feat = "neon,dotprod";
+            have = NATIVE;
+        } else if (llm__quant_neon_fill(t, &rows)) {
+            feat = "neon";
+            have = NEON;
+        }
+    }
+#endif
     if (level != NATIVE && have < (int)level)
         return 0;
     row_fns = rows;
@@ -975,7 +1009,7 @@ int llm__quant_select(const char *isa)
     return 1;
 }
 
-/* LLM_CPU_ISA (scalar, avx2, avx512, native) caps the kernels chosen, e.g. to compare the
+/* LLM_CPU_ISA (scalar, avx2, avx512, neon, native) caps the kernels chosen, e.g. to compare the
  * levels on one machine; a level the CPU lacks, or an unknown name, gives the native one. */
 static void quant_init_once(void)
 {

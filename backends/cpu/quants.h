@@ -7,7 +7,8 @@
  *
  * Two tables: llm__quant_ref holds plain scalar C (the reference the tests compare
  * against); llm__quant_best holds the fastest kernels this CPU supports (AVX2/FMA/F16C,
- * then AVX-512 with VNNI and BF16 where present, chosen at run time), falling back to the
+ * then AVX-512 with VNNI and BF16 where present; NEON, with the dot-product instructions
+ * where present, on 64-bit ARM; chosen at run time), falling back to the
  * reference. Private. */
 #ifndef LLM_CPU_QUANTS_H
 #define LLM_CPU_QUANTS_H
@@ -102,6 +103,10 @@ typedef struct llm_quant_row_fns {
     void (*axpy_f16)(int64_t n, float *y, float a, const llm_f16 *x);
 } llm_quant_row_fns;
 int llm__quant_avx2_fill(llm_quant_traits *table, llm_quant_row_fns *rows);
+/* The same for the NEON kernels of quants_neon.c (64-bit ARM): plain Armv8-A, and built
+ * with the dot-product instructions; both return 0 on other machines. */
+int llm__quant_neon_fill(llm_quant_traits *table, llm_quant_row_fns *rows);
+int llm__quant_neon_dotprod_fill(llm_quant_traits *table, llm_quant_row_fns *rows);
 
 /* f16 -> f32 of every half, filled by llm__quant_avx2_fill (the SIMD kernels convert the
  * per-block scales by lookup). */
@@ -116,8 +121,9 @@ int llm__quant_avx512vnni_fill(llm_quant_traits *table, llm_quant_row_fns *rows)
 int llm__quant_avx512bf16_fill(llm_quant_traits *table);
 
 /* Instruction-set levels, for LLM_CPU_ISA and the tests: "scalar" (the reference kernels),
- * "avx2" (AVX2, FMA, F16C), "avx512" (adds AVX-512 F/BW/DQ/VL, without VNNI and BF16) and
- * "native" (everything this CPU has, VNNI and BF16 included: the default).
+ * "avx2" (AVX2, FMA, F16C), "avx512" (adds AVX-512 F/BW/DQ/VL, without VNNI and BF16),
+ * "neon" (64-bit ARM: plain Armv8-A NEON, without dotprod) and "native" (everything this
+ * CPU has, VNNI and BF16 or dotprod included: the default).
  * llm__quant_select refills llm__quant_best, the row helpers and llm__cpu_features() for a
  * level and returns 1, or returns 0 (changing nothing) for an unknown name or a level this
  * CPU lacks. Not thread-safe: llm__quant_init uses it once; tests call it between cases. */

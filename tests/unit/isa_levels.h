@@ -1,6 +1,7 @@
 /* isa_levels.h - runs test cases at every instruction-set level of the CPU kernels that
  * this machine has (llm__quant_select in backends/cpu/quants.h): "avx2", "avx512" (F, BW,
- * DQ, VL) and "native" (with VNNI and BF16 where present), each distinct set once, and says
+ * DQ, VL) and "native" (with VNNI and BF16 where present), or on 64-bit ARM "neon" and
+ * "native" (with dotprod where present), each distinct set once, and says
  * which ran (LLM_CPU_ISA, read by llm__quant_init, is left to the cases outside these loops,
  * e.g. the benchmark of test_quants). LLM_TEST_ISA=<level> makes a missing level a failure,
  * so that a run meant to cover AVX-512 cannot quietly fall back to AVX2. */
@@ -14,7 +15,11 @@
 #include "quants.h"
 #include "test.h"
 
+#if defined(__aarch64__)
+static const char *const isa_levels[] = {"neon", "native"}; /* native: with dotprod */
+#else
 static const char *const isa_levels[] = {"avx2", "avx512", "native"};
+#endif
 #define N_ISA_LEVELS (sizeof isa_levels / sizeof isa_levels[0])
 static char isa_tested[512];
 

@@ -1,4 +1,5 @@
-/* test_quants.c - the CPU quantisation kernels (backends/cpu/quants.c, quants_avx2.c).
+/* test_quants.c - the CPU quantisation kernels (backends/cpu/quants.c, quants_avx2.c,
+ * quants_neon.c).
  *
  * (a) to_float of every type is bit-exact with gguf-py's dequantize, and (b) the reference
  * from_float with gguf-py's quantize, on the golden vectors of tests/data/quant_vectors.bin
@@ -27,6 +28,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+#endif
 
 #include "isa_levels.h"
 #include "quants.h"
@@ -891,6 +899,23 @@ static void test_tables(void)
         CHECK(llm__quant_best[LLM_DT_Q4_K].vec_dot != llm__quant_ref[LLM_DT_Q4_K].vec_dot);
     }
 #endif
+#if defined(__aarch64__) && defined(__linux__)
+    /* NEON is in every 64-bit ARM CPU; the dot-product build where the kernel reports it
+     * (under qemu-user, QEMU_CPU=cortex-a72 gives a CPU without) unless LLM_CPU_ISA=neon */
+    const int dotprod = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+    const char *isa = getenv("LLM_CPU_ISA");
+    if (!isa || !*isa || strcmp(isa, "scalar") != 0) {
+        const int plain = !dotprod || (isa && strcmp(isa, "neon") == 0);
+        CHECK(strcmp(feat, plain ? "neon" : "neon,dotprod") == 0);
+        for (size_t ti = 0; ti < N_WEIGHT_TYPES; ti++)
+            CHECK_MSG(llm__quant_best[weight_types[ti]].vec_dot !=
+                          llm__quant_ref[weight_types[ti]].vec_dot,
+                      "%s", dt_name(weight_types[ti]));
+        static const uint32_t acts[] = {LLM_DT_Q8_0, LLM_DT_Q8_1, LLM_DT_Q8_K, LLM_DT_F16};
+        for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++)
+            CHECK(llm__quant_best[acts[i]].from_float != llm__quant_ref[acts[i]].from_float);
+    }
+#endif
     printf("     cpu features: %s\n", feat);
     check_required_isa();
 
@@ -910,6 +935,15 @@ static void test_tables(void)
     CHECK_EQ_INT(llm__quant_select("avx512"), avx512);
     if (avx512)
         CHECK(strstr(llm__cpu_features(), "avx512bw") != NULL);
+#endif
+#if defined(__aarch64__) && defined(__linux__)
+    CHECK_EQ_INT(llm__quant_select("avx2"), 0);
+    CHECK_EQ_INT(llm__quant_select("neon"), 1);
+    CHECK(strcmp(llm__cpu_features(), "neon") == 0);
+    CHECK_EQ_INT(llm__quant_select("native"), 1);
+    CHECK(strcmp(llm__cpu_features(), dotprod ? "neon,dotprod" : "neon") == 0);
+#else
+    CHECK_EQ_INT(llm__quant_select("neon"), 0);
 #endif
     CHECK_EQ_INT(llm__quant_select("native"), 1);
     isa_restore();

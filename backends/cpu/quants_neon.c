@@ -1,0 +1,710 @@
+/* quants_neon.c - NEON kernels (64-bit ARM) for the GGUF block formats.
+ *
+ * Built twice: as plain Armv8-A NEON (this file, llm__quant_neon_fill), and with the
+ * Armv8.2 dot-product instructions (quants_neon_dotprod.c includes this file with
+ * LLM_NEON_DOTPROD set and is compiled with +dotprod; llm__quant_neon_dotprod_fill).
+ * quants.c installs the dotprod build only after the kernel reports the feature
+ * (HWCAP_ASIMDDP), and the plain one otherwise.
+ *
+ * As in quants_avx2.c, every kernel forms the same integer sums per block as the
+ * reference in quants.c, so results differ from it only in the float rounding of the
+ * final combination; the activation quantisers give bit-identical blocks and the
+ * half-precision row conversions bit-identical values.
+ *
+ * The integer core is one operation, dot4: four int32 lanes accumulating the products of
+ * two vectors of 16 signed bytes. With dotprod it is SDOT; without, two widening multiplies
+ * into int16 (no product of these formats exceeds 128 * 128 in magnitude) and two pairwise
+ * widening adds. Which lane gets which product differs between the two, but every caller
+ * only uses the sum over the lanes, or multiplies all four lanes by the same group scale. */
+#include "quants.h"
+
+#if defined(__aarch64__) && defined(__ARM_NEON) && \
+    (!defined(LLM_NEON_DOTPROD) || defined(__ARM_FEATURE_DOTPROD))
+
+#include <arm_neon.h>
+#include <string.h>
+
+#ifdef LLM_NEON_DOTPROD
+#define NEON_FILL llm__quant_neon_dotprod_fill
+
+static inline int32x4_t dot4(int32x4_t acc, int8x16_t a, int8x16_t b)
+{
+    return vdotq_s32(acc, a, b);
+}
+#else
+#define NEON_FILL llm__quant_neon_fill
+
+static inline int32x4_t dot4(int32x4_t acc, int8x16_t a, int8x16_t b)
+{
+    acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(a), vget_low_s8(b)));
+    return vpadalq_s16(acc, vmull_high_s8(a, b));
+}
+#endif
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+/* ---- helpers -------------------------------------------------------------------- */
+
+/* Half <-> single with the FCVT instruction (base Armv8-A): round to nearest even, NaNs
+ * quietened with their payload kept, exactly as llm__f16_to_f32/llm__f32_to_f16. */
+static inline float h2f(llm_f16 h)
+{
+    __fp16 v;
+    memcpy(&v, &h, sizeof v);
+    return (float)v;
+}
+
+static inline llm_f16 f2h(float f)
+{
+    __fp16 v = (__fp16)f;
+    llm_f16 h;
+    memcpy(&h, &v, sizeof h);
+    return h;
+}
+
+static inline int8x16_t s8(uint8x16_t v)
+{
+    return vreinterpretq_s8_u8(v);
+}
+
+/* dot of 32 signed bytes (two vectors) with 32 bytes at y */
+static inline int32x4_t dot32(int8x16_t a0, int8x16_t a1, const int8_t *y)
+{
+    return dot4(dot4(vdupq_n_s32(0), a0, vld1q_s8(y)), a1, vld1q_s8(y + 16));
+}
+
+/* dot of 16 signed bytes with 16 bytes at y */
+static inline int32x4_t dot16(int8x16_t a, const int8_t *y)
+{
+    return dot4(vdupq_n_s32(0), a, vld1q_s8(y));
+}
+
+/* The 32-bit mask at p as 32 bytes, 0xff where bit i is set: bits 0-15 in lo, 16-31 in hi. */
+static inline void bits32(const uint8_t *p, uint8x16_t *lo, uint8x16_t *hi)
+{
+    static const uint8_t bit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+    const uint8x16_t m = vld1q_u8(bit);
+    *lo = vtstq_u8(vcombine_u8(vdup_n_u8(p[0]), vdup_n_u8(p[1])), m);
+    *hi = vtstq_u8(vcombine_u8(vdup_n_u8(p[2]), vdup_n_u8(p[3])), m);
+}
+
+/* ---- vec_dot: the 32-blocks ----------------------------------------------------- */
+
+/* Element j of a block pairs the low nibble of qs[j] (j < 16) or the high nibble of
+ * qs[j - 16] with y's byte j. Which format, as a constant the inlined loop specialises on. */
+enum { K_Q4_0, K_Q4_1, K_Q5_0, K_Q5_1, K_Q8_0 };
+
+static ALWAYS_INLINE int32x4_t blk32_dot(int kind, const void *b, const int8_t *y)
+{
+    const uint8x16_t m4 = vdupq_n_u8(0x0f);
+    if (kind == K_Q8_0) {
+        const int8_t *q = ((const block_q8_0 *)b)->qs;
+        return dot32(vld1q_s8(q), vld1q_s8(q + 16), y);
+    }
+    const uint8_t *qs = kind == K_Q4_0   ? ((const block_q4_0 *)b)->qs
+                        : kind == K_Q4_1 ? ((const block_q4_1 *)b)->qs
+                        : kind == K_Q5_0 ? ((const block_q5_0 *)b)->qs
+                                         : ((const block_q5_1 *)b)->qs;
+    const uint8x16_t v = vld1q_u8(qs);
+    uint8x16_t lo = vandq_u8(v, m4), hi = vshrq_n_u8(v, 4);
+    if (kind == K_Q4_0)
+        return dot32(vsubq_s8(s8(lo), vdupq_n_s8(8)), vsubq_s8(s8(hi), vdupq_n_s8(8)), y);
+    if (kind == K_Q4_1)
+        return dot32(s8(lo), s8(hi), y);
+    uint8x16_t h0, h1;
+    bits32(kind == K_Q5_0 ? ((const block_q5_0 *)b)->qh : ((const block_q5_1 *)b)->qh, &h0,
+           &h1);
+    if (kind == K_Q5_0) {
+        /* (nibble | hbit << 4) - 16 is, as a signed byte, the nibble with 0xf0 or-ed in
+         * where the high bit is clear */
+        const uint8x16_t f0 = vdupq_n_u8(0xf0);
+        lo = vorrq_u8(lo, vbicq_u8(f0, h0));
+        hi = vorrq_u8(hi, vbicq_u8(f0, h1));
+    } else {
+        const uint8x16_t b4 = vdupq_n_u8(0x10);
+        lo = vorrq_u8(lo, vandq_u8(h0, b4));
+        hi = vorrq_u8(hi, vandq_u8(h1, b4));
+    }
+    return dot32(s8(lo), s8(hi), y);
+}
+
+static ALWAYS_INLINE size_t blk32_size(int kind)
+{
+    switch (kind) {
+    case K_Q4_0: return sizeof(block_q4_0);
+    case K_Q4_1: return sizeof(block_q4_1);
+    case K_Q5_0: return sizeof(block_q5_0);
+    case K_Q5_1: return sizeof(block_q5_1);
+    default: return sizeof(block_q8_0);
+    }
+}
+
+/* The d of a block (all five formats start with it) and, for Q4_1/Q5_1, m after it. */
+static ALWAYS_INLINE llm_f16 blk32_f16(const void *b, int i)
+{
+    llm_f16 h;
+    memcpy(&h, (const char *)b + i * sizeof(llm_f16), sizeof h);
+    return h;
+}
+
+/* Two blocks per iteration into two accumulators, to keep two dependency chains going.
+ * Q4_1/Q5_1: sum((d*q + m) * y) = d*dy*sum(q*qy) + m*s, with s = dy*sum(qy) from Q8_1. */
+static ALWAYS_INLINE void dot32_row(int kind, int64_t n, float *s, const void *vx,
+                                    const void *vy)
+{
+    const int with_min = kind == K_Q4_1 || kind == K_Q5_1;
+    const size_t bx = blk32_size(kind), by = with_min ? sizeof(block_q8_1) : sizeof(block_q8_0);
+    const char *x = vx, *y = vy;
+    const int64_t nb = n / 32;
+    float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
+    float summs = 0.0f;
+    int64_t i = 0;
+    for (; i + 1 < nb; i += 2) {
+        const char *x0 = x + i * bx, *x1 = x0 + bx, *y0 = y + i * by, *y1 = y0 + by;
+        const int8_t *q0 = with_min ? ((const block_q8_1 *)y0)->qs : ((const block_q8_0 *)y0)->qs;
+        const int8_t *q1 = with_min ? ((const block_q8_1 *)y1)->qs : ((const block_q8_0 *)y1)->qs;
+        const int32x4_t p0 = blk32_dot(kind, x0, q0), p1 = blk32_dot(kind, x1, q1);
+        acc0 = vfmaq_n_f32(acc0, vcvtq_f32_s32(p0),
+                           h2f(blk32_f16(x0, 0)) * h2f(blk32_f16(y0, 0)));
+        acc1 = vfmaq_n_f32(acc1, vcvtq_f32_s32(p1),
+                           h2f(blk32_f16(x1, 0)) * h2f(blk32_f16(y1, 0)));
+        if (with_min)
+            summs += h2f(blk32_f16(x0, 1)) * h2f(blk32_f16(y0, 1)) +
+                     h2f(blk32_f16(x1, 1)) * h2f(blk32_f16(y1, 1));
+    }
+    if (i < nb) {
+        const char *x0 = x + i * bx, *y0 = y + i * by;
+        const int8_t *q0 = with_min ? ((const block_q8_1 *)y0)->qs : ((const block_q8_0 *)y0)->qs;
+        acc0 = vfmaq_n_f32(acc0, vcvtq_f32_s32(blk32_dot(kind, x0, q0)),
+                           h2f(blk32_f16(x0, 0)) * h2f(blk32_f16(y0, 0)));
+        if (with_min)
+            summs += h2f(blk32_f16(x0, 1)) * h2f(blk32_f16(y0, 1));
+    }
+    *s = vaddvq_f32(vaddq_f32(acc0, acc1)) + summs;
+}
+
+static void q4_0_q8_0(int64_t n, float *s, const void *vx, const void *vy)
+{
+    dot32_row(K_Q4_0, n, s, vx, vy);
+}
+
+static void q4_1_q8_1(int64_t n, float *s, const void *vx, const void *vy)
+{
+    dot32_row(K_Q4_1, n, s, vx, vy);
+}
+
+static void q5_0_q8_0(int64_t n, float *s, const void *vx, const void *vy)
+{
+    dot32_row(K_Q5_0, n, s, vx, vy);
+}
+
+static void q5_1_q8_1(int64_t n, float *s, const void *vx, const void *vy)
+{
+    dot32_row(K_Q5_1, n, s, vx, vy);
+}
+
+static void q8_0_q8_0(int64_t n, float *s, const void *vx, const void *vy)
+{
+    dot32_row(K_Q8_0, n, s, vx, vy);
+}
+
+/* ---- vec_dot: the K-quants ------------------------------------------------------ */
+
+/* sum(a[g] * b[g]) over 16 int16 pairs (a in 0..63 or -32..31, b a Q8_K bsum: no overflow) */
+static inline int dot16x16(int16x8_t a0, int16x8_t a1, const int16_t *b)
+{
+    const int16x8_t b0 = vld1q_s16(b), b1 = vld1q_s16(b + 8);
+    int32x4_t t = vmull_s16(vget_low_s16(a0), vget_low_s16(b0));
+    t = vmlal_high_s16(t, a0, b0);
+    t = vmlal_s16(t, vget_low_s16(a1), vget_low_s16(b1));
+    t = vmlal_high_s16(t, a1, b1);
+    return vaddvq_s32(t);
+}
+
+/* Q2_K: value 0..3 times a 4-bit scale per group of 16, minus dmin * min * sum(q8), the sums
+ * per group being the Q8_K bsums. Element 128h + 32k + l is bits 2k..2k+1 of qs[32h + l]. */
+static void q2_K_q8_K(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_q2_K *x = vx;
+    const block_q8_K *y = vy;
+    const uint8x16_t m3 = vdupq_n_u8(3);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const uint8x16_t sm = vld1q_u8(x[i].scales);
+        const uint8x16_t mins = vshrq_n_u8(sm, 4);
+        const int summs = dot16x16(vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(mins))),
+                                   vreinterpretq_s16_u16(vmovl_high_u8(mins)), y[i].bsums);
+        uint8_t sc[16];
+        vst1q_u8(sc, vandq_u8(sm, vdupq_n_u8(0x0f)));
+        const int8_t *q8 = y[i].qs;
+        int32x4_t acc = vdupq_n_s32(0);
+        for (int h = 0; h < 2; h++) {
+            uint8x16_t b0 = vld1q_u8(x[i].qs + 32 * h), b1 = vld1q_u8(x[i].qs + 32 * h + 16);
+            for (int k = 0; k < 4; k++, q8 += 32) {
+                const int g = 8 * h + 2 * k;
+                acc = vmlaq_n_s32(acc, dot16(s8(vandq_u8(b0, m3)), q8), sc[g]);
+                acc = vmlaq_n_s32(acc, dot16(s8(vandq_u8(b1, m3)), q8 + 16), sc[g + 1]);
+                b0 = vshrq_n_u8(b0, 2);
+                b1 = vshrq_n_u8(b1, 2);
+            }
+        }
+        const float dall = y[i].d * h2f(x[i].d);
+        const float dmin = y[i].d * h2f(x[i].dmin);
+        sum += dall * (float)vaddvq_s32(acc) - dmin * (float)summs;
+    }
+    *s = sum;
+}
+
+/* Q3_K: v = low2 | hbit << 2 in 0..7 and the weight is v - 4, so the dot is
+ * sum(sc * v * q8) - 4 * sum(sc * bsum) per super-block. The hmask bit of element
+ * 128h + 32k + l is bit 4h + k of hmask[l]. */
+static void q3_K_q8_K(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_q3_K *x = vx;
+    const block_q8_K *y = vy;
+    const uint8x16_t m3 = vdupq_n_u8(3), m1 = vdupq_n_u8(1);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        uint32_t w[3], u[4];
+        memcpy(w, x[i].scales, 12);
+        u[0] = (w[0] & 0x0f0f0f0f) | ((w[2] & 0x03030303) << 4);
+        u[1] = (w[1] & 0x0f0f0f0f) | (((w[2] >> 2) & 0x03030303) << 4);
+        u[2] = ((w[0] >> 4) & 0x0f0f0f0f) | (((w[2] >> 4) & 0x03030303) << 4);
+        u[3] = ((w[1] >> 4) & 0x0f0f0f0f) | (((w[2] >> 6) & 0x03030303) << 4);
+        int8_t sc[16];
+        const int8x16_t scv = vsubq_s8(s8(vld1q_u8((const uint8_t *)u)), vdupq_n_s8(32));
+        vst1q_s8(sc, scv);
+        const int offset = 4 * dot16x16(vmovl_s8(vget_low_s8(scv)), vmovl_high_s8(scv),
+                                        y[i].bsums);
+
+        uint8x16_t hb0 = vld1q_u8(x[i].hmask), hb1 = vld1q_u8(x[i].hmask + 16);
+        const int8_t *q8 = y[i].qs;
+        int32x4_t acc = vdupq_n_s32(0);
+        for (int h = 0; h < 2; h++) {
+            uint8x16_t b0 = vld1q_u8(x[i].qs + 32 * h), b1 = vld1q_u8(x[i].qs + 32 * h + 16);
+            for (int k = 0; k < 4; k++, q8 += 32) {
+                const int g = 8 * h + 2 * k;
+                uint8x16_t v0 = vorrq_u8(vandq_u8(b0, m3), vshlq_n_u8(vandq_u8(hb0, m1), 2));
+                uint8x16_t v1 = vorrq_u8(vandq_u8(b1, m3), vshlq_n_u8(vandq_u8(hb1, m1), 2));
+                acc = vmlaq_n_s32(acc, dot16(s8(v0), q8), sc[g]);
+                acc = vmlaq_n_s32(acc, dot16(s8(v1), q8 + 16), sc[g + 1]);
+                b0 = vshrq_n_u8(b0, 2);
+                b1 = vshrq_n_u8(b1, 2);
+                hb0 = vshrq_n_u8(hb0, 1);
+                hb1 = vshrq_n_u8(hb1, 1);
+            }
+        }
+        const float d = y[i].d * h2f(x[i].d);
+        sum += d * (float)(vaddvq_s32(acc) - offset);
+    }
+    *s = sum;
+}
+
+/* The 8 six-bit scales and 8 mins of Q4_K/Q5_K, unpacked four at a time with word masks:
+ * bytes 0-7 the scales, 8-15 the mins. */
+static inline void k4_unpack(const uint8_t *p, uint8_t out[16])
+{
+    uint32_t w[3], u[4];
+    memcpy(w, p, 12);
+    u[0] = w[0] & 0x3f3f3f3f;
+    u[1] = (w[2] & 0x0f0f0f0f) | ((w[0] >> 2) & 0x30303030);
+    u[2] = w[1] & 0x3f3f3f3f;
+    u[3] = ((w[2] >> 4) & 0x0f0f0f0f) | ((w[1] >> 2) & 0x30303030);
+    memcpy(out, u, 16);
+}
+
+/* The min term of Q4_K/Q5_K: sum over the 8 groups of 32 of min * (bsum pair). */
+static inline int k4_mins_dot(const uint8_t *mins, const int16_t *bsums)
+{
+    const int16x8_t pairs = vpaddq_s16(vld1q_s16(bsums), vld1q_s16(bsums + 8));
+    const int16x8_t m = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(mins)));
+    int32x4_t t = vmull_s16(vget_low_s16(m), vget_low_s16(pairs));
+    t = vmlal_high_s16(t, m, pairs);
+    return vaddvq_s32(t);
+}
+
+/* Q4_K/Q5_K: element 64j + 32u + l is the low (u = 0) or high (u = 1) nibble of
+ * qs[32j + l]; Q5_K adds 16 when bit 2j + u of qh[l] is set. */
+static ALWAYS_INLINE void k4_row(int is_q5, int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_q8_K *y = vy;
+    const uint8x16_t m4 = vdupq_n_u8(0x0f), m1 = vdupq_n_u8(1), m2 = vdupq_n_u8(2);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const block_q4_K *x4 = (const block_q4_K *)vx + i;
+        const block_q5_K *x5 = (const block_q5_K *)vx + i;
+        const llm_f16 xd = is_q5 ? x5->d : x4->d, xdmin = is_q5 ? x5->dmin : x4->dmin;
+        uint8_t sm[16];
+        k4_unpack(is_q5 ? x5->scales : x4->scales, sm);
+        const int summs = k4_mins_dot(sm + 8, y[i].bsums);
+        const uint8_t *q = is_q5 ? x5->qs : x4->qs;
+        const int8_t *q8 = y[i].qs;
+        uint8x16_t hb0 = vdupq_n_u8(0), hb1 = vdupq_n_u8(0);
+        if (is_q5) {
+            hb0 = vld1q_u8(x5->qh);
+            hb1 = vld1q_u8(x5->qh + 16);
+        }
+        int32x4_t acc = vdupq_n_s32(0);
+        for (int j = 0; j < 4; j++, q += 32, q8 += 64) {
+            const uint8x16_t b0 = vld1q_u8(q), b1 = vld1q_u8(q + 16);
+            uint8x16_t lo0 = vandq_u8(b0, m4), lo1 = vandq_u8(b1, m4);
+            uint8x16_t hi0 = vshrq_n_u8(b0, 4), hi1 = vshrq_n_u8(b1, 4);
+            if (is_q5) {
+                lo0 = vorrq_u8(lo0, vshlq_n_u8(vandq_u8(hb0, m1), 4));
+                lo1 = vorrq_u8(lo1, vshlq_n_u8(vandq_u8(hb1, m1), 4));
+                hi0 = vorrq_u8(hi0, vshlq_n_u8(vandq_u8(hb0, m2), 3));
+                hi1 = vorrq_u8(hi1, vshlq_n_u8(vandq_u8(hb1, m2), 3));
+                hb0 = vshrq_n_u8(hb0, 2);
+                hb1 = vshrq_n_u8(hb1, 2);
+            }
+            acc = vmlaq_n_s32(acc, dot32(s8(lo0), s8(lo1), q8), sm[2 * j]);
+            acc = vmlaq_n_s32(acc, dot32(s8(hi0), s8(hi1), q8 + 32), sm[2 * j + 1]);
+        }
+        const float d = y[i].d * h2f(xd);
+        const float dmin = y[i].d * h2f(xdmin);
+        sum += d * (float)vaddvq_s32(acc) - dmin * (float)summs;
+    }
+    *s = sum;
+}
+
+static void q4_K_q8_K(int64_t n, float *s, const void *vx, const void *vy)
+{
+    k4_row(0, n, s, vx, vy);
+}
+
+static void q5_K_q8_K(int64_t n, float *s, const void *vx, const void *vy)
+{
+    k4_row(1, n, s, vx, vy);
+}
+
+/* Q6_K: element 128h + 32k + l is (low4 | high2 << 4) - 32, low4 the low (k < 2) or high
+ * nibble of ql[64h + 32(k & 1) + l], high2 bits 2k..2k+1 of qh[32h + l]. */
+static void q6_K_q8_K(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_q6_K *x = vx;
+    const block_q8_K *y = vy;
+    const uint8x16_t m4 = vdupq_n_u8(0x0f), m3 = vdupq_n_u8(3);
+    const int8x16_t off = vdupq_n_s8(32);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const uint8_t *ql = x[i].ql, *qh = x[i].qh;
+        const int8_t *sc = x[i].scales;
+        const int8_t *q8 = y[i].qs;
+        int32x4_t acc = vdupq_n_s32(0);
+        for (int h = 0; h < 2; h++, ql += 64, qh += 32, sc += 8) {
+            uint8x16_t h0 = vld1q_u8(qh), h1 = vld1q_u8(qh + 16);
+            const uint8x16_t l[4] = {vld1q_u8(ql), vld1q_u8(ql + 16), vld1q_u8(ql + 32),
+                                     vld1q_u8(ql + 48)};
+            for (int k = 0; k < 4; k++, q8 += 32) {
+                const uint8x16_t a = l[2 * (k & 1)], b = l[2 * (k & 1) + 1];
+                uint8x16_t lo0 = k < 2 ? vandq_u8(a, m4) : vshrq_n_u8(a, 4);
+                uint8x16_t lo1 = k < 2 ? vandq_u8(b, m4) : vshrq_n_u8(b, 4);
+                lo0 = vorrq_u8(lo0, vshlq_n_u8(vandq_u8(h0, m3), 4));
+                lo1 = vorrq_u8(lo1, vshlq_n_u8(vandq_u8(h1, m3), 4));
+                h0 = vshrq_n_u8(h0, 2);
+                h1 = vshrq_n_u8(h1, 2);
+                acc = vmlaq_n_s32(acc, dot16(vsubq_s8(s8(lo0), off), q8), sc[2 * k]);
+                acc = vmlaq_n_s32(acc, dot16(vsubq_s8(s8(lo1), off), q8 + 16), sc[2 * k + 1]);
+            }
+        }
+        const float d = y[i].d * h2f(x[i].d);
+        sum += d * (float)vaddvq_s32(acc);
+    }
+    *s = sum;
+}
+
+/* ---- float rows ----------------------------------------------------------------- */
+
+static inline float32x4_t load_f16x4(const llm_f16 *p)
+{
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
+}
+
+static inline float32x4_t load_bf16x4(const llm_bf16 *p)
+{
+    return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16));
+}
+
+/* Four 4-lane accumulators over 16-element steps; the leftover elements added in double,
+ * like the reference. One loop for the three element types. */
+enum { E_F32, E_F16, E_BF16 };
+
+static ALWAYS_INLINE float32x4_t load4(int e, const void *p, int64_t i)
+{
+    if (e == E_F32)
+        return vld1q_f32((const float *)p + i);
+    if (e == E_F16)
+        return load_f16x4((const llm_f16 *)p + i);
+    return load_bf16x4((const llm_bf16 *)p + i);
+}
+
+static ALWAYS_INLINE float elem(int e, const void *p, int64_t i)
+{
+    if (e == E_F32)
+        return ((const float *)p)[i];
+    if (e == E_F16)
+        return h2f(((const llm_f16 *)p)[i]);
+    return llm__bf16_to_f32(((const llm_bf16 *)p)[i]);
+}
+
+static ALWAYS_INLINE float float_dot(int e, int64_t n, const void *x, const void *y)
+{
+    float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a0 = vfmaq_f32(a0, load4(e, x, i), load4(e, y, i));
+        a1 = vfmaq_f32(a1, load4(e, x, i + 4), load4(e, y, i + 4));
+        a2 = vfmaq_f32(a2, load4(e, x, i + 8), load4(e, y, i + 8));
+        a3 = vfmaq_f32(a3, load4(e, x, i + 12), load4(e, y, i + 12));
+    }
+    for (; i + 4 <= n; i += 4)
+        a0 = vfmaq_f32(a0, load4(e, x, i), load4(e, y, i));
+    double sum = vaddvq_f32(vaddq_f32(vaddq_f32(a0, a1), vaddq_f32(a2, a3)));
+    for (; i < n; i++)
+        sum += (double)(elem(e, x, i) * elem(e, y, i));
+    return (float)sum;
+}
+
+static void f32_dot(int64_t n, float *s, const void *vx, const void *vy)
+{
+    *s = float_dot(E_F32, n, vx, vy);
+}
+
+static float dot_f16(int64_t n, const llm_f16 *x, const llm_f16 *y)
+{
+    return float_dot(E_F16, n, x, y);
+}
+
+static void f16_dot(int64_t n, float *s, const void *vx, const void *vy)
+{
+    *s = float_dot(E_F16, n, vx, vy);
+}
+
+static void bf16_dot(int64_t n, float *s, const void *vx, const void *vy)
+{
+    *s = float_dot(E_BF16, n, vx, vy);
+}
+
+static void bf16_to_float(const void *vx, float *y, int64_t n)
+{
+    const llm_bf16 *x = vx;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        vst1q_f32(y + i, load_bf16x4(x + i));
+    for (; i < n; i++)
+        y[i] = llm__bf16_to_f32(x[i]);
+}
+
+/* The tails use the scalar FCVT, which rounds exactly as the vector form. */
+static void f32_to_f16_row(const float *x, llm_f16 *y, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const float16x8_t h = vcvt_high_f16_f32(vcvt_f16_f32(vld1q_f32(x + i)),
+                                                vld1q_f32(x + i + 4));
+        vst1q_u16(y + i, vreinterpretq_u16_f16(h));
+    }
+    for (; i < n; i++)
+        y[i] = f2h(x[i]);
+}
+
+static void f16_to_f32_row(const llm_f16 *x, float *y, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const float16x8_t h = vreinterpretq_f16_u16(vld1q_u16(x + i));
+        vst1q_f32(y + i, vcvt_f32_f16(vget_low_f16(h)));
+        vst1q_f32(y + i + 4, vcvt_high_f32_f16(h));
+    }
+    for (; i < n; i++)
+        y[i] = h2f(x[i]);
+}
+
+static void f16_from_float(const float *x, void *y, int64_t n)
+{
+    f32_to_f16_row(x, y, n);
+}
+
+static void f16_to_float(const void *x, float *y, int64_t n)
+{
+    f16_to_f32_row(x, y, n);
+}
+
+/* Attention helpers: the order of the sum depends only on n. */
+static float dot_f32_f16(int64_t n, const float *x, const llm_f16 *y)
+{
+    float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a0 = vfmaq_f32(a0, vld1q_f32(x + i), load_f16x4(y + i));
+        a1 = vfmaq_f32(a1, vld1q_f32(x + i + 4), load_f16x4(y + i + 4));
+        a2 = vfmaq_f32(a2, vld1q_f32(x + i + 8), load_f16x4(y + i + 8));
+        a3 = vfmaq_f32(a3, vld1q_f32(x + i + 12), load_f16x4(y + i + 12));
+    }
+    for (; i + 4 <= n; i += 4)
+        a0 = vfmaq_f32(a0, vld1q_f32(x + i), load_f16x4(y + i));
+    float s = vaddvq_f32(vaddq_f32(vaddq_f32(a0, a1), vaddq_f32(a2, a3)));
+    for (; i < n; i++)
+        s += x[i] * h2f(y[i]);
+    return s;
+}
+
+static void axpy_f16(int64_t n, float *y, float a, const llm_f16 *x)
+{
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), load_f16x4(x + i), a));
+    for (; i < n; i++)
+        y[i] += a * h2f(x[i]);
+}
+
+/* ---- activation quantisers ------------------------------------------------------ */
+
+static inline float absmax32(const float *x)
+{
+    float32x4_t m = vabsq_f32(vld1q_f32(x));
+    for (int k = 4; k < 32; k += 4)
+        m = vmaxq_f32(m, vabsq_f32(vld1q_f32(x + k)));
+    return vmaxvq_f32(m);
+}
+
+/* 16 int32 (four vectors) -> 16 int8 in order; the values are in -127..127 already. */
+static inline int8x16_t pack16(int32x4_t a, int32x4_t b, int32x4_t c, int32x4_t d)
+{
+    const int16x8_t ab = vcombine_s16(vqmovn_s32(a), vqmovn_s32(b));
+    const int16x8_t cd = vcombine_s16(vqmovn_s32(c), vqmovn_s32(d));
+    return vcombine_s8(vqmovn_s16(ab), vqmovn_s16(cd));
+}
+
+/* q = roundf(x * id): FCVTAS rounds to nearest with ties away from zero, as roundf does.
+ * Returns sum(q) for Q8_1. */
+static inline int q8_block(const float *x, float id, int8_t *out)
+{
+    int32x4_t q[8], sum = vdupq_n_s32(0);
+    for (int k = 0; k < 8; k++) {
+        q[k] = vcvtaq_s32_f32(vmulq_n_f32(vld1q_f32(x + 4 * k), id));
+        sum = vaddq_s32(sum, q[k]);
+    }
+    vst1q_s8(out, pack16(q[0], q[1], q[2], q[3]));
+    vst1q_s8(out + 16, pack16(q[4], q[5], q[6], q[7]));
+    return vaddvq_s32(sum);
+}
+
+static void q8_0_from_float(const float *x, void *dst, int64_t n)
+{
+    block_q8_0 *y = dst;
+    for (int64_t i = 0; i < n / QK8_0; i++, x += QK8_0) {
+        const float d = absmax32(x) / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[i].d = f2h(d);
+        q8_block(x, id, y[i].qs);
+    }
+}
+
+static void q8_1_from_float(const float *x, void *dst, int64_t n)
+{
+    block_q8_1 *y = dst;
+    for (int64_t i = 0; i < n / QK8_1; i++, x += QK8_1) {
+        const float d = absmax32(x) / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[i].d = f2h(d);
+        const int sum = q8_block(x, id, y[i].qs);
+        y[i].s = f2h((float)sum * d);
+    }
+}
+
+/* Q8_K: the reference takes the first element of largest magnitude; it is +max or -max
+ * depending on which of the row's maximum and minimum is larger in magnitude, and only an
+ * exact tie between the two needs a scan for the first occurrence. FCVTNS rounds to nearest
+ * even, like ggml's nearest_int. */
+static void q8_K_from_float(const float *x, void *dst, int64_t n)
+{
+    block_q8_K *y = dst;
+    for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
+        float32x4_t vmax = vld1q_f32(x), vmin = vmax;
+        for (int j = 4; j < QK_K; j += 4) {
+            const float32x4_t v = vld1q_f32(x + j);
+            vmax = vmaxq_f32(vmax, v);
+            vmin = vminq_f32(vmin, v);
+        }
+        const float hi = vmaxvq_f32(vmax), lo = -vminvq_f32(vmin);
+        float max;
+        if (hi > lo) {
+            max = hi;
+        } else if (lo > hi) {
+            max = -lo;
+        } else {
+            max = 0.0f;
+            for (int j = 0; j < QK_K; j++) {
+                if (x[j] == hi || x[j] == -hi) {
+                    max = x[j];
+                    break;
+                }
+            }
+        }
+        if (max == 0.0f) {
+            memset(&y[i], 0, sizeof y[i]);
+            continue;
+        }
+        const float iscale = -127.0f / max;
+        const int32x4_t cap = vdupq_n_s32(127);
+        for (int g = 0; g < QK_K / 16; g++) {
+            const float *p = x + 16 * g;
+            int32x4_t q[4];
+            for (int k = 0; k < 4; k++)
+                q[k] = vminq_s32(vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(p + 4 * k), iscale)), cap);
+            const int8x16_t v = pack16(q[0], q[1], q[2], q[3]);
+            vst1q_s8(y[i].qs + 16 * g, v);
+            y[i].bsums[g] = vaddlvq_s8(v);
+        }
+        y[i].d = 1.0f / iscale;
+    }
+}
+
+/* ---- registration --------------------------------------------------------------- */
+
+int NEON_FILL(llm_quant_traits *t, llm_quant_row_fns *rows)
+{
+    t[LLM_DT_F32].vec_dot = f32_dot;
+    t[LLM_DT_F16].vec_dot = f16_dot;
+    t[LLM_DT_F16].from_float = f16_from_float;
+    t[LLM_DT_F16].to_float = f16_to_float;
+    t[LLM_DT_BF16].vec_dot = bf16_dot;
+    t[LLM_DT_BF16].to_float = bf16_to_float;
+    t[LLM_DT_Q4_0].vec_dot = q4_0_q8_0;
+    t[LLM_DT_Q4_1].vec_dot = q4_1_q8_1;
+    t[LLM_DT_Q5_0].vec_dot = q5_0_q8_0;
+    t[LLM_DT_Q5_1].vec_dot = q5_1_q8_1;
+    t[LLM_DT_Q8_0].vec_dot = q8_0_q8_0;
+    t[LLM_DT_Q8_0].from_float = q8_0_from_float;
+    t[LLM_DT_Q8_1].from_float = q8_1_from_float;
+    t[LLM_DT_Q8_K].from_float = q8_K_from_float;
+    t[LLM_DT_Q2_K].vec_dot = q2_K_q8_K;
+    t[LLM_DT_Q3_K].vec_dot = q3_K_q8_K;
+    t[LLM_DT_Q4_K].vec_dot = q4_K_q8_K;
+    t[LLM_DT_Q5_K].vec_dot = q5_K_q8_K;
+    t[LLM_DT_Q6_K].vec_dot = q6_K_q8_K;
+    rows->f32_to_f16_row = f32_to_f16_row;
+    rows->f16_to_f32_row = f16_to_f32_row;
+    rows->dot_f16 = dot_f16;
+    rows->dot_f32_f16 = dot_f32_f16;
+    rows->axpy_f16 = axpy_f16;
+    return 1;
+}
+
+#else /* not aarch64, or the dotprod build without the instructions */
+
+#ifdef LLM_NEON_DOTPROD
+#define NEON_FILL llm__quant_neon_dotprod_fill
+#else
+#define NEON_FILL llm__quant_neon_fill
+#endif
+
+int NEON_FILL(llm_quant_traits *table, llm_quant_row_fns *rows)
+{
+    (void)table;
+    (void)rows;
+    return 0;
+}
+
+#endif
