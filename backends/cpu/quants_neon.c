@@ -8,8 +8,9 @@
  *
  * As in quants_avx2.c, every kernel forms the same integer sums per block as the
  * reference in quants.c, so results differ from it only in the float rounding of the
- * final combination; the activation quantisers give bit-identical blocks and the
- * half-precision row conversions bit-identical values.
+ * final combination (the i-quants, as in quants_iq_avx2.c, apply the float scales in the
+ * reference's order and equal it bit for bit); the activation quantisers give
+ * bit-identical blocks and the half-precision row conversions bit-identical values.
  *
  * The integer core is one operation, dot4: four int32 lanes accumulating the products of
  * two vectors of 16 signed bytes. With dotprod it is SDOT; without, two widening multiplies
@@ -17,6 +18,7 @@
  * widening adds. Which lane gets which product differs between the two, but every caller
  * only uses the sum over the lanes, or multiplies all four lanes by the same group scale. */
 #include "quants.h"
+#include "quants_iq.h"
 
 #if defined(__aarch64__) && defined(__ARM_NEON) && \
     (!defined(LLM_NEON_DOTPROD) || defined(__ARM_FEATURE_DOTPROD))
@@ -661,6 +663,251 @@ static void q8_K_from_float(const float *x, void *dst, int64_t n)
     }
 }
 
+/* ---- vec_dot: the i-quants ------------------------------------------------------ */
+
+/* As in quants_iq_avx2.c: the weights of a sub-block of 32 as magnitudes gathered from the
+ * grids (or IQ4's levels by a table lookup), their signs moved onto the activations, and
+ * the integer sum of a super-block exact, so that applying the float scales in the
+ * reference's order (quants_iq.c) gives its result bit for bit. */
+
+static inline uint32_t row4(const void *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* y's 32 bytes at q8 with the sign flipped where bit j of signs is set (byte j), as two
+ * vectors; the Q8_K values are in -127..127, so the negation cannot overflow. */
+static inline void signed_q8(const int8_t *q8, uint32_t signs, int8x16_t out[2])
+{
+    uint8_t b[4];
+    memcpy(b, &signs, 4);
+    uint8x16_t m0, m1;
+    bits32(b, &m0, &m1);
+    const int8x16_t s0 = s8(m0), s1 = s8(m1);
+    out[0] = vsubq_s8(veorq_s8(vld1q_s8(q8), s0), s0);
+    out[1] = vsubq_s8(veorq_s8(vld1q_s8(q8 + 16), s1), s1);
+}
+
+/* two 8-byte grid rows side by side */
+static inline int8x16_t rows8(const void *a, const void *b)
+{
+    return vreinterpretq_s8_u8(vcombine_u8(vld1_u8(a), vld1_u8(b)));
+}
+
+/* four 4-byte grid rows side by side */
+static inline int8x16_t rows4(const void *a, const void *b, const void *c, const void *d)
+{
+    const uint32_t v[4] = {row4(a), row4(b), row4(c), row4(d)};
+    return vreinterpretq_s8_u32(vld1q_u32(v));
+}
+
+static inline uint32_t ksigns4(uint32_t aux)
+{
+    return llm__iq_ksigns[aux & 127] | (uint32_t)llm__iq_ksigns[(aux >> 7) & 127] << 8 |
+           (uint32_t)llm__iq_ksigns[(aux >> 14) & 127] << 16 |
+           (uint32_t)llm__iq_ksigns[(aux >> 21) & 127] << 24;
+}
+
+/* IQ4's 16 levels of the low (elements 0-15) and high (16-31) nibbles of 16 bytes */
+static inline void iq4_levels(const uint8_t *qs, int8x16_t out[2])
+{
+    const int8x16_t table = vld1q_s8(llm__iq4nl_values);
+    const uint8x16_t raw = vld1q_u8(qs);
+    out[0] = vqtbl1q_s8(table, vandq_u8(raw, vdupq_n_u8(0x0f)));
+    out[1] = vqtbl1q_s8(table, vshrq_n_u8(raw, 4));
+}
+
+static void iq4_nl_q8_0(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_iq4_nl *x = vx;
+    const block_q8_0 *y = vy;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK4_NL; i++) {
+        int8x16_t w[2];
+        iq4_levels(x[i].qs, w);
+        const int sumi = vaddvq_s32(dot32(w[0], w[1], y[i].qs));
+        sum += h2f(x[i].d) * h2f(y[i].d) * (float)sumi;
+    }
+    *s = sum;
+}
+
+static void iq4_xs_q8_K(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_iq4_xs *x = vx;
+    const block_q8_K *y = vy;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        int32x4_t acc = vdupq_n_s32(0);
+        for (int ib = 0; ib < QK_K / 32; ib++) {
+            const int ls = (((x[i].scales_l[ib / 2] >> 4 * (ib % 2)) & 0xf) |
+                            (((x[i].scales_h >> 2 * ib) & 3) << 4)) - 32;
+            int8x16_t w[2];
+            iq4_levels(x[i].qs + 16 * ib, w);
+            acc = vmlaq_n_s32(acc, dot32(w[0], w[1], y[i].qs + 32 * ib), ls);
+        }
+        sum += h2f(x[i].d) * y[i].d * (float)vaddvq_s32(acc);
+    }
+    *s = sum;
+}
+
+static void iq2_xxs_q8_K(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_iq2_xxs *x = vx;
+    const block_q8_K *y = vy;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        int32x4_t acc = vdupq_n_s32(0);
+        for (int ib = 0; ib < QK_K / 32; ib++) {
+            const uint8_t *idx = (const uint8_t *)(x[i].qs + 4 * ib);
+            const uint32_t aux = row4(x[i].qs + 4 * ib + 2);
+            int8x16_t q8[2];
+            signed_q8(y[i].qs + 32 * ib, ksigns4(aux), q8);
+            const int32x4_t p = dot4(
+                dot4(vdupq_n_s32(0), rows8(llm__iq2xxs_grid[idx[0]], llm__iq2xxs_grid[idx[1]]),
+                     q8[0]),
+                rows8(llm__iq2xxs_grid[idx[2]], llm__iq2xxs_grid[idx[3]]), q8[1]);
+            acc = vmlaq_n_s32(acc, p, (int32_t)(2 * (aux >> 28) + 1));
+        }
+        sum += h2f(x[i].d) * y[i].d * (float)vaddvq_s32(acc);
+    }
+    *s = 0.125f * sum;
+}
+
+static void iq2_xs_q8_K(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_iq2_xs *x = vx;
+    const block_q8_K *y = vy;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        int32x4_t acc = vdupq_n_s32(0);
+        for (int ib = 0; ib < QK_K / 32; ib++) {
+            const uint16_t *q = x[i].qs + 4 * ib;
+            const uint32_t signs = llm__iq_ksigns[q[0] >> 9] |
+                                   (uint32_t)llm__iq_ksigns[q[1] >> 9] << 8 |
+                                   (uint32_t)llm__iq_ksigns[q[2] >> 9] << 16 |
+                                   (uint32_t)llm__iq_ksigns[q[3] >> 9] << 24;
+            int8x16_t q8[2];
+            signed_q8(y[i].qs + 32 * ib, signs, q8);
+            const int sc = x[i].scales[ib];
+            const int32x4_t p0 = dot4(
+                vdupq_n_s32(0), rows8(llm__iq2xs_grid[q[0] & 511], llm__iq2xs_grid[q[1] & 511]),
+                q8[0]);
+            const int32x4_t p1 = dot4(
+                vdupq_n_s32(0), rows8(llm__iq2xs_grid[q[2] & 511], llm__iq2xs_grid[q[3] & 511]),
+                q8[1]);
+            acc = vmlaq_n_s32(acc, p0, 2 * (sc & 0xf) + 1);
+            acc = vmlaq_n_s32(acc, p1, 2 * (sc >> 4) + 1);
+        }
+        sum += h2f(x[i].d) * y[i].d * (float)vaddvq_s32(acc);
+    }
+    *s = 0.125f * sum;
+}
+
+static void iq2_s_q8_K(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_iq2_s *x = vx;
+    const block_q8_K *y = vy;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        int32x4_t acc = vdupq_n_s32(0);
+        const uint8_t *signs = x[i].qs + QK_K / 8;
+        for (int ib = 0; ib < QK_K / 32; ib++) {
+            const uint8_t *q = x[i].qs + 4 * ib;
+            const int qh = x[i].qh[ib];
+            int8x16_t q8[2];
+            signed_q8(y[i].qs + 32 * ib, row4(signs + 4 * ib), q8);
+            const int sc = x[i].scales[ib];
+            const int32x4_t p0 = dot4(vdupq_n_s32(0),
+                                      rows8(llm__iq2s_grid[q[0] | ((qh << 8) & 0x300)],
+                                            llm__iq2s_grid[q[1] | ((qh << 6) & 0x300)]),
+                                      q8[0]);
+            const int32x4_t p1 = dot4(vdupq_n_s32(0),
+                                      rows8(llm__iq2s_grid[q[2] | ((qh << 4) & 0x300)],
+                                            llm__iq2s_grid[q[3] | ((qh << 2) & 0x300)]),
+                                      q8[1]);
+            acc = vmlaq_n_s32(acc, p0, 2 * (sc & 0xf) + 1);
+            acc = vmlaq_n_s32(acc, p1, 2 * (sc >> 4) + 1);
+        }
+        sum += h2f(x[i].d) * y[i].d * (float)vaddvq_s32(acc);
+    }
+    *s = 0.125f * sum;
+}
+
+static void iq3_xxs_q8_K(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_iq3_xxs *x = vx;
+    const block_q8_K *y = vy;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        int32x4_t acc = vdupq_n_s32(0);
+        for (int ib = 0; ib < QK_K / 32; ib++) {
+            const uint8_t *q = x[i].qs + 8 * ib;
+            const uint32_t aux = row4(x[i].qs + QK_K / 4 + 4 * ib);
+            int8x16_t q8[2];
+            signed_q8(y[i].qs + 32 * ib, ksigns4(aux), q8);
+            const int8x16_t g0 = rows4(llm__iq3xxs_grid[q[0]], llm__iq3xxs_grid[q[1]],
+                                       llm__iq3xxs_grid[q[2]], llm__iq3xxs_grid[q[3]]);
+            const int8x16_t g1 = rows4(llm__iq3xxs_grid[q[4]], llm__iq3xxs_grid[q[5]],
+                                       llm__iq3xxs_grid[q[6]], llm__iq3xxs_grid[q[7]]);
+            const int32x4_t p = dot4(dot4(vdupq_n_s32(0), g0, q8[0]), g1, q8[1]);
+            acc = vmlaq_n_s32(acc, p, (int32_t)(2 * (aux >> 28) + 1));
+        }
+        sum += h2f(x[i].d) * y[i].d * (float)vaddvq_s32(acc);
+    }
+    *s = 0.25f * sum;
+}
+
+static void iq3_s_q8_K(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_iq3_s *x = vx;
+    const block_q8_K *y = vy;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        int32x4_t acc = vdupq_n_s32(0);
+        for (int ib = 0; ib < QK_K / 32; ib++) {
+            const uint8_t *q = x[i].qs + 8 * ib;
+            const int qh = x[i].qh[ib];
+            const uint8_t *g[8];
+            for (int k = 0; k < 8; k++)
+                g[k] = llm__iq3s_grid[q[k] | ((qh << (8 - k)) & 256)];
+            int8x16_t q8[2];
+            signed_q8(y[i].qs + 32 * ib, row4(x[i].signs + 4 * ib), q8);
+            const int32x4_t p = dot4(dot4(vdupq_n_s32(0), rows4(g[0], g[1], g[2], g[3]), q8[0]),
+                                     rows4(g[4], g[5], g[6], g[7]), q8[1]);
+            acc = vmlaq_n_s32(acc, p, 1 + 2 * ((x[i].scales[ib / 2] >> 4 * (ib % 2)) & 0xf));
+        }
+        sum += h2f(x[i].d) * y[i].d * (float)vaddvq_s32(acc);
+    }
+    *s = sum;
+}
+
+static void iq1_s_q8_K(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const block_iq1_s *x = vx;
+    const block_q8_K *y = vy;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        int32x4_t acc = vdupq_n_s32(0);
+        int sumi1 = 0;
+        for (int ib = 0; ib < QK_K / 32; ib++) {
+            const uint8_t *q = x[i].qs + 4 * ib;
+            const int qh = x[i].qh[ib];
+            /* grid points are -1, 0, 1: signed by signed directly */
+            const int8x16_t g0 = rows8(llm__iq1s_grid[q[0] | ((qh & 7) << 8)],
+                                       llm__iq1s_grid[q[1] | (((qh >> 3) & 7) << 8)]);
+            const int8x16_t g1 = rows8(llm__iq1s_grid[q[2] | (((qh >> 6) & 7) << 8)],
+                                       llm__iq1s_grid[q[3] | (((qh >> 9) & 7) << 8)]);
+            const int ls = 2 * ((qh >> 12) & 7) + 1;
+            acc = vmlaq_n_s32(acc, dot32(g0, g1, y[i].qs + 32 * ib), ls);
+            sumi1 += ls * (qh & 0x8000 ? -1 : 1) * (y[i].bsums[2 * ib] + y[i].bsums[2 * ib + 1]);
+        }
+        sum += h2f(x[i].d) * y[i].d * ((float)vaddvq_s32(acc) + IQ1S_DELTA * (float)sumi1);
+    }
+    *s = sum;
+}
+
 /* ---- registration --------------------------------------------------------------- */
 
 int NEON_FILL(llm_quant_traits *t, llm_quant_row_fns *rows)
@@ -684,6 +931,14 @@ int NEON_FILL(llm_quant_traits *t, llm_quant_row_fns *rows)
     t[LLM_DT_Q4_K].vec_dot = q4_K_q8_K;
     t[LLM_DT_Q5_K].vec_dot = q5_K_q8_K;
     t[LLM_DT_Q6_K].vec_dot = q6_K_q8_K;
+    t[LLM_DT_IQ4_NL].vec_dot = iq4_nl_q8_0;
+    t[LLM_DT_IQ4_XS].vec_dot = iq4_xs_q8_K;
+    t[LLM_DT_IQ2_XXS].vec_dot = iq2_xxs_q8_K;
+    t[LLM_DT_IQ2_XS].vec_dot = iq2_xs_q8_K;
+    t[LLM_DT_IQ2_S].vec_dot = iq2_s_q8_K;
+    t[LLM_DT_IQ3_XXS].vec_dot = iq3_xxs_q8_K;
+    t[LLM_DT_IQ3_S].vec_dot = iq3_s_q8_K;
+    t[LLM_DT_IQ1_S].vec_dot = iq1_s_q8_K;
     rows->f32_to_f16_row = f32_to_f16_row;
     rows->f16_to_f32_row = f16_to_f32_row;
     rows->dot_f16 = dot_f16;

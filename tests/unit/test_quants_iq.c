@@ -1,4 +1,5 @@
-/* test_quants_iq.c - the i-quant kernels (backends/cpu/quants_iq.c, quants_iq_avx2.c).
+/* test_quants_iq.c - the i-quant kernels (backends/cpu/quants_iq.c, quants_iq_avx2.c,
+ * quants_neon.c).
  *
  * (a) to_float of the reference and of llm__quant_best equals the gguf package's
  *     dequantisation bit for bit on random blocks (tests/data/quant_vectors_iq.bin, written
@@ -175,6 +176,10 @@ static void test_vec_dot(void)
         const uint32_t t = iq_types[ti];
         const llm_quant_traits *ref = &llm__quant_ref[t], *best = &llm__quant_best[t];
         CHECK(ref->vec_dot && best->vec_dot && ref->vec_dot_type == best->vec_dot_type);
+#if defined(__aarch64__)
+        /* NEON is in every 64-bit ARM CPU: the fast table holds its kernel (quants_neon.c) */
+        CHECK_MSG(best->vec_dot != ref->vec_dot, "%s", dt_name(t));
+#endif
         if (!ref->vec_dot || !best->vec_dot)
             continue;
         const uint32_t vt = ref->vec_dot_type;
