@@ -1,4 +1,6 @@
-/* quants_neon.c - NEON kernels (64-bit ARM) for the GGUF block formats.
+/* quants_neon.c - NEON kernels (64-bit ARM) for the GGUF block formats: vec_dot of every
+ * type, tiles (gemm) for the 32-blocks and the K-quants, the activation quantisers and the
+ * half-precision row helpers.
  *
  * Built twice: as plain Armv8-A NEON (this file, llm__quant_neon_fill), and with the
  * Armv8.2 dot-product instructions (quants_neon_dotprod.c includes this file with
@@ -24,6 +26,7 @@
     (!defined(LLM_NEON_DOTPROD) || defined(__ARM_FEATURE_DOTPROD))
 
 #include <arm_neon.h>
+#include <stddef.h>
 #include <string.h>
 
 #ifdef LLM_NEON_DOTPROD
@@ -90,18 +93,49 @@ static inline void bits32(const uint8_t *p, uint8x16_t *lo, uint8x16_t *hi)
     *hi = vtstq_u8(vcombine_u8(vdup_n_u8(p[2]), vdup_n_u8(p[3])), m);
 }
 
-/* ---- vec_dot: the 32-blocks ----------------------------------------------------- */
+/* ---- vec_dot and gemm: the 32-blocks and the K-quants --------------------------- */
 
-/* Element j of a block pairs the low nibble of qs[j] (j < 16) or the high nibble of
- * qs[j - 16] with y's byte j. Which format, as a constant the inlined loop specialises on. */
+/* For prompt processing the same weight row meets many activation rows. The tiles take
+ * one weight row and RN <= 4 activation rows: each weight block is unpacked once for all
+ * of them. vec_dot is the tile with RN = 1, so every pair's result in a gemm is bit for
+ * bit that of vec_dot (each token goes through the same operations in the same order; the
+ * file is compiled without floating-point contraction), and a token's logits do not depend
+ * on how the tokens were batched. RN is a constant at every call site (the tiles are
+ * always inlined), so the loops over the tokens unroll. */
+#define TILE_MAX 4
+
+/* Every weight row against the activation rows in groups of TILE_MAX (the last group
+ * smaller). TILE(rn, s, x, y) must expand to a call with a constant rn. */
+#define GEMM_DRIVER(TILE)                                                                   \
+    do {                                                                                    \
+        for (int64_t r = 0; r < nr; r++) {                                                  \
+            const char *xr = (const char *)vx + r * bx;                                     \
+            int64_t c = 0;                                                                  \
+            for (; c + TILE_MAX <= nc; c += TILE_MAX)                                       \
+                TILE(TILE_MAX, s + c * bs + r, xr, (const char *)vy + c * by);              \
+            switch (nc - c) {                                                               \
+            case 3: TILE(3, s + c * bs + r, xr, (const char *)vy + c * by); break;          \
+            case 2: TILE(2, s + c * bs + r, xr, (const char *)vy + c * by); break;          \
+            case 1: TILE(1, s + c * bs + r, xr, (const char *)vy + c * by); break;          \
+            default: break;                                                                 \
+            }                                                                               \
+        }                                                                                   \
+    } while (0)
+
+/* The 32-blocks. Element j of a block pairs the low nibble of qs[j] (j < 16) or the high
+ * nibble of qs[j - 16] with y's byte j. Which format, as a constant the inlined tile
+ * specialises on. */
 enum { K_Q4_0, K_Q4_1, K_Q5_0, K_Q5_1, K_Q8_0 };
 
-static ALWAYS_INLINE int32x4_t blk32_dot(int kind, const void *b, const int8_t *y)
+/* the block's 32 values as signed bytes: elements 0-15 in w[0], 16-31 in w[1] */
+static ALWAYS_INLINE void blk32_values(int kind, const void *b, int8x16_t w[2])
 {
     const uint8x16_t m4 = vdupq_n_u8(0x0f);
     if (kind == K_Q8_0) {
         const int8_t *q = ((const block_q8_0 *)b)->qs;
-        return dot32(vld1q_s8(q), vld1q_s8(q + 16), y);
+        w[0] = vld1q_s8(q);
+        w[1] = vld1q_s8(q + 16);
+        return;
     }
     const uint8_t *qs = kind == K_Q4_0   ? ((const block_q4_0 *)b)->qs
                         : kind == K_Q4_1 ? ((const block_q4_1 *)b)->qs
@@ -109,25 +143,29 @@ static ALWAYS_INLINE int32x4_t blk32_dot(int kind, const void *b, const int8_t *
                                          : ((const block_q5_1 *)b)->qs;
     const uint8x16_t v = vld1q_u8(qs);
     uint8x16_t lo = vandq_u8(v, m4), hi = vshrq_n_u8(v, 4);
-    if (kind == K_Q4_0)
-        return dot32(vsubq_s8(s8(lo), vdupq_n_s8(8)), vsubq_s8(s8(hi), vdupq_n_s8(8)), y);
-    if (kind == K_Q4_1)
-        return dot32(s8(lo), s8(hi), y);
-    uint8x16_t h0, h1;
-    bits32(kind == K_Q5_0 ? ((const block_q5_0 *)b)->qh : ((const block_q5_1 *)b)->qh, &h0,
-           &h1);
-    if (kind == K_Q5_0) {
-        /* (nibble | hbit << 4) - 16 is, as a signed byte, the nibble with 0xf0 or-ed in
-         * where the high bit is clear */
-        const uint8x16_t f0 = vdupq_n_u8(0xf0);
-        lo = vorrq_u8(lo, vbicq_u8(f0, h0));
-        hi = vorrq_u8(hi, vbicq_u8(f0, h1));
-    } else {
-        const uint8x16_t b4 = vdupq_n_u8(0x10);
-        lo = vorrq_u8(lo, vandq_u8(h0, b4));
-        hi = vorrq_u8(hi, vandq_u8(h1, b4));
+    if (kind == K_Q4_0) {
+        w[0] = vsubq_s8(s8(lo), vdupq_n_s8(8));
+        w[1] = vsubq_s8(s8(hi), vdupq_n_s8(8));
+        return;
     }
-    return dot32(s8(lo), s8(hi), y);
+    if (kind == K_Q5_0 || kind == K_Q5_1) {
+        uint8x16_t h0, h1;
+        bits32(kind == K_Q5_0 ? ((const block_q5_0 *)b)->qh : ((const block_q5_1 *)b)->qh,
+               &h0, &h1);
+        if (kind == K_Q5_0) {
+            /* (nibble | hbit << 4) - 16 is, as a signed byte, the nibble with 0xf0 or-ed in
+             * where the high bit is clear */
+            const uint8x16_t f0 = vdupq_n_u8(0xf0);
+            lo = vorrq_u8(lo, vbicq_u8(f0, h0));
+            hi = vorrq_u8(hi, vbicq_u8(f0, h1));
+        } else {
+            const uint8x16_t b4 = vdupq_n_u8(0x10);
+            lo = vorrq_u8(lo, vandq_u8(h0, b4));
+            hi = vorrq_u8(hi, vandq_u8(h1, b4));
+        }
+    }
+    w[0] = s8(lo);
+    w[1] = s8(hi);
 }
 
 static ALWAYS_INLINE size_t blk32_size(int kind)
@@ -141,279 +179,321 @@ static ALWAYS_INLINE size_t blk32_size(int kind)
     }
 }
 
-/* The d of a block (all five formats start with it) and, for Q4_1/Q5_1, m after it. */
-static ALWAYS_INLINE llm_f16 blk32_f16(const void *b, int i)
+/* The d of a block (all these formats start with it) and, for Q4_1/Q5_1, m after it (s
+ * of Q8_1). */
+static ALWAYS_INLINE float blk32_f(const void *b, int i)
 {
     llm_f16 h;
     memcpy(&h, (const char *)b + i * sizeof(llm_f16), sizeof h);
-    return h;
+    return h2f(h);
 }
 
-/* Two blocks per iteration into two accumulators, to keep two dependency chains going.
- * Q4_1/Q5_1: sum((d*q + m) * y) = d*dy*sum(q*qy) + m*s, with s = dy*sum(qy) from Q8_1. */
-static ALWAYS_INLINE void dot32_row(int kind, int64_t n, float *s, const void *vx,
-                                    const void *vy)
+/* Two blocks per step into two accumulators per token, to keep two dependency chains
+ * going. Q4_1/Q5_1: sum((d*q + m) * y) = d*dy*sum(q*qy) + m*s, s = dy*sum(qy) from Q8_1. */
+static ALWAYS_INLINE void tile32(int kind, int RN, int64_t nb, float *s, size_t bs,
+                                 const char *x, const char *y, size_t by)
 {
     const int with_min = kind == K_Q4_1 || kind == K_Q5_1;
-    const size_t bx = blk32_size(kind), by = with_min ? sizeof(block_q8_1) : sizeof(block_q8_0);
-    const char *x = vx, *y = vy;
-    const int64_t nb = n / 32;
-    float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
-    float summs = 0.0f;
+    const size_t bx = blk32_size(kind);
+    const size_t ysz = with_min ? sizeof(block_q8_1) : sizeof(block_q8_0);
+    const size_t yqs = with_min ? offsetof(block_q8_1, qs) : offsetof(block_q8_0, qs);
+    float32x4_t acc0[TILE_MAX], acc1[TILE_MAX];
+    float summs[TILE_MAX];
+    for (int c = 0; c < RN; c++) {
+        acc0[c] = acc1[c] = vdupq_n_f32(0.0f);
+        summs[c] = 0.0f;
+    }
     int64_t i = 0;
     for (; i + 1 < nb; i += 2) {
-        const char *x0 = x + i * bx, *x1 = x0 + bx, *y0 = y + i * by, *y1 = y0 + by;
-        const int8_t *q0 = with_min ? ((const block_q8_1 *)y0)->qs : ((const block_q8_0 *)y0)->qs;
-        const int8_t *q1 = with_min ? ((const block_q8_1 *)y1)->qs : ((const block_q8_0 *)y1)->qs;
-        const int32x4_t p0 = blk32_dot(kind, x0, q0), p1 = blk32_dot(kind, x1, q1);
-        acc0 = vfmaq_n_f32(acc0, vcvtq_f32_s32(p0),
-                           h2f(blk32_f16(x0, 0)) * h2f(blk32_f16(y0, 0)));
-        acc1 = vfmaq_n_f32(acc1, vcvtq_f32_s32(p1),
-                           h2f(blk32_f16(x1, 0)) * h2f(blk32_f16(y1, 0)));
-        if (with_min)
-            summs += h2f(blk32_f16(x0, 1)) * h2f(blk32_f16(y0, 1)) +
-                     h2f(blk32_f16(x1, 1)) * h2f(blk32_f16(y1, 1));
+        const char *x0 = x + (size_t)i * bx, *x1 = x0 + bx;
+        int8x16_t w0[2], w1[2];
+        blk32_values(kind, x0, w0);
+        blk32_values(kind, x1, w1);
+        const float d0 = blk32_f(x0, 0), d1 = blk32_f(x1, 0);
+        for (int c = 0; c < RN; c++) {
+            const char *y0 = y + c * by + (size_t)i * ysz, *y1 = y0 + ysz;
+            const int32x4_t p0 = dot32(w0[0], w0[1], (const int8_t *)(y0 + yqs));
+            const int32x4_t p1 = dot32(w1[0], w1[1], (const int8_t *)(y1 + yqs));
+            acc0[c] = vfmaq_n_f32(acc0[c], vcvtq_f32_s32(p0), d0 * blk32_f(y0, 0));
+            acc1[c] = vfmaq_n_f32(acc1[c], vcvtq_f32_s32(p1), d1 * blk32_f(y1, 0));
+            if (with_min)
+                summs[c] += blk32_f(x0, 1) * blk32_f(y0, 1) + blk32_f(x1, 1) * blk32_f(y1, 1);
+        }
     }
     if (i < nb) {
-        const char *x0 = x + i * bx, *y0 = y + i * by;
-        const int8_t *q0 = with_min ? ((const block_q8_1 *)y0)->qs : ((const block_q8_0 *)y0)->qs;
-        acc0 = vfmaq_n_f32(acc0, vcvtq_f32_s32(blk32_dot(kind, x0, q0)),
-                           h2f(blk32_f16(x0, 0)) * h2f(blk32_f16(y0, 0)));
-        if (with_min)
-            summs += h2f(blk32_f16(x0, 1)) * h2f(blk32_f16(y0, 1));
+        const char *x0 = x + (size_t)i * bx;
+        int8x16_t w0[2];
+        blk32_values(kind, x0, w0);
+        const float d0 = blk32_f(x0, 0);
+        for (int c = 0; c < RN; c++) {
+            const char *y0 = y + c * by + (size_t)i * ysz;
+            const int32x4_t p0 = dot32(w0[0], w0[1], (const int8_t *)(y0 + yqs));
+            acc0[c] = vfmaq_n_f32(acc0[c], vcvtq_f32_s32(p0), d0 * blk32_f(y0, 0));
+            if (with_min)
+                summs[c] += blk32_f(x0, 1) * blk32_f(y0, 1);
+        }
     }
-    *s = vaddvq_f32(vaddq_f32(acc0, acc1)) + summs;
+    for (int c = 0; c < RN; c++)
+        s[c * bs] = vaddvq_f32(vaddq_f32(acc0[c], acc1[c])) + summs[c];
 }
 
-static void q4_0_q8_0(int64_t n, float *s, const void *vx, const void *vy)
-{
-    dot32_row(K_Q4_0, n, s, vx, vy);
-}
+#define DOT32(name, kind)                                                                   \
+    static void name(int64_t n, float *s, const void *vx, const void *vy)                  \
+    {                                                                                       \
+        tile32(kind, 1, n / 32, s, 1, vx, vy, 0);                                           \
+    }                                                                                       \
+    static void gemm_##name(int64_t n, float *s, size_t bs, const void *vx, size_t bx,     \
+                            const void *vy, size_t by, int64_t nr, int64_t nc)             \
+    {                                                                                       \
+        const int64_t nb = n / 32;                                                          \
+        GEMM_DRIVER(TILE_##name);                                                           \
+    }
+#define TILE_q4_0_q8_0(rn, s_, x_, y_) tile32(K_Q4_0, rn, nb, s_, bs, x_, y_, by)
+#define TILE_q4_1_q8_1(rn, s_, x_, y_) tile32(K_Q4_1, rn, nb, s_, bs, x_, y_, by)
+#define TILE_q5_0_q8_0(rn, s_, x_, y_) tile32(K_Q5_0, rn, nb, s_, bs, x_, y_, by)
+#define TILE_q5_1_q8_1(rn, s_, x_, y_) tile32(K_Q5_1, rn, nb, s_, bs, x_, y_, by)
+#define TILE_q8_0_q8_0(rn, s_, x_, y_) tile32(K_Q8_0, rn, nb, s_, bs, x_, y_, by)
 
-static void q4_1_q8_1(int64_t n, float *s, const void *vx, const void *vy)
-{
-    dot32_row(K_Q4_1, n, s, vx, vy);
-}
+DOT32(q4_0_q8_0, K_Q4_0)
+DOT32(q4_1_q8_1, K_Q4_1)
+DOT32(q5_0_q8_0, K_Q5_0)
+DOT32(q5_1_q8_1, K_Q5_1)
+DOT32(q8_0_q8_0, K_Q8_0)
 
-static void q5_0_q8_0(int64_t n, float *s, const void *vx, const void *vy)
-{
-    dot32_row(K_Q5_0, n, s, vx, vy);
-}
+/* The K-quants, one scheme for all: a super-block unpacks into 16 groups of 16 signed
+ * values with an integer scale each, so that the integer sum is sum(scale * dot16), plus
+ * per group a factor m that the Q8_K bsums are dotted with for the offset or min term. */
+enum { K_Q2_K, K_Q3_K, K_Q4_K, K_Q5_K, K_Q6_K };
 
-static void q5_1_q8_1(int64_t n, float *s, const void *vx, const void *vy)
-{
-    dot32_row(K_Q5_1, n, s, vx, vy);
-}
-
-static void q8_0_q8_0(int64_t n, float *s, const void *vx, const void *vy)
-{
-    dot32_row(K_Q8_0, n, s, vx, vy);
-}
-
-/* ---- vec_dot: the K-quants ------------------------------------------------------ */
+typedef struct kblock {
+    int8x16_t w[16]; /* group g = elements 16g .. 16g + 15 */
+    int32_t sc[16];
+    int16x8_t m[2];  /* Q2_K: the 4-bit mins; Q3_K: the scales (offset 4); Q4_K/Q5_K: the
+                      * 6-bit mins (each for two groups); Q6_K: unused */
+    float d, dmin;
+} kblock;
 
 /* sum(a[g] * b[g]) over 16 int16 pairs (a in 0..63 or -32..31, b a Q8_K bsum: no overflow) */
-static inline int dot16x16(int16x8_t a0, int16x8_t a1, const int16_t *b)
+static inline int dot16x16(const int16x8_t a[2], const int16_t *b)
 {
     const int16x8_t b0 = vld1q_s16(b), b1 = vld1q_s16(b + 8);
-    int32x4_t t = vmull_s16(vget_low_s16(a0), vget_low_s16(b0));
-    t = vmlal_high_s16(t, a0, b0);
-    t = vmlal_s16(t, vget_low_s16(a1), vget_low_s16(b1));
-    t = vmlal_high_s16(t, a1, b1);
+    int32x4_t t = vmull_s16(vget_low_s16(a[0]), vget_low_s16(b0));
+    t = vmlal_high_s16(t, a[0], b0);
+    t = vmlal_s16(t, vget_low_s16(a[1]), vget_low_s16(b1));
+    t = vmlal_high_s16(t, a[1], b1);
     return vaddvq_s32(t);
 }
 
-/* Q2_K: value 0..3 times a 4-bit scale per group of 16, minus dmin * min * sum(q8), the sums
- * per group being the Q8_K bsums. Element 128h + 32k + l is bits 2k..2k+1 of qs[32h + l]. */
-static void q2_K_q8_K(int64_t n, float *s, const void *vx, const void *vy)
+/* Q2_K: value 0..3 (element 128h + 32k + l is bits 2k..2k+1 of qs[32h + l]) times a 4-bit
+ * scale per group, minus dmin * min * bsum. */
+static ALWAYS_INLINE void unpack_q2_K(const block_q2_K *x, kblock *b)
 {
-    const block_q2_K *x = vx;
-    const block_q8_K *y = vy;
     const uint8x16_t m3 = vdupq_n_u8(3);
-    float sum = 0.0f;
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        const uint8x16_t sm = vld1q_u8(x[i].scales);
-        const uint8x16_t mins = vshrq_n_u8(sm, 4);
-        const int summs = dot16x16(vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(mins))),
-                                   vreinterpretq_s16_u16(vmovl_high_u8(mins)), y[i].bsums);
-        uint8_t sc[16];
-        vst1q_u8(sc, vandq_u8(sm, vdupq_n_u8(0x0f)));
-        const int8_t *q8 = y[i].qs;
-        int32x4_t acc = vdupq_n_s32(0);
-        for (int h = 0; h < 2; h++) {
-            uint8x16_t b0 = vld1q_u8(x[i].qs + 32 * h), b1 = vld1q_u8(x[i].qs + 32 * h + 16);
-            for (int k = 0; k < 4; k++, q8 += 32) {
-                const int g = 8 * h + 2 * k;
-                acc = vmlaq_n_s32(acc, dot16(s8(vandq_u8(b0, m3)), q8), sc[g]);
-                acc = vmlaq_n_s32(acc, dot16(s8(vandq_u8(b1, m3)), q8 + 16), sc[g + 1]);
-                b0 = vshrq_n_u8(b0, 2);
-                b1 = vshrq_n_u8(b1, 2);
-            }
+    const uint8x16_t sm = vld1q_u8(x->scales);
+    const uint8x16_t mins = vshrq_n_u8(sm, 4);
+    b->m[0] = vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(mins)));
+    b->m[1] = vreinterpretq_s16_u16(vmovl_high_u8(mins));
+    for (int g = 0; g < 16; g++)
+        b->sc[g] = x->scales[g] & 0xf;
+    for (int h = 0; h < 2; h++) {
+        uint8x16_t b0 = vld1q_u8(x->qs + 32 * h), b1 = vld1q_u8(x->qs + 32 * h + 16);
+        for (int k = 0; k < 4; k++) {
+            b->w[8 * h + 2 * k] = s8(vandq_u8(b0, m3));
+            b->w[8 * h + 2 * k + 1] = s8(vandq_u8(b1, m3));
+            b0 = vshrq_n_u8(b0, 2);
+            b1 = vshrq_n_u8(b1, 2);
         }
-        const float dall = y[i].d * h2f(x[i].d);
-        const float dmin = y[i].d * h2f(x[i].dmin);
-        sum += dall * (float)vaddvq_s32(acc) - dmin * (float)summs;
     }
-    *s = sum;
+    b->d = h2f(x->d);
+    b->dmin = h2f(x->dmin);
 }
 
 /* Q3_K: v = low2 | hbit << 2 in 0..7 and the weight is v - 4, so the dot is
- * sum(sc * v * q8) - 4 * sum(sc * bsum) per super-block. The hmask bit of element
- * 128h + 32k + l is bit 4h + k of hmask[l]. */
-static void q3_K_q8_K(int64_t n, float *s, const void *vx, const void *vy)
+ * sum(sc * v * q8) - 4 * sum(sc * bsum). The hmask bit of element 128h + 32k + l is bit
+ * 4h + k of hmask[l]. */
+static ALWAYS_INLINE void unpack_q3_K(const block_q3_K *x, kblock *b)
 {
-    const block_q3_K *x = vx;
-    const block_q8_K *y = vy;
     const uint8x16_t m3 = vdupq_n_u8(3), m1 = vdupq_n_u8(1);
-    float sum = 0.0f;
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        uint32_t w[3], u[4];
-        memcpy(w, x[i].scales, 12);
-        u[0] = (w[0] & 0x0f0f0f0f) | ((w[2] & 0x03030303) << 4);
-        u[1] = (w[1] & 0x0f0f0f0f) | (((w[2] >> 2) & 0x03030303) << 4);
-        u[2] = ((w[0] >> 4) & 0x0f0f0f0f) | (((w[2] >> 4) & 0x03030303) << 4);
-        u[3] = ((w[1] >> 4) & 0x0f0f0f0f) | (((w[2] >> 6) & 0x03030303) << 4);
-        int8_t sc[16];
-        const int8x16_t scv = vsubq_s8(s8(vld1q_u8((const uint8_t *)u)), vdupq_n_s8(32));
-        vst1q_s8(sc, scv);
-        const int offset = 4 * dot16x16(vmovl_s8(vget_low_s8(scv)), vmovl_high_s8(scv),
-                                        y[i].bsums);
-
-        uint8x16_t hb0 = vld1q_u8(x[i].hmask), hb1 = vld1q_u8(x[i].hmask + 16);
-        const int8_t *q8 = y[i].qs;
-        int32x4_t acc = vdupq_n_s32(0);
-        for (int h = 0; h < 2; h++) {
-            uint8x16_t b0 = vld1q_u8(x[i].qs + 32 * h), b1 = vld1q_u8(x[i].qs + 32 * h + 16);
-            for (int k = 0; k < 4; k++, q8 += 32) {
-                const int g = 8 * h + 2 * k;
-                uint8x16_t v0 = vorrq_u8(vandq_u8(b0, m3), vshlq_n_u8(vandq_u8(hb0, m1), 2));
-                uint8x16_t v1 = vorrq_u8(vandq_u8(b1, m3), vshlq_n_u8(vandq_u8(hb1, m1), 2));
-                acc = vmlaq_n_s32(acc, dot16(s8(v0), q8), sc[g]);
-                acc = vmlaq_n_s32(acc, dot16(s8(v1), q8 + 16), sc[g + 1]);
-                b0 = vshrq_n_u8(b0, 2);
-                b1 = vshrq_n_u8(b1, 2);
-                hb0 = vshrq_n_u8(hb0, 1);
-                hb1 = vshrq_n_u8(hb1, 1);
-            }
+    uint32_t w[3], u[4];
+    memcpy(w, x->scales, 12);
+    u[0] = (w[0] & 0x0f0f0f0f) | ((w[2] & 0x03030303) << 4);
+    u[1] = (w[1] & 0x0f0f0f0f) | (((w[2] >> 2) & 0x03030303) << 4);
+    u[2] = ((w[0] >> 4) & 0x0f0f0f0f) | (((w[2] >> 4) & 0x03030303) << 4);
+    u[3] = ((w[1] >> 4) & 0x0f0f0f0f) | (((w[2] >> 6) & 0x03030303) << 4);
+    const int8x16_t scv = vsubq_s8(s8(vld1q_u8((const uint8_t *)u)), vdupq_n_s8(32));
+    int8_t sc[16];
+    vst1q_s8(sc, scv);
+    for (int g = 0; g < 16; g++)
+        b->sc[g] = sc[g];
+    b->m[0] = vmovl_s8(vget_low_s8(scv));
+    b->m[1] = vmovl_high_s8(scv);
+    uint8x16_t hb0 = vld1q_u8(x->hmask), hb1 = vld1q_u8(x->hmask + 16);
+    for (int h = 0; h < 2; h++) {
+        uint8x16_t b0 = vld1q_u8(x->qs + 32 * h), b1 = vld1q_u8(x->qs + 32 * h + 16);
+        for (int k = 0; k < 4; k++) {
+            b->w[8 * h + 2 * k] =
+                s8(vorrq_u8(vandq_u8(b0, m3), vshlq_n_u8(vandq_u8(hb0, m1), 2)));
+            b->w[8 * h + 2 * k + 1] =
+                s8(vorrq_u8(vandq_u8(b1, m3), vshlq_n_u8(vandq_u8(hb1, m1), 2)));
+            b0 = vshrq_n_u8(b0, 2);
+            b1 = vshrq_n_u8(b1, 2);
+            hb0 = vshrq_n_u8(hb0, 1);
+            hb1 = vshrq_n_u8(hb1, 1);
         }
-        const float d = y[i].d * h2f(x[i].d);
-        sum += d * (float)(vaddvq_s32(acc) - offset);
     }
-    *s = sum;
+    b->d = h2f(x->d);
 }
 
-/* The 8 six-bit scales and 8 mins of Q4_K/Q5_K, unpacked four at a time with word masks:
- * bytes 0-7 the scales, 8-15 the mins. */
-static inline void k4_unpack(const uint8_t *p, uint8_t out[16])
+/* Q4_K/Q5_K: element 64j + 32u + l is the low (u = 0) or high (u = 1) nibble of
+ * qs[32j + l]; Q5_K adds 16 when bit 2j + u of qh[l] is set. The 8 six-bit scales and 8
+ * mins (groups of 32) are unpacked four at a time with word masks. */
+static ALWAYS_INLINE void unpack_q4_K(int is_q5, const void *vx, kblock *b)
 {
+    const block_q4_K *x4 = vx;
+    const block_q5_K *x5 = vx;
+    const uint8x16_t m4 = vdupq_n_u8(0x0f), m1 = vdupq_n_u8(1), m2 = vdupq_n_u8(2);
     uint32_t w[3], u[4];
-    memcpy(w, p, 12);
+    memcpy(w, is_q5 ? x5->scales : x4->scales, 12);
     u[0] = w[0] & 0x3f3f3f3f;
     u[1] = (w[2] & 0x0f0f0f0f) | ((w[0] >> 2) & 0x30303030);
     u[2] = w[1] & 0x3f3f3f3f;
     u[3] = ((w[2] >> 4) & 0x0f0f0f0f) | ((w[1] >> 2) & 0x30303030);
-    memcpy(out, u, 16);
-}
-
-/* The min term of Q4_K/Q5_K: sum over the 8 groups of 32 of min * (bsum pair). */
-static inline int k4_mins_dot(const uint8_t *mins, const int16_t *bsums)
-{
-    const int16x8_t pairs = vpaddq_s16(vld1q_s16(bsums), vld1q_s16(bsums + 8));
-    const int16x8_t m = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(mins)));
-    int32x4_t t = vmull_s16(vget_low_s16(m), vget_low_s16(pairs));
-    t = vmlal_high_s16(t, m, pairs);
-    return vaddvq_s32(t);
-}
-
-/* Q4_K/Q5_K: element 64j + 32u + l is the low (u = 0) or high (u = 1) nibble of
- * qs[32j + l]; Q5_K adds 16 when bit 2j + u of qh[l] is set. */
-static ALWAYS_INLINE void k4_row(int is_q5, int64_t n, float *s, const void *vx, const void *vy)
-{
-    const block_q8_K *y = vy;
-    const uint8x16_t m4 = vdupq_n_u8(0x0f), m1 = vdupq_n_u8(1), m2 = vdupq_n_u8(2);
-    float sum = 0.0f;
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        const block_q4_K *x4 = (const block_q4_K *)vx + i;
-        const block_q5_K *x5 = (const block_q5_K *)vx + i;
-        const llm_f16 xd = is_q5 ? x5->d : x4->d, xdmin = is_q5 ? x5->dmin : x4->dmin;
-        uint8_t sm[16];
-        k4_unpack(is_q5 ? x5->scales : x4->scales, sm);
-        const int summs = k4_mins_dot(sm + 8, y[i].bsums);
-        const uint8_t *q = is_q5 ? x5->qs : x4->qs;
-        const int8_t *q8 = y[i].qs;
-        uint8x16_t hb0 = vdupq_n_u8(0), hb1 = vdupq_n_u8(0);
-        if (is_q5) {
-            hb0 = vld1q_u8(x5->qh);
-            hb1 = vld1q_u8(x5->qh + 16);
-        }
-        int32x4_t acc = vdupq_n_s32(0);
-        for (int j = 0; j < 4; j++, q += 32, q8 += 64) {
-            const uint8x16_t b0 = vld1q_u8(q), b1 = vld1q_u8(q + 16);
-            uint8x16_t lo0 = vandq_u8(b0, m4), lo1 = vandq_u8(b1, m4);
-            uint8x16_t hi0 = vshrq_n_u8(b0, 4), hi1 = vshrq_n_u8(b1, 4);
-            if (is_q5) {
-                lo0 = vorrq_u8(lo0, vshlq_n_u8(vandq_u8(hb0, m1), 4));
-                lo1 = vorrq_u8(lo1, vshlq_n_u8(vandq_u8(hb1, m1), 4));
-                hi0 = vorrq_u8(hi0, vshlq_n_u8(vandq_u8(hb0, m2), 3));
-                hi1 = vorrq_u8(hi1, vshlq_n_u8(vandq_u8(hb1, m2), 3));
-                hb0 = vshrq_n_u8(hb0, 2);
-                hb1 = vshrq_n_u8(hb1, 2);
-            }
-            acc = vmlaq_n_s32(acc, dot32(s8(lo0), s8(lo1), q8), sm[2 * j]);
-            acc = vmlaq_n_s32(acc, dot32(s8(hi0), s8(hi1), q8 + 32), sm[2 * j + 1]);
-        }
-        const float d = y[i].d * h2f(xd);
-        const float dmin = y[i].d * h2f(xdmin);
-        sum += d * (float)vaddvq_s32(acc) - dmin * (float)summs;
+    uint8_t sm[16]; /* scales 0-7, mins 0-7 */
+    memcpy(sm, u, 16);
+    for (int g = 0; g < 16; g++)
+        b->sc[g] = sm[g / 2];
+    /* each min twice: group 2j and 2j + 1 of 16 share the min of group j of 32 */
+    const uint8x8_t mins = vld1_u8(sm + 8);
+    b->m[0] = vreinterpretq_s16_u16(vmovl_u8(vzip1_u8(mins, mins)));
+    b->m[1] = vreinterpretq_s16_u16(vmovl_u8(vzip2_u8(mins, mins)));
+    const uint8_t *q = is_q5 ? x5->qs : x4->qs;
+    uint8x16_t hb0 = vdupq_n_u8(0), hb1 = vdupq_n_u8(0);
+    if (is_q5) {
+        hb0 = vld1q_u8(x5->qh);
+        hb1 = vld1q_u8(x5->qh + 16);
     }
-    *s = sum;
-}
-
-static void q4_K_q8_K(int64_t n, float *s, const void *vx, const void *vy)
-{
-    k4_row(0, n, s, vx, vy);
-}
-
-static void q5_K_q8_K(int64_t n, float *s, const void *vx, const void *vy)
-{
-    k4_row(1, n, s, vx, vy);
+    for (int j = 0; j < 4; j++, q += 32) {
+        const uint8x16_t b0 = vld1q_u8(q), b1 = vld1q_u8(q + 16);
+        uint8x16_t lo0 = vandq_u8(b0, m4), lo1 = vandq_u8(b1, m4);
+        uint8x16_t hi0 = vshrq_n_u8(b0, 4), hi1 = vshrq_n_u8(b1, 4);
+        if (is_q5) {
+            lo0 = vorrq_u8(lo0, vshlq_n_u8(vandq_u8(hb0, m1), 4));
+            lo1 = vorrq_u8(lo1, vshlq_n_u8(vandq_u8(hb1, m1), 4));
+            hi0 = vorrq_u8(hi0, vshlq_n_u8(vandq_u8(hb0, m2), 3));
+            hi1 = vorrq_u8(hi1, vshlq_n_u8(vandq_u8(hb1, m2), 3));
+            hb0 = vshrq_n_u8(hb0, 2);
+            hb1 = vshrq_n_u8(hb1, 2);
+        }
+        b->w[4 * j] = s8(lo0);
+        b->w[4 * j + 1] = s8(lo1);
+        b->w[4 * j + 2] = s8(hi0);
+        b->w[4 * j + 3] = s8(hi1);
+    }
+    b->d = h2f(is_q5 ? x5->d : x4->d);
+    b->dmin = h2f(is_q5 ? x5->dmin : x4->dmin);
 }
 
 /* Q6_K: element 128h + 32k + l is (low4 | high2 << 4) - 32, low4 the low (k < 2) or high
  * nibble of ql[64h + 32(k & 1) + l], high2 bits 2k..2k+1 of qh[32h + l]. */
-static void q6_K_q8_K(int64_t n, float *s, const void *vx, const void *vy)
+static ALWAYS_INLINE void unpack_q6_K(const block_q6_K *x, kblock *b)
 {
-    const block_q6_K *x = vx;
-    const block_q8_K *y = vy;
     const uint8x16_t m4 = vdupq_n_u8(0x0f), m3 = vdupq_n_u8(3);
     const int8x16_t off = vdupq_n_s8(32);
-    float sum = 0.0f;
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        const uint8_t *ql = x[i].ql, *qh = x[i].qh;
-        const int8_t *sc = x[i].scales;
-        const int8_t *q8 = y[i].qs;
-        int32x4_t acc = vdupq_n_s32(0);
-        for (int h = 0; h < 2; h++, ql += 64, qh += 32, sc += 8) {
-            uint8x16_t h0 = vld1q_u8(qh), h1 = vld1q_u8(qh + 16);
-            const uint8x16_t l[4] = {vld1q_u8(ql), vld1q_u8(ql + 16), vld1q_u8(ql + 32),
-                                     vld1q_u8(ql + 48)};
-            for (int k = 0; k < 4; k++, q8 += 32) {
-                const uint8x16_t a = l[2 * (k & 1)], b = l[2 * (k & 1) + 1];
-                uint8x16_t lo0 = k < 2 ? vandq_u8(a, m4) : vshrq_n_u8(a, 4);
-                uint8x16_t lo1 = k < 2 ? vandq_u8(b, m4) : vshrq_n_u8(b, 4);
-                lo0 = vorrq_u8(lo0, vshlq_n_u8(vandq_u8(h0, m3), 4));
-                lo1 = vorrq_u8(lo1, vshlq_n_u8(vandq_u8(h1, m3), 4));
-                h0 = vshrq_n_u8(h0, 2);
-                h1 = vshrq_n_u8(h1, 2);
-                acc = vmlaq_n_s32(acc, dot16(vsubq_s8(s8(lo0), off), q8), sc[2 * k]);
-                acc = vmlaq_n_s32(acc, dot16(vsubq_s8(s8(lo1), off), q8 + 16), sc[2 * k + 1]);
+    for (int g = 0; g < 16; g++)
+        b->sc[g] = x->scales[g];
+    for (int h = 0; h < 2; h++) {
+        const uint8_t *ql = x->ql + 64 * h, *qh = x->qh + 32 * h;
+        uint8x16_t h0 = vld1q_u8(qh), h1 = vld1q_u8(qh + 16);
+        const uint8x16_t l[4] = {vld1q_u8(ql), vld1q_u8(ql + 16), vld1q_u8(ql + 32),
+                                 vld1q_u8(ql + 48)};
+        for (int k = 0; k < 4; k++) {
+            const uint8x16_t a = l[2 * (k & 1)], c = l[2 * (k & 1) + 1];
+            uint8x16_t lo0 = k < 2 ? vandq_u8(a, m4) : vshrq_n_u8(a, 4);
+            uint8x16_t lo1 = k < 2 ? vandq_u8(c, m4) : vshrq_n_u8(c, 4);
+            lo0 = vorrq_u8(lo0, vshlq_n_u8(vandq_u8(h0, m3), 4));
+            lo1 = vorrq_u8(lo1, vshlq_n_u8(vandq_u8(h1, m3), 4));
+            h0 = vshrq_n_u8(h0, 2);
+            h1 = vshrq_n_u8(h1, 2);
+            b->w[8 * h + 2 * k] = vsubq_s8(s8(lo0), off);
+            b->w[8 * h + 2 * k + 1] = vsubq_s8(s8(lo1), off);
+        }
+    }
+    b->d = h2f(x->d);
+}
+
+static ALWAYS_INLINE size_t kblock_size(int kind)
+{
+    switch (kind) {
+    case K_Q2_K: return sizeof(block_q2_K);
+    case K_Q3_K: return sizeof(block_q3_K);
+    case K_Q4_K: return sizeof(block_q4_K);
+    case K_Q5_K: return sizeof(block_q5_K);
+    default: return sizeof(block_q6_K);
+    }
+}
+
+/* One float sum per token over the super-blocks, combined as the reference does for Q2_K
+ * (the others differ from it only in the float rounding). */
+static ALWAYS_INLINE void tile_k(int kind, int RN, int64_t nb, float *s, size_t bs,
+                                 const char *x, const char *y, size_t by)
+{
+    const size_t bx = kblock_size(kind);
+    float sum[TILE_MAX];
+    for (int c = 0; c < RN; c++)
+        sum[c] = 0.0f;
+    for (int64_t i = 0; i < nb; i++) {
+        const void *xb = x + (size_t)i * bx;
+        kblock b;
+        switch (kind) {
+        case K_Q2_K: unpack_q2_K(xb, &b); break;
+        case K_Q3_K: unpack_q3_K(xb, &b); break;
+        case K_Q4_K: unpack_q4_K(0, xb, &b); break;
+        case K_Q5_K: unpack_q4_K(1, xb, &b); break;
+        default: unpack_q6_K(xb, &b); break;
+        }
+        for (int c = 0; c < RN; c++) {
+            const block_q8_K *yb = (const block_q8_K *)(y + c * by) + i;
+            int32x4_t acc = vdupq_n_s32(0);
+            for (int g = 0; g < 16; g++)
+                acc = vmlaq_n_s32(acc, dot16(b.w[g], yb->qs + 16 * g), b.sc[g]);
+            const int isum = vaddvq_s32(acc);
+            const float d = yb->d * b.d;
+            if (kind == K_Q6_K) {
+                sum[c] += d * (float)isum;
+            } else if (kind == K_Q3_K) {
+                sum[c] += d * (float)(isum - 4 * dot16x16(b.m, yb->bsums));
+            } else {
+                const float dmin = yb->d * b.dmin;
+                sum[c] += d * (float)isum - dmin * (float)dot16x16(b.m, yb->bsums);
             }
         }
-        const float d = y[i].d * h2f(x[i].d);
-        sum += d * (float)vaddvq_s32(acc);
     }
-    *s = sum;
+    for (int c = 0; c < RN; c++)
+        s[c * bs] = sum[c];
 }
+
+#define DOTK(name, kind)                                                                    \
+    static void name(int64_t n, float *s, const void *vx, const void *vy)                  \
+    {                                                                                       \
+        tile_k(kind, 1, n / QK_K, s, 1, vx, vy, 0);                                         \
+    }                                                                                       \
+    static void gemm_##name(int64_t n, float *s, size_t bs, const void *vx, size_t bx,     \
+                            const void *vy, size_t by, int64_t nr, int64_t nc)             \
+    {                                                                                       \
+        const int64_t nb = n / QK_K;                                                        \
+        GEMM_DRIVER(TILE_##name);                                                           \
+    }
+#define TILE_q2_K_q8_K(rn, s_, x_, y_) tile_k(K_Q2_K, rn, nb, s_, bs, x_, y_, by)
+#define TILE_q3_K_q8_K(rn, s_, x_, y_) tile_k(K_Q3_K, rn, nb, s_, bs, x_, y_, by)
+#define TILE_q4_K_q8_K(rn, s_, x_, y_) tile_k(K_Q4_K, rn, nb, s_, bs, x_, y_, by)
+#define TILE_q5_K_q8_K(rn, s_, x_, y_) tile_k(K_Q5_K, rn, nb, s_, bs, x_, y_, by)
+#define TILE_q6_K_q8_K(rn, s_, x_, y_) tile_k(K_Q6_K, rn, nb, s_, bs, x_, y_, by)
+
+DOTK(q2_K_q8_K, K_Q2_K)
+DOTK(q3_K_q8_K, K_Q3_K)
+DOTK(q4_K_q8_K, K_Q4_K)
+DOTK(q5_K_q8_K, K_Q5_K)
+DOTK(q6_K_q8_K, K_Q6_K)
 
 /* ---- float rows ----------------------------------------------------------------- */
 
@@ -931,6 +1011,16 @@ int NEON_FILL(llm_quant_traits *t, llm_quant_row_fns *rows)
     t[LLM_DT_Q4_K].vec_dot = q4_K_q8_K;
     t[LLM_DT_Q5_K].vec_dot = q5_K_q8_K;
     t[LLM_DT_Q6_K].vec_dot = q6_K_q8_K;
+    t[LLM_DT_Q4_0].gemm = gemm_q4_0_q8_0;
+    t[LLM_DT_Q4_1].gemm = gemm_q4_1_q8_1;
+    t[LLM_DT_Q5_0].gemm = gemm_q5_0_q8_0;
+    t[LLM_DT_Q5_1].gemm = gemm_q5_1_q8_1;
+    t[LLM_DT_Q8_0].gemm = gemm_q8_0_q8_0;
+    t[LLM_DT_Q2_K].gemm = gemm_q2_K_q8_K;
+    t[LLM_DT_Q3_K].gemm = gemm_q3_K_q8_K;
+    t[LLM_DT_Q4_K].gemm = gemm_q4_K_q8_K;
+    t[LLM_DT_Q5_K].gemm = gemm_q5_K_q8_K;
+    t[LLM_DT_Q6_K].gemm = gemm_q6_K_q8_K;
     t[LLM_DT_IQ4_NL].vec_dot = iq4_nl_q8_0;
     t[LLM_DT_IQ4_XS].vec_dot = iq4_xs_q8_K;
     t[LLM_DT_IQ2_XXS].vec_dot = iq2_xxs_q8_K;
