@@ -17,8 +17,9 @@
  * The integer core is one operation, dot4: four int32 lanes accumulating the products of
  * two vectors of 16 signed bytes. With dotprod it is SDOT; without, two widening multiplies
  * into int16 (no product of these formats exceeds 128 * 128 in magnitude) and two pairwise
- * widening adds. Which lane gets which product differs between the two, but every caller
- * only uses the sum over the lanes, or multiplies all four lanes by the same group scale. */
+ * widening adds. Which lane gets which product differs between the two, so the two builds
+ * may round the float combination differently, but their integer sums per block (over the
+ * lanes) are the same exact values. */
 #include "quants.h"
 #include "quants_iq.h"
 
