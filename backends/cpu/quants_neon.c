@@ -15,11 +15,11 @@
  * bit-identical blocks and the half-precision row conversions bit-identical values.
  *
  * The integer core is one operation, dot4: four int32 lanes accumulating the products of
- * two vectors of 16 signed bytes. With dotprod it is SDOT; without, two widening multiplies
- * into int16 (no product of these formats exceeds 128 * 128 in magnitude) and two pairwise
- * widening adds. Which lane gets which product differs between the two, so the two builds
- * may round the float combination differently, but their integer sums per block (over the
- * lanes) are the same exact values. */
+ * two vectors of 16 signed bytes, lane i those of bytes 4i..4i+3. With dotprod it is SDOT;
+ * without, two widening multiplies into int16 (no product of these formats exceeds
+ * 128 * 128 in magnitude) and pairwise adds that put the same four products into each
+ * lane. So every lane holds the same exact integer in both builds, and the two give the
+ * same bits (test_quants compares them). */
 #include "quants.h"
 #include "quants_iq.h"
 
@@ -42,8 +42,9 @@ static inline int32x4_t dot4(int32x4_t acc, int8x16_t a, int8x16_t b)
 
 static inline int32x4_t dot4(int32x4_t acc, int8x16_t a, int8x16_t b)
 {
-    acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(a), vget_low_s8(b)));
-    return vpadalq_s16(acc, vmull_high_s8(a, b));
+    const int32x4_t lo = vpaddlq_s16(vmull_s8(vget_low_s8(a), vget_low_s8(b)));
+    const int32x4_t hi = vpaddlq_s16(vmull_high_s8(a, b));
+    return vaddq_s32(acc, vpaddq_s32(lo, hi));
 }
 #endif
 

@@ -611,11 +611,21 @@ static void test_from_float_fast_vs_ref(void)
 
 /* Every level gives the AVX2 kernels' bits (vec_dot, from_float, to_float and the f16 row
  * helpers), so the level a CPU picks never changes a result; the one exception is the BF16
- * dot with AVX512_BF16, compared to 1e-5 of sum|xy| like the other fast paths. */
+ * dot with AVX512_BF16, compared to 1e-5 of sum|xy| like the other fast paths. On 64-bit
+ * ARM the same holds for the dotprod build against the plain NEON one. */
 static void test_isa_levels_agree(void)
 {
-    if (!llm__quant_select("avx2")) {
-        printf("     no AVX2 on this CPU: one level only\n");
+#if defined(__aarch64__)
+    /* 64-bit ARM: the dot-product build against the plain NEON one */
+    const char *const base = "neon";
+    static const char *const levels[] = {"native"};
+#else
+    const char *const base = "avx2";
+    static const char *const levels[] = {"avx512", "native"};
+#endif
+    const size_t n_levels = sizeof levels / sizeof levels[0];
+    if (!llm__quant_select(base)) {
+        printf("     no %s on this CPU: one level only\n", base);
         return;
     }
     const int64_t NMAX = 4096;
@@ -623,10 +633,9 @@ static void test_isa_levels_agree(void)
     float *act = xmalloc(NMAX * sizeof(float));
     float *o2 = xmalloc(NMAX * sizeof(float)), *o = xmalloc(NMAX * sizeof(float));
     void *q2 = xmalloc(row_bytes(LLM_DT_F32, NMAX)), *q = xmalloc(row_bytes(LLM_DT_F32, NMAX));
-    static const char *const levels[] = {"avx512", "native"};
-    const char *prev = "avx2,fma,f16c";
+    const char *prev = llm__cpu_features();
     int compared = 0;
-    for (size_t l = 0; l < 2; l++) {
+    for (size_t l = 0; l < n_levels; l++) {
         if (!llm__quant_select(levels[l]) || strcmp(llm__cpu_features(), prev) == 0)
             continue;
         prev = llm__cpu_features();
@@ -642,7 +651,7 @@ static void test_isa_levels_agree(void)
                 random_acts(act, n);
                 llm__quant_ref[vt].from_float(act, a, n);
                 float s2 = NAN, s = NAN;
-                llm__quant_select("avx2");
+                llm__quant_select(base);
                 llm__quant_best[t].vec_dot(n, &s2, w, a);
                 llm__quant_best[t].to_float(w, o2, n);
                 const int64_t nq = n / 256 * 256;
@@ -659,12 +668,12 @@ static void test_isa_levels_agree(void)
                 if (t == LLM_DT_BF16 && bf16_ext)
                     continue; /* vdpbf16ps: checked against the reference elsewhere */
                 if (memcmp(&s, &s2, sizeof s) != 0 && type_differ++ < 3)
-                    fprintf(stderr, "  %s %s n=%lld: avx2 %.9g, this level %.9g\n", prev,
-                            dt_name(t), (long long)n, s2, s);
+                    fprintf(stderr, "  %s %s n=%lld: %s %.9g, this level %.9g\n", prev,
+                            dt_name(t), (long long)n, base, s2, s);
                 cases++;
             }
-            CHECK_MSG(type_differ == 0, "%s: %s differs from avx2 in %d cases", prev, dt_name(t),
-                      type_differ);
+            CHECK_MSG(type_differ == 0, "%s: %s differs from %s in %d cases", prev, dt_name(t),
+                      base, type_differ);
             differ += type_differ;
         }
         /* the f16 row helpers of attention and the KV cache */
@@ -673,7 +682,7 @@ static void test_isa_levels_agree(void)
             llm_f16 *h = q, *h2 = q2;
             for (int64_t i = 0; i < n; i++)
                 act[i] = rand_f(-3.0f, 3.0f);
-            llm__quant_select("avx2");
+            llm__quant_select(base);
             llm__f32_to_f16_row(act, h2, n);
             const float d2 = llm__dot_f16(n, h2, h2), e2 = llm__dot_f32_f16(n, act, h2);
             for (int64_t i = 0; i < n; i++)
@@ -687,15 +696,16 @@ static void test_isa_levels_agree(void)
             llm__axpy_f16(n, o, 0.37f, h);
             const int bad = memcmp(h, h2, (size_t)n * 2) != 0 || memcmp(&d, &d2, 4) != 0 ||
                             memcmp(&e, &e2, 4) != 0 || memcmp(o, o2, (size_t)n * 4) != 0;
-            CHECK_MSG(!bad, "%s: f16 row helpers differ from avx2 at n=%lld", prev, (long long)n);
+            CHECK_MSG(!bad, "%s: f16 row helpers differ from %s at n=%lld", prev, base,
+                      (long long)n);
             differ += bad;
         }
-        printf("     %s: %d vec_dots (and to_float, from_float, f16 rows) equal to avx2's: %s\n",
-               prev, cases, differ ? "NO" : "yes");
+        printf("     %s: %d vec_dots (and to_float, from_float, f16 rows) equal to %s's: %s\n",
+               prev, cases, base, differ ? "NO" : "yes");
         compared++;
     }
     if (!compared)
-        printf("     no level above avx2 on this CPU: nothing to compare\n");
+        printf("     no level above %s on this CPU: nothing to compare\n", base);
     isa_restore();
     free(w), free(a), free(act), free(o2), free(o), free(q2), free(q);
 }

@@ -17,6 +17,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+#endif
+
 #include "../../backends/cpu/quants_iq.h"
 #include "../../lib/backend.h"
 #include "test.h"
@@ -245,6 +252,24 @@ static void test_unsupported_refused(void)
     ops->destroy(be);
 }
 
+#if defined(__aarch64__) && defined(__linux__)
+/* The run-time choice on 64-bit ARM: the dotprod build exactly when the kernel reports the
+ * instructions (scripts/test-aarch64 runs this program on emulated CPUs with and without). */
+static void test_neon_dispatch(void)
+{
+    const int dotprod = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+    CHECK(llm__quant_select("native") == 1);
+    CHECK_MSG(strcmp(llm__cpu_features(), dotprod ? "neon,dotprod" : "neon") == 0, "%s",
+              llm__cpu_features());
+    CHECK(llm__quant_select("neon") == 1);
+    CHECK(strcmp(llm__cpu_features(), "neon") == 0);
+    CHECK(llm__quant_select("avx2") == 0);
+    const char *env = getenv("LLM_CPU_ISA");
+    if (!env || !*env || !llm__quant_select(env))
+        llm__quant_select("native");
+}
+#endif
+
 int main(void)
 {
     llm__quant_init();
@@ -252,5 +277,8 @@ int main(void)
     TEST_RUN(test_golden_dequant);
     TEST_RUN(test_vec_dot);
     TEST_RUN(test_unsupported_refused);
+#if defined(__aarch64__) && defined(__linux__)
+    TEST_RUN(test_neon_dispatch);
+#endif
     return test_summary();
 }
