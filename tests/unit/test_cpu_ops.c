@@ -365,16 +365,16 @@ static void test_matmul_repacked(void)
     free(wf), free(x), free(deq);
 }
 
-/* The kernels of every level give the AVX2 level's bits: the same weights and activations
- * through matmul (repacked or not, one token and several) at each level, compared with
- * memcmp. */
+/* The kernels of every level give the first level's bits (AVX2; on 64-bit ARM plain NEON):
+ * the same weights and activations through matmul (repacked or not, one token and several)
+ * at each level, compared with memcmp. */
 static void test_matmul_levels_agree(void)
 {
     const int64_t k = 512, rows = 40, n = 6;
     const uint32_t types[] = {LLM_DT_F32, LLM_DT_Q4_0, LLM_DT_Q4_1, LLM_DT_Q5_0, LLM_DT_Q8_0,
                               LLM_DT_Q4_K, LLM_DT_Q6_K};
-    if (!llm__quant_select("avx2")) {
-        printf("     no AVX2 on this CPU: one level only\n");
+    if (!llm__quant_select(isa_levels[0])) {
+        printf("     no %s on this CPU: one level only\n", isa_levels[0]);
         isa_restore();
         return;
     }
@@ -399,10 +399,10 @@ static void test_matmul_levels_agree(void)
                     ((block_q6_K *)wq)[b].d = d;
             }
         }
-        static const char *const levels[] = {"avx2", "avx512", "native"};
         const char *prev = NULL;
-        for (int l = 0; l < 3; l++) {
-            if (!llm__quant_select(levels[l]) || (prev && strcmp(prev, llm__cpu_features()) == 0))
+        for (size_t l = 0; l < N_ISA_LEVELS; l++) {
+            if (!llm__quant_select(isa_levels[l]) ||
+                (prev && strcmp(prev, llm__cpu_features()) == 0))
                 continue;
             prev = llm__cpu_features();
             llm_tensor w = {.dtype = t, .ne = {k, rows}, .row_bytes = rb, .data = wq};
@@ -413,13 +413,13 @@ static void test_matmul_levels_agree(void)
             ops->release_weight(be, &w);
             if (l > 0) {
                 CHECK_MSG(memcmp(want, got, (size_t)((n + 1) * rows) * sizeof(float)) == 0,
-                          "type %u: level %s differs from avx2", t, levels[l]);
+                          "type %u: level %s differs from %s", t, isa_levels[l], isa_levels[0]);
                 compared++;
             }
         }
         free(wq);
     }
-    printf("     %d (type, level) matmuls equal to avx2's bit for bit\n", compared);
+    printf("     %d (type, level) matmuls equal to %s's bit for bit\n", compared, isa_levels[0]);
     isa_restore();
     free(x), free(wf), free(want), free(got);
 }
