@@ -1,7 +1,7 @@
 /* matmul.cu - y = x·Wᵀ for every weight type the CPU backend reads, and get_rows.
  *
- * Few tokens (decode): for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K the 8-bit kernel of
- * mmvq.cu; for the other types a matrix-vector kernel that reads the quantized blocks directly,
+ * Few tokens (decode): for the quantized types the 8-bit kernel of mmvq.cu; for the float
+ * types (and every type with LLM_CUDA_NO_MMVQ=1) a matrix-vector kernel that reads the blocks directly,
  * one warp per weight row, each lane dequantizing chunks of 8 consecutive elements and
  * dotting them with up to 8 activation rows in f32. The weights are read once per call,
  * which is what bounds decoding.

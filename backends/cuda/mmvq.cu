@@ -20,8 +20,8 @@
  * token's result depends only on its own activations and this fixed order, never on how
  * many tokens share the launch (the batch-invariance matmul.cu promises).
  *
- * Types without a kernel here (the float types, Q2_K, Q3_K and the i-quants) stay on
- * matmul.cu's float matrix-vector kernel. */
+ * Every quantized type the backend takes has a kernel here (Q4_0, Q4_1, Q5_0, Q5_1,
+ * Q8_0, Q2_K..Q6_K, IQ4_NL, IQ4_XS); the float types stay on matmul.cu's float kernel. */
 #include "common.cuh"
 
 #define MQ_WARPS 4
@@ -96,6 +96,25 @@ template <> struct unit_of<LLM_DT_Q8_0> { static const int n = 32; };
 template <> struct unit_of<LLM_DT_Q4_K> { static const int n = 64; };
 template <> struct unit_of<LLM_DT_Q5_K> { static const int n = 64; };
 template <> struct unit_of<LLM_DT_Q6_K> { static const int n = 64; };
+template <> struct unit_of<LLM_DT_Q2_K> { static const int n = 32; };
+template <> struct unit_of<LLM_DT_Q3_K> { static const int n = 32; };
+template <> struct unit_of<LLM_DT_IQ4_NL> { static const int n = 32; };
+template <> struct unit_of<LLM_DT_IQ4_XS> { static const int n = 32; };
+
+#define PACK4(a, b, c, d)                                                                   \
+    ((uint32_t)(uint8_t)(a) | (uint32_t)(uint8_t)(b) << 8 | (uint32_t)(uint8_t)(c) << 16 |  \
+     (uint32_t)(uint8_t)(d) << 24)
+
+/* The IQ4 levels of four 4-bit indices (one per byte): the low three bits pick a byte of
+ * the lower or upper eight levels, the fourth bit chooses between the two. */
+static __device__ __forceinline__ int iq4_levels(uint32_t q)
+{
+    const uint32_t sel = (q & 0x7) | ((q >> 4) & 0x70) | ((q >> 8) & 0x700) | ((q >> 12) & 0x7000);
+    const uint32_t lo = __byte_perm(PACK4(-127, -104, -83, -65), PACK4(-49, -35, -22, -10), sel);
+    const uint32_t hi = __byte_perm(PACK4(1, 13, 25, 38), PACK4(53, 69, 89, 113), sel);
+    const uint32_t m = ((q >> 3) & 0x01010101u) * 0xffu;
+    return (int)((lo & ~m) | (hi & m));
+}
 
 /* A unit's unpacked weights: bytes as words q[16] (32 or 64 values; 64-weight units use
  * all 16), integer scales / mins per 32 (or 16) weights, float factors. */
@@ -216,6 +235,67 @@ static __device__ __forceinline__ void unit_load(const uint8_t *__restrict__ row
             w.q[i] = (int)(((uint32_t)lo + 0x60606060u) ^ 0x80808080u);
             w.q[8 + i] = (int)(((uint32_t)hi + 0x60606060u) ^ 0x80808080u);
         }
+    } else if (T == LLM_DT_Q2_K || T == LLM_DT_Q3_K) {
+        /* unit = 32 weights, group g = 4h + s of super-block sb: 2-bit values at bit 2s of
+         * qs[32h + l]; two 16-weight halves with a scale each */
+        const int sb = u >> 3, g = u & 7, h = g >> 2, sh = 2 * (g & 3);
+        if (T == LLM_DT_Q2_K) {
+            const uint8_t *b = row + (size_t)sb * 84;
+            const uint32_t dm = *(const uint32_t *)(b + 80);
+            const __half2 h2 = *(const __half2 *)&dm;
+            w.d = __low2float(h2);
+            w.m = __high2float(h2);
+            const int s0 = b[2 * g], s1 = b[2 * g + 1];
+            w.sc[0] = s0 & 0xf, w.mn[0] = s0 >> 4;
+            w.sc[1] = s1 & 0xf, w.mn[1] = s1 >> 4;
+            int qs[8];
+            ld_words_b4<8>(b + 16 + 32 * h, qs);
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+                w.q[i] = (qs[i] >> sh) & 0x03030303;
+        } else {
+            const uint8_t *b = row + (size_t)sb * 110;
+            w.d = f16_at(b + 108);
+            const uint8_t *sc = b + 96;
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const int j = 2 * g + e;
+                const int lo = j < 8 ? (sc[j] & 0xf) : (sc[j - 8] >> 4);
+                const int hi = (sc[8 + j % 4] >> (2 * (j / 4))) & 3;
+                w.sc[e] = (lo | (hi << 4)) - 32;
+            }
+            int qs[8], hm[8];
+            ld_words_b2<8>(b + 32 + 32 * h, qs);
+            ld_words_b2<8>(b, hm);
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                /* 0..3, plus 4 where the high bit is set; then -4: +0x7c never carries */
+                const uint32_t v = (uint32_t)((qs[i] >> sh) & 0x03030303) |
+                                   (((uint32_t)(hm[i] >> (4 * h + (g & 3))) & 0x01010101u) << 2);
+                w.q[i] = (int)((v + 0x7c7c7c7cu) ^ 0x80808080u);
+            }
+        }
+    } else if (T == LLM_DT_IQ4_NL || T == LLM_DT_IQ4_XS) {
+        int qs[4];
+        if (T == LLM_DT_IQ4_NL) {
+            const uint8_t *b = row + (size_t)u * 18;
+            w.d = f16_at(b);
+            ld_words_b2<4>(b + 2, qs);
+        } else {
+            /* group ib of super-block sb: 6-bit scale from scales_l and scales_h */
+            const int sb = u >> 3, ib = u & 7;
+            const uint8_t *b = row + (size_t)sb * 136;
+            const int sc_h = *(const uint16_t *)(b + 2);
+            const int ls =
+                ((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xf) | (((sc_h >> (2 * ib)) & 3) << 4);
+            w.d = f16_at(b) * (float)(ls - 32);
+            ld_words_b4<4>(b + 8 + 16 * ib, qs);
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            w.q[i] = iq4_levels((uint32_t)qs[i] & 0x0f0f0f0fu);
+            w.q[4 + i] = iq4_levels(((uint32_t)qs[i] >> 4) & 0x0f0f0f0fu);
+        }
     }
 }
 
@@ -265,6 +345,25 @@ static __device__ __forceinline__ float unit_dot(const Wu &w, int u, const int x
         }
         const int isum = w.sc[0] * dd[0] + w.sc[1] * dd[1] + w.sc[2] * dd[2] + w.sc[3] * dd[3];
         return xd[(u >> 2) * 8] * w.d * (float)isum;
+    } else if (T == LLM_DT_Q2_K || T == LLM_DT_Q3_K) {
+        int d0 = 0, d1 = 0;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            d0 = llm_dp4a(w.q[i], x[i], d0);
+            d1 = llm_dp4a(w.q[4 + i], x[4 + i], d1);
+        }
+        const int isum = w.sc[0] * d0 + w.sc[1] * d1;
+        if (T == LLM_DT_Q3_K)
+            return xd[u] * w.d * (float)isum;
+        /* the mins meet the sums of each 16 activations */
+        int s0 = 0, s1 = 0;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            s0 = llm_dp4a(x[i], 0x01010101, s0);
+            s1 = llm_dp4a(x[4 + i], 0x01010101, s1);
+        }
+        const int msum = w.mn[0] * s0 + w.mn[1] * s1;
+        return xd[u] * (w.d * (float)isum - w.m * (float)msum);
     } else {
         int d = 0;
 #pragma unroll
@@ -276,7 +375,7 @@ static __device__ __forceinline__ float unit_dot(const Wu &w, int u, const int x
             return w.d * xd[u] * (float)(d - 16 * xs[u]);
         if (T == LLM_DT_Q4_1 || T == LLM_DT_Q5_1)
             return w.d * xd[u] * (float)d + w.m * xd[u] * (float)xs[u];
-        return w.d * xd[u] * (float)d; /* Q8_0 */
+        return w.d * xd[u] * (float)d; /* Q8_0, IQ4_NL, IQ4_XS (scale in w.d) */
     }
 }
 
@@ -458,6 +557,7 @@ int cu_mmvq_supported(uint32_t t)
     switch (t) {
     case LLM_DT_Q4_0: case LLM_DT_Q4_1: case LLM_DT_Q5_0: case LLM_DT_Q5_1: case LLM_DT_Q8_0:
     case LLM_DT_Q4_K: case LLM_DT_Q5_K: case LLM_DT_Q6_K:
+    case LLM_DT_Q2_K: case LLM_DT_Q3_K: case LLM_DT_IQ4_NL: case LLM_DT_IQ4_XS:
         return 1;
     default:
         return 0;
@@ -514,8 +614,10 @@ int cu_mmvq(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, const u
     if (!cu_mmvq_supported(t))
         return 0;
     const int64_t k = w->ne[0], rows = w->ne[1];
-    const int mode = t == LLM_DT_Q4_K || t == LLM_DT_Q5_K || t == LLM_DT_Q6_K ? ACT_Q8_K
-                                                                                : ACT_Q8_0;
+    const int mode = t == LLM_DT_Q2_K || t == LLM_DT_Q3_K || t == LLM_DT_Q4_K ||
+                             t == LLM_DT_Q5_K || t == LLM_DT_Q6_K || t == LLM_DT_IQ4_XS
+                         ? ACT_Q8_K
+                         : ACT_Q8_0;
     if (k % (mode == ACT_Q8_K ? 256 : 32) != 0) {
         cu_record(be, LLM_ERR_INVALID_ARG, "cuda: matmul of rows of %lld elements with '%s'",
                   (long long)k, w->name);
@@ -561,6 +663,10 @@ int cu_mmvq(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, const u
     case LLM_DT_Q4_K: mmvq<LLM_DT_Q4_K>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;
     case LLM_DT_Q5_K: mmvq<LLM_DT_Q5_K>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;
     case LLM_DT_Q6_K: mmvq<LLM_DT_Q6_K>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;
+    case LLM_DT_Q2_K: mmvq<LLM_DT_Q2_K>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;
+    case LLM_DT_Q3_K: mmvq<LLM_DT_Q3_K>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;
+    case LLM_DT_IQ4_NL: mmvq<LLM_DT_IQ4_NL>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;
+    case LLM_DT_IQ4_XS: mmvq<LLM_DT_IQ4_XS>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;
     default: break;
     }
     CU_LAUNCHED(be, "matmul");
