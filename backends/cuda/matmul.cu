@@ -1,7 +1,8 @@
 /* matmul.cu - y = x·Wᵀ for every weight type the CPU backend reads, and get_rows.
  *
  * Few tokens (decode): for the quantized types the 8-bit kernel of mmvq.cu; for the float
- * types (and every type with LLM_CUDA_NO_MMVQ=1) a matrix-vector kernel that reads the blocks directly,
+ * types (and every type with LLM_CUDA_NO_MMVQ=1) a matrix-vector kernel that reads the
+ * blocks directly,
  * one warp per weight row, each lane dequantizing chunks of 8 consecutive elements and
  * dotting them with up to 8 activation rows in f32. The weights are read once per call,
  * which is what bounds decoding.
