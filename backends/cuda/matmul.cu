@@ -2,9 +2,8 @@
  *
  * Few tokens (decode): for the quantized types the 8-bit kernel of mmvq.cu; for the float
  * types (and every type with LLM_CUDA_NO_MMVQ=1) a matrix-vector kernel that reads the
- * blocks directly,
- * one warp per weight row, each lane dequantizing chunks of 8 consecutive elements and
- * dotting them with up to 8 activation rows in f32. The weights are read once per call,
+ * blocks directly, one warp per weight row, each lane dequantizing chunks of 8 consecutive
+ * elements and dotting them with up to 8 activation rows in f32. The weights are read once per call,
  * which is what bounds decoding.
  * Many tokens (prompts): the weight is expanded to f16 in slices that fit the scratch,
  * the activations are rounded to f16 (bf16 for BF16 weights), and cuBLAS multiplies them
