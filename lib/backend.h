@@ -72,14 +72,7 @@ typedef struct llm_attention_args {
 typedef struct llm_backend_config {
     int32_t n_threads; /* 0: the backend's default */
     int32_t device;    /* device index for GPU backends */
-    uint32_t flags;    /* LLM_BACKEND_CFG_* */
 } llm_backend_config;
-
-/* llm_backend_config.flags */
-/* The caller reads an op's results only through later ops or after synchronize (as with
- * device memory), so a host-memory backend may hold ops back and run them together
- * (the CPU backend: consecutive matmuls of the same activations as one job). */
-#define LLM_BACKEND_CFG_DEFERRED 1u
 
 /* llm_backend_ops.flags */
 #define LLM_BACKEND_HOST_MEMORY 1u /* alloc returns host memory the core may use directly */

@@ -87,9 +87,7 @@ llm_status llm_context_create(llm_model *model, const llm_context_params *params
     }
 
     llm_status st;
-    /* the forward passes end in synchronize before anything reads their results */
-    llm_backend_config cfg = {.n_threads = p.n_threads, .device = model->device,
-                              .flags = LLM_BACKEND_CFG_DEFERRED};
+    llm_backend_config cfg = {.n_threads = p.n_threads, .device = model->device};
     if ((st = c->ops->create(&cfg, &c->be)) != LLM_OK)
         goto fail;
     if ((st = llm__kv_create(c->n_ctx / c->block_size, c->block_size, c->n_seq, &c->kv)))

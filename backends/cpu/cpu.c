@@ -16,11 +16,6 @@
 
 #define CACHE_LINE 64
 
-typedef struct matmul_job matmul_job;
-
-/* Matmuls of the same activations held back to run as one job (see cpu_matmul) */
-#define GROUP_MAX 4
-
 struct llm_backend {
     llm_pool *pool;
     /* quantised activations of the current matmul, and their block sums */
@@ -29,12 +24,7 @@ struct llm_backend {
     int32_t *xsum;
     size_t xsum_cap;
     llm_status err;
-    int deferred;                     /* LLM_BACKEND_CFG_DEFERRED */
-    struct matmul_job *group;         /* GROUP_MAX pending matmuls */
-    int n_group;
 };
-
-static void flush(llm_backend *be);
 
 static void *aligned_alloc_bytes(size_t n)
 {
@@ -57,8 +47,6 @@ static llm_status cpu_create(const llm_backend_config *cfg, llm_backend **out)
         llm__free(be);
         return llm__fail(LLM_ERR_NO_MEMORY, "cpu backend: cannot start %d threads", n);
     }
-    /* LLM_CPU_NO_GROUP=1: every matmul at once (for comparison) */
-    be->deferred = cfg && (cfg->flags & LLM_BACKEND_CFG_DEFERRED) && !getenv("LLM_CPU_NO_GROUP");
     *out = be;
     return LLM_OK;
 }
@@ -70,13 +58,11 @@ static void cpu_destroy(llm_backend *be)
     llm__pool_destroy(be->pool);
     free(be->xq);
     free(be->xsum);
-    free(be->group);
     llm__free(be);
 }
 
 static llm_status cpu_set_threads(llm_backend *be, int32_t n)
 {
-    flush(be);
     if (n < 1 || n > 1024)
         return llm__fail(LLM_ERR_INVALID_ARG, "cpu backend: n_threads %d out of range", n);
     if (n == llm__pool_size(be->pool))
@@ -97,20 +83,20 @@ static void *cpu_alloc(llm_backend *be, size_t n)
 
 static void cpu_free(llm_backend *be, void *p)
 {
-    flush(be);
+    (void)be;
     free(p);
 }
 
 static void cpu_upload(llm_backend *be, void *dst, const void *src, size_t n)
 {
-    flush(be);
+    (void)be;
     if (n)
         memcpy(dst, src, n);
 }
 
 static llm_status cpu_download(llm_backend *be, void *dst, const void *src, size_t n)
 {
-    flush(be);
+    (void)be;
     if (n)
         memcpy(dst, src, n);
     return LLM_OK;
@@ -308,121 +294,46 @@ static void matmul_rows(void *arg, int ith, int nth)
     }
 }
 
-/* Fills j for y = x·Wᵀ and makes room for the quantised activations; does no work.
- * 0 with the error recorded when memory runs out. */
-static int job_init(llm_backend *be, matmul_job *j, float *y, int64_t ldy, const llm_tensor *w,
-                    const float *x, int64_t ldx, int64_t n)
-{
-    const llm_quant_traits *tr = &llm__quant_best[w->dtype];
-    /* one token (generation) keeps the per-row path: a tile kernel gains nothing there */
-    *j = (matmul_job){.y = y, .ldy = ldy, .w = w, .x = x, .ldx = ldx, .n = n,
-                      .dot = tr->vec_dot, .gemm = n >= 2 ? tr->gemm : NULL, .cw = w->extra};
-    /* A chunk's rows all meet one tile of activations while it sits in L1: larger chunks
-     * for prompts reuse it more, as long as every thread still gets about four chunks. */
-    j->chunk = ROWS_PER_CHUNK;
-    if (n >= 8) {
-        const int64_t per = w->ne[1] / (4 * llm__pool_size(be->pool)) / 8 * 8;
-        j->chunk = per > 64 ? 64 : per > ROWS_PER_CHUNK ? per : ROWS_PER_CHUNK;
-    }
-    atomic_init(&j->next, 0);
-    if (tr->vec_dot_type == LLM_DT_F32) {
-        j->xq = x;
-        j->xq_row = (size_t)ldx * sizeof(float);
-        return 1;
-    }
-    j->quant = llm__quant_best[tr->vec_dot_type].from_float;
-    j->xq_row = llm__dtype_row_size(tr->vec_dot_type, w->ne[0]);
-    if (!ensure_buf(&be->xq, &be->xq_cap, j->xq_row * (size_t)n)) {
-        be->err = llm__fail(LLM_ERR_NO_MEMORY, "cpu backend: out of memory in matmul");
-        return 0;
-    }
-    j->xq = be->xq;
-    if (j->cw && j->cw->tr->needs_ysum) {
-        const size_t need = (size_t)n * (size_t)(w->ne[0] / 32) * sizeof(int32_t);
-        if (!ensure_buf((void **)&be->xsum, &be->xsum_cap, need)) {
-            be->err = llm__fail(LLM_ERR_NO_MEMORY, "cpu backend: out of memory in matmul");
-            return 0;
-        }
-        j->xsum = be->xsum;
-    }
-    return 1;
-}
-
-static void job_quantize(llm_backend *be, matmul_job *j)
-{
-    if (!j->quant)
-        return;
-    if (j->n * j->w->ne[0] < 65536)
-        quantize_rows(j, 0, 1);
-    else
-        llm__pool_run(be->pool, quantize_rows, j);
-}
-
-/* every pending matmul in turn: threads that finish one take chunks of the next, with no
- * barrier between them */
-static void group_rows(void *arg, int ith, int nth)
-{
-    llm_backend *be = arg;
-    for (int m = 0; m < be->n_group; m++)
-        matmul_rows(&be->group[m], ith, nth);
-}
-
-/* Runs the held-back matmuls: their shared activations quantised once, then one job. */
-static void flush(llm_backend *be)
-{
-    if (!be->n_group)
-        return;
-    job_quantize(be, &be->group[0]);
-    if (be->n_group == 1)
-        llm__pool_run(be->pool, matmul_rows, &be->group[0]);
-    else
-        llm__pool_run(be->pool, group_rows, be);
-    be->n_group = 0;
-}
-
-/* With LLM_BACKEND_CFG_DEFERRED, a matmul of the activations the pending ones read (the
- * q, k and v projections after one norm; gate and up) joins them, and they run as one
- * job at the next other op: one quantisation and one thread-pool round instead of up to
- * four. Each row is computed by the same kernel on the same quantised activations, so
- * the results are the same bits. */
 static void cpu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w,
                        const float *x, int64_t ldx, int64_t n)
 {
-    if (!be->deferred) {
-        matmul_job j;
-        if (job_init(be, &j, y, ldy, w, x, ldx, n)) {
-            job_quantize(be, &j);
-            llm__pool_run(be->pool, matmul_rows, &j);
-        }
-        return;
+    const llm_quant_traits *tr = &llm__quant_best[w->dtype];
+    /* one token (generation) keeps the per-row path: a tile kernel gains nothing there */
+    matmul_job j = {.y = y, .ldy = ldy, .w = w, .x = x, .ldx = ldx, .n = n, .dot = tr->vec_dot,
+                    .gemm = n >= 2 ? tr->gemm : NULL, .cw = w->extra};
+    /* A chunk's rows all meet one tile of activations while it sits in L1: larger chunks
+     * for prompts reuse it more, as long as every thread still gets about four chunks. */
+    j.chunk = ROWS_PER_CHUNK;
+    if (n >= 8) {
+        const int64_t per = w->ne[1] / (4 * llm__pool_size(be->pool)) / 8 * 8;
+        j.chunk = per > 64 ? 64 : per > ROWS_PER_CHUNK ? per : ROWS_PER_CHUNK;
     }
-    if (!be->group) {
-        be->group = calloc(GROUP_MAX, sizeof *be->group);
-        if (!be->group) {
+    atomic_init(&j.next, 0);
+    if (tr->vec_dot_type == LLM_DT_F32) {
+        j.xq = x;
+        j.xq_row = (size_t)ldx * sizeof(float);
+    } else {
+        j.quant = llm__quant_best[tr->vec_dot_type].from_float;
+        j.xq_row = llm__dtype_row_size(tr->vec_dot_type, w->ne[0]);
+        if (!ensure_buf(&be->xq, &be->xq_cap, j.xq_row * (size_t)n)) {
             be->err = llm__fail(LLM_ERR_NO_MEMORY, "cpu backend: out of memory in matmul");
             return;
         }
+        j.xq = be->xq;
+        if (j.cw && j.cw->tr->needs_ysum) {
+            const size_t need = (size_t)n * (size_t)(w->ne[0] / 32) * sizeof(int32_t);
+            if (!ensure_buf((void **)&be->xsum, &be->xsum_cap, need)) {
+                be->err = llm__fail(LLM_ERR_NO_MEMORY, "cpu backend: out of memory in matmul");
+                return;
+            }
+            j.xsum = be->xsum;
+        }
+        if (n * w->ne[0] < 65536)
+            quantize_rows(&j, 0, 1);
+        else
+            llm__pool_run(be->pool, quantize_rows, &j);
     }
-    const matmul_job *g = &be->group[0];
-    const char *xb = (const char *)x, *xe = (const char *)(x + (n - 1) * ldx + w->ne[0]);
-    const char *yb = (const char *)y, *ye = (const char *)(y + (n - 1) * ldy + w->ne[1]);
-    const int joins = be->n_group > 0 && be->n_group < GROUP_MAX && g->x == x &&
-                      g->ldx == ldx && g->n == n && g->w->ne[0] == w->ne[0] &&
-                      llm__quant_best[g->w->dtype].vec_dot_type ==
-                          llm__quant_best[w->dtype].vec_dot_type &&
-                      !(yb < xe && xb < ye);
-    if (!joins)
-        flush(be);
-    matmul_job *j = &be->group[be->n_group];
-    if (!job_init(be, j, y, ldy, w, x, ldx, n))
-        return;
-    if (be->n_group > 0) {
-        /* the first member quantises for all: the same buffers, block sums if any needs */
-        j->xq = be->group[0].xq;
-        if (j->xsum)
-            be->group[0].xsum = j->xsum;
-    }
-    be->n_group++;
+    llm__pool_run(be->pool, matmul_rows, &j);
 }
 
 /* ---- small ops ----------------------------------------------------------------------- */
@@ -430,7 +341,7 @@ static void cpu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor 
 static void cpu_get_rows(llm_backend *be, float *y, const llm_tensor *w, const int32_t *ids,
                          int64_t n)
 {
-    flush(be);
+    (void)be;
     llm_to_float_fn to_float = llm__quant_best[w->dtype].to_float;
     for (int64_t i = 0; i < n; i++)
         to_float((const char *)w->data + (size_t)ids[i] * w->row_bytes, y + i * w->ne[0],
@@ -440,7 +351,7 @@ static void cpu_get_rows(llm_backend *be, float *y, const llm_tensor *w, const i
 static void cpu_rms_norm(llm_backend *be, float *y, const float *x, const llm_tensor *wt,
                          int64_t n_rows, int64_t dim, float eps)
 {
-    flush(be);
+    (void)be;
     const float *w = wt ? wt->data : NULL;
     for (int64_t r = 0; r < n_rows; r++) {
         const float *xr = x + r * dim;
@@ -464,7 +375,7 @@ static void cpu_rope(llm_backend *be, float *x, int64_t n_tokens, int32_t n_head
                      int32_t head_dim, int32_t n_rot, const int32_t *pos, float freq_base,
                      float freq_scale, const llm_tensor *ff_t, int mode)
 {
-    flush(be);
+    (void)be;
     const float *freq_factors = ff_t ? ff_t->data : NULL;
     const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
     float cache[1024]; /* cos, sin pairs for n_rot <= 512 */
@@ -529,7 +440,7 @@ static inline float gelu_f16(float x)
 static void cpu_glu(llm_backend *be, float *y, const float *gate, const float *up, int64_t n,
                     int act)
 {
-    flush(be);
+    (void)be;
     if (act == LLM_ACT_GELU_TANH) {
         gelu_init();
         for (int64_t i = 0; i < n; i++)
@@ -545,28 +456,28 @@ static void cpu_glu(llm_backend *be, float *y, const float *gate, const float *u
 static void cpu_copy_rows(llm_backend *be, float *y, const float *x, int64_t dim,
                           const int32_t *rows, int64_t n)
 {
-    flush(be);
+    (void)be;
     for (int64_t i = 0; i < n; i++)
         memcpy(y + i * dim, x + (int64_t)rows[i] * dim, (size_t)dim * sizeof(float));
 }
 
 static void cpu_add(llm_backend *be, float *y, const float *a, const float *b, int64_t n)
 {
-    flush(be);
+    (void)be;
     for (int64_t i = 0; i < n; i++)
         y[i] = a[i] + b[i];
 }
 
 static void cpu_scale(llm_backend *be, float *y, const float *x, float s, int64_t n)
 {
-    flush(be);
+    (void)be;
     for (int64_t i = 0; i < n; i++)
         y[i] = x[i] * s;
 }
 
 static void cpu_add_bias(llm_backend *be, float *y, const llm_tensor *b, int64_t n_rows)
 {
-    flush(be);
+    (void)be;
     const float *bv = b->data;
     const int64_t dim = b->ne[0];
     for (int64_t r = 0; r < n_rows; r++)
@@ -576,7 +487,7 @@ static void cpu_add_bias(llm_backend *be, float *y, const llm_tensor *b, int64_t
 
 static void cpu_softcap(llm_backend *be, float *y, const float *x, float cap, int64_t n)
 {
-    flush(be);
+    (void)be;
     /* scale, tanh, scale: the three ops llama.cpp's graph uses, in its order */
     const float inv = 1.0f / cap;
     for (int64_t i = 0; i < n; i++)
@@ -588,7 +499,7 @@ static void cpu_softcap(llm_backend *be, float *y, const float *x, float cap, in
 static void cpu_moe_route(llm_backend *be, int32_t *ids, float *weights, const float *logits,
                           int64_t n, int32_t n_expert, int32_t k, int norm)
 {
-    flush(be);
+    (void)be;
     float p[1024]; /* n_expert <= 1024, checked at load */
     for (int64_t t = 0; t < n; t++) {
         const float *l = logits + t * n_expert;
@@ -677,7 +588,6 @@ static void cpu_matmul_id(llm_backend *be, float *y, const llm_tensor *w, int32_
                           const float *x, int64_t ldx, int64_t ldx_k, const int32_t *ids,
                           int32_t k, int64_t n)
 {
-    flush(be);
     const llm_quant_traits *tr = &llm__quant_best[w->dtype];
     const int64_t K = w->ne[0];
     matmul_id_job j = {.y = y, .w = w, .rows = w->ne[1] / n_expert, .ids = ids, .k = k,
@@ -707,7 +617,7 @@ static void cpu_matmul_id(llm_backend *be, float *y, const llm_tensor *w, int32_
 static void cpu_moe_combine(llm_backend *be, float *y, const float *x, const float *weights,
                             int64_t n, int32_t k, int64_t dim)
 {
-    flush(be);
+    (void)be;
     for (int64_t t = 0; t < n; t++) {
         float *yr = y + t * dim;
         for (int32_t j = 0; j < k; j++) {
@@ -744,7 +654,7 @@ static void kv_store_row(uint32_t dtype, const float *x, void *dst, int64_t n)
 static void cpu_kv_write(llm_backend *be, const llm_kv_layer *kv, const float *k,
                          const float *v, const int32_t *slots, int64_t n_tokens)
 {
-    flush(be);
+    (void)be;
     const int64_t row = (int64_t)kv->n_head_kv * kv->head_dim;
     const size_t rb = kv_row_bytes(kv);
     for (int64_t i = 0; i < n_tokens; i++) {
@@ -756,7 +666,7 @@ static void cpu_kv_write(llm_backend *be, const llm_kv_layer *kv, const float *k
 static void cpu_kv_copy_block(llm_backend *be, const llm_kv_layer *kv, int32_t block_size,
                               int32_t dst, int32_t src)
 {
-    flush(be);
+    (void)be;
     const size_t bytes = (size_t)block_size * kv_row_bytes(kv);
     memcpy((char *)kv->k + (size_t)dst * bytes, (char *)kv->k + (size_t)src * bytes, bytes);
     memcpy((char *)kv->v + (size_t)dst * bytes, (char *)kv->v + (size_t)src * bytes, bytes);
@@ -879,7 +789,6 @@ static void attention_rows(void *arg, int ith, int nth)
 
 static void cpu_attention(llm_backend *be, const llm_attention_args *a)
 {
-    flush(be);
     attn_job j = {.a = a, .be = be};
     atomic_init(&j.next, 0);
     llm__pool_run(be->pool, attention_rows, &j);
@@ -887,7 +796,6 @@ static void cpu_attention(llm_backend *be, const llm_attention_args *a)
 
 static llm_status cpu_synchronize(llm_backend *be)
 {
-    flush(be);
     llm_status st = be->err;
     be->err = LLM_OK;
     return st;
