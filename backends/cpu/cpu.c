@@ -120,16 +120,22 @@ typedef struct cpu_weight {
 
 static const llm_repack_traits *repack_traits(const llm_tensor *w)
 {
-    static int have_avx2 = -1;
-    if (have_avx2 < 0)
-        have_avx2 = strncmp(llm__cpu_features(), "avx2", 4) == 0;
-    if (!have_avx2 || getenv("LLM_CPU_NO_REPACK"))
+    const char *feat = llm__cpu_features();
+    const int have_avx2 = strncmp(feat, "avx2", 4) == 0;
+    const int have_neon = strncmp(feat, "neon", 4) == 0;
+    if ((!have_avx2 && !have_neon) || getenv("LLM_CPU_NO_REPACK"))
         return NULL;
     if (w->ne[1] < REPACK_ROWS || w->ne[1] % REPACK_ROWS || w->ne[0] % 32)
         return NULL;
     /* expert matrices go through matmul_id, which reads the file's layout */
     if (strstr(w->name, "_exps"))
         return NULL;
+#if defined(__aarch64__)
+    /* 64-bit ARM: the dotprod kernels give the plain ones' bits */
+    if (have_neon)
+        return strstr(feat, "dotprod") ? llm__repack_neon_dotprod_traits(w->dtype)
+                                       : llm__repack_neon_traits(w->dtype);
+#endif
     /* the VNNI kernels give the AVX2 ones' bits */
     const llm_repack_traits *vnni = strstr(llm__cpu_features(), "avx512vnni")
                                         ? llm__repack_avx512vnni_traits(w->dtype)
