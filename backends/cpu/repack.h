@@ -44,7 +44,7 @@ const llm_repack_traits *llm__repack_avx2_traits(uint32_t dtype);
  * AVX2 ones; call only when llm__cpu_features() names avx512vnni. NULL when built without. */
 const llm_repack_traits *llm__repack_avx512vnni_traits(uint32_t dtype);
 
-/* The same layout for Q4_0, Q4_1 and Q8_0 with NEON kernels (repack_neon.c, 64-bit ARM):
+/* 8-row groups for Q4_0, Q4_1, Q8_0 and Q4_K with NEON kernels (repack_neon.c, 64-bit ARM):
  * plain, and with the dot-product instructions (call only when llm__cpu_features() names
  * dotprod); NULL on other machines and for the other types. */
 const llm_repack_traits *llm__repack_neon_traits(uint32_t dtype);

@@ -1,5 +1,5 @@
-/* repack_neon.c - the 8-row interleaved layout of repack.h for Q4_0, Q4_1 and Q8_0, and
- * its NEON kernels (64-bit ARM).
+/* repack_neon.c - 8-row interleaved layouts (repack.h) for Q4_0, Q4_1, Q8_0 and Q4_K, and
+ * their NEON kernels (64-bit ARM).
  *
  * Built twice like quants_neon.c: plain Armv8-A (llm__repack_neon_traits) and with the
  * dot-product instructions (repack_neon_dotprod.c, llm__repack_neon_dotprod_traits); cpu.c
@@ -227,38 +227,154 @@ static ALWAYS_INLINE void group_tile(int kind, int RN, int64_t nb, float *s, siz
     }
 }
 
+/* Q4_K, per super-block of 256: f32 d[8], f32 dmin[8], the 6-bit scales and mins as int16
+ * [group][row], then each group of 32 packed like a Q4_0 block (128 bytes). Per group the
+ * rows' integer dots are scaled by their group scales in the int32 lanes; the min term
+ * is min[group][row] times the activation's bsum pair of the group. */
+#define Q4K_GB (64 + 128 + 128 + 8 * 128)
+
+static size_t q4_K_group_bytes(int64_t k)
+{
+    return (size_t)(k / QK_K) * Q4K_GB;
+}
+
+static void k4_scale_min(int j, const uint8_t *q, int16_t *sc, int16_t *m)
+{
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (int16_t)((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4));
+        *m = (int16_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+static void q4_K_pack(void *dst, const void *src, size_t row_bytes, int64_t k)
+{
+    uint8_t *out = dst;
+    for (int64_t i = 0; i < k / QK_K; i++, out += Q4K_GB) {
+        float dd[2 * REPACK_ROWS];
+        int16_t sc[8][REPACK_ROWS], mins[8][REPACK_ROWS];
+        uint8_t vals[REPACK_ROWS][8][32];
+        for (int r = 0; r < REPACK_ROWS; r++) {
+            const block_q4_K *b = (const block_q4_K *)((const char *)src + r * row_bytes) + i;
+            dd[r] = h2f(b->d);
+            dd[REPACK_ROWS + r] = h2f(b->dmin);
+            for (int g = 0; g < 8; g++) {
+                k4_scale_min(g, b->scales, &sc[g][r], &mins[g][r]);
+                for (int l = 0; l < 32; l++)
+                    vals[r][g][l] = (b->qs[32 * (g / 2) + l] >> (4 * (g & 1))) & 0x0f;
+            }
+        }
+        memcpy(out, dd, sizeof dd);
+        memcpy(out + 64, sc, sizeof sc);
+        memcpy(out + 192, mins, sizeof mins);
+        uint8_t *q = out + 320;
+        for (int g = 0; g < 8; g++)
+            for (int kk = 0; kk < 4; kk++)
+                for (int r = 0; r < REPACK_ROWS; r++)
+                    for (int j = 0; j < 4; j++)
+                        q[128 * g + 32 * kk + 4 * r + j] =
+                            (uint8_t)(vals[r][g][4 * kk + j] | vals[r][g][4 * (kk + 4) + j] << 4);
+    }
+}
+
+static ALWAYS_INLINE void group_tile_q4_K(int RN, int64_t nb, float *s, size_t bs,
+                                          const uint8_t *w, const char *y, size_t by)
+{
+    const uint8x16_t m4 = vdupq_n_u8(0x0f);
+    float32x4_t acc[TILE_TOKENS][2];
+    for (int c = 0; c < RN; c++)
+        acc[c][0] = acc[c][1] = vdupq_n_f32(0.0f);
+    for (int64_t i = 0; i < nb; i++, w += Q4K_GB) {
+        const block_q8_K *yb[TILE_TOKENS];
+        int32x4_t isum[TILE_TOKENS][2], msum[TILE_TOKENS][2];
+        for (int c = 0; c < RN; c++) {
+            yb[c] = (const block_q8_K *)(y + c * by) + i;
+            isum[c][0] = isum[c][1] = msum[c][0] = msum[c][1] = vdupq_n_s32(0);
+        }
+        const int16_t *sc = (const int16_t *)(w + 64), *mins = (const int16_t *)(w + 192);
+        const uint8_t *q = w + 320;
+        for (int g = 0; g < 8; g++, q += 128) {
+            int8x16_t v[8][2];
+            for (int k = 0; k < 4; k++) {
+                for (int h = 0; h < 2; h++) {
+                    const uint8x16_t p = vld1q_u8(q + 32 * k + 16 * h);
+                    v[k][h] = vreinterpretq_s8_u8(vandq_u8(p, m4));
+                    v[k + 4][h] = vreinterpretq_s8_u8(vshrq_n_u8(p, 4));
+                }
+            }
+            const int16x8_t sc16 = vld1q_s16(sc + 8 * g), m16 = vld1q_s16(mins + 8 * g);
+            const int32x4_t sc0 = vmovl_s16(vget_low_s16(sc16)), sc1 = vmovl_high_s16(sc16);
+            for (int c = 0; c < RN; c++) {
+                const int8x16_t a0 = vld1q_s8(yb[c]->qs + 32 * g);
+                const int8x16_t a1 = vld1q_s8(yb[c]->qs + 32 * g + 16);
+                int32x4_t s0 = vdupq_n_s32(0), s1 = vdupq_n_s32(0);
+                DOT8(s0, s1, v, a0, a1);
+                isum[c][0] = vmlaq_s32(isum[c][0], s0, sc0);
+                isum[c][1] = vmlaq_s32(isum[c][1], s1, sc1);
+                const int16_t pair = (int16_t)(yb[c]->bsums[2 * g] + yb[c]->bsums[2 * g + 1]);
+                msum[c][0] = vmlal_n_s16(msum[c][0], vget_low_s16(m16), pair);
+                msum[c][1] = vmlal_high_n_s16(msum[c][1], m16, pair);
+            }
+        }
+        const float *dd = (const float *)w;
+        const float32x4_t d0 = vld1q_f32(dd), d1 = vld1q_f32(dd + 4);
+        const float32x4_t dm0 = vld1q_f32(dd + 8), dm1 = vld1q_f32(dd + 12);
+        for (int c = 0; c < RN; c++) {
+            const float yd = yb[c]->d;
+            acc[c][0] = vfmaq_f32(acc[c][0], vcvtq_f32_s32(isum[c][0]), vmulq_n_f32(d0, yd));
+            acc[c][1] = vfmaq_f32(acc[c][1], vcvtq_f32_s32(isum[c][1]), vmulq_n_f32(d1, yd));
+            acc[c][0] = vfmsq_f32(acc[c][0], vcvtq_f32_s32(msum[c][0]), vmulq_n_f32(dm0, yd));
+            acc[c][1] = vfmsq_f32(acc[c][1], vcvtq_f32_s32(msum[c][1]), vmulq_n_f32(dm1, yd));
+        }
+    }
+    for (int c = 0; c < RN; c++) {
+        vst1q_f32(s + c * bs, acc[c][0]);
+        vst1q_f32(s + c * bs + 4, acc[c][1]);
+    }
+}
+
 /* Every group of 8 rows against the tokens in tiles of TILE_TOKENS (the last smaller). */
-#define GEMM(name, kind)                                                                    \
+#define GEMM(name, TILE)                                                                    \
     static void name(int64_t k, float *s, size_t bs, const void *w, size_t gstride,        \
                      int64_t n_groups, const void *y, size_t by, const int32_t *ysum,      \
                      int64_t nc)                                                            \
     {                                                                                       \
         const int64_t nb = k / 32;                                                          \
+        (void)nb;                                                                           \
         for (int64_t g = 0; g < n_groups; g++) {                                            \
             const uint8_t *wg = (const uint8_t *)w + g * gstride;                           \
             float *sg = s + g * REPACK_ROWS;                                                \
             int64_t c = 0;                                                                  \
             for (; c + TILE_TOKENS <= nc; c += TILE_TOKENS)                                 \
-                group_tile(kind, TILE_TOKENS, nb, sg + c * bs, bs, wg,                      \
-                           (const char *)y + c * by, by, ysum ? ysum + c * nb : NULL);      \
+                TILE(TILE_TOKENS, sg + c * bs, wg, (const char *)y + c * by,                \
+                     ysum ? ysum + c * nb : NULL);                                          \
             const char *yc = (const char *)y + c * by;                                      \
-            const int32_t *sc = ysum ? ysum + c * nb : NULL;                                \
+            const int32_t *ys = ysum ? ysum + c * nb : NULL;                                \
             switch (nc - c) {                                                               \
-            case 3: group_tile(kind, 3, nb, sg + c * bs, bs, wg, yc, by, sc); break;        \
-            case 2: group_tile(kind, 2, nb, sg + c * bs, bs, wg, yc, by, sc); break;        \
-            case 1: group_tile(kind, 1, nb, sg + c * bs, bs, wg, yc, by, sc); break;        \
+            case 3: TILE(3, sg + c * bs, wg, yc, ys); break;                                \
+            case 2: TILE(2, sg + c * bs, wg, yc, ys); break;                                \
+            case 1: TILE(1, sg + c * bs, wg, yc, ys); break;                                \
             default: break;                                                                 \
             }                                                                               \
         }                                                                                   \
     }
+#define TILE_Q4_0(RN, s_, w_, y_, ysum_) group_tile(R_Q4_0, RN, nb, s_, bs, w_, y_, by, ysum_)
+#define TILE_Q4_1(RN, s_, w_, y_, ysum_) group_tile(R_Q4_1, RN, nb, s_, bs, w_, y_, by, ysum_)
+#define TILE_Q8_0(RN, s_, w_, y_, ysum_) group_tile(R_Q8_0, RN, nb, s_, bs, w_, y_, by, ysum_)
+#define TILE_Q4_K(RN, s_, w_, y_, ysum_) \
+    ((void)(ysum_), group_tile_q4_K(RN, nb / 8, s_, bs, w_, y_, by))
 
-GEMM(gemm_q4_0_x8, R_Q4_0)
-GEMM(gemm_q4_1_x8, R_Q4_1)
-GEMM(gemm_q8_0_x8, R_Q8_0)
+GEMM(gemm_q4_0_x8, TILE_Q4_0)
+GEMM(gemm_q4_1_x8, TILE_Q4_1)
+GEMM(gemm_q8_0_x8, TILE_Q8_0)
+GEMM(gemm_q4_K_x8, TILE_Q4_K)
 
 static const llm_repack_traits q4_0_x8 = {q4_0_group_bytes, q4_0_pack, gemm_q4_0_x8, 1};
 static const llm_repack_traits q4_1_x8 = {q4_1_group_bytes, q4_1_pack, gemm_q4_1_x8, 0};
 static const llm_repack_traits q8_0_x8 = {q8_0_group_bytes, q8_0_pack, gemm_q8_0_x8, 0};
+static const llm_repack_traits q4_K_x8 = {q4_K_group_bytes, q4_K_pack, gemm_q4_K_x8, 0};
 
 const llm_repack_traits *TRAITS_FN(uint32_t dtype)
 {
@@ -266,6 +382,7 @@ const llm_repack_traits *TRAITS_FN(uint32_t dtype)
     case LLM_DT_Q4_0: return &q4_0_x8;
     case LLM_DT_Q4_1: return &q4_1_x8;
     case LLM_DT_Q8_0: return &q8_0_x8;
+    case LLM_DT_Q4_K: return &q4_K_x8;
     default: return NULL;
     }
 }

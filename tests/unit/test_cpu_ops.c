@@ -337,10 +337,9 @@ static void test_matmul_repacked(void)
             act->from_float(x + j * k, xq + j * ab, k);
         llm_tensor w = {.dtype = t, .ne = {k, rows}, .row_bytes = rb, .data = wq};
         CHECK_EQ_INT(ops->prepare_weight(be, &w), LLM_OK);
-        /* AVX2 repacks all five; NEON (64-bit ARM) the 32-blocks */
+        /* AVX2 repacks all five; NEON (64-bit ARM) all but Q6_K */
         if (strncmp(llm__cpu_features(), "avx2", 4) == 0 ||
-            (strncmp(llm__cpu_features(), "neon", 4) == 0 && t != LLM_DT_Q4_K &&
-             t != LLM_DT_Q6_K))
+            (strncmp(llm__cpu_features(), "neon", 4) == 0 && t != LLM_DT_Q6_K))
             CHECK_MSG(w.extra != NULL, "type %u was not repacked", t);
         float *y = poisoned(n * rows), *y1 = poisoned(rows);
         ops->matmul(be, y, rows, &w, x, k, n);
