@@ -1,11 +1,13 @@
 /* test_engine.c - the request engine on a tiny random-weight model: text release (stop
  * strings, UTF-8), concurrent runs equal to one-at-a-time runs, preemption, prefix
- * caching, forks, cancellation, a randomized property test and a multi-threaded storm
+ * caching, forks, cancellation, a randomized property test, steps that fail in the backend
+ * and a multi-threaded storm
  * against the worker thread. Built also under AddressSanitizer and ThreadSanitizer by
  * scripts/test. */
 #include <pthread.h>
 #include <unistd.h>
 
+#include "context.h"
 #include "engine_util.h"
 #include "stream.h"
 #include "test.h"
@@ -569,6 +571,99 @@ static void test_random_property(void)
     llm_context_free(ctx);
 }
 
+/* ---- a backend that fails steps ------------------------------------------------------- *
+ * The context's ops are swapped for a copy whose synchronize (the end of every forward
+ * pass) reports a backend error on every fail_every-th call. The requests of a failed step
+ * must end once each with LLM_EVENT_ERROR; every other request must go on as if nothing
+ * happened (greedy ones equal to their runs alone), and every block must come back. */
+
+static const struct llm_backend_ops *real_ops;
+static struct llm_backend_ops failing_ops;
+static int sync_calls, fail_every;
+
+static llm_status failing_synchronize(llm_backend *be)
+{
+    const llm_status st = real_ops->synchronize(be);
+    if (st == LLM_OK && fail_every && ++sync_calls % fail_every == 0)
+        return llm__fail(LLM_ERR_BACKEND, "injected backend failure %d", sync_calls);
+    return st;
+}
+
+static void test_backend_failures(void)
+{
+    enum { N = 40 };
+    static req_spec r[N];
+    static eu_out ref[N];
+    make_specs(r, N, 5151);
+    run_alone(r, N, ref);
+    llm_context *ctx = make_ctx(160, 8, 24, 8, 0);
+    real_ops = ctx->ops;
+    failing_ops = *real_ops;
+    failing_ops.synchronize = failing_synchronize;
+    ctx->ops = &failing_ops;
+    sync_calls = 0;
+    fail_every = 40;
+    eu_log log = {0};
+    llm_request_id ids[N];
+    int kind[N], submitted = 0, failed_steps = 0;
+    rng_state = 99;
+    for (int step = 0; step < 20000 && (submitted < N || llm_pending(ctx) > 0); step++) {
+        if (submitted < N && rnd(2) == 0) {
+            const int i = submitted++;
+            llm_request_params p;
+            llm_request_params_init(&p);
+            p.tokens = r[i].prompt;
+            p.n_tokens = r[i].n_prompt;
+            p.max_tokens = r[i].max_tokens;
+            kind[i] = (int)rnd(3);
+            llm_sampler_params sp;
+            llm_sampler_params_init(&sp);
+            sp.seed = 5;
+            if (kind[i] == 1)
+                p.n = 2, p.sampling = &sp; /* forks */
+            if (kind[i] == 2)
+                p.logprobs = 3;
+            CHECK_EQ_INT(llm_request_submit(ctx, &p, &ids[i]), LLM_OK);
+        }
+        const llm_status st = llm_step(ctx);
+        CHECK(st == LLM_OK || st == LLM_ERR_BACKEND);
+        failed_steps += st != LLM_OK;
+        eu_drain(ctx, &log);
+    }
+    CHECK_EQ_INT(submitted, N);
+    CHECK_EQ_INT(llm_pending(ctx), 0);
+    CHECK(blocks_all_free(ctx));
+    int errors = 0, compared = 0;
+    for (int i = 0; i < log.n; i++) {
+        CHECK_EQ_INT(log.outs[i].n_final, 1);
+        CHECK(!log.outs[i].after_final);
+        errors += log.outs[i].error != LLM_OK;
+        if (log.outs[i].error != LLM_OK)
+            CHECK_EQ_INT(log.outs[i].error, LLM_ERR_BACKEND);
+    }
+    for (int i = 0; i < N; i++) {
+        eu_out *o = eu_find(&log, ids[i], 0);
+        if (kind[i] != 1 && o->error == LLM_OK) {
+            check_same(o, &ref[i], "beside failures", i);
+            compared++;
+        }
+    }
+    printf("     %d failed steps, %d completions ended by an error, %d others compared\n",
+           failed_steps, errors, compared);
+    CHECK(failed_steps > 0 && errors > 0 && compared >= 5);
+    /* and the context works normally again */
+    fail_every = 0;
+    llm_request_id id;
+    CHECK_EQ_INT(eu_submit_tokens(ctx, r[0].prompt, r[0].n_prompt, r[0].max_tokens, &id), LLM_OK);
+    while (llm_pending(ctx) > 0)
+        CHECK_EQ_INT(llm_step(ctx), LLM_OK);
+    eu_drain(ctx, &log);
+    check_same(eu_find(&log, id, 0), &ref[0], "after failures", 0);
+    ctx->ops = real_ops;
+    eu_free(&log);
+    llm_context_free(ctx);
+}
+
 /* ---- the worker thread under a storm of submit / poll / cancel from several threads ---- */
 
 typedef struct storm_arg {
@@ -728,6 +823,7 @@ int main(void)
     RUN(test_cancel_and_errors);
     RUN(test_callback);
     RUN(test_random_property);
+    RUN(test_backend_failures);
     RUN(test_worker_storm);
 #undef RUN
     llm_model_free(model);
