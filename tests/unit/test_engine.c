@@ -1,9 +1,8 @@
 /* test_engine.c - the request engine on a tiny random-weight model: text release (stop
  * strings, UTF-8), concurrent runs equal to one-at-a-time runs, preemption, prefix
  * caching, forks, cancellation, a randomized property test, steps that fail in the backend
- * and a multi-threaded storm
- * against the worker thread. Built also under AddressSanitizer and ThreadSanitizer by
- * scripts/test. */
+ * and a multi-threaded storm against the worker thread. Built also under AddressSanitizer
+ * and ThreadSanitizer by scripts/test. */
 #include <pthread.h>
 #include <unistd.h>
 
