@@ -75,6 +75,55 @@ static inline void *cu_scratch(llm_backend *be, size_t n)
 
 static inline unsigned cdiv(int64_t a, int64_t b) { return (unsigned)((a + b - 1) / b); }
 
+/* ---- device helpers shared by the kernels of matmul.cu and mmvq.cu -------------------- */
+
+/* the f16 at p (2-byte aligned) */
+static __device__ __forceinline__ float f16at(const uint8_t *p)
+{
+    return __half2float(*(const __half *)p);
+}
+
+static __device__ __forceinline__ float warp_sum(float v)
+{
+#pragma unroll
+    for (int o = LLM_WARP_SIZE / 2; o > 0; o >>= 1)
+        v += LLM_SHFL_XOR(v, o);
+    return v;
+}
+
+/* Q8_K's reference value of a block of 256 threads, thread i holding x[i] of one 256-block
+ * (in: whether that element exists): the first element of the largest magnitude, signed
+ * (0 when all are 0). Every thread gets it; the block must call it together. */
+static __device__ __forceinline__ float q8k_block_max(const float *xb, float v, bool in)
+{
+    __shared__ float s_abs[256 / LLM_WARP_SIZE];
+    __shared__ int s_idx[256 / LLM_WARP_SIZE];
+    __shared__ float s_max;
+    float a = in ? fabsf(v) : -1.0f;
+    int idx = (int)threadIdx.x;
+#pragma unroll
+    for (int o = LLM_WARP_SIZE / 2; o > 0; o >>= 1) {
+        const float a2 = LLM_SHFL_XOR(a, o);
+        const int i2 = LLM_SHFL_XOR(idx, o);
+        if (a2 > a || (a2 == a && i2 < idx))
+            a = a2, idx = i2;
+    }
+    const int lane = threadIdx.x % LLM_WARP_SIZE, warp = threadIdx.x / LLM_WARP_SIZE;
+    if (lane == 0)
+        s_abs[warp] = a, s_idx[warp] = idx;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float ba = s_abs[0];
+        int bi = s_idx[0];
+        for (int w = 1; w < 256 / LLM_WARP_SIZE; w++)
+            if (s_abs[w] > ba || (s_abs[w] == ba && s_idx[w] < bi))
+                ba = s_abs[w], bi = s_idx[w];
+        s_max = ba > 0.0f ? xb[bi] : 0.0f;
+    }
+    __syncthreads();
+    return s_max;
+}
+
 /* Bytes of n elements of a KV cache row (f16, bf16, or q8_0 blocks of 32); 0 for other
  * types. */
 static inline size_t kv_bytes(uint32_t dtype, int64_t n)

@@ -50,11 +50,6 @@ static bool is_float_type(uint32_t t)
  * GGUF's (see backends/cpu/quants.h); offsets are in bytes from the block start. All f16
  * fields sit at even offsets of blocks of even size, so 2-byte loads are aligned. */
 
-static __device__ __forceinline__ float f16at(const uint8_t *p)
-{
-    return __half2float(*(const __half *)p);
-}
-
 static __device__ __forceinline__ float bf16_bits(uint16_t u)
 {
     return __uint_as_float((uint32_t)u << 16);
@@ -239,14 +234,6 @@ static __device__ __forceinline__ float deq1(const uint8_t *row, int64_t i)
     return bf16_bits(((const uint16_t *)row)[i]);
 }
 
-static __device__ __forceinline__ float warp_sum(float v)
-{
-#pragma unroll
-    for (int o = LLM_WARP_SIZE / 2; o > 0; o >>= 1)
-        v += LLM_SHFL_XOR(v, o);
-    return v;
-}
-
 /* ---- activation rounding ------------------------------------------------------------- */
 
 enum { ROUND_NONE, ROUND_F16, ROUND_BF16, ROUND_Q8_0, ROUND_Q8_K };
@@ -298,32 +285,7 @@ k_round_act(const float *__restrict__ x, int64_t ldx, int32_t kc, int64_t ldx_k,
         const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
         r = roundf(v * id) * __half2float(__float2half_rn(d));
     } else if (mode == ROUND_Q8_K) {
-        __shared__ float s_abs[256 / LLM_WARP_SIZE];
-        __shared__ int s_idx[256 / LLM_WARP_SIZE];
-        __shared__ float s_max;
-        float a = in ? fabsf(v) : -1.0f;
-        int idx = (int)threadIdx.x;
-#pragma unroll
-        for (int o = LLM_WARP_SIZE / 2; o > 0; o >>= 1) {
-            const float a2 = LLM_SHFL_XOR(a, o);
-            const int i2 = LLM_SHFL_XOR(idx, o);
-            if (a2 > a || (a2 == a && i2 < idx))
-                a = a2, idx = i2;
-        }
-        const int lane = threadIdx.x % LLM_WARP_SIZE, warp = threadIdx.x / LLM_WARP_SIZE;
-        if (lane == 0)
-            s_abs[warp] = a, s_idx[warp] = idx;
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            float ba = s_abs[0];
-            int bi = s_idx[0];
-            for (int w = 1; w < 256 / LLM_WARP_SIZE; w++)
-                if (s_abs[w] > ba || (s_abs[w] == ba && s_idx[w] < bi))
-                    ba = s_abs[w], bi = s_idx[w];
-            s_max = ba > 0.0f ? x[(int64_t)blockIdx.x * 256 + bi] : 0.0f;
-        }
-        __syncthreads();
-        const float mx = s_max;
+        const float mx = q8k_block_max(x + (int64_t)blockIdx.x * 256, v, in);
         if (mx == 0.0f) {
             r = 0.0f;
         } else {

@@ -31,11 +31,6 @@ enum { ACT_Q8_0, ACT_Q8_K };
 
 /* ---- loads ---------------------------------------------------------------------------- */
 
-static __device__ __forceinline__ float f16_at(const uint8_t *p)
-{
-    return __half2float(*(const __half *)p);
-}
-
 /* N consecutive 32-bit words from a 2-byte aligned address: the aligned words around them,
  * shifted. Reads up to 2 bytes past the last word (weights are allocated with padding). */
 template <int N>
@@ -131,7 +126,7 @@ static __device__ __forceinline__ void unit_load(const uint8_t *__restrict__ row
     if (T == LLM_DT_Q4_0 || T == LLM_DT_Q8_0 || T == LLM_DT_Q5_0) {
         const int bs = T == LLM_DT_Q4_0 ? 18 : T == LLM_DT_Q5_0 ? 22 : 34;
         const uint8_t *b = row + (size_t)u * bs;
-        w.d = f16_at(b);
+        w.d = f16at(b);
         if (T == LLM_DT_Q8_0) {
             ld_words_b2<8>(b + 2, w.q);
         } else {
@@ -158,8 +153,8 @@ static __device__ __forceinline__ void unit_load(const uint8_t *__restrict__ row
     } else if (T == LLM_DT_Q4_1 || T == LLM_DT_Q5_1) {
         const int bs = T == LLM_DT_Q4_1 ? 20 : 24;
         const uint8_t *b = row + (size_t)u * bs;
-        w.d = f16_at(b);
-        w.m = f16_at(b + 2);
+        w.d = f16at(b);
+        w.m = f16at(b + 2);
         int qs[4];
         if (T == LLM_DT_Q4_1) {
             ld_words_b4<4>(b + 4, qs);
@@ -219,7 +214,7 @@ static __device__ __forceinline__ void unit_load(const uint8_t *__restrict__ row
          * nibbles are group s0 and high nibbles group s0+2 of that half */
         const int sb = u >> 2, t = u & 3, h = t >> 1, s0 = t & 1;
         const uint8_t *b = row + (size_t)sb * 210;
-        w.d = f16_at(b + 208);
+        w.d = f16at(b + 208);
         const int8_t *sc = (const int8_t *)(b + 192) + 8 * h;
         w.sc[0] = sc[2 * s0], w.sc[1] = sc[2 * s0 + 1];
         w.sc[2] = sc[2 * s0 + 4], w.sc[3] = sc[2 * s0 + 5];
@@ -255,7 +250,7 @@ static __device__ __forceinline__ void unit_load(const uint8_t *__restrict__ row
                 w.q[i] = (qs[i] >> sh) & 0x03030303;
         } else {
             const uint8_t *b = row + (size_t)sb * 110;
-            w.d = f16_at(b + 108);
+            w.d = f16at(b + 108);
             const uint8_t *sc = b + 96;
 #pragma unroll
             for (int e = 0; e < 2; e++) {
@@ -279,7 +274,7 @@ static __device__ __forceinline__ void unit_load(const uint8_t *__restrict__ row
         int qs[4];
         if (T == LLM_DT_IQ4_NL) {
             const uint8_t *b = row + (size_t)u * 18;
-            w.d = f16_at(b);
+            w.d = f16at(b);
             ld_words_b2<4>(b + 2, qs);
         } else {
             /* group ib of super-block sb: 6-bit scale from scales_l and scales_h */
@@ -288,7 +283,7 @@ static __device__ __forceinline__ void unit_load(const uint8_t *__restrict__ row
             const int sc_h = *(const uint16_t *)(b + 2);
             const int ls =
                 ((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xf) | (((sc_h >> (2 * ib)) & 3) << 4);
-            w.d = f16_at(b) * (float)(ls - 32);
+            w.d = f16at(b) * (float)(ls - 32);
             ld_words_b4<4>(b + 8 + 16 * ib, qs);
         }
 #pragma unroll
@@ -377,14 +372,6 @@ static __device__ __forceinline__ float unit_dot(const Wu &w, int u, const int x
             return w.d * xd[u] * (float)d + w.m * xd[u] * (float)xs[u];
         return w.d * xd[u] * (float)d; /* Q8_0, IQ4_NL, IQ4_XS (scale in w.d) */
     }
-}
-
-static __device__ __forceinline__ float warp_sum(float v)
-{
-#pragma unroll
-    for (int o = LLM_WARP_SIZE / 2; o > 0; o >>= 1)
-        v += LLM_SHFL_XOR(v, o);
-    return v;
 }
 
 /* y[j][r] = row r · token j, for the NT tokens of tile blockIdx.y. The block's warps form
@@ -505,32 +492,7 @@ k_act_q8(const float *__restrict__ x, int64_t ldx, int64_t k, int mode, int8_t *
         qi = (int)roundf(v * id);
         dv = __half2float(__float2half_rn(dd));
     } else {
-        __shared__ float s_abs[256 / LLM_WARP_SIZE];
-        __shared__ int s_idx[256 / LLM_WARP_SIZE];
-        __shared__ float s_max;
-        float a = in ? fabsf(v) : -1.0f;
-        int idx = (int)threadIdx.x;
-#pragma unroll
-        for (int o = LLM_WARP_SIZE / 2; o > 0; o >>= 1) {
-            const float a2 = LLM_SHFL_XOR(a, o);
-            const int i2 = LLM_SHFL_XOR(idx, o);
-            if (a2 > a || (a2 == a && i2 < idx))
-                a = a2, idx = i2;
-        }
-        const int lane = threadIdx.x % LLM_WARP_SIZE, warp = threadIdx.x / LLM_WARP_SIZE;
-        if (lane == 0)
-            s_abs[warp] = a, s_idx[warp] = idx;
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            float ba = s_abs[0];
-            int bi = s_idx[0];
-            for (int w = 1; w < 256 / LLM_WARP_SIZE; w++)
-                if (s_abs[w] > ba || (s_abs[w] == ba && s_idx[w] < bi))
-                    ba = s_abs[w], bi = s_idx[w];
-            s_max = ba > 0.0f ? x[(int64_t)blockIdx.x * 256 + bi] : 0.0f;
-        }
-        __syncthreads();
-        const float mx = s_max;
+        const float mx = q8k_block_max(x + (int64_t)blockIdx.x * 256, v, in);
         if (mx != 0.0f) {
             const float iscale = -127.0f / mx;
             qi = (int)fminf(rintf(iscale * v), 127.0f);
