@@ -16,7 +16,10 @@
 
 #include "dtype.h"
 
-#define LLM_BACKEND_ABI_VERSION 2
+#define LLM_BACKEND_ABI_VERSION 3
+
+/* Largest k of the top_k op. */
+#define LLM_TOP_K_MAX 256
 
 /* Largest attention head the backends must handle (models are checked at load). */
 #define LLM_MAX_HEAD_DIM 512
@@ -159,6 +162,13 @@ struct llm_backend_ops {
     const char *(*features)(void);
     /* waits for queued work; returns LLM_OK or the first asynchronous error */
     llm_status (*synchronize)(llm_backend *be);
+    /* The k (1..LLM_TOP_K_MAX) largest of each of n_rows rows of n floats at x, for
+     * sampling without copying whole rows of logits to the host: ids[r * k + j] and
+     * vals[r * k + j] in descending order, equal values by lower index. NaN and -inf are
+     * never chosen and +inf counts as FLT_MAX (the sampler's rules); a row with fewer than
+     * k other values fills the rest with id -1 and value -inf. NULL: not provided. */
+    void (*top_k)(llm_backend *be, int32_t *ids, float *vals, const float *x, int64_t n_rows,
+                  int64_t n, int32_t k);
 };
 
 /* ---- loadable backend modules ----------------------------------------------------------

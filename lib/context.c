@@ -169,12 +169,17 @@ void llm_context_free(llm_context *c)
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             c->ops->free(c->be, bufs[i]);
         c->ops->free(c->be, c->d_ints);
+        c->ops->free(c->be, c->d_cand);
         c->ops->free(c->be, c->moe_ids);
         c->ops->destroy(c->be);
     }
     llm__free(c->layers);
-    if (!c->host_memory)
+    if (!c->host_memory) {
         llm__free(c->logits);
+        llm__free(c->cand_ids);
+        llm__free(c->cand_vals);
+    }
+    llm__free(c->row_ready);
     llm__kv_free(c->kv);
     int32_t *ints[] = {c->tokens, c->pos, c->seq, c->slots, c->out_rows, c->seq_len0,
                        c->seq_count};
@@ -232,6 +237,22 @@ void llm_kv_clear(llm_context *c)
         llm_kv_seq_truncate(c, -1, 0);
 }
 
+const float *llm__context_row(llm_context *c, int32_t i)
+{
+    float *row = c->logits + (int64_t)i * c->model->hp.n_vocab;
+    if (c->rows_deferred && !c->row_ready[i]) {
+        const size_t n = (size_t)c->model->hp.n_vocab;
+        llm_status st = c->ops->download(c->be, row, c->d_logits + (int64_t)i * (int64_t)n,
+                                         n * sizeof(float));
+        if (st != LLM_OK) {
+            llm__context_fail(c, st);
+            return NULL;
+        }
+        c->row_ready[i] = 1;
+    }
+    return row;
+}
+
 const float *llm_context_logits(llm_context *c, int32_t i)
 {
     if (!c || c->n_logits == 0)
@@ -240,7 +261,44 @@ const float *llm_context_logits(llm_context *c, int32_t i)
         i += c->n_logits;
     if (i < 0 || i >= c->n_logits)
         return NULL;
-    return c->logits + (int64_t)i * c->model->hp.n_vocab;
+    return llm__context_row(c, i);
+}
+
+/* Room for the candidates of n_out rows (see cand_k in context.h). */
+static llm_status cand_reserve(llm_context *c, int64_t n_out)
+{
+    if (n_out <= c->cand_rows && c->cand_k <= c->cand_kalloc)
+        return LLM_OK;
+    const size_t n = (size_t)n_out * (size_t)c->cand_k;
+    void *d = c->ops->alloc(c->be, n * (sizeof(int32_t) + sizeof(float)));
+    uint8_t *ready = llm__malloc((size_t)n_out);
+    int32_t *ids = c->host_memory ? d : llm__malloc(n * sizeof(int32_t));
+    float *vals = c->host_memory ? (d ? (float *)((int32_t *)d + n) : NULL)
+                                 : llm__malloc(n * sizeof(float));
+    if (!d || !ready || !ids || !vals) {
+        if (!c->host_memory) {
+            llm__free(ids);
+            llm__free(vals);
+        }
+        llm__free(ready);
+        if (d)
+            c->ops->free(c->be, d);
+        return llm__fail(LLM_ERR_NO_MEMORY, "llm_decode: no memory for the candidates of "
+                         "%lld rows of logits", (long long)n_out);
+    }
+    c->ops->free(c->be, c->d_cand);
+    if (!c->host_memory) {
+        llm__free(c->cand_ids);
+        llm__free(c->cand_vals);
+    }
+    llm__free(c->row_ready);
+    c->d_cand = d;
+    c->cand_ids = ids;
+    c->cand_vals = vals;
+    c->row_ready = ready;
+    c->cand_rows = (int32_t)n_out;
+    c->cand_kalloc = c->cand_k;
+    return LLM_OK;
 }
 
 /* Checks the batch and assigns each token its sequence and position. */
@@ -288,6 +346,8 @@ llm_status llm__context_decode(llm_context *c, const llm_batch *b)
     if (!b)
         return llm__context_fail(c, llm__fail(LLM_ERR_INVALID_ARG, "llm_decode: batch is NULL"));
     c->n_logits = 0;
+    c->rows_deferred = 0;
+    const int cand = c->cand_k > 0 && c->ops->top_k;
     llm_status st = check_batch(c, b);
     if (st != LLM_OK)
         return llm__context_fail(c, st);
@@ -322,6 +382,8 @@ llm_status llm__context_decode(llm_context *c, const llm_batch *b)
         c->logits = h;
         c->logits_cap = n_out;
     }
+    if (cand && (st = cand_reserve(c, n_out)) != LLM_OK)
+        goto rollback;
     const int32_t *tables = llm__kv_block_tables(c->kv);
     const int32_t max_blocks = llm__kv_max_blocks(c->kv);
     int32_t *d_tokens = c->tokens, *d_pos = c->pos, *d_seq = c->seq, *d_slots = c->slots,
@@ -371,14 +433,31 @@ llm_status llm__context_decode(llm_context *c, const llm_batch *b)
             .moe_ids = c->moe_ids,
         };
         st = c->model->arch->forward(c->model, &step);
-        if (st == LLM_OK && !c->host_memory && n_out_ub)
+        if (st == LLM_OK && cand && n_out_ub) {
+            /* each row's best cand_k; the rows stay where they are until asked for */
+            const int64_t k = c->cand_k, n_ids = (int64_t)c->cand_rows * c->cand_kalloc;
+            int32_t *d_ids = (int32_t *)c->d_cand + out_done * k;
+            float *d_vals = (float *)((int32_t *)c->d_cand + n_ids) + out_done * k;
+            const size_t nb = (size_t)(n_out_ub * k) * sizeof(int32_t);
+            c->ops->top_k(c->be, d_ids, d_vals, step.logits, n_out_ub, n_vocab, (int32_t)k);
+            if (c->host_memory) {
+                st = c->ops->synchronize(c->be);
+            } else {
+                st = c->ops->download(c->be, c->cand_ids + out_done * k, d_ids, nb);
+                if (st == LLM_OK)
+                    st = c->ops->download(c->be, c->cand_vals + out_done * k, d_vals, nb);
+            }
+            memset(c->row_ready + out_done, c->host_memory, (size_t)n_out_ub);
+        } else if (st == LLM_OK && !c->host_memory && n_out_ub) {
             st = c->ops->download(c->be, c->logits + out_done * n_vocab, step.logits,
                                   (size_t)n_out_ub * (size_t)n_vocab * sizeof(float));
+        }
         if (st != LLM_OK)
             goto rollback;
         out_done += n_out_ub;
     }
     c->n_logits = (int32_t)n_out;
+    c->rows_deferred = cand && !c->host_memory;
     return LLM_OK;
 rollback:
     for (int32_t s = 0; s < c->n_seq; s++)

@@ -32,6 +32,22 @@ struct llm_context {
     float *d_logits;    /* backend rows (== logits for host memory) */
     int64_t logits_cap; /* rows */
     int32_t n_logits;
+    /* Candidates instead of rows (the request engine, on a backend with top_k): with
+     * cand_k > 0, llm__context_decode leaves the logits rows in backend memory and brings
+     * back only each row's cand_k best (cand_ids/cand_vals, [n_logits][cand_k]); a row
+     * is copied to the host when first asked for (row_ready). */
+    int32_t cand_k;
+    int32_t *cand_ids;
+    float *cand_vals;
+    void *d_cand;        /* backend copy: ids then values, logits_cap * cand_k each */
+    int64_t cand_cap;    /* rows of the candidate buffers */
+    uint8_t *row_ready;  /* [logits_cap]; NULL or all 1 when rows were copied eagerly */
+    int rows_deferred;   /* the last decode left its rows in backend memory */
+    int32_t cand_rows, cand_kalloc; /* sizes of the candidate buffers */
+    /* whether the request engine samples from candidates: 0 by the backend (those whose
+     * memory is not host memory) unless LLM_ENGINE_CANDIDATES is set to 0 or 1; 1 always
+     * (where the backend has top_k); -1 never */
+    int32_t engine_cand;
     uint32_t flags;     /* LLM_CONTEXT_* */
     uint64_t prefix_seed; /* names the model in prefix-cache hashes */
     llm_engine *engine; /* the request engine, created on first use */
@@ -40,6 +56,10 @@ struct llm_context {
 
 /* llm_decode without the request-engine guard: the engine's own way in. */
 LLM_INTERNAL llm_status llm__context_decode(llm_context *c, const llm_batch *b);
+/* Row i (0 <= i < n_logits) of the last decode's logits in host memory, copied from the
+ * backend first when the decode left it there; NULL with the context's error set when that
+ * copy fails. */
+LLM_INTERNAL const float *llm__context_row(llm_context *c, int32_t i);
 /* Copies the thread's last error into the context's message and returns st. */
 LLM_INTERNAL llm_status llm__context_fail(llm_context *c, llm_status st);
 

@@ -405,6 +405,28 @@ static inline int32_t hist_bucket(float d)
     return d < (float)HIST_N / HIST_SCALE ? (int32_t)(d * HIST_SCALE) : HIST_N - 1;
 }
 
+/* Top-p and min-p over the n > 0 top-k survivors in s->cand, sorted in descending order;
+ * returns how many remain and the largest logit in *max_out. */
+static int32_t filter_top_k(llm_sampler *s, int32_t n, float *max_out)
+{
+    cand *c = s->cand;
+    if (s->p.top_p < 1.0f) {
+        double z = 0.0;
+        for (int32_t i = 0; i < n; i++)
+            z += expf(c[i].logit - c[0].logit);
+        n = top_p_prefix(c, n, s->p.top_p, z);
+    }
+    if (s->p.min_p > 0.0f) {
+        const float thr = c[0].logit + logf(s->p.min_p);
+        int32_t m = 1;
+        while (m < n && c[m].logit >= thr)
+            m++;
+        n = m;
+    }
+    *max_out = c[0].logit;
+    return n;
+}
+
 /* Runs penalties, top-k, top-p and min-p, leaving the survivors in s->cand; returns their
  * count (0 when no token has a finite logit) and their largest logit in *max_out. */
 static int32_t filter(llm_sampler *s, const float *logits, float *max_out)
@@ -421,21 +443,7 @@ static int32_t filter(llm_sampler *s, const float *logits, float *max_out)
         if (n == 0)
             return 0;
         qsort(c, (size_t)n, sizeof *c, cmp_desc);
-        if (top_p_on) {
-            double z = 0.0;
-            for (int32_t i = 0; i < n; i++)
-                z += expf(c[i].logit - c[0].logit);
-            n = top_p_prefix(c, n, s->p.top_p, z);
-        }
-        if (min_p_on) {
-            const float thr = c[0].logit + logf(s->p.min_p);
-            int32_t m = 1;
-            while (m < n && c[m].logit >= thr)
-                m++;
-            n = m;
-        }
-        *max_out = c[0].logit;
-        return n;
+        return filter_top_k(s, n, max_out);
     }
 
     float max = -INFINITY;
@@ -529,6 +537,34 @@ static double weigh(cand *c, int32_t n, float max, float temp)
 
 /* ---- sampling --------------------------------------------------------------------- */
 
+/* Draws one of the n survivors in s->cand (largest logit max) at the sampler's
+ * temperature; -1 when n is 0. */
+static llm_token draw(llm_sampler *s, int32_t n, float max)
+{
+    if (n <= 0)
+        return -1;
+    cand *c = s->cand;
+    double sum = weigh(c, n, max, s->p.temperature);
+    double u = rng_uniform(s->rng) * sum, cum = 0.0;
+    for (int32_t i = 0; i < n; i++) {
+        cum += c[i].logit;
+        if (u < cum)
+            return c[i].id;
+    }
+    return c[n - 1].id; /* if rounding leaves u at the very top */
+}
+
+/* Accepts tok, or reports that nothing could be drawn (tok < 0). */
+static llm_token finish(llm_sampler *s, llm_token tok)
+{
+    if (tok < 0) {
+        llm__fail(LLM_ERR_INVALID_ARG, "sampler: every logit is -inf or NaN");
+        return -1;
+    }
+    llm_sampler_accept(s, tok);
+    return tok;
+}
+
 llm_token llm_sampler_sample(llm_sampler *s, const float *logits)
 {
     if (!s || !logits) {
@@ -540,28 +576,38 @@ llm_token llm_sampler_sample(llm_sampler *s, const float *logits)
         tok = argmax(penalize(s, logits), s->n_vocab);
     } else {
         float max = 0.0f;
-        int32_t n = filter(s, logits, &max);
-        tok = -1;
-        if (n > 0) {
-            cand *c = s->cand;
-            double sum = weigh(c, n, max, s->p.temperature);
-            double u = rng_uniform(s->rng) * sum, cum = 0.0;
-            tok = c[n - 1].id; /* if rounding leaves u at the very top */
-            for (int32_t i = 0; i < n; i++) {
-                cum += c[i].logit;
-                if (u < cum) {
-                    tok = c[i].id;
-                    break;
-                }
-            }
+        const int32_t n = filter(s, logits, &max);
+        tok = draw(s, n, max);
+    }
+    return finish(s, tok);
+}
+
+int llm__sampler_sample_top(llm_sampler *s, const llm_token *ids, const float *vals,
+                            int32_t k, llm_token *out)
+{
+    if (s->penalties && s->ring_len > 0)
+        return 0; /* penalties may lift a token from below the k into the top */
+    int32_t n = 0; /* the valid prefix */
+    while (n < k && ids[n] >= 0)
+        n++;
+    llm_token tok;
+    if (s->p.temperature <= 0.0f) {
+        tok = n > 0 ? ids[0] : -1;
+    } else {
+        if (s->cap >= s->n_vocab || s->cap > k)
+            return 0;
+        n = n < s->cap ? n : s->cap;
+        for (int32_t i = 0; i < n; i++) {
+            s->cand[i].logit = vals[i];
+            s->cand[i].id = ids[i];
         }
+        float max = 0.0f;
+        if (n > 0)
+            n = filter_top_k(s, n, &max);
+        tok = draw(s, n, max);
     }
-    if (tok < 0) {
-        llm__fail(LLM_ERR_INVALID_ARG, "sampler: every logit is -inf or NaN");
-        return -1;
-    }
-    llm_sampler_accept(s, tok);
-    return tok;
+    *out = finish(s, tok);
+    return 1;
 }
 
 int32_t llm__sampler_candidates(llm_sampler *s, const float *logits, llm_token *ids,

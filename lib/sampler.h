@@ -25,4 +25,14 @@ LLM_INTERNAL void llm__sampler_penalized(llm_sampler *s, const float *logits, fl
 LLM_INTERNAL int32_t llm__sampler_candidates(llm_sampler *s, const float *logits,
                                              llm_token *ids, float *probs);
 
+/* llm_sampler_sample from the k best logits of the row instead of the whole row: ids and
+ * vals as the backends' top_k op gives them (descending, equal values by lower id, id -1
+ * past the row's valid values). When the chain's result depends only on those k (no
+ * penalty with a history; greedy, or top-k of at most k), samples exactly as
+ * llm_sampler_sample would from the full row, stores the token (or -1 with the thread's
+ * error set, as llm_sampler_sample) in *out and returns 1; else returns 0 and changes
+ * nothing. */
+LLM_INTERNAL int llm__sampler_sample_top(llm_sampler *s, const llm_token *ids,
+                                         const float *vals, int32_t k, llm_token *out);
+
 #endif

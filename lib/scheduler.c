@@ -28,6 +28,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "context.h"
@@ -79,8 +80,13 @@ typedef struct ev_rec {
     size_t text_off;
 } ev_rec;
 
+/* Candidates per row the backend's top_k brings back for sampling (covers the default
+ * top-k of 40); a request whose sampler needs more reads its whole row. */
+#define ENGINE_CAND_K 64
+
 struct llm_engine {
     llm_context *ctx;
+    int32_t cand_k; /* 0: sample from whole rows of logits */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     /* ---- under mu ---- */
@@ -403,10 +409,22 @@ static void top_logprobs(llm_engine *e, const eng_req *r, const float *logits, l
 
 /* Samples the next token of s from logits and emits what follows from it. Returns 0
  * when that retired r (its last completion ended). */
-static int sample_seq(llm_engine *e, eng_req *r, eng_seq *s, const float *logits)
+static int sample_seq(llm_engine *e, eng_req *r, eng_seq *s, int32_t row)
 {
-    const llm_model *m = e->ctx->model;
-    const llm_token tok = llm_sampler_sample(s->sampler, logits);
+    llm_context *c = e->ctx;
+    const llm_model *m = c->model;
+    const float *logits = NULL;
+    llm_token tok;
+    const int32_t k = e->cand_k; /* the decode brought back candidates (context.h) */
+    if (!k || r->logprobs > 0 ||
+        !llm__sampler_sample_top(s->sampler, c->cand_ids + (int64_t)row * k,
+                                 c->cand_vals + (int64_t)row * k, k, &tok)) {
+        if (!(logits = llm__context_row(c, row))) {
+            fail_req(e, r, LLM_ERR_BACKEND, c->err);
+            return 0;
+        }
+        tok = llm_sampler_sample(s->sampler, logits);
+    }
     int stop = tok < 0;
     if (!r->ignore_eos && llm__tokenizer_is_eog(m->tok, tok))
         stop = 1;
@@ -769,7 +787,9 @@ static llm_status engine_step(llm_engine *e)
     b.tokens = e->b_tokens;
     b.seq_ids = e->b_seq;
     b.logits = e->b_logits;
+    c->cand_k = e->cand_k;
     llm_status st = llm__context_decode(c, &b);
+    c->cand_k = 0;
     if (st != LLM_OK) {
         char msg[sizeof c->err];
         snprintf(msg, sizeof msg, "%s", c->err);
@@ -792,7 +812,7 @@ static llm_status engine_step(llm_engine *e)
         commit_blocks(e, s);
         if (s->n_cached < s->n_toks)
             continue;
-        const float *logits = llm_context_logits(c, row++);
+        const int32_t i_row = row++;
         if (!r->forked && r->n > 1) {
             if (!fork_req(e, r)) {
                 fail_req(e, r, LLM_ERR_NO_MEMORY, "out of memory");
@@ -800,11 +820,11 @@ static llm_status engine_step(llm_engine *e)
             }
             int alive = 1;
             for (int32_t k = r->n - 1; k >= 1 && alive; k--)
-                alive = sample_seq(e, r, &r->seqs[k], logits);
+                alive = sample_seq(e, r, &r->seqs[k], i_row);
             if (!alive)
                 continue;
         }
-        sample_seq(e, r, s, logits); /* may retire r: the last use of r and s */
+        sample_seq(e, r, s, i_row); /* may retire r: the last use of r and s */
     }
     publish_stats(e);
     return LLM_OK;
@@ -823,6 +843,12 @@ static llm_status engine_get(llm_context *c, llm_engine **out)
         return llm__fail(LLM_ERR_NO_MEMORY, "out of memory");
     e->ctx = c;
     e->next_id = 1;
+    int want = c->engine_cand;
+    const char *env = getenv("LLM_ENGINE_CANDIDATES");
+    if (want == 0 && env && (*env == '0' || *env == '1'))
+        want = *env == '1' ? 1 : -1;
+    if (c->ops->top_k && (want > 0 || (want == 0 && !c->host_memory)))
+        e->cand_k = ENGINE_CAND_K;
     const int32_t nb = c->n_batch;
     e->slot_used = llm__calloc((size_t)c->n_seq, 1);
     e->n_slots_free = c->n_seq;

@@ -4,6 +4,7 @@
  * Numerics follow llama.cpp's CPU backend where that decides results: activations are
  * quantised once per matmul to the weight type's vec_dot_type and RMS norm accumulates in
  * double. The KV cache is f16; attention reads it with f32 accumulators. */
+#include <float.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -800,6 +801,101 @@ static void cpu_attention(llm_backend *be, const llm_attention_args *a)
     llm__pool_run(be->pool, attention_rows, &j);
 }
 
+/* ---- top_k: a k-entry min-heap per row (ranked by value, then lower index), sorted at
+ * the end; rows split over the pool. */
+
+typedef struct topk_job {
+    int32_t *ids;
+    float *vals;
+    const float *x;
+    int64_t n_rows, n;
+    int32_t k;
+    atomic_int next;
+} topk_job;
+
+/* whether (va, ia) ranks below (vb, ib) */
+static inline int tk_worse(float va, int32_t ia, float vb, int32_t ib)
+{
+    return va < vb || (va == vb && ia > ib);
+}
+
+static void tk_sift_down(float *v, int32_t *id, int32_t n, int32_t i)
+{
+    for (;;) {
+        int32_t l = 2 * i + 1, m = i;
+        if (l < n && tk_worse(v[l], id[l], v[m], id[m]))
+            m = l;
+        if (l + 1 < n && tk_worse(v[l + 1], id[l + 1], v[m], id[m]))
+            m = l + 1;
+        if (m == i)
+            return;
+        float tv = v[i];
+        int32_t ti = id[i];
+        v[i] = v[m], id[i] = id[m];
+        v[m] = tv, id[m] = ti;
+        i = m;
+    }
+}
+
+static void topk_rows(void *arg, int ith, int nth)
+{
+    (void)ith, (void)nth;
+    topk_job *j = arg;
+    const int32_t k = j->k;
+    int64_t r;
+    while ((r = atomic_fetch_add(&j->next, 1)) < j->n_rows) {
+        const float *x = j->x + r * j->n;
+        float *v = j->vals + r * k;
+        int32_t *id = j->ids + r * k;
+        int32_t m = 0;
+        for (int64_t i = 0; i < j->n; i++) {
+            float a = x[i];
+            if (a != a || a == -INFINITY)
+                continue;
+            a = a > FLT_MAX ? FLT_MAX : a;
+            if (m < k) { /* sift up */
+                int32_t c = m++;
+                v[c] = a, id[c] = (int32_t)i;
+                while (c > 0 && tk_worse(v[c], id[c], v[(c - 1) / 2], id[(c - 1) / 2])) {
+                    const int32_t p = (c - 1) / 2;
+                    float tv = v[c];
+                    int32_t ti = id[c];
+                    v[c] = v[p], id[c] = id[p];
+                    v[p] = tv, id[p] = ti;
+                    c = p;
+                }
+            } else if (a > v[0]) { /* indices rise: an equal value never displaces one */
+                v[0] = a, id[0] = (int32_t)i;
+                tk_sift_down(v, id, m, 0);
+            }
+        }
+        /* heap sort: the worst to the back, leaving descending order */
+        for (int32_t e = m - 1; e > 0; e--) {
+            float tv = v[0];
+            int32_t ti = id[0];
+            v[0] = v[e], id[0] = id[e];
+            v[e] = tv, id[e] = ti;
+            tk_sift_down(v, id, e, 0);
+        }
+        for (int32_t i = m; i < k; i++)
+            v[i] = -INFINITY, id[i] = -1;
+    }
+}
+
+static void cpu_top_k(llm_backend *be, int32_t *ids, float *vals, const float *x,
+                      int64_t n_rows, int64_t n, int32_t k)
+{
+    if (k < 1 || k > LLM_TOP_K_MAX || n_rows < 0 || n < 0 || n > INT32_MAX) {
+        if (be->err == LLM_OK)
+            be->err = llm__fail(LLM_ERR_INVALID_ARG, "cpu backend: top_k of k %d over %lld "
+                                "rows of %lld", k, (long long)n_rows, (long long)n);
+        return;
+    }
+    topk_job j = {.ids = ids, .vals = vals, .x = x, .n_rows = n_rows, .n = n, .k = k};
+    atomic_init(&j.next, 0);
+    llm__pool_run(be->pool, topk_rows, &j);
+}
+
 static llm_status cpu_synchronize(llm_backend *be)
 {
     llm_status st = be->err;
@@ -840,6 +936,7 @@ static const struct llm_backend_ops cpu_ops = {
     .attention = cpu_attention,
     .features = llm__cpu_features,
     .synchronize = cpu_synchronize,
+    .top_k = cpu_top_k,
 };
 
 const struct llm_backend_ops *llm__backend_cpu_ops(void)

@@ -135,7 +135,7 @@ static inline size_t kv_bytes(uint32_t dtype, int64_t n)
     return 0;
 }
 
-/* ops defined in matmul.cu and attention.cu */
+/* ops defined in matmul.cu, attention.cu and topk.cu */
 HIDDEN int cu_dtype_supported(uint32_t t);
 HIDDEN void cu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w,
                       const float *x, int64_t ldx, int64_t n);
@@ -148,5 +148,8 @@ HIDDEN int cu_mmvq(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w,
 HIDDEN void cu_get_rows(llm_backend *be, float *y, const llm_tensor *w, const int32_t *ids,
                         int64_t n);
 HIDDEN void cu_attention(llm_backend *be, const llm_attention_args *a);
+/* topk.cu */
+HIDDEN void cu_top_k(llm_backend *be, int32_t *ids, float *vals, const float *x,
+                     int64_t n_rows, int64_t n, int32_t k);
 
 #endif

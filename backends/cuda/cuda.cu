@@ -701,6 +701,7 @@ static const struct llm_backend_ops cuda_ops = {
     .attention = cu_attention,
     .features = cu_features,
     .synchronize = cu_synchronize,
+    .top_k = cu_top_k,
 };
 
 /* ---- per-op timings (LLM_CUDA_PROFILE=1) -------------------------------------------------
@@ -839,6 +840,9 @@ PROF_OP(kv_write, "kv_write", (llm_backend *be, const llm_kv_layer *kv, const fl
 PROF_OP(attention, a->n_tokens > 8 ? "attention prompt" : "attention decode",
         (llm_backend *be, const llm_attention_args *a), (be, a))
 
+PROF_OP(top_k, "top_k", (llm_backend *be, int32_t *ids, float *vals, const float *x,
+        int64_t n_rows, int64_t n, int32_t k), (be, ids, vals, x, n_rows, n, k))
+
 static llm_status prof_download(llm_backend *be, void *dst, const void *src, size_t n)
 {
     prof_begin(be);
@@ -883,6 +887,7 @@ llm_backend_entry_v1(const llm_backend_host *host)
         prof_ops.scale = prof_scale;
         prof_ops.kv_write = prof_kv_write;
         prof_ops.attention = prof_attention;
+        prof_ops.top_k = prof_top_k;
         prof_ops.destroy = prof_destroy;
         return &prof_ops;
     }

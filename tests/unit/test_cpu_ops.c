@@ -8,6 +8,7 @@
 #include "isa_levels.h"
 #include "quants.h"
 #include "test.h"
+#include "topk_ref.h"
 
 static const struct llm_backend_ops *ops;
 static llm_backend *be;
@@ -426,6 +427,43 @@ static void test_matmul_levels_agree(void)
     free(x), free(wf), free(want), free(got);
 }
 
+static void test_top_k(void)
+{
+    static const int64_t ns[] = {1, 5, 300, 49152, 131075};
+    static const int32_t ks[] = {1, 7, 64, LLM_TOP_K_MAX};
+    int checked = 0;
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++) {
+        for (size_t b = 0; b < sizeof ks / sizeof ks[0]; b++) {
+            const int64_t n = ns[a], rows = 12;
+            const int32_t k = ks[b];
+            float *x = malloc((size_t)(n * rows) * sizeof(float));
+            for (int r = 0; r < rows; r++)
+                topk_fill(x + r * n, n, r, &rng);
+            float *vals = poisoned(rows * k), *want_v = malloc((size_t)(rows * k) * sizeof(float));
+            int32_t *ids = malloc((size_t)(rows * k) * sizeof(int32_t));
+            int32_t *want_i = malloc((size_t)(rows * k) * sizeof(int32_t));
+            for (int64_t i = 0; i < rows * k; i++)
+                ids[i] = -7;
+            ops->top_k(be, ids, vals, x, rows, n, k);
+            CHECK_EQ_INT(ops->synchronize(be), LLM_OK);
+            for (int r = 0; r < rows; r++) {
+                topk_ref(x + r * n, n, k, want_i + r * k, want_v + r * k);
+                CHECK_MSG(topk_same(ids + r * k, vals + r * k, want_i + r * k, want_v + r * k, k),
+                          "n %lld, k %d, row %d (kind %d)", (long long)n, k, r, r % 6);
+                checked++;
+            }
+            free(x), free(vals), free(want_v), free(ids), free(want_i);
+        }
+    }
+    printf("     %d rows equal to the sorted reference\n", checked);
+    int32_t id;
+    float v, x = 1.0f;
+    ops->top_k(be, &id, &v, &x, 1, 1, 0);
+    CHECK_EQ_INT(ops->synchronize(be), LLM_ERR_INVALID_ARG);
+    ops->top_k(be, &id, &v, &x, 1, 1, LLM_TOP_K_MAX + 1);
+    CHECK_EQ_INT(ops->synchronize(be), LLM_ERR_INVALID_ARG);
+}
+
 static void test_threads(void)
 {
     CHECK_EQ_INT(ops->set_threads(be, 0), LLM_ERR_INVALID_ARG);
@@ -450,6 +488,7 @@ int main(void)
     TEST_RUN(test_rms_norm);
     TEST_RUN(test_rope);
     TEST_RUN(test_glu_add_scale);
+    TEST_RUN(test_top_k);
     const char *prev = NULL;
     for (size_t l = 0; isa_next(&l, &prev); l++) {
         TEST_RUN(test_matmul);

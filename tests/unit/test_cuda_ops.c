@@ -10,6 +10,7 @@
 #include "backend.h"
 #include "quants.h"
 #include "test.h"
+#include "topk_ref.h"
 
 static const struct llm_backend_ops *cpu, *gpu;
 static llm_backend *cbe, *gbe, *gbe_model; /* gbe_model prepares, gbe runs: as a context */
@@ -391,6 +392,43 @@ static void test_glu_add_scale_copy(void)
     free(g), free(u), free(yc);
 }
 
+/* ---- top_k: against the sorted reference, rows of every hard kind --------------------- */
+
+static void test_top_k(void)
+{
+    static const int64_t ns[] = {1, 5, 300, 49152, 131075, 262144};
+    static const int32_t ks[] = {1, 7, 64, LLM_TOP_K_MAX};
+    int checked = 0;
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++) {
+        for (size_t b = 0; b < sizeof ks / sizeof ks[0]; b++) {
+            const int64_t n = ns[a], rows = 12;
+            const int32_t k = ks[b];
+            float *x = malloc((size_t)(n * rows) * sizeof(float));
+            for (int r = 0; r < rows; r++)
+                topk_fill(x + r * n, n, r, &rng);
+            float *dx = dev_copy(x, (size_t)(n * rows) * sizeof(float));
+            float *dv = dev_poisoned(rows * k);
+            int32_t *di = (int32_t *)dev_poisoned(rows * k);
+            gpu->top_k(gbe, di, dv, dx, rows, n, k);
+            int32_t *ids = host_copy(di, (size_t)(rows * k) * sizeof(int32_t));
+            float *vals = host_copy(dv, (size_t)(rows * k) * sizeof(float));
+            int32_t *want_i = malloc((size_t)k * sizeof(int32_t));
+            float *want_v = malloc((size_t)k * sizeof(float));
+            for (int r = 0; r < rows; r++) {
+                topk_ref(x + r * n, n, k, want_i, want_v);
+                CHECK_MSG(topk_same(ids + r * k, vals + r * k, want_i, want_v, k),
+                          "n %lld, k %d, row %d (kind %d)", (long long)n, k, r, r % 6);
+                checked++;
+            }
+            gpu->free(gbe, dx), gpu->free(gbe, dv), gpu->free(gbe, di);
+            free(x), free(ids), free(vals), free(want_i), free(want_v);
+        }
+    }
+    printf("     %d rows equal to the sorted reference\n", checked);
+    gpu->top_k(gbe, NULL, NULL, NULL, 1, 10, LLM_TOP_K_MAX + 1);
+    CHECK_EQ_INT(gpu->synchronize(gbe), LLM_ERR_INVALID_ARG);
+}
+
 /* ---- biases, soft-capping, mixture of experts ------------------------------------------ */
 
 static void test_bias_softcap(void)
@@ -709,6 +747,7 @@ int main(void)
     TEST_RUN(test_kv_write_copy);
     TEST_RUN(test_attention);
     TEST_RUN(test_batch_invariant);
+    TEST_RUN(test_top_k);
     TEST_RUN(test_errors);
     gpu->destroy(gbe);
     gpu->destroy(gbe_model);

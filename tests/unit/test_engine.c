@@ -588,7 +588,7 @@ static llm_status failing_synchronize(llm_backend *be)
     return st;
 }
 
-static void test_backend_failures(void)
+static void backend_failures_case(int32_t cand)
 {
     enum { N = 40 };
     static req_spec r[N];
@@ -596,6 +596,7 @@ static void test_backend_failures(void)
     make_specs(r, N, 5151);
     run_alone(r, N, ref);
     llm_context *ctx = make_ctx(160, 8, 24, 8, 0);
+    ctx->engine_cand = cand;
     real_ops = ctx->ops;
     failing_ops = *real_ops;
     failing_ops.synchronize = failing_synchronize;
@@ -663,6 +664,100 @@ static void test_backend_failures(void)
     llm_context_free(ctx);
 }
 
+static void test_backend_failures(void)
+{
+    backend_failures_case(0);
+    backend_failures_case(1); /* sampling from the backend's top_k candidates */
+}
+
+/* ---- sampling from candidates --------------------------------------------------------- *
+ * On a backend that keeps logits in its own memory the engine brings back each row's 64
+ * best logits (the top_k op) and samples from them when the chain allows it, reading the
+ * whole row only when it does not (no top-k, top-k above 64, penalties with a history,
+ * logprobs). Here the CPU backend is made to take that path: every request, with every
+ * kind of chain, must give exactly the tokens and log-probabilities of whole-row sampling. */
+static struct llm_backend_ops counting_ops;
+static int64_t top_k_rows;
+
+static void counting_top_k(llm_backend *be, int32_t *ids, float *vals, const float *x,
+                           int64_t n_rows, int64_t n, int32_t k)
+{
+    top_k_rows += n_rows;
+    real_ops->top_k(be, ids, vals, x, n_rows, n, k);
+}
+
+static void test_candidates_equal_rows(void)
+{
+    enum { N = 12 };
+    static const struct { float temp; int32_t top_k; float top_p, min_p, rep; int n, lp; } cfg[] = {
+        {0.0f, 0, 1.0f, 0.0f, 1.0f, 1, 0},   {0.8f, 40, 0.95f, 0.05f, 1.0f, 1, 0},
+        {1.5f, 64, 1.0f, 0.0f, 1.0f, 1, 0},  {1.2f, 8, 0.9f, 0.1f, 1.0f, 3, 0},
+        {0.9f, 0, 0.95f, 0.0f, 1.0f, 1, 0},  {0.8f, 100, 1.0f, 0.0f, 1.0f, 1, 0},
+        {0.8f, 40, 0.95f, 0.05f, 1.3f, 1, 0}, {0.0f, 0, 1.0f, 0.0f, 1.0f, 1, 3},
+        {0.7f, 20, 1.0f, 0.0f, 1.0f, 2, 2},  {0.0f, 0, 1.0f, 0.0f, 1.2f, 1, 0},
+        {2.0f, 64, 0.99f, 0.0f, 1.0f, 1, 0}, {0.6f, 1, 1.0f, 0.0f, 1.0f, 1, 0},
+    };
+    static req_spec r[N];
+    make_specs(r, N, 4242);
+    top_k_rows = 0;
+    eu_log logs[2] = {{0}, {0}};
+    llm_request_id ids[2][N];
+    for (int pass = 0; pass < 2; pass++) {
+        llm_context *ctx = make_ctx(2048, 16, 48, 8, LLM_CONTEXT_NO_PREFIX_CACHE);
+        ctx->engine_cand = pass == 0 ? -1 : 1;
+        real_ops = ctx->ops;
+        counting_ops = *real_ops;
+        counting_ops.top_k = counting_top_k;
+        ctx->ops = &counting_ops;
+        for (int i = 0; i < N; i++) {
+            llm_sampler_params sp;
+            llm_sampler_params_init(&sp);
+            sp.temperature = cfg[i].temp;
+            sp.top_k = cfg[i].top_k;
+            sp.top_p = cfg[i].top_p;
+            sp.min_p = cfg[i].min_p;
+            sp.repeat_penalty = cfg[i].rep;
+            sp.seed = 300 + (uint64_t)i;
+            llm_request_params p;
+            llm_request_params_init(&p);
+            p.tokens = r[i].prompt;
+            p.n_tokens = r[i].n_prompt;
+            p.max_tokens = 24;
+            p.sampling = &sp;
+            p.n = cfg[i].n;
+            p.logprobs = cfg[i].lp;
+            CHECK_EQ_INT(llm_request_submit(ctx, &p, &ids[pass][i]), LLM_OK);
+        }
+        CHECK_EQ_INT(eu_run(ctx, &logs[pass], 100000), LLM_OK);
+        CHECK(blocks_all_free(ctx));
+        if (pass == 0)
+            CHECK_EQ_INT(top_k_rows, 0);
+        ctx->ops = real_ops;
+        llm_context_free(ctx);
+    }
+    int compared = 0, sampled_differ = 0;
+    for (int i = 0; i < N; i++) {
+        for (int j = 0; j < cfg[i].n; j++) {
+            eu_out *a = eu_find(&logs[0], ids[0][i], j), *b = eu_find(&logs[1], ids[1][i], j);
+            CHECK_MSG(a && b, "request %d completion %d missing", i, j);
+            if (!a || !b)
+                continue;
+            check_same(b, a, "candidates", i);
+            CHECK(memcmp(a->logprob, b->logprob, (size_t)a->n_tokens * sizeof(float)) == 0);
+            CHECK(memcmp(a->top_tok, b->top_tok, sizeof a->top_tok) == 0);
+            compared++;
+            if (j > 0) /* forks draw differently from each other */
+                sampled_differ |= memcmp(a->tokens, eu_find(&logs[0], ids[0][i], 0)->tokens,
+                                         (size_t)a->n_tokens * sizeof(llm_token)) != 0;
+        }
+    }
+    printf("     %d completions equal with and without candidates (%lld rows of candidates)\n",
+           compared, (long long)top_k_rows);
+    CHECK(compared == 15 && sampled_differ && top_k_rows >= 100);
+    eu_free(&logs[0]);
+    eu_free(&logs[1]);
+}
+
 /* ---- the worker thread under a storm of submit / poll / cancel from several threads ---- */
 
 typedef struct storm_arg {
@@ -694,11 +789,12 @@ static void *storm_main(void *p)
             a->submitted++;
         if (tiny_rng(&s) % 4 == 0 && llm_request_cancel(a->ctx, mine[tiny_rng(&s) % (uint64_t)(i + 1)]) == LLM_OK)
             a->cancels_ok++;
-        /* poll from every thread: events of any request */
+        /* poll from every thread: events of any request (poll and record under one lock:
+         * else another thread could record a request's later events before these) */
         llm_event evs[8];
         char text[4096];
-        int32_t got = llm_poll(a->ctx, evs, 8, text, sizeof text);
         pthread_mutex_lock(&storm_mu);
+        int32_t got = llm_poll(a->ctx, evs, 8, text, sizeof text);
         for (int32_t k = 0; k < got; k++)
             eu_record(&storm_log, &evs[k]);
         pthread_mutex_unlock(&storm_mu);
@@ -823,6 +919,7 @@ int main(void)
     RUN(test_callback);
     RUN(test_random_property);
     RUN(test_backend_failures);
+    RUN(test_candidates_equal_rows);
     RUN(test_worker_storm);
 #undef RUN
     llm_model_free(model);

@@ -5,6 +5,7 @@
 
 #include "sampler.h"
 #include "test.h"
+#include "../unit/topk_ref.h"
 
 static llm_sampler *make(int32_t n_vocab, float temp, int32_t top_k, float top_p, float min_p,
                          uint64_t seed)
@@ -397,6 +398,66 @@ static void test_penalties(void)
     llm_sampler_free(s);
 }
 
+/* Sampling from a row's top 64 (what the request engine does on a GPU) draws exactly what
+ * sampling from the whole row draws, for every chain that depends only on those 64; and
+ * refuses, changing nothing, for those that do not. */
+static void test_sample_top(void)
+{
+    enum { N = 5000, K = 64, STEPS = 40 };
+    static const struct { float temp; int32_t top_k; float top_p, min_p, rep; int ok; } cfg[] = {
+        {0.0f, 0, 1.0f, 0.0f, 1.0f, 1},     {0.0f, 40, 0.95f, 0.05f, 1.0f, 1},
+        {0.8f, 40, 0.95f, 0.05f, 1.0f, 1},  {1.5f, 64, 1.0f, 0.0f, 1.0f, 1},
+        {0.7f, 1, 0.9f, 0.0f, 1.0f, 1},     {2.0f, 10, 0.5f, 0.2f, 1.0f, 1},
+        {0.8f, 0, 0.95f, 0.05f, 1.0f, 0},   {0.8f, 65, 1.0f, 0.0f, 1.0f, 0},
+        {0.0f, 0, 1.0f, 0.0f, 1.3f, 0},     {0.8f, 40, 0.95f, 0.05f, 1.1f, 0},
+    };
+    unsigned long long rs = 77;
+    float *x = malloc(N * sizeof(float));
+    int32_t ids[K];
+    float vals[K];
+    for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
+        llm_sampler_params p;
+        llm_sampler_params_init(&p);
+        p.temperature = cfg[c].temp;
+        p.top_k = cfg[c].top_k;
+        p.top_p = cfg[c].top_p;
+        p.min_p = cfg[c].min_p;
+        p.repeat_penalty = cfg[c].rep;
+        p.seed = 1000 + c;
+        llm_sampler *full = NULL, *top = NULL;
+        CHECK_EQ_INT(llm__sampler_create_n(N, &p, &full), LLM_OK);
+        CHECK_EQ_INT(llm__sampler_create_n(N, &p, &top), LLM_OK);
+        int same = 1, refused = 0;
+        for (int step = 0; step < STEPS; step++) {
+            topk_fill(x, N, step % 6 == 3 ? 0 : step, &rs); /* not the all-equal row */
+            topk_ref(x, N, K, ids, vals);
+            const llm_token want = llm_sampler_sample(full, x);
+            llm_token got = -9;
+            if (!llm__sampler_sample_top(top, ids, vals, K, &got)) {
+                refused++;
+                got = llm_sampler_sample(top, x); /* as the engine falls back */
+            }
+            same &= got == want;
+        }
+        /* penalties refuse only once there is a history: every step but the first */
+        const int want_refused = cfg[c].ok ? 0 : cfg[c].rep != 1.0f ? STEPS - 1 : STEPS;
+        CHECK_MSG(same, "config %zu: a different token", c);
+        CHECK_MSG(refused == want_refused, "config %zu: refused %d of %d steps, expected %d", c,
+                  refused, STEPS, want_refused);
+        llm_sampler_free(full);
+        llm_sampler_free(top);
+    }
+    /* a row with no valid value: -1 with an error, as from the whole row */
+    llm_sampler *s = make(N, 0.8f, 40, 0.95f, 0.05f, 1);
+    for (int i = 0; i < K; i++)
+        ids[i] = -1, vals[i] = -INFINITY;
+    llm_token t = 0;
+    CHECK_EQ_INT(llm__sampler_sample_top(s, ids, vals, K, &t), 1);
+    CHECK_EQ_INT(t, -1);
+    llm_sampler_free(s);
+    free(x);
+}
+
 static llm_status try_params(const llm_sampler_params *p)
 {
     llm_sampler *s = (llm_sampler *)&s; /* must be reset to NULL on failure */
@@ -592,6 +653,7 @@ int main(void)
     TEST_RUN(test_distribution);
     TEST_RUN(test_filters_exact);
     TEST_RUN(test_penalties);
+    TEST_RUN(test_sample_top);
     TEST_RUN(test_invalid_params);
     TEST_RUN(test_old_caller);
     TEST_RUN(test_speed);
