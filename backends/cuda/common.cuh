@@ -32,6 +32,7 @@ struct llm_backend {
     int n_sm;
     int batch_invariant;     /* LLM_CUDA_BATCH_INVARIANT: no cuBLAS path (see matmul.cu) */
     int no_mmvq;             /* LLM_CUDA_NO_MMVQ: the float matrix-vector kernel for all types */
+    int no_f16_weights;      /* LLM_CUDA_F16_WEIGHTS=0: expand quantized weights per call */
     /* what the act buffer holds when it holds mmvq.cu's quantized activations: the next
      * matmul of the same rows (q, k, v after one norm; gate, up) reuses them. Every other
      * op, and any matmul that writes over those rows, makes them stale. */
@@ -49,6 +50,10 @@ static inline void act_stale(llm_backend *be) { be->act_q8.valid = 0; }
 typedef struct cu_weight {
     void *data;    /* rows of row_bytes, as in the file, then WEIGHT_PAD zero bytes */
     int device;
+    /* the quantized weight expanded to f16 once, for the cuBLAS path (matmul.cu): made on
+     * first use where the device has room; state 0 not tried, 1 made, -1 not made */
+    void *f16;
+    int f16_state;
 } cu_weight;
 
 #define WEIGHT_PAD 16

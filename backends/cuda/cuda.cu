@@ -103,6 +103,8 @@ static llm_status cu_create(const llm_backend_config *cfg, llm_backend **out)
     be->batch_invariant = inv && *inv && strcmp(inv, "0") != 0;
     const char *nomq = getenv("LLM_CUDA_NO_MMVQ");
     be->no_mmvq = nomq && *nomq && strcmp(nomq, "0") != 0;
+    const char *f16w = getenv("LLM_CUDA_F16_WEIGHTS");
+    be->no_f16_weights = f16w && strcmp(f16w, "0") == 0;
     if (cublasCreate(&be->blas) != CUBLAS_STATUS_SUCCESS) {
         cudaStreamDestroy(be->stream);
         free(be);
@@ -221,6 +223,7 @@ static void cu_release_weight(llm_backend *be, llm_tensor *w)
         return;
     cudaSetDevice(be->device);
     cudaFree(cw->data);
+    cudaFree(cw->f16);
     free(cw);
     w->extra = NULL;
 }

@@ -20,6 +20,8 @@
  * blocks of 256, with the same arithmetic, so the two backends differ only in how the
  * products are summed. Without this, greedy decoding on the two would part wherever the
  * two best logits lie within the ~0.2 that 8-bit activations move them. */
+#include <pthread.h>
+
 #include "common.cuh"
 
 /* more tokens than this take the cuBLAS path */
@@ -535,6 +537,45 @@ static void dequant_dispatch(llm_backend *be, uint32_t t, const uint8_t *wd, siz
     }
 }
 
+/* The whole of quantized weight w expanded to f16, made on its first use here when the
+ * device keeps F16_RESERVE free after it (the KV cache and activations are allocated when
+ * a context is created, before any matmul runs); NULL when it was not made. Several
+ * contexts may share a model from different threads: one makes it, on its own stream,
+ * and waits for it before anyone may use it. */
+#define F16_RESERVE_MIN ((size_t)2 << 30)
+
+static pthread_mutex_t f16_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static const __half *f16_weight(llm_backend *be, const llm_tensor *w, const uint8_t *wd)
+{
+    cu_weight *cw = (cu_weight *)w->extra;
+    const int st = __atomic_load_n(&cw->f16_state, __ATOMIC_ACQUIRE);
+    if (st != 0 || be->no_f16_weights)
+        return st > 0 ? (const __half *)cw->f16 : NULL;
+    const int64_t k = w->ne[0], rows = w->ne[1];
+    const size_t need = (size_t)rows * (size_t)k * 2;
+    pthread_mutex_lock(&f16_mu);
+    if (cw->f16_state == 0) {
+        size_t free_b = 0, total = 0;
+        void *p = NULL;
+        int made = 0;
+        if (cudaMemGetInfo(&free_b, &total) == cudaSuccess &&
+            free_b >= need + (total / 10 > F16_RESERVE_MIN ? total / 10 : F16_RESERVE_MIN) &&
+            cudaMalloc(&p, need) == cudaSuccess) {
+            dequant_dispatch(be, w->dtype, wd, w->row_bytes, k, 0, rows, (__half *)p);
+            made = cudaGetLastError() == cudaSuccess &&
+                   cudaStreamSynchronize(be->stream) == cudaSuccess;
+        }
+        cudaGetLastError(); /* a failed allocation is not an error: the slices remain */
+        if (!made && p)
+            cudaFree(p);
+        cw->f16 = made ? p : NULL;
+        __atomic_store_n(&cw->f16_state, made ? 1 : -1, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&f16_mu);
+    return (const __half *)cw->f16;
+}
+
 static void gemm(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, const uint8_t *wd,
                  const float *x, int64_t ldx, int64_t n)
 {
@@ -547,14 +588,17 @@ static void gemm(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, co
                 "SGEMM");
         return;
     }
-    /* scratch: the activations in 16 bits, then a slice of expanded weight rows */
+    /* scratch: the activations in 16 bits, then a slice of expanded weight rows (unless
+     * the whole weight is kept expanded) */
+    const __half *whole = is_float_type(w->dtype) ? NULL : f16_weight(be, w, wd);
     const size_t xbytes = ((size_t)(n * k) * 2 + 255) & ~(size_t)255;
     int64_t slice = rows;
-    if (!is_float_type(w->dtype)) {
+    if (!is_float_type(w->dtype) && !whole) {
         slice = (int64_t)(SLICE_BYTES / ((size_t)k * 2));
         slice = slice < 1 ? 1 : slice > rows ? rows : slice;
     }
-    const size_t need = xbytes + (is_float_type(w->dtype) ? 0 : (size_t)slice * (size_t)k * 2);
+    const size_t need = xbytes + (is_float_type(w->dtype) || whole ? 0
+                                                                   : (size_t)slice * (size_t)k * 2);
     char *scratch = (char *)cu_scratch(be, need);
     if (!scratch)
         return;
@@ -571,6 +615,14 @@ static void gemm(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, co
     if (is_float_type(w->dtype)) {
         blas_ok(be, cublasGemmEx(be->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)n, (int)k,
                                  &one, wd, ht, (int)(w->row_bytes / 2), scratch, ht, (int)k,
+                                 &zero, y, CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F,
+                                 CUBLAS_GEMM_DEFAULT),
+                "GEMM");
+        return;
+    }
+    if (whole) {
+        blas_ok(be, cublasGemmEx(be->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)n, (int)k,
+                                 &one, whole, CUDA_R_16F, (int)k, scratch, CUDA_R_16F, (int)k,
                                  &zero, y, CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F,
                                  CUBLAS_GEMM_DEFAULT),
                 "GEMM");

@@ -216,8 +216,27 @@ static void test_matmul(void)
     matmul_case(LLM_DT_Q8_0, 2080, 40, 5);
     matmul_case(LLM_DT_Q5_0, 2080, 41, 1);
     matmul_case(LLM_DT_Q4_0, 2080, 41, 1);
-    /* a weight larger than one expansion slice of the cuBLAS path */
+    /* a weight larger than one expansion slice of the cuBLAS path (kept expanded here) */
     matmul_case(LLM_DT_Q4_0, 4096, 8300, 16);
+}
+
+/* The cuBLAS path with quantized weights expanded slice by slice at every call (as where
+ * the device has no room to keep them expanded) instead of once. */
+static void test_matmul_slices(void)
+{
+    setenv("LLM_CUDA_F16_WEIGHTS", "0", 1);
+    llm_backend_config cfg = {.n_threads = 2};
+    llm_backend *keep = gbe, *sl = NULL;
+    CHECK(gpu->create(&cfg, &sl) == LLM_OK);
+    unsetenv("LLM_CUDA_F16_WEIGHTS");
+    if (!sl)
+        return;
+    gbe = sl;
+    for (size_t i = 3; i < N_TYPES; i++) /* the quantized types */
+        matmul_case(all_types[i], 512, 67, 40);
+    matmul_case(LLM_DT_Q4_0, 4096, 8300, 16); /* more than one slice */
+    gbe = keep;
+    gpu->destroy(sl);
 }
 
 /* Matmuls in a row on the same activations (q, k, v; gate, up) share one quantization of
@@ -737,6 +756,7 @@ int main(void)
         return 1;
     }
     TEST_RUN(test_matmul);
+    TEST_RUN(test_matmul_slices);
     TEST_RUN(test_activation_reuse);
     TEST_RUN(test_get_rows);
     TEST_RUN(test_rms_norm);
