@@ -1,7 +1,8 @@
 /* attention.cu - causal attention of a batch of queries over the paged KV cache (f16,
  * bf16 or q8_0 rows).
  *
- * One block per (query token, head). Its warps split the query's keys between them (key
+ * One block per (query token, head), or per (query token, up to 4 heads of one KV head)
+ * when the batch is large enough (see launch). Its warps split the query's keys between them (key
  * kp goes to warp kp mod ATT_WARPS); each warp keeps, in the manner of flash attention,
  * a running maximum, a running sum and an f32 accumulator of the value rows, its lanes
  * holding interleaved elements of the head. The block then merges its warps' partial
@@ -68,34 +69,45 @@ static __device__ __forceinline__ void kv_lane(const char *head, int lane, float
     }
 }
 
-/* PER > 0: the head width is 32 * PER and lane l holds elements [l * PER, l * PER + PER),
- * read with vector loads; PER == 0: any width, lane l holds elements l, l + 32, ... */
-template <int KT, int PER>
+/* The arithmetic is written out as rounded operations (__fmaf_rn and the like) so that the
+ * compiler cannot contract it differently in the kernel's variants: a head gives the same
+ * bits whichever variant computed it.
+ * PER > 0: the head width is 32 * PER and lane l holds elements [l * PER, l * PER + PER),
+ * read with vector loads; PER == 0: any width, lane l holds elements l, l + 32, ...
+ * GM: query heads per block, all of one KV head (grouped-query attention), so that each key
+ * and value row is read once for GM heads; every head's arithmetic is the same as alone. */
+template <int KT, int PER, int GM>
 static __global__ void __launch_bounds__(ATT_WARPS *LLM_WARP_SIZE) k_attention(att_params a)
 {
     constexpr int NJ = PER ? PER : ATT_PER_LANE;
     constexpr bool VEC = PER > 0 && KT != LLM_DT_Q8_0;
     const int64_t t = blockIdx.x;
-    const int h = blockIdx.y, kh = h / a.group, hd = a.head_dim;
+    const int chunks = (a.group + GM - 1) / GM, c = blockIdx.y % chunks;
+    const int kh = blockIdx.y / chunks, h0 = kh * a.group + c * GM, hd = a.head_dim;
+    const int ng = a.group - c * GM < GM ? a.group - c * GM : GM; /* heads of this block */
     const int lane = threadIdx.x % LLM_WARP_SIZE, warp = threadIdx.x / LLM_WARP_SIZE;
     const int32_t p = a.q_pos[t];
     const int32_t *bt = a.block_tables + (int64_t)a.q_seq[t] * a.max_blocks;
     const int32_t p0 = a.window > 0 && p - a.window + 1 > 0 ? p - a.window + 1 : 0;
-    const float *q = a.q + (t * a.n_head + h) * hd;
 
 #define DIM(j) (PER ? lane * PER + (j) : lane + (j) * LLM_WARP_SIZE)
-    float qr[NJ], acc[NJ];
+    float qr[GM][NJ], acc[GM][NJ], m[GM], l[GM];
 #pragma unroll
-    for (int j = 0; j < NJ; j++) {
-        const int d = DIM(j);
-        qr[j] = PER || d < hd ? q[d] : 0.0f;
-        acc[j] = 0.0f;
+    for (int g = 0; g < GM; g++) {
+        const float *q = a.q + (t * a.n_head + h0 + (g < ng ? g : 0)) * hd;
+#pragma unroll
+        for (int j = 0; j < NJ; j++) {
+            const int d = DIM(j);
+            qr[g][j] = PER || d < hd ? q[d] : 0.0f;
+            acc[g][j] = 0.0f;
+        }
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
     }
-    float m = -INFINITY, l = 0.0f;
     /* each warp takes ATT_KEYS consecutive keys at a time, so that their loads and their
      * reductions overlap */
     for (int32_t k0 = p0 + warp * ATT_KEYS; k0 <= p; k0 += ATT_WARPS * ATT_KEYS) {
-        float s[ATT_KEYS];
+        float s[GM][ATT_KEYS];
         const char *vr[ATT_KEYS];
 #pragma unroll
         for (int u = 0; u < ATT_KEYS; u++) {
@@ -104,112 +116,157 @@ static __global__ void __launch_bounds__(ATT_WARPS *LLM_WARP_SIZE) k_attention(a
                 (int64_t)bt[kp / a.block_size] * a.block_size + kp % a.block_size;
             const char *kr = a.k + slot * a.row_bytes + kh * a.head_bytes;
             vr[u] = a.v + slot * a.row_bytes + kh * a.head_bytes;
-            s[u] = 0.0f;
+#pragma unroll
+            for (int g = 0; g < GM; g++)
+                s[g][u] = 0.0f;
             if constexpr (VEC) {
                 float kv[NJ];
                 kv_lane<KT, NJ>(kr, lane, kv);
 #pragma unroll
-                for (int j = 0; j < NJ; j++)
-                    s[u] += qr[j] * kv[j];
+                for (int g = 0; g < GM; g++)
+#pragma unroll
+                    for (int j = 0; j < NJ; j++)
+                        s[g][u] = __fmaf_rn(qr[g][j], kv[j], s[g][u]);
             } else {
 #pragma unroll
                 for (int j = 0; j < NJ; j++) {
                     const int d = DIM(j);
-                    if (PER || d < hd)
-                        s[u] += qr[j] * kv_at<KT>(kr, d);
+                    if (PER || d < hd) {
+                        const float kd = kv_at<KT>(kr, d);
+#pragma unroll
+                        for (int g = 0; g < GM; g++)
+                            s[g][u] = __fmaf_rn(qr[g][j], kd, s[g][u]);
+                    }
                 }
             }
         }
 #pragma unroll
         for (int o = LLM_WARP_SIZE / 2; o > 0; o >>= 1)
 #pragma unroll
-            for (int u = 0; u < ATT_KEYS; u++)
-                s[u] += LLM_SHFL_XOR(s[u], o);
-        float m_new = m;
+            for (int g = 0; g < GM; g++)
 #pragma unroll
-        for (int u = 0; u < ATT_KEYS; u++) {
-            s[u] *= a.scale;
-            if (a.softcap > 0.0f)
-                s[u] = a.softcap * tanhf(s[u] / a.softcap);
-            if (k0 + u <= p)
-                m_new = fmaxf(m_new, s[u]);
+                for (int u = 0; u < ATT_KEYS; u++)
+                    s[g][u] = __fadd_rn(s[g][u], LLM_SHFL_XOR(s[g][u], o));
+        float e[GM][ATT_KEYS];
+#pragma unroll
+        for (int g = 0; g < GM; g++) {
+            float m_new = m[g];
+#pragma unroll
+            for (int u = 0; u < ATT_KEYS; u++) {
+                s[g][u] = __fmul_rn(s[g][u], a.scale);
+                if (a.softcap > 0.0f)
+                    s[g][u] = __fmul_rn(a.softcap, tanhf(__fdiv_rn(s[g][u], a.softcap)));
+                if (k0 + u <= p)
+                    m_new = fmaxf(m_new, s[g][u]);
+            }
+            const float corr = expf(__fsub_rn(m[g], m_new));
+            l[g] = __fmul_rn(l[g], corr);
+#pragma unroll
+            for (int j = 0; j < NJ; j++)
+                acc[g][j] = __fmul_rn(acc[g][j], corr);
+#pragma unroll
+            for (int u = 0; u < ATT_KEYS; u++) {
+                e[g][u] = k0 + u <= p ? expf(__fsub_rn(s[g][u], m_new)) : 0.0f;
+                l[g] = __fadd_rn(l[g], e[g][u]);
+            }
+            m[g] = m_new;
         }
-        const float corr = expf(m - m_new);
-        l *= corr;
-#pragma unroll
-        for (int j = 0; j < NJ; j++)
-            acc[j] *= corr;
 #pragma unroll
         for (int u = 0; u < ATT_KEYS; u++) {
             if (k0 + u > p)
                 break;
-            const float e = expf(s[u] - m_new);
-            l += e;
             if constexpr (VEC) {
                 float vv[NJ];
                 kv_lane<KT, NJ>(vr[u], lane, vv);
 #pragma unroll
-                for (int j = 0; j < NJ; j++)
-                    acc[j] += e * vv[j];
+                for (int g = 0; g < GM; g++)
+#pragma unroll
+                    for (int j = 0; j < NJ; j++)
+                        acc[g][j] = __fmaf_rn(e[g][u], vv[j], acc[g][j]);
             } else {
 #pragma unroll
                 for (int j = 0; j < NJ; j++) {
                     const int d = DIM(j);
-                    if (PER || d < hd)
-                        acc[j] += e * kv_at<KT>(vr[u], d);
+                    if (PER || d < hd) {
+                        const float vd = kv_at<KT>(vr[u], d);
+#pragma unroll
+                        for (int g = 0; g < GM; g++)
+                            acc[g][j] = __fmaf_rn(e[g][u], vd, acc[g][j]);
+                    }
                 }
             }
         }
-        m = m_new;
     }
 
-    /* merge the warps: out = sum_w acc_w e^(m_w - M) / sum_w l_w e^(m_w - M) */
+    /* merge the warps, head by head: out = sum_w acc_w e^(m_w - M) / sum_w l_w e^(m_w - M) */
     __shared__ float s_m[ATT_WARPS], s_l[ATT_WARPS];
     __shared__ float s_acc[ATT_WARPS][LLM_MAX_HEAD_DIM];
-    if (lane == 0) {
-        s_m[warp] = m;
-        s_l[warp] = l;
-    }
 #pragma unroll
-    for (int j = 0; j < NJ; j++) {
-        const int d = DIM(j);
-        if (PER || d < hd)
-            s_acc[warp][d] = acc[j];
-    }
-#undef DIM
-    __syncthreads();
-    float M = -INFINITY;
+    for (int g = 0; g < GM; g++) {
+        if (g >= ng)
+            break;
+        if (lane == 0) {
+            s_m[warp] = m[g];
+            s_l[warp] = l[g];
+        }
 #pragma unroll
-    for (int w = 0; w < ATT_WARPS; w++)
-        M = fmaxf(M, s_m[w]);
-    float f[ATT_WARPS], L = 0.0f;
-#pragma unroll
-    for (int w = 0; w < ATT_WARPS; w++) {
-        f[w] = s_l[w] > 0.0f ? expf(s_m[w] - M) : 0.0f;
-        L += s_l[w] * f[w];
-    }
-    const float inv = 1.0f / L;
-    float *out = a.out + (t * a.n_head + h) * hd;
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float o = 0.0f;
+        for (int j = 0; j < NJ; j++) {
+            const int d = DIM(j);
+            if (PER || d < hd)
+                s_acc[warp][d] = acc[g][j];
+        }
+        __syncthreads();
+        float M = -INFINITY;
 #pragma unroll
         for (int w = 0; w < ATT_WARPS; w++)
-            o += s_acc[w][d] * f[w];
-        out[d] = o * inv;
+            M = fmaxf(M, s_m[w]);
+        float f[ATT_WARPS], L = 0.0f;
+#pragma unroll
+        for (int w = 0; w < ATT_WARPS; w++) {
+            f[w] = s_l[w] > 0.0f ? expf(__fsub_rn(s_m[w], M)) : 0.0f;
+            L = __fmaf_rn(s_l[w], f[w], L);
+        }
+        const float inv = __fdiv_rn(1.0f, L);
+        float *out = a.out + (t * a.n_head + h0 + g) * hd;
+        for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+            float o = 0.0f;
+#pragma unroll
+            for (int w = 0; w < ATT_WARPS; w++)
+                o = __fmaf_rn(s_acc[w][d], f[w], o);
+            out[d] = __fmul_rn(o, inv);
+        }
+        __syncthreads(); /* before the next head overwrites the shared partials */
     }
+#undef DIM
 }
 
-template <int KT>
-static void launch(llm_backend *be, dim3 grid, int per, const att_params &p)
+template <int KT, int GM>
+static void launch_g(llm_backend *be, dim3 grid, int per, const att_params &p)
 {
     const int threads = ATT_WARPS * LLM_WARP_SIZE;
     switch (LLM_WARP_SIZE == 32 ? per : 0) {
-    case 2: k_attention<KT, 2><<<grid, threads, 0, be->stream>>>(p); break;
-    case 4: k_attention<KT, 4><<<grid, threads, 0, be->stream>>>(p); break;
-    case 8: k_attention<KT, 8><<<grid, threads, 0, be->stream>>>(p); break;
-    case 16: k_attention<KT, 16><<<grid, threads, 0, be->stream>>>(p); break;
-    default: k_attention<KT, 0><<<grid, threads, 0, be->stream>>>(p); break;
+    case 2: k_attention<KT, 2, GM><<<grid, threads, 0, be->stream>>>(p); break;
+    case 4: k_attention<KT, 4, GM><<<grid, threads, 0, be->stream>>>(p); break;
+    case 8: k_attention<KT, 8, GM><<<grid, threads, 0, be->stream>>>(p); break;
+    case 16: k_attention<KT, 16, GM><<<grid, threads, 0, be->stream>>>(p); break;
+    default: k_attention<KT, 0, GM><<<grid, threads, 0, be->stream>>>(p); break;
     }
+}
+
+/* Heads per block: the query heads of a KV head go together (ATT_GROUP at a time) when the
+ * batch gives enough blocks for the device that way; alone otherwise (one token: more
+ * blocks in flight). Either way every head's result has the same bits. */
+#define ATT_GROUP 4
+
+template <int KT>
+static void launch(llm_backend *be, int64_t n_tokens, int n_head, int group, int per,
+                   const att_params &p)
+{
+    const int64_t n_kv = n_head / group, chunks = (group + ATT_GROUP - 1) / ATT_GROUP;
+    if (group > 1 && n_tokens * n_kv * chunks >= 2 * (int64_t)be->n_sm)
+        launch_g<KT, ATT_GROUP>(be, dim3((unsigned)n_tokens, (unsigned)(n_kv * chunks)), per, p);
+    else
+        launch_g<KT, 1>(be, dim3((unsigned)n_tokens, (unsigned)n_head), per, p);
 }
 
 void cu_attention(llm_backend *be, const llm_attention_args *a)
@@ -247,13 +304,12 @@ void cu_attention(llm_backend *be, const llm_attention_args *a)
     p.window = a->window;
     p.scale = a->scale;
     p.softcap = a->softcap;
-    const dim3 grid((unsigned)a->n_tokens, (unsigned)a->n_head);
     const int per = kv->head_dim % LLM_WARP_SIZE == 0 ? kv->head_dim / LLM_WARP_SIZE : 0;
     if (kv->dtype == LLM_DT_F16)
-        launch<LLM_DT_F16>(be, grid, per, p);
+        launch<LLM_DT_F16>(be, a->n_tokens, a->n_head, p.group, per, p);
     else if (kv->dtype == LLM_DT_BF16)
-        launch<LLM_DT_BF16>(be, grid, per, p);
+        launch<LLM_DT_BF16>(be, a->n_tokens, a->n_head, p.group, per, p);
     else
-        launch<LLM_DT_Q8_0>(be, grid, per, p);
+        launch<LLM_DT_Q8_0>(be, a->n_tokens, a->n_head, p.group, per, p);
     CU_LAUNCHED(be, "attention");
 }

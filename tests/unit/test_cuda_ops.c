@@ -614,8 +614,11 @@ static void test_kv_write_copy(void)
         kv_write_copy_case(kv_types[i]);
 }
 
+/* reps > 1 repeats the batch of 10 queries (new query vectors) reps times: enough blocks
+ * for the kernel that takes the query heads of a KV head together; its results must then
+ * have the same bits as one query at a time (which takes each head alone). */
 static void attention_case(uint32_t dtype, int32_t n_head, int32_t n_kv, int32_t hd,
-                           int32_t window, float softcap)
+                           int32_t window, float softcap, int reps)
 {
     kv_pair p = kv_make(dtype, n_kv, hd);
     /* 3 sequences over a shuffled block pool; the batch mixes their tokens */
@@ -627,13 +630,16 @@ static void attention_case(uint32_t dtype, int32_t n_head, int32_t n_kv, int32_t
         perm[i] = perm[j], perm[j] = t;
     }
     memcpy(tables, perm, sizeof tables);
-    const int64_t n = 10;
-    const int32_t q_seq[10] = {0, 0, 0, 1, 2, 2, 2, 2, 1, 0};
-    const int32_t q_pos[10] = {30, 31, 32, 150, 0, 1, 2, 3, 151, 33};
+    const int64_t n = 10 * (int64_t)reps;
+    static const int32_t seq10[10] = {0, 0, 0, 1, 2, 2, 2, 2, 1, 0};
+    static const int32_t pos10[10] = {30, 31, 32, 150, 0, 1, 2, 3, 151, 33};
+    int32_t *q_seq = malloc((size_t)n * sizeof(int32_t)), *q_pos = malloc((size_t)n * 4);
+    for (int64_t i = 0; i < n; i++)
+        q_seq[i] = seq10[i % 10], q_pos[i] = pos10[i % 10];
     const int64_t H = (int64_t)n_head * hd;
     float *q = rand_buf(n * H, -1, 1), *oc = malloc((size_t)(n * H) * 4);
     float *dq = dev_copy(q, (size_t)(n * H) * 4), *dout = dev_poisoned(n * H);
-    int32_t *dseq = dev_copy(q_seq, sizeof q_seq), *dpos = dev_copy(q_pos, sizeof q_pos);
+    int32_t *dseq = dev_copy(q_seq, (size_t)n * 4), *dpos = dev_copy(q_pos, (size_t)n * 4);
     int32_t *dtab = dev_copy(tables, sizeof tables);
     llm_attention_args a = {
         .out = dout, .q = dq, .kv = &p.dev, .n_tokens = n, .n_head = n_head, .block_size = BS,
@@ -650,6 +656,22 @@ static void attention_case(uint32_t dtype, int32_t n_head, int32_t n_kv, int32_t
     const double e = rel_err(o, oc, n * H);
     CHECK_MSG(e < 1e-5, "attention type %u heads %d/%d dim %d window %d softcap %g: %.3g", dtype,
               n_head, n_kv, hd, window, softcap, e);
+    if (reps > 1) {
+        float *d1 = dev_poisoned(n * H);
+        for (int64_t t = 0; t < n; t++) {
+            llm_attention_args a1 = a;
+            a1.n_tokens = 1, a1.q = dq + t * H, a1.out = d1 + t * H;
+            a1.q_pos = dpos + t, a1.q_seq = dseq + t;
+            gpu->attention(gbe, &a1);
+        }
+        float *o1 = host_copy(d1, (size_t)(n * H) * 4);
+        CHECK_MSG(memcmp(o, o1, (size_t)(n * H) * 4) == 0, "attention type %u heads %d/%d "
+                  "dim %d: a batch of %lld differs from one query at a time", dtype, n_head,
+                  n_kv, hd, (long long)n);
+        gpu->free(gbe, d1);
+        free(o1);
+    }
+    free(q_seq), free(q_pos);
     kv_free(&p);
     gpu->free(gbe, dq), gpu->free(gbe, dout), gpu->free(gbe, dseq), gpu->free(gbe, dpos);
     gpu->free(gbe, dtab);
@@ -660,14 +682,20 @@ static void test_attention(void)
 {
     for (size_t i = 0; i < sizeof kv_types / sizeof kv_types[0]; i++) {
         const uint32_t t = kv_types[i];
-        attention_case(t, 9, 3, 64, 0, 0.0f);   /* SmolLM2's shape */
-        attention_case(t, 8, 8, 128, 0, 0.0f);
-        attention_case(t, 4, 1, 256, 0, 0.0f);  /* Gemma 3's head width */
-        attention_case(t, 8, 2, 128, 20, 0.0f); /* sliding window */
-        attention_case(t, 8, 2, 64, 0, 30.0f);  /* soft-capping */
-        attention_case(t, 2, 2, 512, 7, 50.0f);
+        attention_case(t, 9, 3, 64, 0, 0.0f, 1);   /* SmolLM2's shape */
+        attention_case(t, 8, 8, 128, 0, 0.0f, 1);
+        attention_case(t, 4, 1, 256, 0, 0.0f, 1);  /* Gemma 3's head width */
+        attention_case(t, 8, 2, 128, 20, 0.0f, 1); /* sliding window */
+        attention_case(t, 8, 2, 64, 0, 30.0f, 1);  /* soft-capping */
+        attention_case(t, 2, 2, 512, 7, 50.0f, 1);
+        /* batches large enough for the grouped-heads kernel */
+        attention_case(t, 9, 3, 64, 0, 0.0f, 30);   /* 3 heads per KV head */
+        attention_case(t, 4, 1, 256, 0, 0.0f, 30);
+        attention_case(t, 8, 2, 128, 20, 30.0f, 30);
     }
-    attention_case(LLM_DT_F16, 8, 2, 80, 0, 0.0f); /* a width that is no multiple of 32 */
+    attention_case(LLM_DT_F16, 8, 2, 80, 0, 0.0f, 1); /* a width that is no multiple of 32 */
+    attention_case(LLM_DT_F16, 8, 2, 80, 0, 0.0f, 30);
+    attention_case(LLM_DT_BF16, 14, 2, 64, 0, 0.0f, 30); /* 7 per KV head: two blocks of them */
 }
 
 /* ---- batch invariance ------------------------------------------------------------------ */
