@@ -2,12 +2,13 @@
  * bf16 or q8_0 rows).
  *
  * One block per (query token, head), or per (query token, up to 4 heads of one KV head)
- * when the batch is large enough (see launch). Its warps split the query's keys between them (key
- * kp goes to warp kp mod ATT_WARPS); each warp keeps, in the manner of flash attention,
- * a running maximum, a running sum and an f32 accumulator of the value rows, its lanes
- * holding interleaved elements of the head. The block then merges its warps' partial
- * results. Keys are found through the sequence's block table, so a sequence's cache is
- * never gathered; grouped-query heads share a KV head by index (h / group). */
+ * when the batch is large enough (see launch). Its warps split the query's keys between
+ * them (key kp goes to warp (kp / ATT_KEYS) mod the block's warps); each warp keeps, in
+ * the manner of flash attention, a running maximum, a running sum and an f32 accumulator
+ * of the value rows, its lanes holding interleaved elements of the head. The block then
+ * merges its warps' partial results. Keys are found through the sequence's block table, so
+ * a sequence's cache is never gathered; grouped-query heads share a KV head by index
+ * (h / group). */
 #include <math.h>
 
 #include "common.cuh"
@@ -76,8 +77,8 @@ static __device__ __forceinline__ void kv_lane(const char *head, int lane, float
  * read with vector loads; PER == 0: any width, lane l holds elements l, l + 32, ...
  * GM: query heads per block, all of one KV head (grouped-query attention), so that each key
  * and value row is read once for GM heads; every head's arithmetic is the same as alone. */
-template <int KT, int PER, int GM>
-static __global__ void __launch_bounds__(ATT_WARPS *LLM_WARP_SIZE) k_attention(att_params a)
+template <int KT, int PER, int GM, int W>
+static __global__ void __launch_bounds__(W *LLM_WARP_SIZE) k_attention(att_params a)
 {
     constexpr int NJ = PER ? PER : ATT_PER_LANE;
     constexpr bool VEC = PER > 0 && KT != LLM_DT_Q8_0;
@@ -106,7 +107,7 @@ static __global__ void __launch_bounds__(ATT_WARPS *LLM_WARP_SIZE) k_attention(a
     }
     /* each warp takes ATT_KEYS consecutive keys at a time, so that their loads and their
      * reductions overlap */
-    for (int32_t k0 = p0 + warp * ATT_KEYS; k0 <= p; k0 += ATT_WARPS * ATT_KEYS) {
+    for (int32_t k0 = p0 + warp * ATT_KEYS; k0 <= p; k0 += W * ATT_KEYS) {
         float s[GM][ATT_KEYS];
         const char *vr[ATT_KEYS];
 #pragma unroll
@@ -199,8 +200,8 @@ static __global__ void __launch_bounds__(ATT_WARPS *LLM_WARP_SIZE) k_attention(a
     }
 
     /* merge the warps, head by head: out = sum_w acc_w e^(m_w - M) / sum_w l_w e^(m_w - M) */
-    __shared__ float s_m[ATT_WARPS], s_l[ATT_WARPS];
-    __shared__ float s_acc[ATT_WARPS][LLM_MAX_HEAD_DIM];
+    __shared__ float s_m[W], s_l[W];
+    __shared__ float s_acc[W][LLM_MAX_HEAD_DIM];
 #pragma unroll
     for (int g = 0; g < GM; g++) {
         if (g >= ng)
@@ -218,11 +219,11 @@ static __global__ void __launch_bounds__(ATT_WARPS *LLM_WARP_SIZE) k_attention(a
         __syncthreads();
         float M = -INFINITY;
 #pragma unroll
-        for (int w = 0; w < ATT_WARPS; w++)
+        for (int w = 0; w < W; w++)
             M = fmaxf(M, s_m[w]);
-        float f[ATT_WARPS], L = 0.0f;
+        float f[W], L = 0.0f;
 #pragma unroll
-        for (int w = 0; w < ATT_WARPS; w++) {
+        for (int w = 0; w < W; w++) {
             f[w] = s_l[w] > 0.0f ? expf(__fsub_rn(s_m[w], M)) : 0.0f;
             L = __fmaf_rn(s_l[w], f[w], L);
         }
@@ -231,7 +232,7 @@ static __global__ void __launch_bounds__(ATT_WARPS *LLM_WARP_SIZE) k_attention(a
         for (int d = threadIdx.x; d < hd; d += blockDim.x) {
             float o = 0.0f;
 #pragma unroll
-            for (int w = 0; w < ATT_WARPS; w++)
+            for (int w = 0; w < W; w++)
                 o = __fmaf_rn(s_acc[w][d], f[w], o);
             out[d] = __fmul_rn(o, inv);
         }
@@ -240,23 +241,30 @@ static __global__ void __launch_bounds__(ATT_WARPS *LLM_WARP_SIZE) k_attention(a
 #undef DIM
 }
 
-template <int KT, int GM>
+template <int KT, int GM, int W>
 static void launch_g(llm_backend *be, dim3 grid, int per, const att_params &p)
 {
-    const int threads = ATT_WARPS * LLM_WARP_SIZE;
+    const int threads = W * LLM_WARP_SIZE;
     switch (LLM_WARP_SIZE == 32 ? per : 0) {
-    case 2: k_attention<KT, 2, GM><<<grid, threads, 0, be->stream>>>(p); break;
-    case 4: k_attention<KT, 4, GM><<<grid, threads, 0, be->stream>>>(p); break;
-    case 8: k_attention<KT, 8, GM><<<grid, threads, 0, be->stream>>>(p); break;
-    case 16: k_attention<KT, 16, GM><<<grid, threads, 0, be->stream>>>(p); break;
-    default: k_attention<KT, 0, GM><<<grid, threads, 0, be->stream>>>(p); break;
+    case 2: k_attention<KT, 2, GM, W><<<grid, threads, 0, be->stream>>>(p); break;
+    case 4: k_attention<KT, 4, GM, W><<<grid, threads, 0, be->stream>>>(p); break;
+    case 8: k_attention<KT, 8, GM, W><<<grid, threads, 0, be->stream>>>(p); break;
+    case 16: k_attention<KT, 16, GM, W><<<grid, threads, 0, be->stream>>>(p); break;
+    default: k_attention<KT, 0, GM, W><<<grid, threads, 0, be->stream>>>(p); break;
     }
 }
 
-/* Heads per block: the query heads of a KV head go together (ATT_GROUP at a time) when the
- * batch gives enough blocks for the device that way; alone otherwise (one token: more
- * blocks in flight). Either way every head's result has the same bits. */
+/* The split of the work, by the size of the batch:
+ *  - enough blocks for two per SM when the query heads of a KV head go together
+ *    (ATT_GROUP at a time): grouped, each cache row read once for the group; every head
+ *    gets the same bits as alone;
+ *  - fewer (query, head) pairs than SMs (decoding one or a few sequences): ATT_WIDE warps
+ *    per block share the keys, so that the few blocks finish sooner; the sums are then
+ *    split differently, so not in batch-invariant mode, where a token's result must not
+ *    depend on its batch;
+ *  - else ATT_WARPS warps per (query, head). */
 #define ATT_GROUP 4
+#define ATT_WIDE 16
 
 template <int KT>
 static void launch(llm_backend *be, int64_t n_tokens, int n_head, int group, int per,
@@ -264,9 +272,12 @@ static void launch(llm_backend *be, int64_t n_tokens, int n_head, int group, int
 {
     const int64_t n_kv = n_head / group, chunks = (group + ATT_GROUP - 1) / ATT_GROUP;
     if (group > 1 && n_tokens * n_kv * chunks >= 2 * (int64_t)be->n_sm)
-        launch_g<KT, ATT_GROUP>(be, dim3((unsigned)n_tokens, (unsigned)(n_kv * chunks)), per, p);
+        launch_g<KT, ATT_GROUP, ATT_WARPS>(be, dim3((unsigned)n_tokens,
+                                                    (unsigned)(n_kv * chunks)), per, p);
+    else if (!be->batch_invariant && n_tokens * n_head < be->n_sm)
+        launch_g<KT, 1, ATT_WIDE>(be, dim3((unsigned)n_tokens, (unsigned)n_head), per, p);
     else
-        launch_g<KT, 1>(be, dim3((unsigned)n_tokens, (unsigned)n_head), per, p);
+        launch_g<KT, 1, ATT_WARPS>(be, dim3((unsigned)n_tokens, (unsigned)n_head), per, p);
 }
 
 void cu_attention(llm_backend *be, const llm_attention_args *a)

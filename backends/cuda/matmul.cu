@@ -501,6 +501,150 @@ static unsigned grid_cap(const llm_backend *be, int64_t items, int threads)
     return (unsigned)(blocks < cap ? blocks : cap);
 }
 
+/* ---- f16 and bf16 weights, few tokens ------------------------------------------------
+ * The activations are converted once to the weight's 16-bit type (the CPU's rounding for
+ * these types), so a lane reads 16 bytes of weights and 16 of activations per 8 elements.
+ * Each warp takes MV16_ROWS rows, the activation chunk loaded once for them, with
+ * MV16_UNROLL chunks of each row in flight. A product of two 16-bit values is exact in
+ * f32; a lane adds its chunks in order, then the warp adds its lanes: the same for every
+ * token of any tile. */
+#define MV16_ROWS 2
+#define MV16_UNROLL 4
+
+template <int T>
+static __device__ __forceinline__ void cvt8(const uint4 &u, float v[8])
+{
+    const uint32_t w4[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        if (T == LLM_DT_F16) {
+            const float2 f = __half22float2(*(const __half2 *)&w4[i]);
+            v[2 * i] = f.x, v[2 * i + 1] = f.y;
+        } else {
+            v[2 * i] = __uint_as_float(w4[i] << 16);
+            v[2 * i + 1] = __uint_as_float(w4[i] & 0xffff0000u);
+        }
+    }
+}
+
+template <int T, int NT>
+static __global__ void __launch_bounds__(MV_WARPS *LLM_WARP_SIZE)
+k_mv16(const uint8_t *__restrict__ w, size_t row_bytes, int64_t rows, int64_t k,
+       const uint16_t *__restrict__ xh, float *__restrict__ y, int64_t ldy, int n)
+{
+    const int lane = threadIdx.x % LLM_WARP_SIZE, warp = threadIdx.x / LLM_WARP_SIZE;
+    const int64_t r0 = ((int64_t)blockIdx.x * MV_WARPS + warp) * MV16_ROWS;
+    if (r0 >= rows)
+        return; /* the whole warp leaves together */
+    xh += (int64_t)blockIdx.y * NT * k;
+    y += (int64_t)blockIdx.y * NT * ldy;
+    n = n - (int)blockIdx.y * NT < NT ? n - (int)blockIdx.y * NT : NT;
+    const uint4 *row[MV16_ROWS];
+#pragma unroll
+    for (int i = 0; i < MV16_ROWS; i++)
+        row[i] = (const uint4 *)(w + (r0 + i < rows ? r0 + i : rows - 1) * row_bytes);
+    const int64_t nc = k / 8;
+    float acc[MV16_ROWS][NT];
+#pragma unroll
+    for (int i = 0; i < MV16_ROWS; i++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+            acc[i][j] = 0.0f;
+    for (int64_t c0 = lane; c0 < nc; c0 += MV16_UNROLL * LLM_WARP_SIZE) {
+        uint4 wv[MV16_UNROLL][MV16_ROWS];
+#pragma unroll
+        for (int u = 0; u < MV16_UNROLL; u++)
+            if (c0 + u * LLM_WARP_SIZE < nc)
+#pragma unroll
+                for (int i = 0; i < MV16_ROWS; i++)
+                    wv[u][i] = row[i][c0 + u * LLM_WARP_SIZE];
+#pragma unroll
+        for (int u = 0; u < MV16_UNROLL; u++) {
+            const int64_t c = c0 + u * LLM_WARP_SIZE;
+            if (c >= nc)
+                break;
+            float wf[MV16_ROWS][8];
+#pragma unroll
+            for (int i = 0; i < MV16_ROWS; i++)
+                cvt8<T>(wv[u][i], wf[i]);
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                if (j < n) {
+                    float xf[8];
+                    cvt8<T>(((const uint4 *)(xh + j * k))[c], xf);
+#pragma unroll
+                    for (int i = 0; i < MV16_ROWS; i++)
+#pragma unroll
+                        for (int e = 0; e < 8; e++)
+                            acc[i][j] = __fmaf_rn(wf[i][e], xf[e], acc[i][j]);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < MV16_ROWS; i++)
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            const float s = warp_sum(acc[i][j]);
+            if (j < n && lane == 0 && r0 + i < rows)
+                y[j * ldy + r0 + i] = s;
+        }
+}
+
+template <int T, int NT>
+static void launch_mv16(llm_backend *be, const uint8_t *wd, size_t rb, int64_t rows, int64_t k,
+                        const uint16_t *xh, float *y, int64_t ldy, int n)
+{
+    const dim3 grid(cdiv(rows, MV_WARPS * MV16_ROWS), cdiv(n, MATVEC_MAX_TOKENS));
+    k_mv16<T, NT><<<grid, MV_WARPS * LLM_WARP_SIZE, 0, be->stream>>>(wd, rb, rows, k, xh, y,
+                                                                     ldy, n);
+}
+
+/* y = x·Wᵀ for F16 and BF16 weights whose rows are a multiple of 8 long, n tokens in tiles
+ * of MATVEC_MAX_TOKENS; 0 when w is not such a weight (nothing done). */
+static int mv16(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, const uint8_t *wd,
+                const float *x, int64_t ldx, int64_t n)
+{
+    const uint32_t t = w->dtype;
+    const int64_t k = w->ne[0], rows = w->ne[1];
+    if ((t != LLM_DT_F16 && t != LLM_DT_BF16) || k % 8 != 0 || w->row_bytes % 16 != 0)
+        return 0;
+    if ((int64_t)cdiv(n, MATVEC_MAX_TOKENS) > 65535) {
+        cu_record(be, LLM_ERR_INVALID_ARG, "cuda: matmul of %lld tokens", (long long)n);
+        return 1;
+    }
+    act_stale(be); /* the act buffer takes the converted activations */
+    uint16_t *xh = (uint16_t *)cu_buffer(be, &be->act, &be->act_cap, (size_t)(n * k) * 2);
+    if (!xh)
+        return 1;
+    const unsigned gx = grid_cap(be, n * k, 256);
+    if (t == LLM_DT_BF16)
+        k_to_half<__nv_bfloat16><<<gx, 256, 0, be->stream>>>(x, ldx, k, n, (__nv_bfloat16 *)xh);
+    else
+        k_to_half<__half><<<gx, 256, 0, be->stream>>>(x, ldx, k, n, (__half *)xh);
+    if (!CU_LAUNCHED(be, "activation conversion"))
+        return 1;
+    const size_t rb = w->row_bytes;
+    const int nt = n < MATVEC_MAX_TOKENS ? (int)n : MATVEC_MAX_TOKENS;
+#define MV16_CASE(T)                                                                          \
+    if (nt == 1)                                                                              \
+        launch_mv16<T, 1>(be, wd, rb, rows, k, xh, y, ldy, (int)n);                           \
+    else if (nt == 2)                                                                         \
+        launch_mv16<T, 2>(be, wd, rb, rows, k, xh, y, ldy, (int)n);                           \
+    else if (nt <= 4)                                                                         \
+        launch_mv16<T, 4>(be, wd, rb, rows, k, xh, y, ldy, (int)n);                           \
+    else                                                                                      \
+        launch_mv16<T, 8>(be, wd, rb, rows, k, xh, y, ldy, (int)n);
+    if (t == LLM_DT_BF16) {
+        MV16_CASE(LLM_DT_BF16)
+    } else {
+        MV16_CASE(LLM_DT_F16)
+    }
+#undef MV16_CASE
+    CU_LAUNCHED(be, "matmul");
+    return 1;
+}
+
 static int blas_ok(llm_backend *be, cublasStatus_t st, const char *what)
 {
     if (st == CUBLAS_STATUS_SUCCESS)
@@ -655,7 +799,7 @@ void cu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, cons
         return;
     }
     if ((n <= MATVEC_MAX_TOKENS || be->batch_invariant) && !be->no_mmvq &&
-        cu_mmvq(be, y, ldy, w, wd, x, ldx, n))
+        (cu_mmvq(be, y, ldy, w, wd, x, ldx, n) || mv16(be, y, ldy, w, wd, x, ldx, n)))
         return;
     act_stale(be); /* the paths below use the act buffer or write where it came from */
     x = round_activations(be, w->dtype, x, ldx, w->ne[0], n, &ldx);

@@ -616,7 +616,9 @@ static void test_kv_write_copy(void)
 
 /* reps > 1 repeats the batch of 10 queries (new query vectors) reps times: enough blocks
  * for the kernel that takes the query heads of a KV head together; its results must then
- * have the same bits as one query at a time (which takes each head alone). */
+ * have the same bits as one query at a time in batch-invariant mode (each head alone, the
+ * same warps; outside that mode a lone query takes a wider split of its keys). */
+static llm_backend *gbe_inv;
 static void attention_case(uint32_t dtype, int32_t n_head, int32_t n_kv, int32_t hd,
                            int32_t window, float softcap, int reps)
 {
@@ -662,8 +664,9 @@ static void attention_case(uint32_t dtype, int32_t n_head, int32_t n_kv, int32_t
             llm_attention_args a1 = a;
             a1.n_tokens = 1, a1.q = dq + t * H, a1.out = d1 + t * H;
             a1.q_pos = dpos + t, a1.q_seq = dseq + t;
-            gpu->attention(gbe, &a1);
+            gpu->attention(gbe_inv, &a1);
         }
+        CHECK(gpu->synchronize(gbe_inv) == LLM_OK);
         float *o1 = host_copy(d1, (size_t)(n * H) * 4);
         CHECK_MSG(memcmp(o, o1, (size_t)(n * H) * 4) == 0, "attention type %u heads %d/%d "
                   "dim %d: a batch of %lld differs from one query at a time", dtype, n_head,
@@ -680,6 +683,12 @@ static void attention_case(uint32_t dtype, int32_t n_head, int32_t n_kv, int32_t
 
 static void test_attention(void)
 {
+    setenv("LLM_CUDA_BATCH_INVARIANT", "1", 1);
+    llm_backend_config cfg = {0};
+    CHECK(gpu->create(&cfg, &gbe_inv) == LLM_OK);
+    unsetenv("LLM_CUDA_BATCH_INVARIANT");
+    if (!gbe_inv)
+        return;
     for (size_t i = 0; i < sizeof kv_types / sizeof kv_types[0]; i++) {
         const uint32_t t = kv_types[i];
         attention_case(t, 9, 3, 64, 0, 0.0f, 1);   /* SmolLM2's shape */
@@ -696,6 +705,7 @@ static void test_attention(void)
     attention_case(LLM_DT_F16, 8, 2, 80, 0, 0.0f, 1); /* a width that is no multiple of 32 */
     attention_case(LLM_DT_F16, 8, 2, 80, 0, 0.0f, 30);
     attention_case(LLM_DT_BF16, 14, 2, 64, 0, 0.0f, 30); /* 7 per KV head: two blocks of them */
+    gpu->destroy(gbe_inv);
 }
 
 /* ---- batch invariance ------------------------------------------------------------------ */
@@ -783,20 +793,24 @@ int main(void)
         printf("FAIL: cannot create backends: %s\n", llm_last_error());
         return 1;
     }
-    TEST_RUN(test_matmul);
-    TEST_RUN(test_matmul_slices);
-    TEST_RUN(test_activation_reuse);
-    TEST_RUN(test_get_rows);
-    TEST_RUN(test_rms_norm);
-    TEST_RUN(test_rope);
-    TEST_RUN(test_glu_add_scale_copy);
-    TEST_RUN(test_bias_softcap);
-    TEST_RUN(test_moe);
-    TEST_RUN(test_kv_write_copy);
-    TEST_RUN(test_attention);
-    TEST_RUN(test_batch_invariant);
-    TEST_RUN(test_top_k);
-    TEST_RUN(test_errors);
+    /* LLM_TEST_ONLY=name runs one case (the sanitizer runs) */
+    const char *only = getenv("LLM_TEST_ONLY");
+#define RUN(fn) do { if (!only || strcmp(only, #fn) == 0) TEST_RUN(fn); } while (0)
+    RUN(test_matmul);
+    RUN(test_matmul_slices);
+    RUN(test_activation_reuse);
+    RUN(test_get_rows);
+    RUN(test_rms_norm);
+    RUN(test_rope);
+    RUN(test_glu_add_scale_copy);
+    RUN(test_bias_softcap);
+    RUN(test_moe);
+    RUN(test_kv_write_copy);
+    RUN(test_attention);
+    RUN(test_batch_invariant);
+    RUN(test_top_k);
+    RUN(test_errors);
+#undef RUN
     gpu->destroy(gbe);
     gpu->destroy(gbe_model);
     cpu->destroy(cbe);
