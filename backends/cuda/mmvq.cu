@@ -13,9 +13,9 @@
  *
  * Work split: up to four warps per weight row, each taking every fourth run of 32 units;
  * a lane takes one "unit" (32 or 64 weights, the smallest piece whose scales are
- * self-contained) at a time. The template keeps R rows per warp and U units in flight as
- * parameters (both 1: one warp per row with two rows or two units in flight measured
- * slower end to end). Consecutive matmuls of the same activations (q, k and v after one
+ * self-contained) at a time. A group of warps takes R rows (4 or 2 for the large Q4_K,
+ * Q6_K and Q8_0 matrices, see launch_v; else 1); U units in flight stays a parameter (1:
+ * two measured slower end to end). Consecutive matmuls of the same activations (q, k and v after one
  * norm; gate and up) quantize them once (act_q8 in common.cuh). A
  * token's result depends only on its own activations and this fixed order, never on how
  * many tokens share the launch (the batch-invariance matmul.cu promises).
@@ -539,17 +539,35 @@ static void launch(llm_backend *be, const uint8_t *wd, size_t rb, int64_t rows, 
  * depend on its batch): rows of at least 128 units take four warps each, of 64 two, else
  * one. Measured on an H200 against one or two rows per warp (docs/perf/cuda.md): decode of
  * an 8B model 214 -> 221 tok/s in Q4_K_M, 213 -> 227 in Q8_0; the small matrices gain most. */
-template <int T, int NT>
-static void launch_v(llm_backend *be, const uint8_t *wd, size_t rb, int64_t rows, int64_t k,
+template <int T, int NT, int R>
+static void launch_r(llm_backend *be, const uint8_t *wd, size_t rb, int64_t rows, int64_t k,
                      const int8_t *q, const float *d, const int *s, float *y, int64_t ldy, int n)
 {
     const int64_t nu = k / unit_of<T>::n;
     if (nu >= 4 * LLM_WARP_SIZE)
-        launch<T, NT, 1, 1, 4>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
+        launch<T, NT, R, 1, 4>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
     else if (nu >= 2 * LLM_WARP_SIZE)
-        launch<T, NT, 1, 1, 2>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
+        launch<T, NT, R, 1, 2>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
     else
-        launch<T, NT, 1, 1, 1>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
+        launch<T, NT, R, 1, 1>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
+}
+
+/* Rows per warp group (R), by type and shape only: the activations a group loads serve R
+ * rows, and a row's sums are the same whatever R. Measured on an H200 (matvec_bench, one
+ * token, 8B shapes; docs/perf/cuda.md): Q4_K gate/up 16.2 -> 14.5 us with 4 rows, q/o
+ * 6.5 -> 5.4; Q6_K output 159.5 -> 133.7 with 2; Q8_0 q/o 6.7 -> 5.9 with 4; matrices of
+ * fewer than 2048 rows lose a little (fewer blocks) and keep one. */
+template <int T, int NT>
+static void launch_v(llm_backend *be, const uint8_t *wd, size_t rb, int64_t rows, int64_t k,
+                     const int8_t *q, const float *d, const int *s, float *y, int64_t ldy, int n)
+{
+    if (rows >= 2048) {
+        if (T == LLM_DT_Q4_K || (T == LLM_DT_Q8_0 && k <= 4096))
+            return launch_r<T, NT, 4>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
+        if (T == LLM_DT_Q6_K)
+            return launch_r<T, NT, 2>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
+    }
+    launch_r<T, NT, 1>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
 }
 
 template <int T>

@@ -216,6 +216,13 @@ static void test_matmul(void)
     matmul_case(LLM_DT_Q8_0, 2080, 40, 5);
     matmul_case(LLM_DT_Q5_0, 2080, 41, 1);
     matmul_case(LLM_DT_Q4_0, 2080, 41, 1);
+    /* matrices of 2048 rows or more: several rows per warp group for these types (the
+     * row counts leave a last group short) */
+    matmul_case(LLM_DT_Q4_K, 512, 2051, 1);
+    matmul_case(LLM_DT_Q4_K, 512, 2050, 3);
+    matmul_case(LLM_DT_Q6_K, 512, 2049, 2);
+    matmul_case(LLM_DT_Q8_0, 512, 2051, 5);
+    matmul_case(LLM_DT_Q8_0, 8192, 2049, 1);
     /* a weight larger than one expansion slice of the cuBLAS path (kept expanded here) */
     matmul_case(LLM_DT_Q4_0, 4096, 8300, 16);
 }
