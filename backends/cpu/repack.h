@@ -10,9 +10,10 @@
  * result does not depend on how many tokens are computed together (each lane's arithmetic
  * is the same), so batching never changes a sequence's logits.
  *
- * The activations are the weight type's usual vec_dot_type blocks (Q8_0 for Q4_0, Q8_1 for
- * Q4_1) quantised by the usual from_float; Q4_0 also needs each activation block's integer
- * sum (the kernel multiplies unsigned nibbles and takes 8 * sum out afterwards). Private. */
+ * The activations are the weight type's usual vec_dot_type blocks (Q8_0 for Q4_0 and Q5_0,
+ * Q8_1 for Q4_1) quantised by the usual from_float; Q4_0 and Q5_0 also need each activation
+ * block's integer sum (the kernel multiplies unsigned values and takes 8 resp. 16 * sum
+ * out afterwards). Private. */
 #ifndef LLM_CPU_REPACK_H
 #define LLM_CPU_REPACK_H
 

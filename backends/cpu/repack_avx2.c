@@ -1,6 +1,6 @@
-/* repack_avx2.c - the 8-row interleaved layout of repack.h for Q4_0 and Q4_1, and its
- * AVX2 kernels (compiled with -mavx2 -mfma -mf16c; cpu.c uses them only on a CPU that has
- * those, see llm__repack_avx2_traits).
+/* repack_avx2.c - the 8-row interleaved layout of repack.h for Q4_0, Q4_1, Q5_0, Q8_0, Q4_K
+ * and Q6_K, and its AVX2 kernels (compiled with -mavx2 -mfma -mf16c; cpu.c uses them only on
+ * a CPU that has those, see llm__repack_avx2_traits). The Q4_0/Q4_1 layout:
  *
  * A group block (8 rows, block i of each) holds f32 d[8], for Q4_1 f32 m[8], then 128
  * bytes of quants as 4 vectors P0..P3: byte 4r+j of Pk is element 4k+j of row r in its low
@@ -260,6 +260,78 @@ static ALWAYS_INLINE void group_tile_q8_0(int RN, int64_t nb, float *s, size_t b
     for (int c = 0; c < RN; c++)
         _mm256_storeu_ps(s + c * bs, acc[c]);
 #endif
+}
+
+/* Q5_0: f32 d[8], then 8 vectors of 32 bytes laid out as Q8_0's, each byte an element's
+ * unsigned 5-bit value (nibble | high bit << 4, 0..31; the stored value minus the -16
+ * offset). Unpacked once at load: 288 bytes per 8 x 32 elements instead of 176, and no bit
+ * gathering per block. A pair sum of maddubs reaches 2 * 31 * 127, four of them 31496, so
+ * each half of the eight products is added as int16 before one madd; 16 * the activation
+ * block's sum takes the offset out. */
+#define Q50_GB (8 * 4 + 256)
+
+static size_t q5_0_group_bytes(int64_t k)
+{
+    return (size_t)(k / 32) * Q50_GB;
+}
+
+static void q5_0_pack(void *dst, const void *src, size_t row_bytes, int64_t k)
+{
+    uint8_t *out = dst;
+    for (int64_t i = 0; i < k / 32; i++, out += Q50_GB) {
+        float *d = (float *)out;
+        uint8_t *q = out + 32;
+        for (int r = 0; r < REPACK_ROWS; r++) {
+            const block_q5_0 *b = (const block_q5_0 *)((const char *)src + r * row_bytes) + i;
+            d[r] = _cvtsh_ss(b->d);
+            uint32_t qh;
+            memcpy(&qh, b->qh, sizeof qh);
+            for (int e = 0; e < 32; e++)
+                q[32 * (e / 4) + 4 * r + e % 4] = (uint8_t)(nib(b->qs, e) | ((qh >> e) & 1) << 4);
+        }
+    }
+}
+
+static ALWAYS_INLINE void group_tile_q5_0(int RN, int64_t nb, float *s, size_t bs,
+                                          const uint8_t *w, const char *y, size_t by,
+                                          const int32_t *ysum)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[TILE_TOKENS];
+    for (int c = 0; c < RN; c++)
+        acc[c] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++, w += Q50_GB) {
+        const __m256 dw = _mm256_load_ps((const float *)w);
+        __m256i u[8];
+        for (int k = 0; k < 8; k++)
+            u[k] = _mm256_load_si256((const __m256i *)(w + 32 + 32 * k));
+        for (int c = 0; c < RN; c++) {
+            const block_q8_0 *yb = (const block_q8_0 *)(y + c * by) + i;
+            const int32_t *a = (const int32_t *)yb->qs;
+#ifdef LLM_REPACK_VNNI
+            (void)ones;
+            __m256i s32 = dot8_u8s8(u, a);
+#else
+            const __m256i lo = _mm256_add_epi16(
+                _mm256_add_epi16(_mm256_maddubs_epi16(u[0], _mm256_set1_epi32(a[0])),
+                                 _mm256_maddubs_epi16(u[1], _mm256_set1_epi32(a[1]))),
+                _mm256_add_epi16(_mm256_maddubs_epi16(u[2], _mm256_set1_epi32(a[2])),
+                                 _mm256_maddubs_epi16(u[3], _mm256_set1_epi32(a[3]))));
+            const __m256i hi = _mm256_add_epi16(
+                _mm256_add_epi16(_mm256_maddubs_epi16(u[4], _mm256_set1_epi32(a[4])),
+                                 _mm256_maddubs_epi16(u[5], _mm256_set1_epi32(a[5]))),
+                _mm256_add_epi16(_mm256_maddubs_epi16(u[6], _mm256_set1_epi32(a[6])),
+                                 _mm256_maddubs_epi16(u[7], _mm256_set1_epi32(a[7]))));
+            __m256i s32 = _mm256_add_epi32(_mm256_madd_epi16(lo, ones),
+                                           _mm256_madd_epi16(hi, ones));
+#endif
+            s32 = _mm256_sub_epi32(s32, _mm256_set1_epi32(16 * ysum[c * nb + i]));
+            const __m256 da = _mm256_set1_ps(_cvtsh_ss(yb->d));
+            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_mul_ps(dw, da), acc[c]);
+        }
+    }
+    for (int c = 0; c < RN; c++)
+        _mm256_storeu_ps(s + c * bs, acc[c]);
 }
 
 /* Q4_K, per super-block of 256: f32 d[8], f32 dmin[8]; the 6-bit scales as uint8
@@ -527,6 +599,7 @@ static ALWAYS_INLINE void group_tile_q6_K(int RN, int64_t nb, float *s, size_t b
 #define TILE_Q8_0(RN, s_, w_, y_, ysum_) group_tile_q8_0(RN, nb, s_, bs, w_, y_, by, ysum_)
 #define TILE_Q4_0(RN, s_, w_, y_, ysum_) group_tile(0, RN, nb, s_, bs, w_, y_, by, ysum_)
 #define TILE_Q4_1(RN, s_, w_, y_, ysum_) group_tile(1, RN, nb, s_, bs, w_, y_, by, ysum_)
+#define TILE_Q5_0(RN, s_, w_, y_, ysum_) group_tile_q5_0(RN, nb, s_, bs, w_, y_, by, ysum_)
 
 #define GEMM(name, TILE)                                                                    \
     static void name(int64_t k, float *s, size_t bs, const void *w, size_t gstride,        \
@@ -560,12 +633,14 @@ static ALWAYS_INLINE void group_tile_q6_K(int RN, int64_t nb, float *s, size_t b
 
 GEMM(gemm_q4_0_x8, TILE_Q4_0)
 GEMM(gemm_q4_1_x8, TILE_Q4_1)
+GEMM(gemm_q5_0_x8, TILE_Q5_0)
 GEMM(gemm_q8_0_x8, TILE_Q8_0)
 GEMM(gemm_q4_K_x8, TILE_Q4_K)
 GEMM(gemm_q6_K_x8, TILE_Q6_K)
 
 static const llm_repack_traits q4_0_x8 = {q4_0_group_bytes, q4_0_pack, gemm_q4_0_x8, 1};
 static const llm_repack_traits q4_1_x8 = {q4_1_group_bytes, q4_1_pack, gemm_q4_1_x8, 0};
+static const llm_repack_traits q5_0_x8 = {q5_0_group_bytes, q5_0_pack, gemm_q5_0_x8, 1};
 #ifdef LLM_REPACK_VNNI
 static const llm_repack_traits q8_0_x8 = {q8_0_group_bytes, q8_0_pack, gemm_q8_0_x8, 1};
 #else
@@ -579,6 +654,7 @@ const llm_repack_traits *REPACK_TRAITS_FN(uint32_t dtype)
     switch (dtype) {
     case LLM_DT_Q4_0: return &q4_0_x8;
     case LLM_DT_Q4_1: return &q4_1_x8;
+    case LLM_DT_Q5_0: return &q5_0_x8;
     case LLM_DT_Q8_0: return &q8_0_x8;
 #ifdef LLM_REPACK_VNNI
     /* with VNNI the per-row scales of Q4_K's groups of 32 would take a vpmulld per group;

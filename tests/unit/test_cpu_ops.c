@@ -305,7 +305,8 @@ static void test_attention(void)
 static void test_matmul_repacked(void)
 {
     const int64_t k = 768, rows = 48, n = 11;
-    const uint32_t types[] = {LLM_DT_Q4_0, LLM_DT_Q4_1, LLM_DT_Q8_0, LLM_DT_Q4_K, LLM_DT_Q6_K};
+    const uint32_t types[] = {LLM_DT_Q4_0, LLM_DT_Q4_1, LLM_DT_Q5_0, LLM_DT_Q8_0, LLM_DT_Q4_K,
+                              LLM_DT_Q6_K};
     float *wf = rand_buf(rows * k, -1, 1), *x = rand_buf(n * k, -2, 2);
     float *deq = malloc((size_t)(rows * k) * sizeof(float));
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
@@ -338,9 +339,10 @@ static void test_matmul_repacked(void)
             act->from_float(x + j * k, xq + j * ab, k);
         llm_tensor w = {.dtype = t, .ne = {k, rows}, .row_bytes = rb, .data = wq};
         CHECK_EQ_INT(ops->prepare_weight(be, &w), LLM_OK);
-        /* AVX2 repacks all five; NEON (64-bit ARM) all but Q6_K */
+        /* AVX2 repacks all six; NEON (64-bit ARM) all but Q5_0 and Q6_K */
         if (strncmp(llm__cpu_features(), "avx2", 4) == 0 ||
-            (strncmp(llm__cpu_features(), "neon", 4) == 0 && t != LLM_DT_Q6_K))
+            (strncmp(llm__cpu_features(), "neon", 4) == 0 && t != LLM_DT_Q6_K &&
+             t != LLM_DT_Q5_0))
             CHECK_MSG(w.extra != NULL, "type %u was not repacked", t);
         float *y = poisoned(n * rows), *y1 = poisoned(rows);
         ops->matmul(be, y, rows, &w, x, k, n);
