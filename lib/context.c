@@ -382,7 +382,7 @@ llm_status llm__context_decode(llm_context *c, const llm_batch *b)
         c->logits = h;
         c->logits_cap = n_out;
     }
-    if (cand && (st = cand_reserve(c, n_out)) != LLM_OK)
+    if (cand && n_out > 0 && (st = cand_reserve(c, n_out)) != LLM_OK)
         goto rollback;
     const int32_t *tables = llm__kv_block_tables(c->kv);
     const int32_t max_blocks = llm__kv_max_blocks(c->kv);

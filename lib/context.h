@@ -39,9 +39,8 @@ struct llm_context {
     int32_t cand_k;
     int32_t *cand_ids;
     float *cand_vals;
-    void *d_cand;        /* backend copy: ids then values, logits_cap * cand_k each */
-    int64_t cand_cap;    /* rows of the candidate buffers */
-    uint8_t *row_ready;  /* [logits_cap]; NULL or all 1 when rows were copied eagerly */
+    void *d_cand;        /* backend copy: ids then values, cand_rows * cand_kalloc each */
+    uint8_t *row_ready;  /* [cand_rows] */
     int rows_deferred;   /* the last decode left its rows in backend memory */
     int32_t cand_rows, cand_kalloc; /* sizes of the candidate buffers */
     /* whether the request engine samples from candidates: 0 by the backend (those whose

@@ -407,8 +407,9 @@ static void top_logprobs(llm_engine *e, const eng_req *r, const float *logits, l
         ev->top_logprobs[i] = logits[ev->top_tokens[i]] - lse;
 }
 
-/* Samples the next token of s from logits and emits what follows from it. Returns 0
- * when that retired r (its last completion ended). */
+/* Samples the next token of s from row `row` of the step's logits (from its candidates
+ * when the sampler can use them, else from the whole row) and emits what follows from it.
+ * Returns 0 when that retired r (its last completion ended). */
 static int sample_seq(llm_engine *e, eng_req *r, eng_seq *s, int32_t row)
 {
     llm_context *c = e->ctx;

@@ -700,6 +700,7 @@ static const __half *f16_weight(llm_backend *be, const llm_tensor *w, const uint
     const size_t need = (size_t)rows * (size_t)k * 2;
     pthread_mutex_lock(&f16_mu);
     if (cw->f16_state == 0) {
+        cudaSetDevice(be->device);
         size_t free_b = 0, total = 0;
         void *p = NULL;
         int made = 0;
