@@ -735,6 +735,8 @@ typedef struct attn_job {
     atomic_long next;
 } attn_job;
 
+#define ATT_BLOCK 16
+
 /* One query head over its keys in a single pass with an online softmax (running maximum
  * and sum), in f32 throughout; only the cache itself is f16, bf16 or q8_0. */
 static void attention_rows(void *arg, int ith, int nth)
@@ -768,24 +770,42 @@ static void attention_rows(void *arg, int ith, int nth)
         const float *q = a->q + (t * n_head + h) * hd;
         memset(acc, 0, (size_t)hd * sizeof(float));
         float m = -INFINITY, sum = 0.0f;
-        for (int32_t kp = p0; kp <= p; kp++) {
-            const int64_t slot = (int64_t)bt[kp / bs] * bs + kp % bs;
-            const char *kr = (const char *)kv->k + (size_t)slot * row_bytes + kh * head_bytes;
-            const char *vr = (const char *)kv->v + (size_t)slot * row_bytes + kh * head_bytes;
-            float s = dot(hd, q, kr) * a->scale;
-            if (a->softcap > 0.0f)
-                s = a->softcap * tanhf(s / a->softcap);
-            float ms = 1.0f, vs = 1.0f;
-            if (s > m) {
-                ms = expf(m - s);
-                m = s;
-                for (int32_t d = 0; d < hd; d++)
-                    acc[d] *= ms;
-            } else {
-                vs = expf(s - m);
+        /* keys in blocks of ATT_BLOCK: their scores first, then the running maximum tells
+         * each key's exponent (a rescale of what came before when it raises the maximum,
+         * else its own weight), all of them taken in one call, then the sums in key
+         * order: the same operations as one key at a time */
+        for (int32_t k0 = p0; k0 <= p; k0 += ATT_BLOCK) {
+            const int nk = p - k0 + 1 < ATT_BLOCK ? p - k0 + 1 : ATT_BLOCK;
+            const char *vr[ATT_BLOCK];
+            float arg[ATT_BLOCK], e[ATT_BLOCK];
+            int raise[ATT_BLOCK];
+            float mm = m;
+            for (int u = 0; u < nk; u++) {
+                const int32_t kp = k0 + u;
+                const int64_t slot = (int64_t)bt[kp / bs] * bs + kp % bs;
+                const size_t off = (size_t)slot * row_bytes + (size_t)kh * head_bytes;
+                vr[u] = (const char *)kv->v + off;
+                float s = dot(hd, q, (const char *)kv->k + off) * a->scale;
+                if (a->softcap > 0.0f)
+                    s = a->softcap * tanhf(s / a->softcap);
+                raise[u] = s > mm;
+                arg[u] = raise[u] ? mm - s : s - mm;
+                mm = raise[u] ? s : mm;
             }
-            axpy(hd, acc, vs, vr);
-            sum = sum * ms + vs;
+            llm__exp_row(nk, arg, e);
+            for (int u = 0; u < nk; u++) {
+                float ms = 1.0f, vs = 1.0f;
+                if (raise[u]) {
+                    ms = e[u];
+                    for (int32_t d = 0; d < hd; d++)
+                        acc[d] *= ms;
+                } else {
+                    vs = e[u];
+                }
+                axpy(hd, acc, vs, vr[u]);
+                sum = sum * ms + vs;
+            }
+            m = mm;
         }
         float *out = a->out + (t * n_head + h) * hd;
         const float inv = 1.0f / sum;

@@ -839,9 +839,48 @@ static void axpy_f16_scalar(int64_t n, float *y, float a, const llm_f16 *x)
         y[i] += a * llm__f16_to_f32(x[i]);
 }
 
+const uint64_t llm__exp2_tab[32] = {
+    0x3ff0000000000000ull, 0x3fefd9b0d3158574ull, 0x3fefb5586cf9890full, 0x3fef9301d0125b51ull,
+    0x3fef72b83c7d517bull, 0x3fef54873168b9aaull, 0x3fef387a6e756238ull, 0x3fef1e9df51fdee1ull,
+    0x3fef06fe0a31b715ull, 0x3feef1a7373aa9cbull, 0x3feedea64c123422ull, 0x3feece086061892dull,
+    0x3feebfdad5362a27ull, 0x3feeb42b569d4f82ull, 0x3feeab07dd485429ull, 0x3feea47eb03a5585ull,
+    0x3feea09e667f3bcdull, 0x3fee9f75e8ec5f74ull, 0x3feea11473eb0187ull, 0x3feea589994cce13ull,
+    0x3feeace5422aa0dbull, 0x3feeb737b0cdc5e5ull, 0x3feec49182a3f090ull, 0x3feed503b23e255dull,
+    0x3feee89f995ad3adull, 0x3feeff76f2fb5e47ull, 0x3fef199bdd85529cull, 0x3fef3720dcef9069ull,
+    0x3fef5818dcfba487ull, 0x3fef7c97337b9b5full, 0x3fefa4afa2a490daull, 0x3fefd0765b6e4540ull,
+};
+
+/* One e^x in glibc expf's steps: x / ln2 * 32 split into an integer k and a remainder r,
+ * 2^(k/32) from the table (its exponent added as k << 47), a cubic in r. */
+static float exp_one(float x)
+{
+    if (x != x)
+        return x;
+    if (x < LLM_EXP_MIN)
+        return 0.0f;
+    const double z = LLM_EXP_INV_LN2_N * (double)x;
+    double kd = z + LLM_EXP_SHIFT;
+    uint64_t ki;
+    memcpy(&ki, &kd, sizeof ki);
+    kd -= LLM_EXP_SHIFT;
+    const double r = z - kd;
+    const uint64_t t = llm__exp2_tab[ki % 32] + (ki << 47);
+    double sc;
+    memcpy(&sc, &t, sizeof sc);
+    const double p = LLM_EXP_C0 * r + LLM_EXP_C1, r2 = r * r;
+    const double y = (p * r2 + (LLM_EXP_C2 * r + 1.0)) * sc;
+    return (float)y;
+}
+
+static void exp_row_scalar(int64_t n, const float *x, float *y)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = exp_one(x[i]);
+}
+
 #define SCALAR_ROW_FNS                                                                      \
     {f32_to_f16_row_scalar, f16_to_f32_row_scalar, f16_dot_scalar, dot_f32_f16_scalar,       \
-     axpy_f16_scalar}
+     axpy_f16_scalar, exp_row_scalar}
 static const llm_quant_row_fns scalar_row_fns = SCALAR_ROW_FNS;
 /* The row helpers go through these, switched to SIMD by llm__quant_init(). */
 static llm_quant_row_fns row_fns = SCALAR_ROW_FNS;
@@ -870,6 +909,11 @@ float llm__dot_f32_f16(int64_t n, const float *x, const llm_f16 *y)
 void llm__axpy_f16(int64_t n, float *y, float a, const llm_f16 *x)
 {
     row_fns.axpy_f16(n, y, a, x);
+}
+
+void llm__exp_row(int64_t n, const float *x, float *y)
+{
+    row_fns.exp_row(n, x, y);
 }
 
 const char *llm__cpu_features(void)

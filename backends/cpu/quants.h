@@ -88,6 +88,21 @@ float llm__dot_f16(int64_t n, const llm_f16 *x, const llm_f16 *y);
 float llm__dot_f32_f16(int64_t n, const float *x, const llm_f16 *y);
 void llm__axpy_f16(int64_t n, float *y, float a, const llm_f16 *x);
 
+/* y[i] = e^x[i] for x[i] <= 0 (attention's softmax weights), n of them: the algorithm of
+ * glibc's expf (a 32-entry table of 2^(i/32) and a cubic in double precision), so the
+ * result is glibc's expf to the bit on every machine, scalar or SIMD (test_quants checks
+ * it). Positive inputs are not supported (no overflow handling). */
+void llm__exp_row(int64_t n, const float *x, float *y);
+/* Shared by its scalar and SIMD versions: 2^(i/32) as f64 bits, less i << 47, and the
+ * constants of the algorithm. */
+extern const uint64_t llm__exp2_tab[32];
+#define LLM_EXP_INV_LN2_N (0x1.71547652b82fep+0 * 32)
+#define LLM_EXP_SHIFT 0x1.8p+52
+#define LLM_EXP_C0 (0x1.c6af84b912394p-5 / 32 / 32 / 32)
+#define LLM_EXP_C1 (0x1.ebfce50fac4f3p-3 / 32 / 32)
+#define LLM_EXP_C2 (0x1.62e42ff0c52d6p-1 / 32)
+#define LLM_EXP_MIN (-0x1.9fe368p6f) /* below: 0 */
+
 /* Names of the CPU features in use, e.g. "avx2,fma,f16c"; "scalar" without SIMD. */
 const char *llm__cpu_features(void);
 
@@ -101,6 +116,7 @@ typedef struct llm_quant_row_fns {
     float (*dot_f16)(int64_t n, const llm_f16 *x, const llm_f16 *y);
     float (*dot_f32_f16)(int64_t n, const float *x, const llm_f16 *y);
     void (*axpy_f16)(int64_t n, float *y, float a, const llm_f16 *x);
+    void (*exp_row)(int64_t n, const float *x, float *y);
 } llm_quant_row_fns;
 int llm__quant_avx2_fill(llm_quant_traits *table, llm_quant_row_fns *rows);
 /* The same for the NEON kernels of quants_neon.c (64-bit ARM): plain Armv8-A, and built

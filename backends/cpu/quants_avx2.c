@@ -1111,6 +1111,47 @@ static void axpy_f16(int64_t n, float *y, float a, const llm_f16 *x)
         y[i] += a * h2f(x[i]);
 }
 
+/* llm__exp_row, four lanes of doubles at a time: the scalar steps of quants.c's exp_one */
+static __m128 exp4(__m128 x)
+{
+    const __m256d xd = _mm256_cvtps_pd(x);
+    const __m256d z = _mm256_mul_pd(_mm256_set1_pd(LLM_EXP_INV_LN2_N), xd);
+    __m256d kd = _mm256_add_pd(z, _mm256_set1_pd(LLM_EXP_SHIFT));
+    const __m256i ki = _mm256_castpd_si256(kd);
+    kd = _mm256_sub_pd(kd, _mm256_set1_pd(LLM_EXP_SHIFT));
+    const __m256d r = _mm256_sub_pd(z, kd);
+    const __m256i idx = _mm256_and_si256(ki, _mm256_set1_epi64x(31));
+    const __m256i tab = _mm256_i64gather_epi64((const long long *)llm__exp2_tab, idx, 8);
+    const __m256d sc = _mm256_castsi256_pd(_mm256_add_epi64(tab, _mm256_slli_epi64(ki, 47)));
+    const __m256d p = _mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(LLM_EXP_C0), r),
+                                    _mm256_set1_pd(LLM_EXP_C1));
+    const __m256d r2 = _mm256_mul_pd(r, r);
+    const __m256d q = _mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(LLM_EXP_C2), r),
+                                    _mm256_set1_pd(1.0));
+    const __m256d y = _mm256_mul_pd(_mm256_add_pd(_mm256_mul_pd(p, r2), q), sc);
+    __m128 out = _mm256_cvtpd_ps(y);
+    /* below the threshold: 0; NaN stays NaN */
+    const __m128 low = _mm_cmp_ps(x, _mm_set1_ps(LLM_EXP_MIN), _CMP_LT_OQ);
+    out = _mm_andnot_ps(low, out);
+    const __m128 nan = _mm_cmp_ps(x, x, _CMP_UNORD_Q);
+    return _mm_blendv_ps(out, x, nan);
+}
+
+static void exp_row(int64_t n, const float *x, float *y)
+{
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        _mm_storeu_ps(y + i, exp4(_mm_loadu_ps(x + i)));
+    if (i < n) {
+        float in[4] = {0, 0, 0, 0}, out[4];
+        for (int64_t j = i; j < n; j++)
+            in[j - i] = x[j];
+        _mm_storeu_ps(out, exp4(_mm_loadu_ps(in)));
+        for (int64_t j = i; j < n; j++)
+            y[j] = out[j - i];
+    }
+}
+
 int llm__quant_avx2_fill(llm_quant_traits *t, llm_quant_row_fns *rows)
 {
     for (int i = 0; i < (1 << 16); i += 8) {
@@ -1149,6 +1190,7 @@ int llm__quant_avx2_fill(llm_quant_traits *t, llm_quant_row_fns *rows)
     rows->dot_f16 = dot_f16;
     rows->dot_f32_f16 = dot_f32_f16;
     rows->axpy_f16 = axpy_f16;
+    rows->exp_row = exp_row;
     return 1;
 }
 

@@ -613,6 +613,55 @@ static void test_from_float_fast_vs_ref(void)
  * helpers), so the level a CPU picks never changes a result; the one exception is the BF16
  * dot with AVX512_BF16, compared to 1e-5 of sum|xy| like the other fast paths. On 64-bit
  * ARM the same holds for the dotprod build against the plain NEON one. */
+/* llm__exp_row (attention's softmax weights) against the C library's expf over every
+ * 61st float of [-104, 0] and the edges. Its steps are glibc's, so with glibc the bits
+ * must be equal; elsewhere within 1 ulp. */
+static void test_exp_row(void)
+{
+    enum { N = 4096 };
+    static float x[N], y[N];
+    long n = 0, differ = 0, far = 0;
+    uint32_t u = 0x80000000u; /* -0 */
+    const uint32_t end = 0xC2D00000u; /* -104 */
+    while (u <= end) {
+        int m = 0;
+        for (; m < N - 16 && u <= end; u += 61)
+            memcpy(&x[m++], &u, sizeof u);
+        const float edge[] = {0.0f, -0.0f, -INFINITY, NAN, -0x1.9fe368p6f, -0x1.9fe366p6f,
+                              -0x1.9fe36ap6f, -1e-30f, -87.0f, -103.9f};
+        for (size_t i = 0; i < sizeof edge / sizeof edge[0]; i++)
+            x[m++] = edge[i];
+        llm__exp_row(m, x, y);
+        for (int i = 0; i < m; i++) {
+            const float want = expf(x[i]);
+            n++;
+            if (isnan(want) && isnan(y[i]))
+                continue;
+            if (memcmp(&want, &y[i], sizeof want) != 0) {
+                differ++;
+                uint32_t a, b;
+                memcpy(&a, &want, 4), memcpy(&b, &y[i], 4);
+                far += (a > b ? a - b : b - a) > 1;
+                if (differ <= 3)
+                    printf("     exp(%a): %a, expf %a\n", x[i], y[i], want);
+            }
+        }
+    }
+    printf("     %ld inputs, %ld differ from expf (%ld by more than 1 ulp)\n", n, differ, far);
+#ifdef __GLIBC__
+    CHECK(differ == 0);
+#else
+    CHECK(far == 0);
+#endif
+}
+
+static void test_exp_row_scalar(void)
+{
+    CHECK(llm__quant_select("scalar"));
+    test_exp_row();
+    isa_restore();
+}
+
 static void test_isa_levels_agree(void)
 {
 #if defined(__aarch64__)
@@ -1286,7 +1335,9 @@ int main(void)
         TEST_RUN(test_from_float_fast_vs_ref);
         TEST_RUN(test_vec_dot_fast_vs_ref);
         TEST_RUN(test_gemm_vs_ref);
+        TEST_RUN(test_exp_row);
     }
+    TEST_RUN(test_exp_row_scalar);
     TEST_RUN(test_isa_levels_agree);
     TEST_RUN(test_vec_dot_ref_vs_f64);
     TEST_RUN(test_vs_ggml);
