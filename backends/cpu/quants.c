@@ -270,19 +270,6 @@ static void q3_K_to_float(const void *src, float *y, int64_t n)
     }
 }
 
-/* Q4_K/Q5_K: 8 groups of 32, each with a 6-bit scale and a 6-bit min packed in 12 bytes
- * (ggml's get_scale_min_k4). */
-static void k4_scale_min(int j, const uint8_t *q, int *sc, int *m)
-{
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4);
-        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
-
 /* Element 64*c + 32*u + l is the low (u = 0) or high (u = 1) nibble of qs[32*c + l]; Q5_K
  * adds 16 when bit 2c+u of qh[l] is set. */
 static void q4_K_to_float(const void *src, float *y, int64_t n)
@@ -292,7 +279,7 @@ static void q4_K_to_float(const void *src, float *y, int64_t n)
         const float d = F16(x[i].d), dmin = F16(x[i].dmin);
         for (int g = 0; g < 8; g++) {
             int sc, m;
-            k4_scale_min(g, x[i].scales, &sc, &m);
+            llm__k4_scale_min(g, x[i].scales, &sc, &m);
             const float d1 = d * (float)sc, m1 = dmin * (float)m;
             const uint8_t *q = x[i].qs + 32 * (g / 2);
             for (int l = 0; l < 32; l++) {
@@ -310,7 +297,7 @@ static void q5_K_to_float(const void *src, float *y, int64_t n)
         const float d = F16(x[i].d), dmin = F16(x[i].dmin);
         for (int g = 0; g < 8; g++) {
             int sc, m;
-            k4_scale_min(g, x[i].scales, &sc, &m);
+            llm__k4_scale_min(g, x[i].scales, &sc, &m);
             const float d1 = d * (float)sc, m1 = dmin * (float)m;
             const uint8_t *q = x[i].qs + 32 * (g / 2);
             for (int l = 0; l < 32; l++) {
@@ -725,7 +712,7 @@ static void q4_K_vec_dot(int64_t n, float *s, const void *vx, const void *vy)
         int summs = 0;
         for (int g = 0; g < 8; g++) {
             int sc, m;
-            k4_scale_min(g, x[i].scales, &sc, &m);
+            llm__k4_scale_min(g, x[i].scales, &sc, &m);
             summs += (y[i].bsums[2 * g] + y[i].bsums[2 * g + 1]) * m;
             const uint8_t *q = x[i].qs + 32 * (g / 2);
             for (int l = 0; l < 32; l++) {
@@ -753,7 +740,7 @@ static void q5_K_vec_dot(int64_t n, float *s, const void *vx, const void *vy)
         int summs = 0;
         for (int g = 0; g < 8; g++) {
             int sc, m;
-            k4_scale_min(g, x[i].scales, &sc, &m);
+            llm__k4_scale_min(g, x[i].scales, &sc, &m);
             summs += (y[i].bsums[2 * g] + y[i].bsums[2 * g + 1]) * m;
             const uint8_t *q = x[i].qs + 32 * (g / 2);
             for (int l = 0; l < 32; l++) {

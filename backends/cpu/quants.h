@@ -77,6 +77,34 @@ llm_f16 llm__f32_to_f16(float f);
 float llm__bf16_to_f32(llm_bf16 h);
 llm_bf16 llm__f32_to_bf16(float f);
 
+/* Q4_K/Q5_K: the 6-bit scale and min of group j (0..7), packed in 12 bytes (ggml's
+ * get_scale_min_k4). */
+static inline void llm__k4_scale_min(int j, const uint8_t *q, int *sc, int *m)
+{
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+/* Q8_K's reference value of a block of n floats from its largest value hi and the negated
+ * smallest lo: the element of largest magnitude, signed, the first one when +m and -m tie
+ * (the reference quantiser's choice); 0 when all are 0. */
+static inline float llm__q8k_signed_max(const float *x, int n, float hi, float lo)
+{
+    if (hi > lo)
+        return hi;
+    if (lo > hi)
+        return -lo;
+    for (int j = 0; j < n; j++)
+        if (x[j] == hi || x[j] == -hi)
+            return x[j];
+    return 0.0f;
+}
+
 /* Row helpers used by attention and the KV cache. */
 void llm__f32_to_f16_row(const float *x, llm_f16 *y, int64_t n);
 void llm__f16_to_f32_row(const llm_f16 *x, float *y, int64_t n);

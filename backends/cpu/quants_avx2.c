@@ -1029,20 +1029,7 @@ static void q8_K_from_float(const float *x, void *dst, int64_t n)
             vmin = _mm256_min_ps(vmin, v);
         }
         const float hi = hmax_ps(vmax), lo = -hmin_ps(vmin);
-        float max;
-        if (hi > lo) {
-            max = hi;
-        } else if (lo > hi) {
-            max = -lo;
-        } else {
-            max = 0.0f;
-            for (int j = 0; j < QK_K; j++) {
-                if (x[j] == hi || x[j] == -hi) {
-                    max = x[j];
-                    break;
-                }
-            }
-        }
+        const float max = llm__q8k_signed_max(x, QK_K, hi, lo);
         if (max == 0.0f) {
             memset(&y[i], 0, sizeof y[i]);
             continue;

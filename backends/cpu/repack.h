@@ -51,6 +51,26 @@ const llm_repack_traits *llm__repack_avx512vnni_traits(uint32_t dtype);
 const llm_repack_traits *llm__repack_neon_traits(uint32_t dtype);
 const llm_repack_traits *llm__repack_neon_dotprod_traits(uint32_t dtype);
 
+/* Group-block sizes and packers shared by the AVX2 and NEON kernels (repack_pack.c): per 32
+ * elements of 8 rows, f32 scales (and Q4_1's f32 mins) then the quants:
+ *  - Q4_0/Q4_1: 128 bytes as 4 vectors, byte 4r+j of vector k holding element 4k+j of row r
+ *    in its low nibble and element 4(k+4)+j in its high nibble;
+ *  - Q5_0: 256 bytes as 8 vectors, byte 4r+j of vector k = element 4k+j of row r as its
+ *    unsigned 5-bit value (0..31);
+ *  - Q8_0: the same 8 vectors of the signed values. */
+#define REPACK_Q40_GB (8 * 4 + 128)
+#define REPACK_Q41_GB (16 * 4 + 128)
+#define REPACK_Q50_GB (8 * 4 + 256)
+#define REPACK_Q80_GB (8 * 4 + 256)
+size_t llm__repack_q4_0_bytes(int64_t k);
+size_t llm__repack_q4_1_bytes(int64_t k);
+size_t llm__repack_q5_0_bytes(int64_t k);
+size_t llm__repack_q8_0_bytes(int64_t k);
+void llm__repack_q4_0_pack(void *dst, const void *src, size_t row_bytes, int64_t k);
+void llm__repack_q4_1_pack(void *dst, const void *src, size_t row_bytes, int64_t k);
+void llm__repack_q5_0_pack(void *dst, const void *src, size_t row_bytes, int64_t k);
+void llm__repack_q8_0_pack(void *dst, const void *src, size_t row_bytes, int64_t k);
+
 /* Integer sums of the qs of nb consecutive Q8_0 blocks. */
 void llm__q8_0_block_sums(const void *blocks, int64_t nb, int32_t *out);
 

@@ -62,66 +62,10 @@ static inline __m256i dot4_u8s8(const __m256i *u, const int32_t *a)
 #define REPACK_TRAITS_FN llm__repack_avx2_traits
 #endif
 
-/* nibble value of element e (0..31) of a 32-block's 16 quant bytes */
-static inline uint8_t nib(const uint8_t *qs, int e)
-{
-    return e < 16 ? qs[e] & 0x0f : qs[e - 16] >> 4;
-}
-
-static void pack_quants(uint8_t *q, const uint8_t *const qs[REPACK_ROWS])
-{
-    for (int k = 0; k < 4; k++)
-        for (int r = 0; r < REPACK_ROWS; r++)
-            for (int j = 0; j < 4; j++)
-                q[32 * k + 4 * r + j] =
-                    (uint8_t)(nib(qs[r], 4 * k + j) | nib(qs[r], 4 * (k + 4) + j) << 4);
-}
-
-/* Q4_0: f32 d[8], 128 quant bytes */
-#define Q40_GB (8 * 4 + 128)
-/* Q4_1: f32 d[8], f32 m[8], 128 quant bytes */
-#define Q41_GB (16 * 4 + 128)
-
-static size_t q4_0_group_bytes(int64_t k)
-{
-    return (size_t)(k / 32) * Q40_GB;
-}
-
-static size_t q4_1_group_bytes(int64_t k)
-{
-    return (size_t)(k / 32) * Q41_GB;
-}
-
-static void q4_0_pack(void *dst, const void *src, size_t row_bytes, int64_t k)
-{
-    uint8_t *out = dst;
-    for (int64_t i = 0; i < k / 32; i++, out += Q40_GB) {
-        const uint8_t *qs[REPACK_ROWS];
-        float *d = (float *)out;
-        for (int r = 0; r < REPACK_ROWS; r++) {
-            const block_q4_0 *b = (const block_q4_0 *)((const char *)src + r * row_bytes) + i;
-            d[r] = _cvtsh_ss(b->d);
-            qs[r] = b->qs;
-        }
-        pack_quants(out + 32, qs);
-    }
-}
-
-static void q4_1_pack(void *dst, const void *src, size_t row_bytes, int64_t k)
-{
-    uint8_t *out = dst;
-    for (int64_t i = 0; i < k / 32; i++, out += Q41_GB) {
-        const uint8_t *qs[REPACK_ROWS];
-        float *d = (float *)out, *m = d + 8;
-        for (int r = 0; r < REPACK_ROWS; r++) {
-            const block_q4_1 *b = (const block_q4_1 *)((const char *)src + r * row_bytes) + i;
-            d[r] = _cvtsh_ss(b->d);
-            m[r] = _cvtsh_ss(b->m);
-            qs[r] = b->qs;
-        }
-        pack_quants(out + 64, qs);
-    }
-}
+/* Q4_0 (f32 d[8], 128 quant bytes) and Q4_1 (f32 d[8], f32 m[8], 128 quant bytes): the
+ * layout of repack.h, packed by repack_pack.c. */
+#define Q40_GB REPACK_Q40_GB
+#define Q41_GB REPACK_Q41_GB
 
 /* One group of 8 rows against RN tokens. */
 static ALWAYS_INLINE void group_tile(int is_q41, int RN, int64_t nb, float *s, size_t bs,
@@ -180,28 +124,7 @@ static ALWAYS_INLINE void group_tile(int is_q41, int RN, int64_t nb, float *s, s
 /* Q8_0: f32 d[8], then 8 vectors of 32 signed bytes, lane r of vector k = elements
  * 4k..4k+3 of row r. Products of two signed bytes go through maddubs as |w| times a with
  * w's sign; a pair sum can reach 2 * 127 * 127, so each is widened on its own. */
-#define Q80_GB (8 * 4 + 256)
-
-static size_t q8_0_group_bytes(int64_t k)
-{
-    return (size_t)(k / 32) * Q80_GB;
-}
-
-static void q8_0_pack(void *dst, const void *src, size_t row_bytes, int64_t k)
-{
-    uint8_t *out = dst;
-    for (int64_t i = 0; i < k / 32; i++, out += Q80_GB) {
-        float *d = (float *)out;
-        int8_t *q = (int8_t *)(out + 32);
-        for (int r = 0; r < REPACK_ROWS; r++) {
-            const block_q8_0 *b = (const block_q8_0 *)((const char *)src + r * row_bytes) + i;
-            d[r] = _cvtsh_ss(b->d);
-            for (int kk = 0; kk < 8; kk++)
-                for (int j = 0; j < 4; j++)
-                    q[32 * kk + 4 * r + j] = b->qs[4 * kk + j];
-        }
-    }
-}
+#define Q80_GB REPACK_Q80_GB
 
 static ALWAYS_INLINE void group_tile_q8_0(int RN, int64_t nb, float *s, size_t bs,
                                           const uint8_t *w, const char *y, size_t by,
@@ -268,29 +191,7 @@ static ALWAYS_INLINE void group_tile_q8_0(int RN, int64_t nb, float *s, size_t b
  * gathering per block. A pair sum of maddubs reaches 2 * 31 * 127, four of them 31496, so
  * each half of the eight products is added as int16 before one madd; 16 * the activation
  * block's sum takes the offset out. */
-#define Q50_GB (8 * 4 + 256)
-
-static size_t q5_0_group_bytes(int64_t k)
-{
-    return (size_t)(k / 32) * Q50_GB;
-}
-
-static void q5_0_pack(void *dst, const void *src, size_t row_bytes, int64_t k)
-{
-    uint8_t *out = dst;
-    for (int64_t i = 0; i < k / 32; i++, out += Q50_GB) {
-        float *d = (float *)out;
-        uint8_t *q = out + 32;
-        for (int r = 0; r < REPACK_ROWS; r++) {
-            const block_q5_0 *b = (const block_q5_0 *)((const char *)src + r * row_bytes) + i;
-            d[r] = _cvtsh_ss(b->d);
-            uint32_t qh;
-            memcpy(&qh, b->qh, sizeof qh);
-            for (int e = 0; e < 32; e++)
-                q[32 * (e / 4) + 4 * r + e % 4] = (uint8_t)(nib(b->qs, e) | ((qh >> e) & 1) << 4);
-        }
-    }
-}
+#define Q50_GB REPACK_Q50_GB
 
 static ALWAYS_INLINE void group_tile_q5_0(int RN, int64_t nb, float *s, size_t bs,
                                           const uint8_t *w, const char *y, size_t by,
@@ -345,17 +246,6 @@ static size_t q4_K_group_bytes(int64_t k)
     return (size_t)(k / QK_K) * Q4K_GB;
 }
 
-static void k4_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
-{
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (uint8_t)((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4));
-        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-    }
-}
-
 static void q4_K_pack(void *dst, const void *src, size_t row_bytes, int64_t k)
 {
     uint8_t *out = dst;
@@ -368,10 +258,10 @@ static void q4_K_pack(void *dst, const void *src, size_t row_bytes, int64_t k)
             d[r] = _cvtsh_ss(b->d);
             dmin[r] = _cvtsh_ss(b->dmin);
             for (int g = 0; g < 8; g++) {
-                uint8_t s_, m_;
-                k4_scale_min(g, b->scales, &s_, &m_);
-                sc[16 * g + 2 * r] = sc[16 * g + 2 * r + 1] = s_;
-                mins[16 * (g / 2) + 2 * r + (g & 1)] = m_;
+                int s_, m_;
+                llm__k4_scale_min(g, b->scales, &s_, &m_);
+                sc[16 * g + 2 * r] = sc[16 * g + 2 * r + 1] = (uint8_t)s_;
+                mins[16 * (g / 2) + 2 * r + (g & 1)] = (uint8_t)m_;
                 for (int l = 0; l < 32; l++)
                     vals[r][g][l] = (b->qs[32 * (g / 2) + l] >> (4 * (g & 1))) & 0x0f;
             }
@@ -638,13 +528,13 @@ GEMM(gemm_q8_0_x8, TILE_Q8_0)
 GEMM(gemm_q4_K_x8, TILE_Q4_K)
 GEMM(gemm_q6_K_x8, TILE_Q6_K)
 
-static const llm_repack_traits q4_0_x8 = {q4_0_group_bytes, q4_0_pack, gemm_q4_0_x8, 1};
-static const llm_repack_traits q4_1_x8 = {q4_1_group_bytes, q4_1_pack, gemm_q4_1_x8, 0};
-static const llm_repack_traits q5_0_x8 = {q5_0_group_bytes, q5_0_pack, gemm_q5_0_x8, 1};
+static const llm_repack_traits q4_0_x8 = {llm__repack_q4_0_bytes, llm__repack_q4_0_pack, gemm_q4_0_x8, 1};
+static const llm_repack_traits q4_1_x8 = {llm__repack_q4_1_bytes, llm__repack_q4_1_pack, gemm_q4_1_x8, 0};
+static const llm_repack_traits q5_0_x8 = {llm__repack_q5_0_bytes, llm__repack_q5_0_pack, gemm_q5_0_x8, 1};
 #ifdef LLM_REPACK_VNNI
-static const llm_repack_traits q8_0_x8 = {q8_0_group_bytes, q8_0_pack, gemm_q8_0_x8, 1};
+static const llm_repack_traits q8_0_x8 = {llm__repack_q8_0_bytes, llm__repack_q8_0_pack, gemm_q8_0_x8, 1};
 #else
-static const llm_repack_traits q8_0_x8 = {q8_0_group_bytes, q8_0_pack, gemm_q8_0_x8, 0};
+static const llm_repack_traits q8_0_x8 = {llm__repack_q8_0_bytes, llm__repack_q8_0_pack, gemm_q8_0_x8, 0};
 #endif
 static const llm_repack_traits q4_K_x8 = {q4_K_group_bytes, q4_K_pack, gemm_q4_K_x8, 0};
 static const llm_repack_traits q6_K_x8 = {q6_K_group_bytes, q6_K_pack, gemm_q6_K_x8, 0};

@@ -59,90 +59,9 @@ static inline float h2f(llm_f16 h)
 enum { R_Q4_0, R_Q4_1, R_Q8_0 };
 
 /* f32 d[8] (and m[8]), then the quants */
-#define Q40_GB (8 * 4 + 128)
-#define Q41_GB (16 * 4 + 128)
-#define Q80_GB (8 * 4 + 256)
-
-static size_t q4_0_group_bytes(int64_t k)
-{
-    return (size_t)(k / 32) * Q40_GB;
-}
-
-static size_t q4_1_group_bytes(int64_t k)
-{
-    return (size_t)(k / 32) * Q41_GB;
-}
-
-static size_t q8_0_group_bytes(int64_t k)
-{
-    return (size_t)(k / 32) * Q80_GB;
-}
-
-/* nibble value of element e (0..31) of a 32-block's 16 quant bytes */
-static inline uint8_t nib(const uint8_t *qs, int e)
-{
-    return e < 16 ? qs[e] & 0x0f : qs[e - 16] >> 4;
-}
-
-/* chunk k of row r at byte 32k + 4r (+ j) */
-static void pack_nibbles(uint8_t *q, const uint8_t *const qs[REPACK_ROWS])
-{
-    for (int k = 0; k < 4; k++)
-        for (int r = 0; r < REPACK_ROWS; r++)
-            for (int j = 0; j < 4; j++)
-                q[32 * k + 4 * r + j] =
-                    (uint8_t)(nib(qs[r], 4 * k + j) | nib(qs[r], 4 * (k + 4) + j) << 4);
-}
-
-static void q4_0_pack(void *dst, const void *src, size_t row_bytes, int64_t k)
-{
-    uint8_t *out = dst;
-    for (int64_t i = 0; i < k / 32; i++, out += Q40_GB) {
-        const uint8_t *qs[REPACK_ROWS];
-        float d[REPACK_ROWS];
-        for (int r = 0; r < REPACK_ROWS; r++) {
-            const block_q4_0 *b = (const block_q4_0 *)((const char *)src + r * row_bytes) + i;
-            d[r] = h2f(b->d);
-            qs[r] = b->qs;
-        }
-        memcpy(out, d, sizeof d);
-        pack_nibbles(out + 32, qs);
-    }
-}
-
-static void q4_1_pack(void *dst, const void *src, size_t row_bytes, int64_t k)
-{
-    uint8_t *out = dst;
-    for (int64_t i = 0; i < k / 32; i++, out += Q41_GB) {
-        const uint8_t *qs[REPACK_ROWS];
-        float dm[2 * REPACK_ROWS];
-        for (int r = 0; r < REPACK_ROWS; r++) {
-            const block_q4_1 *b = (const block_q4_1 *)((const char *)src + r * row_bytes) + i;
-            dm[r] = h2f(b->d);
-            dm[REPACK_ROWS + r] = h2f(b->m);
-            qs[r] = b->qs;
-        }
-        memcpy(out, dm, sizeof dm);
-        pack_nibbles(out + 64, qs);
-    }
-}
-
-static void q8_0_pack(void *dst, const void *src, size_t row_bytes, int64_t k)
-{
-    uint8_t *out = dst;
-    for (int64_t i = 0; i < k / 32; i++, out += Q80_GB) {
-        float d[REPACK_ROWS];
-        int8_t *q = (int8_t *)(out + 32);
-        for (int r = 0; r < REPACK_ROWS; r++) {
-            const block_q8_0 *b = (const block_q8_0 *)((const char *)src + r * row_bytes) + i;
-            d[r] = h2f(b->d);
-            for (int kk = 0; kk < 8; kk++)
-                for (int j = 0; j < 4; j++)
-                    q[32 * kk + 4 * r + j] = b->qs[4 * kk + j];
-        }
-        memcpy(out, d, sizeof d);
-    }
-}
+#define Q40_GB REPACK_Q40_GB
+#define Q41_GB REPACK_Q41_GB
+#define Q80_GB REPACK_Q80_GB
 
 /* s0/s1 (rows 0-3/4-7) += the dots of the 8 chunks v[k][half] with the activation block
  * a0 (elements 0-15, chunks 0-3) and a1 (16-31, chunks 4-7) */
@@ -238,17 +157,6 @@ static size_t q4_K_group_bytes(int64_t k)
     return (size_t)(k / QK_K) * Q4K_GB;
 }
 
-static void k4_scale_min(int j, const uint8_t *q, int16_t *sc, int16_t *m)
-{
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (int16_t)((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4));
-        *m = (int16_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-    }
-}
-
 static void q4_K_pack(void *dst, const void *src, size_t row_bytes, int64_t k)
 {
     uint8_t *out = dst;
@@ -261,7 +169,9 @@ static void q4_K_pack(void *dst, const void *src, size_t row_bytes, int64_t k)
             dd[r] = h2f(b->d);
             dd[REPACK_ROWS + r] = h2f(b->dmin);
             for (int g = 0; g < 8; g++) {
-                k4_scale_min(g, b->scales, &sc[g][r], &mins[g][r]);
+                int s_, m_;
+                llm__k4_scale_min(g, b->scales, &s_, &m_);
+                sc[g][r] = (int16_t)s_, mins[g][r] = (int16_t)m_;
                 for (int l = 0; l < 32; l++)
                     vals[r][g][l] = (b->qs[32 * (g / 2) + l] >> (4 * (g & 1))) & 0x0f;
             }
@@ -371,9 +281,9 @@ GEMM(gemm_q4_1_x8, TILE_Q4_1)
 GEMM(gemm_q8_0_x8, TILE_Q8_0)
 GEMM(gemm_q4_K_x8, TILE_Q4_K)
 
-static const llm_repack_traits q4_0_x8 = {q4_0_group_bytes, q4_0_pack, gemm_q4_0_x8, 1};
-static const llm_repack_traits q4_1_x8 = {q4_1_group_bytes, q4_1_pack, gemm_q4_1_x8, 0};
-static const llm_repack_traits q8_0_x8 = {q8_0_group_bytes, q8_0_pack, gemm_q8_0_x8, 0};
+static const llm_repack_traits q4_0_x8 = {llm__repack_q4_0_bytes, llm__repack_q4_0_pack, gemm_q4_0_x8, 1};
+static const llm_repack_traits q4_1_x8 = {llm__repack_q4_1_bytes, llm__repack_q4_1_pack, gemm_q4_1_x8, 0};
+static const llm_repack_traits q8_0_x8 = {llm__repack_q8_0_bytes, llm__repack_q8_0_pack, gemm_q8_0_x8, 0};
 static const llm_repack_traits q4_K_x8 = {q4_K_group_bytes, q4_K_pack, gemm_q4_K_x8, 0};
 
 const llm_repack_traits *TRAITS_FN(uint32_t dtype)

@@ -76,4 +76,20 @@ static inline int topk_same(const int32_t *ids, const float *vals, const int32_t
     return 1;
 }
 
+/* Checks every one of `rows` rows of n floats at x against what the backend gave (ids and
+ * vals, k per row); returns the number of rows checked. */
+static inline int topk_check_rows(const float *x, int64_t n, int rows, int32_t k,
+                                  const int32_t *ids, const float *vals)
+{
+    int32_t *want_i = malloc((size_t)k * sizeof(int32_t));
+    float *want_v = malloc((size_t)k * sizeof(float));
+    for (int r = 0; r < rows; r++) {
+        topk_ref(x + r * n, n, k, want_i, want_v);
+        CHECK_MSG(topk_same(ids + r * k, vals + r * k, want_i, want_v, k),
+                  "n %lld, k %d, row %d (kind %d)", (long long)n, k, r, r % 6);
+    }
+    free(want_i), free(want_v);
+    return rows;
+}
+
 #endif
