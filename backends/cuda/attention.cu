@@ -80,6 +80,8 @@ static __device__ __forceinline__ void kv_lane(const char *head, int lane, float
 template <int KT, int PER, int GM, int W>
 static __global__ void __launch_bounds__(W *LLM_WARP_SIZE) k_attention(att_params a)
 {
+    LLM_PDL_WAIT();
+    LLM_PDL_TRIGGER();
     constexpr int NJ = PER ? PER : ATT_PER_LANE;
     constexpr bool VEC = PER > 0 && KT != LLM_DT_Q8_0;
     const int64_t t = blockIdx.x;
@@ -246,11 +248,11 @@ static void launch_g(llm_backend *be, dim3 grid, int per, const att_params &p)
 {
     const int threads = W * LLM_WARP_SIZE;
     switch (LLM_WARP_SIZE == 32 ? per : 0) {
-    case 2: k_attention<KT, 2, GM, W><<<grid, threads, 0, be->stream>>>(p); break;
-    case 4: k_attention<KT, 4, GM, W><<<grid, threads, 0, be->stream>>>(p); break;
-    case 8: k_attention<KT, 8, GM, W><<<grid, threads, 0, be->stream>>>(p); break;
-    case 16: k_attention<KT, 16, GM, W><<<grid, threads, 0, be->stream>>>(p); break;
-    default: k_attention<KT, 0, GM, W><<<grid, threads, 0, be->stream>>>(p); break;
+    case 2: cu_launch(be, k_attention<KT, 2, GM, W>, grid, threads, 0, p); break;
+    case 4: cu_launch(be, k_attention<KT, 4, GM, W>, grid, threads, 0, p); break;
+    case 8: cu_launch(be, k_attention<KT, 8, GM, W>, grid, threads, 0, p); break;
+    case 16: cu_launch(be, k_attention<KT, 16, GM, W>, grid, threads, 0, p); break;
+    default: cu_launch(be, k_attention<KT, 0, GM, W>, grid, threads, 0, p); break;
     }
 }
 

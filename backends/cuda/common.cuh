@@ -41,10 +41,36 @@ struct llm_backend {
         int64_t ldx, k, n;
         int mode, valid;
     } act_q8;
+    /* One element-wise op held back so that the op after it can take it into its own
+     * kernel (see "deferred ops" in cuda.cu): a residual add into the RMS norm after it,
+     * a glu into the quantization of the matmul that reads its output. Every other op
+     * launches it first (act_stale). LLM_CUDA_FUSE=0 launches each op alone. */
+    struct {
+        int kind;           /* PEND_NONE, PEND_ADD, PEND_GLU */
+        float *y;           /* what the op writes */
+        const float *a, *b; /* add: y = a + b; glu: gate, up */
+        int64_t n;          /* elements */
+        int act;
+    } pend;
+    int pdl;  /* start the decode kernels early (cu_launch); LLM_CUDA_PDL=0 turns it off */
+    int fuse; /* FUSE_* bits: which deferrals are on (LLM_CUDA_FUSE, default all) */
     struct prof_state *prof; /* LLM_CUDA_PROFILE: per-op event timings */
 };
 
-static inline void act_stale(llm_backend *be) { be->act_q8.valid = 0; }
+enum { PEND_NONE, PEND_ADD, PEND_GLU };
+enum { FUSE_ADD_NORM = 1, FUSE_GLU_Q8 = 2, FUSE_ALL = 3 };
+
+/* Launches the deferred op, if any (cuda.cu). */
+HIDDEN void cu_flush(llm_backend *be);
+
+/* Called first by every op that is not a matmul taking the deferred op in: the deferred op
+ * is launched, and the act buffer's quantized activations are no longer trusted. */
+static inline void act_stale(llm_backend *be)
+{
+    if (be->pend.kind != PEND_NONE)
+        cu_flush(be);
+    be->act_q8.valid = 0;
+}
 
 /* A prepared weight: the device copy of the tensor's bytes (extra points here). */
 typedef struct cu_weight {
@@ -78,9 +104,55 @@ static inline void *cu_scratch(llm_backend *be, size_t n)
     return cu_buffer(be, &be->scratch, &be->scratch_cap, n);
 }
 
+/* Launches kernel k on the backend's stream. Where the device allows it (be->pdl), the
+ * kernel may start while the one before it is still running, so k must begin with
+ * LLM_PDL_WAIT(); LLM_PDL_TRIGGER(); (compat.h). Used for the small kernels of a decode
+ * step, whose launch gaps would otherwise add up to a good part of the step. */
+template <typename... P, typename... A>
+static inline void cu_launch(llm_backend *be, void (*k)(P...), dim3 grid, dim3 block,
+                             size_t smem, A... args)
+{
+#ifndef LLM_HIP
+    if (be->pdl) {
+        cudaLaunchAttribute at[1];
+        at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[0].val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem;
+        cfg.stream = be->stream, cfg.attrs = at, cfg.numAttrs = 1;
+        (void)cudaLaunchKernelEx(&cfg, k, ((P)args)...);
+        return;
+    }
+#endif
+    k<<<grid, block, smem, be->stream>>>(((P)args)...);
+}
+
 static inline unsigned cdiv(int64_t a, int64_t b) { return (unsigned)((a + b - 1) / b); }
 
 /* ---- device helpers shared by the kernels of matmul.cu and mmvq.cu -------------------- */
+
+/* how activations are quantized for mmvq.cu's kernels (see there) */
+enum { ACT_Q8_0, ACT_Q8_K };
+
+/* GELU (tanh form) of the input rounded to f16, rounded to f16: the CPU backend's table. */
+static __device__ __forceinline__ float gelu_f16(float x)
+{
+    if (x <= -10.0f)
+        return 0.0f;
+    if (x >= 10.0f)
+        return x;
+    const float h = __half2float(__float2half_rn(x));
+    const float c = 0.7978845608028654f;
+    const float g = 0.5f * h * (1.0f + tanhf(c * h * (1.0f + 0.044715f * h * h)));
+    return __half2float(__float2half_rn(g));
+}
+
+/* one element of glu: act(gate) * up */
+static __device__ __forceinline__ float glu_value(float g, float u, int act)
+{
+    const float a = act == LLM_ACT_GELU_TANH ? gelu_f16(g) : g / (1.0f + expf(-g));
+    return a * u;
+}
 
 /* the f16 at p (2-byte aligned) */
 static __device__ __forceinline__ float f16at(const uint8_t *p)
@@ -94,6 +166,66 @@ static __device__ __forceinline__ float warp_sum(float v)
     for (int o = LLM_WARP_SIZE / 2; o > 0; o >>= 1)
         v += LLM_SHFL_XOR(v, o);
     return v;
+}
+
+/* Over 32 consecutive lanes (one Q8 group): the maximum of non-negative floats, the sum
+ * of ints, and the first lane whose flag is set (-1 if none). One instruction each where
+ * the hardware has warp reductions. */
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && !defined(LLM_HIP)
+static __device__ __forceinline__ float g32_max(float a)
+{
+    return __uint_as_float(__reduce_max_sync(0xffffffffu, __float_as_uint(a)));
+}
+static __device__ __forceinline__ int g32_sum(int v) { return __reduce_add_sync(0xffffffffu, v); }
+static __device__ __forceinline__ int g32_first(bool f)
+{
+    return __ffs(__ballot_sync(0xffffffffu, f)) - 1;
+}
+#else
+static __device__ __forceinline__ float g32_max(float a)
+{
+#pragma unroll
+    for (int m = 16; m > 0; m >>= 1)
+        a = fmaxf(a, LLM_SHFL_XOR(a, m));
+    return a;
+}
+static __device__ __forceinline__ int g32_sum(int v)
+{
+#pragma unroll
+    for (int m = 16; m > 0; m >>= 1)
+        v += LLM_SHFL_XOR(v, m);
+    return v;
+}
+static __device__ __forceinline__ int g32_first(bool f)
+{
+    int l = f ? (int)(threadIdx.x % 32) : 32;
+#pragma unroll
+    for (int m = 16; m > 0; m >>= 1)
+        l = min(l, LLM_SHFL_XOR(l, m));
+    return l < 32 ? l : -1;
+}
+#endif
+
+/* Q8_K's reference value of a block of 256 threads from registers: thread i holds v, element
+ * i of a 256-block (0 where in is false); the first element of the largest magnitude,
+ * signed (0 when all are 0). The block must call it together, once. */
+static __device__ __forceinline__ float q8k_block_max_reg(float v, bool in)
+{
+    __shared__ float s_abs[8], s_val[8];
+    const float f = in ? fabsf(v) : 0.0f;
+    const float a = g32_max(f);
+    const int first = g32_first(f == a);
+    const float val = LLM_SHFL(in ? v : 0.0f, first < 0 ? 0 : first, 32);
+    const int g = threadIdx.x / 32;
+    if (threadIdx.x % 32 == 0)
+        s_abs[g] = a, s_val[g] = val;
+    __syncthreads();
+    float ba = s_abs[0], mx = s_val[0];
+#pragma unroll
+    for (int e = 1; e < 8; e++)
+        if (s_abs[e] > ba)
+            ba = s_abs[e], mx = s_val[e];
+    return ba > 0.0f ? mx : 0.0f;
 }
 
 /* Q8_K's reference value of a block of 256 threads, thread i holding x[i] of one 256-block
@@ -148,11 +280,18 @@ HIDDEN void cu_matmul_id(llm_backend *be, float *y, const llm_tensor *w, int32_t
                          const float *x, int64_t ldx, int64_t ldx_k, const int32_t *ids,
                          int32_t k, int64_t n);
 /* mmvq.cu: the 8-bit-activation matrix-vector product; 0 when w's type has none */
+HIDDEN int cu_mmvq_supported(uint32_t dtype);
 HIDDEN int cu_mmvq(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w,
                    const uint8_t *wd, const float *x, int64_t ldx, int64_t n);
 HIDDEN void cu_get_rows(llm_backend *be, float *y, const llm_tensor *w, const int32_t *ids,
                         int64_t n);
 HIDDEN void cu_attention(llm_backend *be, const llm_attention_args *a);
+/* norm.cu: RMS norm of rows of dim, y = x / rms(x) * w (w may be NULL). With a set, x is
+ * first computed as a + b and written (the residual add before the norm), for the dims
+ * cu_norm_fusable takes. y may be b, x may be a. */
+HIDDEN int cu_norm_fusable(int64_t dim);
+HIDDEN void cu_norm(llm_backend *be, float *y, float *x, const float *a, const float *b,
+                    const float *w, int64_t rows, int64_t dim, float eps);
 /* topk.cu */
 HIDDEN void cu_top_k(llm_backend *be, int32_t *ids, float *vals, const float *x,
                      int64_t n_rows, int64_t n, int32_t k);

@@ -79,8 +79,23 @@
 /* Full-warp shuffle, with the lane mask spelled for each vendor. */
 #ifdef LLM_HIP
 #define LLM_SHFL_XOR(v, m) __shfl_xor((v), (m))
+#define LLM_SHFL(v, l, w) __shfl((v), (l), (w))
 #else
 #define LLM_SHFL_XOR(v, m) __shfl_xor_sync(0xffffffffu, (v), (m))
+#define LLM_SHFL(v, l, w) __shfl_sync(0xffffffffu, (v), (l), (w))
+#endif
+
+/* Programmatic dependent launch (compute 9.0 and later; nothing elsewhere): a kernel that
+ * cu_launch (common.cuh) started early calls LLM_PDL_WAIT() before it reads or writes any
+ * memory the kernels before it use (it returns once they have finished and their writes
+ * are visible), then LLM_PDL_TRIGGER() to let the kernel after it be started early in
+ * turn. */
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && !defined(LLM_HIP)
+#define LLM_PDL_WAIT() cudaGridDependencySynchronize()
+#define LLM_PDL_TRIGGER() cudaTriggerProgrammaticLaunchCompletion()
+#else
+#define LLM_PDL_WAIT() ((void)0)
+#define LLM_PDL_TRIGGER() ((void)0)
 #endif
 
 /* dp4a: c + the dot product of the four signed bytes of a and of b. */

@@ -103,6 +103,10 @@ static llm_status cu_create(const llm_backend_config *cfg, llm_backend **out)
     be->batch_invariant = inv && *inv && strcmp(inv, "0") != 0;
     const char *nomq = getenv("LLM_CUDA_NO_MMVQ");
     be->no_mmvq = nomq && *nomq && strcmp(nomq, "0") != 0;
+    const char *pdl = getenv("LLM_CUDA_PDL");
+    be->pdl = prop.major >= 9 && !(pdl && strcmp(pdl, "0") == 0);
+    const char *fuse = getenv("LLM_CUDA_FUSE"); /* 0: none; else a mask of FUSE_* bits */
+    be->fuse = fuse && *fuse ? (int)strtol(fuse, NULL, 0) & FUSE_ALL : FUSE_ALL;
     const char *f16w = getenv("LLM_CUDA_F16_WEIGHTS");
     be->no_f16_weights = f16w && strcmp(f16w, "0") == 0;
     if (cublasCreate(&be->blas) != CUBLAS_STATUS_SUCCESS) {
@@ -232,90 +236,30 @@ static void cu_release_weight(llm_backend *be, llm_tensor *w)
 
 #define THREADS 256
 
-/* Sum over the block (blockDim.x a multiple of the warp width, at most 1024). */
-static __device__ float block_sum(float v)
-{
-    __shared__ float part[1024 / LLM_WARP_SIZE];
-    for (int o = LLM_WARP_SIZE / 2; o > 0; o >>= 1)
-        v += LLM_SHFL_XOR(v, o);
-    const int lane = threadIdx.x % LLM_WARP_SIZE, warp = threadIdx.x / LLM_WARP_SIZE;
-    if (lane == 0)
-        part[warp] = v;
-    __syncthreads();
-    const int n_warps = blockDim.x / LLM_WARP_SIZE;
-    v = lane < n_warps ? part[lane] : 0.0f;
-    for (int o = LLM_WARP_SIZE / 2; o > 0; o >>= 1)
-        v += LLM_SHFL_XOR(v, o);
-    __syncthreads(); /* part may be reused by the caller's next call */
-    return v;
-}
-
-static __global__ void k_rms_norm(float *y, const float *x, const float *w, int64_t dim,
-                                  float eps)
-{
-    const float *xr = x + blockIdx.x * dim;
-    float *yr = y + blockIdx.x * dim;
-    float s = 0.0f;
-    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x)
-        s += xr[i] * xr[i];
-    s = block_sum(s);
-    const float scale = 1.0f / sqrtf(s / (float)dim + eps);
-    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x)
-        yr[i] = w ? (xr[i] * scale) * w[i] : xr[i] * scale;
-}
-
-/* The same sums in the same order, with the row and the weight held in registers: both
- * are loaded before the reduction, so their memory latencies overlap (rows of up to
- * VPT * blockDim.x elements). */
-template <int VPT>
-static __global__ void k_rms_norm_reg(float *y, const float *x, const float *w, int64_t dim,
-                                      float eps)
-{
-    const float *xr = x + blockIdx.x * dim;
-    float *yr = y + blockIdx.x * dim;
-    float v[VPT], wv[VPT];
-#pragma unroll
-    for (int i = 0; i < VPT; i++) {
-        const int64_t j = threadIdx.x + (int64_t)i * blockDim.x;
-        v[i] = j < dim ? xr[j] : 0.0f;
-        wv[i] = w && j < dim ? w[j] : 1.0f;
-    }
-    float s = 0.0f;
-#pragma unroll
-    for (int i = 0; i < VPT; i++)
-        s += v[i] * v[i];
-    s = block_sum(s);
-    const float scale = 1.0f / sqrtf(s / (float)dim + eps);
-#pragma unroll
-    for (int i = 0; i < VPT; i++) {
-        const int64_t j = threadIdx.x + (int64_t)i * blockDim.x;
-        if (j < dim)
-            yr[j] = w ? (v[i] * scale) * wv[i] : v[i] * scale;
-    }
-}
+/* ---- deferred ops ----------------------------------------------------------------------
+ * A decoder layer's add and glu move a few kilobytes each at decode, and each costs a
+ * kernel and the gap before the next one. So they are held back (be->pend) for the op
+ * after them: an add followed by the norm of its output becomes one kernel, and a glu
+ * whose output the next matmul quantizes becomes that quantization's kernel (mmvq.cu).
+ * Any other op launches the deferred one first (act_stale), so the order of effects is
+ * the plain one; each fused kernel computes the same bits as the kernels it replaces
+ * (test_cuda_ops compares them). The norm itself is not deferred into the quantization
+ * after it: one block per row would then also do the quantization's work, which measured
+ * slower than two kernels (docs/perf/cuda.md). */
 
 static void cu_rms_norm(llm_backend *be, float *y, const float *x, const llm_tensor *w,
                         int64_t n_rows, int64_t dim, float eps)
 {
-    act_stale(be);
     if (n_rows <= 0)
         return;
-    const int threads = dim >= 1024 ? 512 : dim >= 256 ? 256 : 64;
-    const float *wd = (const float *)wdata(w);
-    const unsigned g = (unsigned)n_rows;
-    if (dim <= threads)
-        k_rms_norm_reg<1><<<g, threads, 0, be->stream>>>(y, x, wd, dim, eps);
-    else if (dim <= 2 * threads)
-        k_rms_norm_reg<2><<<g, threads, 0, be->stream>>>(y, x, wd, dim, eps);
-    else if (dim <= 4 * threads)
-        k_rms_norm_reg<4><<<g, threads, 0, be->stream>>>(y, x, wd, dim, eps);
-    else if (dim <= 8 * threads)
-        k_rms_norm_reg<8><<<g, threads, 0, be->stream>>>(y, x, wd, dim, eps);
-    else if (dim <= 16 * threads)
-        k_rms_norm_reg<16><<<g, threads, 0, be->stream>>>(y, x, wd, dim, eps);
-    else
-        k_rms_norm<<<g, threads, 0, be->stream>>>(y, x, wd, dim, eps);
-    CU_LAUNCHED(be, "rms_norm");
+    const float *a = NULL, *b = NULL;
+    if (be->pend.kind == PEND_ADD && be->pend.y == x && be->pend.n == n_rows * dim &&
+        cu_norm_fusable(dim)) {
+        a = be->pend.a, b = be->pend.b; /* the add that made x goes into the norm */
+        be->pend.kind = PEND_NONE;
+    }
+    act_stale(be);
+    cu_norm(be, y, (float *)x, a, b, (const float *)wdata(w), n_rows, dim, eps);
 }
 
 /* One block per (token, head); thread i rotates pair i. The angle is built as the CPU
@@ -324,6 +268,8 @@ static __global__ void k_rope(float *x, int32_t n_heads, int32_t head_dim, int32
                               const int32_t *pos, float theta_scale, float freq_scale,
                               const float *ff, int neox)
 {
+    LLM_PDL_WAIT();
+    LLM_PDL_TRIGGER();
     const int64_t t = blockIdx.x / n_heads;
     float *v = x + (int64_t)blockIdx.x * head_dim;
     const int half = n_rot / 2;
@@ -349,33 +295,18 @@ static void cu_rope(llm_backend *be, float *x, int64_t n_tokens, int32_t n_heads
         return;
     const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
     const int threads = n_rot / 2 >= 64 ? 64 : 32;
-    k_rope<<<(unsigned)(n_tokens * n_heads), threads, 0, be->stream>>>(
-        x, n_heads, head_dim, n_rot, pos, theta_scale, freq_scale, (const float *)wdata(ff),
-        mode == LLM_ROPE_NEOX);
+    cu_launch(be, k_rope, (unsigned)(n_tokens * n_heads), threads, 0, x, n_heads, head_dim, n_rot,
+              pos, theta_scale, freq_scale, (const float *)wdata(ff), mode == LLM_ROPE_NEOX);
     CU_LAUNCHED(be, "rope");
-}
-
-/* GELU (tanh form) of the input rounded to f16, rounded to f16: the CPU backend's table. */
-static __device__ float gelu_f16(float x)
-{
-    if (x <= -10.0f)
-        return 0.0f;
-    if (x >= 10.0f)
-        return x;
-    const float h = __half2float(__float2half_rn(x));
-    const float c = 0.7978845608028654f;
-    const float g = 0.5f * h * (1.0f + tanhf(c * h * (1.0f + 0.044715f * h * h)));
-    return __half2float(__float2half_rn(g));
 }
 
 static __global__ void k_glu(float *y, const float *gate, const float *up, int64_t n, int act)
 {
+    LLM_PDL_WAIT();
+    LLM_PDL_TRIGGER();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-         i += (int64_t)gridDim.x * blockDim.x) {
-        const float g = gate[i];
-        const float a = act == LLM_ACT_GELU_TANH ? gelu_f16(g) : g / (1.0f + expf(-g));
-        y[i] = a * up[i];
-    }
+         i += (int64_t)gridDim.x * blockDim.x)
+        y[i] = glu_value(gate[i], up[i], act);
 }
 
 static unsigned grid_for(const llm_backend *be, int64_t n)
@@ -385,21 +316,41 @@ static unsigned grid_for(const llm_backend *be, int64_t n)
     return (unsigned)(blocks < cap ? blocks : cap);
 }
 
+static void glu_now(llm_backend *be, float *y, const float *gate, const float *up, int64_t n,
+                    int act)
+{
+    cu_launch(be, k_glu, grid_for(be, n), THREADS, 0, y, gate, up, n, act);
+    CU_LAUNCHED(be, "glu");
+}
+
 static void cu_glu(llm_backend *be, float *y, const float *gate, const float *up, int64_t n,
                    int act)
 {
     act_stale(be);
     if (n <= 0)
         return;
-    k_glu<<<grid_for(be, n), THREADS, 0, be->stream>>>(y, gate, up, n, act);
-    CU_LAUNCHED(be, "glu");
+    if (!(be->fuse & FUSE_GLU_Q8)) {
+        glu_now(be, y, gate, up, n, act);
+        return;
+    }
+    be->pend.kind = PEND_GLU;
+    be->pend.y = y, be->pend.a = gate, be->pend.b = up;
+    be->pend.n = n, be->pend.act = act;
 }
 
 static __global__ void k_add(float *y, const float *a, const float *b, int64_t n)
 {
+    LLM_PDL_WAIT();
+    LLM_PDL_TRIGGER();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
         y[i] = a[i] + b[i];
+}
+
+static void add_now(llm_backend *be, float *y, const float *a, const float *b, int64_t n)
+{
+    cu_launch(be, k_add, grid_for(be, n), THREADS, 0, y, a, b, n);
+    CU_LAUNCHED(be, "add");
 }
 
 static void cu_add(llm_backend *be, float *y, const float *a, const float *b, int64_t n)
@@ -407,8 +358,24 @@ static void cu_add(llm_backend *be, float *y, const float *a, const float *b, in
     act_stale(be);
     if (n <= 0)
         return;
-    k_add<<<grid_for(be, n), THREADS, 0, be->stream>>>(y, a, b, n);
-    CU_LAUNCHED(be, "add");
+    if (!(be->fuse & FUSE_ADD_NORM)) {
+        add_now(be, y, a, b, n);
+        return;
+    }
+    be->pend.kind = PEND_ADD;
+    be->pend.y = y, be->pend.a = a, be->pend.b = b;
+    be->pend.n = n;
+}
+
+void cu_flush(llm_backend *be)
+{
+    const auto p = be->pend;
+    be->pend.kind = PEND_NONE;
+    switch (p.kind) {
+    case PEND_ADD: add_now(be, p.y, p.a, p.b, p.n); break;
+    case PEND_GLU: glu_now(be, p.y, p.a, p.b, p.n, p.act); break;
+    default: break;
+    }
 }
 
 static __global__ void k_scale(float *y, const float *x, float s, int64_t n)
@@ -612,6 +579,8 @@ static __global__ void k_kv_write(char *kc, char *vc, uint32_t dtype, const floa
                                   const float *v, const int32_t *slots, int64_t row,
                                   size_t row_bytes)
 {
+    LLM_PDL_WAIT();
+    LLM_PDL_TRIGGER();
     const int64_t t = blockIdx.y;
     const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     const bool in = i < row;
@@ -633,8 +602,8 @@ static void cu_kv_write(llm_backend *be, const llm_kv_layer *kv, const float *k,
         return;
     }
     dim3 grid(cdiv(row, THREADS), (unsigned)n_tokens);
-    k_kv_write<<<grid, THREADS, 0, be->stream>>>((char *)kv->k, (char *)kv->v, kv->dtype, k, v,
-                                                 slots, row, rb);
+    cu_launch(be, k_kv_write, grid, THREADS, 0, (char *)kv->k, (char *)kv->v, kv->dtype, k, v,
+              slots, row, rb);
     CU_LAUNCHED(be, "kv_write");
 }
 

@@ -799,8 +799,10 @@ void cu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, cons
                   w->name);
         return;
     }
-    if ((n <= MATVEC_MAX_TOKENS || be->batch_invariant) && !be->no_mmvq &&
-        (cu_mmvq(be, y, ldy, w, wd, x, ldx, n) || mv16(be, y, ldy, w, wd, x, ldx, n)))
+    const bool small = (n <= MATVEC_MAX_TOKENS || be->batch_invariant) && !be->no_mmvq;
+    if (!small || !cu_mmvq_supported(w->dtype))
+        act_stale(be); /* only cu_mmvq takes a deferred op in */
+    if (small && (cu_mmvq(be, y, ldy, w, wd, x, ldx, n) || mv16(be, y, ldy, w, wd, x, ldx, n)))
         return;
     act_stale(be); /* the paths below use the act buffer or write where it came from */
     x = round_activations(be, w->dtype, x, ldx, w->ne[0], n, &ldx);

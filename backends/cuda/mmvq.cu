@@ -27,7 +27,6 @@
 #define MQ_WARPS 4
 #define MQ_MAX_TOKENS 8
 
-enum { ACT_Q8_0, ACT_Q8_K };
 
 /* ---- loads ---------------------------------------------------------------------------- */
 
@@ -384,6 +383,8 @@ k_mmvq(const uint8_t *__restrict__ w, size_t row_bytes, int64_t rows, int64_t k,
        const int8_t *__restrict__ xq, const float *__restrict__ xd, const int *__restrict__ xs,
        float *__restrict__ y, int64_t ldy, int n)
 {
+    LLM_PDL_WAIT();
+    LLM_PDL_TRIGGER();
     const int lane = threadIdx.x % LLM_WARP_SIZE, warp = threadIdx.x / LLM_WARP_SIZE;
     const int slice = warp % KS;
     const int64_t r0 = ((int64_t)blockIdx.x * (MQ_WARPS / KS) + warp / KS) * R;
@@ -472,37 +473,45 @@ k_mmvq(const uint8_t *__restrict__ w, size_t row_bytes, int64_t rows, int64_t k,
  * One block of 256 threads per (256 elements, activation row); k is a multiple of 32 (of
  * 256 for ACT_Q8_K). Q8_0: per 32, d = amax/127, q = roundf(x / d), the stored scale d
  * rounded to f16. Q8_K: per 256, the first element of largest magnitude maps to -127,
- * q = min(rint(x * -127/max), 127), scale 1/iscale. Writes q [n][k], d and s [n][k/32]. */
+ * q = min(rint(x * -127/max), 127), scale 1/iscale. Writes q [n][k], d and s [n][k/32].
+ * GLU: the values are first computed as glu(gate, up) and written to gy (= x). */
+template <bool GLU>
 static __global__ void __launch_bounds__(256)
-k_act_q8(const float *__restrict__ x, int64_t ldx, int64_t k, int mode, int8_t *__restrict__ q,
-         float *__restrict__ d, int *__restrict__ s)
+k_act_q8(const float *x, int64_t ldx, int64_t k, int mode, int8_t *__restrict__ q,
+         float *__restrict__ d, int *__restrict__ s, float *gy,
+         const float *__restrict__ gate, const float *__restrict__ up, int act)
 {
+    LLM_PDL_WAIT();
+    LLM_PDL_TRIGGER();
     const int64_t j = blockIdx.y, i = (int64_t)blockIdx.x * 256 + threadIdx.x;
     x += j * ldx;
     const bool in = i < k;
-    const float v = in ? x[i] : 0.0f;
+    float v = 0.0f;
+    if (GLU) {
+        /* the deferred glu (ldx == k): its value, written where the glu would write it */
+        if (in) {
+            v = glu_value(gate[j * k + i], up[j * k + i], act);
+            gy[j * k + i] = v;
+        }
+    } else if (in) {
+        v = x[i];
+    }
     int qi = 0;
     float dv = 0.0f;
     if (mode == ACT_Q8_0) {
-        float amax = fabsf(v);
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1)
-            amax = fmaxf(amax, LLM_SHFL_XOR(amax, o));
+        const float amax = g32_max(fabsf(v));
         const float dd = amax / 127.0f, id = dd != 0.0f ? 1.0f / dd : 0.0f;
         qi = (int)roundf(v * id);
         dv = __half2float(__float2half_rn(dd));
     } else {
-        const float mx = q8k_block_max(x + (int64_t)blockIdx.x * 256, v, in);
+        const float mx = q8k_block_max_reg(v, in);
         if (mx != 0.0f) {
             const float iscale = -127.0f / mx;
             qi = (int)fminf(rintf(iscale * v), 127.0f);
             dv = 1.0f / iscale;
         }
     }
-    int sum = qi;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
-        sum += LLM_SHFL_XOR(sum, o);
+    const int sum = g32_sum(qi);
     if (in) {
         q[j * k + i] = (int8_t)qi;
         if (i % 32 == 0) {
@@ -531,8 +540,8 @@ static void launch(llm_backend *be, const uint8_t *wd, size_t rb, int64_t rows, 
                    const int8_t *q, const float *d, const int *s, float *y, int64_t ldy, int n)
 {
     const dim3 grid(cdiv(rows, (MQ_WARPS / KS) * R), cdiv(n, MQ_MAX_TOKENS));
-    k_mmvq<T, NT, R, U, KS><<<grid, MQ_WARPS * LLM_WARP_SIZE, 0, be->stream>>>(
-        wd, rb, rows, k, q, d, s, y, ldy, n);
+    cu_launch(be, k_mmvq<T, NT, R, U, KS>, grid, MQ_WARPS * LLM_WARP_SIZE, 0, wd, rb, rows, k, q,
+              d, s, y, ldy, n);
 }
 
 /* The work split, by row length only (never by token count: a token's sums must not
@@ -619,8 +628,17 @@ int cu_mmvq(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, const u
     const bool same = be->act_q8.valid && be->act_q8.x == x && be->act_q8.ldx == ldx &&
                       be->act_q8.k == k && be->act_q8.n == n && be->act_q8.mode == mode;
     if (!same) {
-        k_act_q8<<<dim3(cdiv(k, 256), (unsigned)n), 256, 0, be->stream>>>(x, ldx, k, mode, q,
-                                                                          d, s);
+        const auto p = be->pend;
+        if (p.kind == PEND_GLU && p.y == x && ldx == k && p.n == n * k) {
+            /* the deferred glu, computed here and written as it would have written it */
+            be->pend.kind = PEND_NONE;
+            cu_launch(be, k_act_q8<true>, dim3(cdiv(k, 256), (unsigned)n), 256, 0, x, ldx, k,
+                      mode, q, d, s, p.y, p.a, p.b, p.act);
+        } else {
+            act_stale(be); /* launches a deferred op that this one cannot take in */
+            cu_launch(be, k_act_q8<false>, dim3(cdiv(k, 256), (unsigned)n), 256, 0, x, ldx, k,
+                      mode, q, d, s, NULL, NULL, NULL, 0);
+        }
         if (!CU_LAUNCHED(be, "activation quantization")) {
             act_stale(be);
             return 1;

@@ -750,6 +750,110 @@ static void test_batch_invariant(void)
     gpu->destroy(inv);
 }
 
+/* ---- deferred and fused ops ------------------------------------------------------------ */
+
+/* Buffers of one run of fused_layer: what each op wrote. */
+enum { F_X, F_H, F_Q, F_K, F_G, F_O, F_S, F_N };
+
+/* A decoder layer's element-wise ops and matmuls in the order the forward pass issues them,
+ * plus pairs that cannot fuse (an add followed by something else than the norm of its
+ * output, a norm whose output the next matmul does not read). Leaves copies of every
+ * buffer in out[]. */
+static void fused_layer(llm_backend *be, const llm_tensor *wn, const llm_tensor *wq,
+                        const llm_tensor *wk, const llm_tensor *wup, const llm_tensor *wd,
+                        const float *x0, const float *h0, int64_t n, float *out[F_N])
+{
+    const int64_t E = wq->ne[0], R = wq->ne[1], F = wup->ne[1];
+    float *x = dev_copy(x0, (size_t)(n * E) * 4), *h = dev_copy(h0, (size_t)(n * E) * 4);
+    float *q = dev_poisoned(n * R), *k = dev_poisoned(n * R), *g = dev_poisoned(n * F);
+    float *u = dev_poisoned(n * F), *o = dev_poisoned(n * E), *sc = dev_poisoned(n * E);
+    gpu->add(be, x, x, h, n * E);                  /* residual, then its norm: one kernel */
+    gpu->rms_norm(be, h, x, wn, n, E, 1e-5f);       /* h = norm(x) over the old h */
+    gpu->matmul(be, q, R, wq, h, E, n);
+    gpu->matmul(be, k, R, wk, h, E, n);            /* reuses the quantized h */
+    gpu->matmul(be, g, F, wup, h, E, n);
+    gpu->matmul(be, u, F, wup, h, E, n);
+    gpu->glu(be, g, g, u, n * F, LLM_ACT_SILU);    /* glu + quantization */
+    gpu->matmul(be, o, E, wd, g, F, n);
+    gpu->add(be, x, x, o, n * E);                  /* an add not followed by its norm */
+    gpu->scale(be, sc, x, 0.5f, n * E);
+    gpu->rms_norm(be, h, sc, NULL, n, E, 1e-5f);   /* a norm the next matmul does not read */
+    gpu->matmul(be, q, R, wq, x, E, n);
+    gpu->matmul(be, k, R, wk, h, E, n);
+    gpu->glu(be, u, g, u, n * F, LLM_ACT_GELU_TANH); /* a glu followed by a download */
+    CHECK(gpu->synchronize(be) == LLM_OK);
+    float *dev[F_N] = {x, h, q, k, g, o, u};
+    const int64_t len[F_N] = {n * E, n * E, n * R, n * R, n * F, n * E, n * F};
+    for (int i = 0; i < F_N; i++) {
+        out[i] = host_copy(dev[i], (size_t)len[i] * 4);
+        gpu->free(be, dev[i]);
+    }
+    gpu->free(be, sc);
+}
+
+/* The deferred ops give the same bits as the ops one by one (LLM_CUDA_FUSE=0), for both
+ * activation quantizations (Q8_K for Q4_K weights, Q8_0 for Q8_0), rows that fill the
+ * norm's threads or not, and rows too long for the fused norm. The norm weight is small
+ * so that values stay far from the f16 range of the 8-bit blocks' scales. */
+static void test_fused_ops(void)
+{
+    setenv("LLM_CUDA_FUSE", "0", 1);
+    llm_backend *plain = NULL;
+    llm_backend_config cfg = {0};
+    CHECK(gpu->create(&cfg, &plain) == LLM_OK);
+    unsetenv("LLM_CUDA_FUSE");
+    if (!plain)
+        return;
+    static const struct {
+        uint32_t t;
+        int64_t E, F;
+    } cases[] = {{LLM_DT_Q4_K, 512, 768}, {LLM_DT_Q4_K, 2304, 512}, {LLM_DT_Q8_0, 640, 96},
+                 {LLM_DT_Q4_K, 4096, 256}, {LLM_DT_Q8_0, 12288, 64}, {LLM_DT_Q6_K, 256, 256}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const uint32_t t = cases[c].t;
+        const int64_t E = cases[c].E, F = cases[c].F, R = 96;
+        size_t rq, rk, ru, rd;
+        void *hq = rand_weight(t, E, R, &rq), *hk = rand_weight(t, E, R, &rk);
+        void *hu = rand_weight(t, E, F, &ru), *hd = rand_weight(t, F, E, &rd);
+        float *nw = rand_buf(E, 0.005f, 0.015f);
+        llm_tensor wn = {.dtype = LLM_DT_F32, .ne = {E, 1}, .row_bytes = (size_t)E * 4,
+                         .data = nw};
+        llm_tensor wq = {.dtype = t, .ne = {E, R}, .row_bytes = rq, .data = hq};
+        llm_tensor wk = {.dtype = t, .ne = {E, R}, .row_bytes = rk, .data = hk};
+        llm_tensor wu = {.dtype = t, .ne = {E, F}, .row_bytes = ru, .data = hu};
+        llm_tensor wd = {.dtype = t, .ne = {F, E}, .row_bytes = rd, .data = hd};
+        CHECK(gpu->prepare_weight(gbe_model, &wn) == LLM_OK);
+        CHECK(gpu->prepare_weight(gbe_model, &wq) == LLM_OK);
+        CHECK(gpu->prepare_weight(gbe_model, &wk) == LLM_OK);
+        CHECK(gpu->prepare_weight(gbe_model, &wu) == LLM_OK);
+        CHECK(gpu->prepare_weight(gbe_model, &wd) == LLM_OK);
+        for (int64_t n = 1; n <= 8; n += 3) {
+            float *x0 = rand_buf(n * E, -2, 2), *h0 = rand_buf(n * E, -2, 2);
+            float *a[F_N], *b[F_N];
+            fused_layer(gbe, &wn, &wq, &wk, &wu, &wd, x0, h0, n, a);
+            fused_layer(plain, &wn, &wq, &wk, &wu, &wd, x0, h0, n, b);
+            const int64_t len[F_N] = {n * E, n * E, n * R, n * R, n * F, n * E, n * F};
+            static const char *names[F_N] = {"x", "h", "q", "k", "g", "o", "u"};
+            for (int i = 0; i < F_N; i++) {
+                int64_t bad = -1;
+                for (int64_t e = 0; e < len[i] && bad < 0; e++)
+                    if (memcmp(&a[i][e], &b[i][e], 4) != 0 || isnan(a[i][e]))
+                        bad = e;
+                CHECK_MSG(bad < 0, "%s E %lld n %lld: fused %s[%lld] = %.9g, plain %.9g",
+                          llm__dtype_info(t)->name, (long long)E, (long long)n, names[i],
+                          (long long)bad, bad < 0 ? 0.0 : a[i][bad], bad < 0 ? 0.0 : b[i][bad]);
+                free(a[i]), free(b[i]);
+            }
+            free(x0), free(h0);
+        }
+        gpu->release_weight(gbe_model, &wn), gpu->release_weight(gbe_model, &wq);
+        gpu->release_weight(gbe_model, &wk), gpu->release_weight(gbe_model, &wu);
+        gpu->release_weight(gbe_model, &wd);
+        free(hq), free(hk), free(hu), free(hd), free(nw);
+    }
+    gpu->destroy(plain);
+}
+
 /* ---- errors ---------------------------------------------------------------------------- */
 
 static void test_errors(void)
@@ -809,6 +913,7 @@ int main(void)
     RUN(test_attention);
     RUN(test_batch_invariant);
     RUN(test_top_k);
+    RUN(test_fused_ops);
     RUN(test_errors);
 #undef RUN
     gpu->destroy(gbe);
