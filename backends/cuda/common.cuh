@@ -33,9 +33,10 @@ struct llm_backend {
     int batch_invariant;     /* LLM_CUDA_BATCH_INVARIANT: no cuBLAS path (see matmul.cu) */
     int no_mmvq;             /* LLM_CUDA_NO_MMVQ: the float matrix-vector kernel for all types */
     int no_f16_weights;      /* LLM_CUDA_F16_WEIGHTS=0: expand quantized weights per call */
-    /* what the act buffer holds when it holds mmvq.cu's quantized activations: the next
-     * matmul of the same rows (q, k, v after one norm; gate, up) reuses them. Every other
-     * op, and any matmul that writes over those rows, makes them stale. */
+    /* what the act buffer holds when it holds mmvq.cu's quantized activations or the 16-bit
+     * kernel's converted ones: the next matmul of the same rows (q, k, v after one norm;
+     * gate, up) reuses them. Every other op, and any matmul that writes over those rows,
+     * makes them stale. */
     struct {
         const float *x;
         int64_t ldx, k, n;
@@ -131,8 +132,9 @@ static inline unsigned cdiv(int64_t a, int64_t b) { return (unsigned)((a + b - 1
 
 /* ---- device helpers shared by the kernels of matmul.cu and mmvq.cu -------------------- */
 
-/* how activations are quantized for mmvq.cu's kernels (see there) */
-enum { ACT_Q8_0, ACT_Q8_K };
+/* what the act buffer holds: activations quantized for mmvq.cu's kernels (see there), or
+ * converted to f16 / bf16 for the 16-bit matrix-vector kernel (matmul.cu) */
+enum { ACT_Q8_0, ACT_Q8_K, ACT_F16, ACT_BF16 };
 
 /* GELU (tanh form) of the input rounded to f16, rounded to f16: the CPU backend's table. */
 static __device__ __forceinline__ float gelu_f16(float x)

@@ -240,7 +240,8 @@ static void cu_release_weight(llm_backend *be, llm_tensor *w)
  * A decoder layer's add and glu move a few kilobytes each at decode, and each costs a
  * kernel and the gap before the next one. So they are held back (be->pend) for the op
  * after them: an add followed by the norm of its output becomes one kernel, and a glu
- * whose output the next matmul quantizes becomes that quantization's kernel (mmvq.cu).
+ * whose output the next matmul quantizes (mmvq.cu) or converts to 16 bits (matmul.cu)
+ * is computed by that kernel.
  * Any other op launches the deferred one first (act_stale), so the order of effects is
  * the plain one; each fused kernel computes the same bits as the kernels it replaces
  * (test_cuda_ops compares them). The norm itself is not deferred into the quantization

@@ -487,11 +487,29 @@ template <typename H>
 static __global__ void k_to_half(const float *__restrict__ x, int64_t ldx, int64_t k, int64_t n,
                                  H *__restrict__ out)
 {
+    LLM_PDL_WAIT();
+    LLM_PDL_TRIGGER();
     const int64_t total = n * k;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
          i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t j = i / k, e = i % k;
         store16(out + i, x[j * ldx + e]);
+    }
+}
+
+/* the deferred glu (cuda.cu) of n elements, written to y and converted to out */
+template <typename H>
+static __global__ void k_glu_to_half(float *__restrict__ y, const float *__restrict__ gate,
+                                     const float *__restrict__ up, int act, int64_t n,
+                                     H *__restrict__ out)
+{
+    LLM_PDL_WAIT();
+    LLM_PDL_TRIGGER();
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const float v = glu_value(gate[i], up[i], act);
+        y[i] = v;
+        store16(out + i, v);
     }
 }
 
@@ -527,45 +545,47 @@ static __device__ __forceinline__ void cvt8(const uint4 &u, float v[8])
     }
 }
 
-template <int T, int NT>
+template <int T, int NT, int ROWS, int UNR>
 static __global__ void __launch_bounds__(MV_WARPS *LLM_WARP_SIZE)
 k_mv16(const uint8_t *__restrict__ w, size_t row_bytes, int64_t rows, int64_t k,
        const uint16_t *__restrict__ xh, float *__restrict__ y, int64_t ldy, int n)
 {
+    LLM_PDL_WAIT();
+    LLM_PDL_TRIGGER();
     const int lane = threadIdx.x % LLM_WARP_SIZE, warp = threadIdx.x / LLM_WARP_SIZE;
-    const int64_t r0 = ((int64_t)blockIdx.x * MV_WARPS + warp) * MV16_ROWS;
+    const int64_t r0 = ((int64_t)blockIdx.x * MV_WARPS + warp) * ROWS;
     if (r0 >= rows)
         return; /* the whole warp leaves together */
     xh += (int64_t)blockIdx.y * NT * k;
     y += (int64_t)blockIdx.y * NT * ldy;
     n = n - (int)blockIdx.y * NT < NT ? n - (int)blockIdx.y * NT : NT;
-    const uint4 *row[MV16_ROWS];
+    const uint4 *row[ROWS];
 #pragma unroll
-    for (int i = 0; i < MV16_ROWS; i++)
+    for (int i = 0; i < ROWS; i++)
         row[i] = (const uint4 *)(w + (r0 + i < rows ? r0 + i : rows - 1) * row_bytes);
     const int64_t nc = k / 8;
-    float acc[MV16_ROWS][NT];
+    float acc[ROWS][NT];
 #pragma unroll
-    for (int i = 0; i < MV16_ROWS; i++)
+    for (int i = 0; i < ROWS; i++)
 #pragma unroll
         for (int j = 0; j < NT; j++)
             acc[i][j] = 0.0f;
-    for (int64_t c0 = lane; c0 < nc; c0 += MV16_UNROLL * LLM_WARP_SIZE) {
-        uint4 wv[MV16_UNROLL][MV16_ROWS];
+    for (int64_t c0 = lane; c0 < nc; c0 += UNR * LLM_WARP_SIZE) {
+        uint4 wv[UNR][ROWS];
 #pragma unroll
-        for (int u = 0; u < MV16_UNROLL; u++)
+        for (int u = 0; u < UNR; u++)
             if (c0 + u * LLM_WARP_SIZE < nc)
 #pragma unroll
-                for (int i = 0; i < MV16_ROWS; i++)
+                for (int i = 0; i < ROWS; i++)
                     wv[u][i] = row[i][c0 + u * LLM_WARP_SIZE];
 #pragma unroll
-        for (int u = 0; u < MV16_UNROLL; u++) {
+        for (int u = 0; u < UNR; u++) {
             const int64_t c = c0 + u * LLM_WARP_SIZE;
             if (c >= nc)
                 break;
-            float wf[MV16_ROWS][8];
+            float wf[ROWS][8];
 #pragma unroll
-            for (int i = 0; i < MV16_ROWS; i++)
+            for (int i = 0; i < ROWS; i++)
                 cvt8<T>(wv[u][i], wf[i]);
 #pragma unroll
             for (int j = 0; j < NT; j++) {
@@ -573,7 +593,7 @@ k_mv16(const uint8_t *__restrict__ w, size_t row_bytes, int64_t rows, int64_t k,
                     float xf[8];
                     cvt8<T>(((const uint4 *)(xh + j * k))[c], xf);
 #pragma unroll
-                    for (int i = 0; i < MV16_ROWS; i++)
+                    for (int i = 0; i < ROWS; i++)
 #pragma unroll
                         for (int e = 0; e < 8; e++)
                             acc[i][j] = __fmaf_rn(wf[i][e], xf[e], acc[i][j]);
@@ -582,7 +602,7 @@ k_mv16(const uint8_t *__restrict__ w, size_t row_bytes, int64_t rows, int64_t k,
         }
     }
 #pragma unroll
-    for (int i = 0; i < MV16_ROWS; i++)
+    for (int i = 0; i < ROWS; i++)
 #pragma unroll
         for (int j = 0; j < NT; j++) {
             const float s = warp_sum(acc[i][j]);
@@ -591,13 +611,20 @@ k_mv16(const uint8_t *__restrict__ w, size_t row_bytes, int64_t rows, int64_t k,
         }
 }
 
+template <int T, int NT, int ROWS, int UNR>
+static void launch_mv16_v(llm_backend *be, const uint8_t *wd, size_t rb, int64_t rows, int64_t k,
+                          const uint16_t *xh, float *y, int64_t ldy, int n)
+{
+    const dim3 grid(cdiv(rows, MV_WARPS * ROWS), cdiv(n, MATVEC_MAX_TOKENS));
+    cu_launch(be, k_mv16<T, NT, ROWS, UNR>, grid, MV_WARPS * LLM_WARP_SIZE, 0, wd, rb, rows, k,
+              xh, y, ldy, n);
+}
+
 template <int T, int NT>
 static void launch_mv16(llm_backend *be, const uint8_t *wd, size_t rb, int64_t rows, int64_t k,
                         const uint16_t *xh, float *y, int64_t ldy, int n)
 {
-    const dim3 grid(cdiv(rows, MV_WARPS * MV16_ROWS), cdiv(n, MATVEC_MAX_TOKENS));
-    k_mv16<T, NT><<<grid, MV_WARPS * LLM_WARP_SIZE, 0, be->stream>>>(wd, rb, rows, k, xh, y,
-                                                                     ldy, n);
+    launch_mv16_v<T, NT, MV16_ROWS, MV16_UNROLL>(be, wd, rb, rows, k, xh, y, ldy, n);
 }
 
 /* y = x·Wᵀ for F16 and BF16 weights whose rows are a multiple of 8 long, n tokens in tiles
@@ -613,17 +640,45 @@ static int mv16(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, con
         cu_record(be, LLM_ERR_INVALID_ARG, "cuda: matmul of %lld tokens", (long long)n);
         return 1;
     }
-    act_stale(be); /* the act buffer takes the converted activations */
+    /* the act buffer takes the converted activations, once for consecutive matmuls of the
+     * same rows (act_q8 in common.cuh) */
+    const int mode = t == LLM_DT_BF16 ? ACT_BF16 : ACT_F16;
+    const bool same = be->act_q8.valid && be->act_q8.x == x && be->act_q8.ldx == ldx &&
+                      be->act_q8.k == k && be->act_q8.n == n && be->act_q8.mode == mode;
     uint16_t *xh = (uint16_t *)cu_buffer(be, &be->act, &be->act_cap, (size_t)(n * k) * 2);
     if (!xh)
         return 1;
-    const unsigned gx = grid_cap(be, n * k, 256);
-    if (t == LLM_DT_BF16)
-        k_to_half<__nv_bfloat16><<<gx, 256, 0, be->stream>>>(x, ldx, k, n, (__nv_bfloat16 *)xh);
-    else
-        k_to_half<__half><<<gx, 256, 0, be->stream>>>(x, ldx, k, n, (__half *)xh);
-    if (!CU_LAUNCHED(be, "activation conversion"))
-        return 1;
+    if (!same) {
+        const unsigned gx = grid_cap(be, n * k, 256);
+        const auto p = be->pend;
+        if (p.kind == PEND_GLU && p.y == x && ldx == k && p.n == n * k) {
+            be->pend.kind = PEND_NONE; /* the deferred glu, computed here */
+            if (t == LLM_DT_BF16)
+                cu_launch(be, k_glu_to_half<__nv_bfloat16>, gx, 256, 0, p.y, p.a, p.b, p.act,
+                          p.n, (__nv_bfloat16 *)xh);
+            else
+                cu_launch(be, k_glu_to_half<__half>, gx, 256, 0, p.y, p.a, p.b, p.act, p.n,
+                          (__half *)xh);
+        } else {
+            act_stale(be);
+            if (t == LLM_DT_BF16)
+                cu_launch(be, k_to_half<__nv_bfloat16>, gx, 256, 0, x, ldx, k, n,
+                          (__nv_bfloat16 *)xh);
+            else
+                cu_launch(be, k_to_half<__half>, gx, 256, 0, x, ldx, k, n, (__half *)xh);
+        }
+        if (!CU_LAUNCHED(be, "activation conversion")) {
+            act_stale(be);
+            return 1;
+        }
+        be->act_q8.x = x, be->act_q8.ldx = ldx, be->act_q8.k = k, be->act_q8.n = n;
+        be->act_q8.mode = mode, be->act_q8.valid = 1;
+    }
+    /* a product written over the rows it read leaves them stale for the next one */
+    const char *xb = (const char *)x, *xe = (const char *)(x + (n - 1) * ldx + k);
+    const char *yb = (const char *)y, *ye = (const char *)(y + (n - 1) * ldy + rows);
+    if (yb < xe && xb < ye)
+        act_stale(be);
     const size_t rb = w->row_bytes;
     const int nt = n < MATVEC_MAX_TOKENS ? (int)n : MATVEC_MAX_TOKENS;
 #define MV16_CASE(T)                                                                          \
@@ -799,10 +854,9 @@ void cu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, cons
                   w->name);
         return;
     }
-    const bool small = (n <= MATVEC_MAX_TOKENS || be->batch_invariant) && !be->no_mmvq;
-    if (!small || !cu_mmvq_supported(w->dtype))
-        act_stale(be); /* only cu_mmvq takes a deferred op in */
-    if (small && (cu_mmvq(be, y, ldy, w, wd, x, ldx, n) || mv16(be, y, ldy, w, wd, x, ldx, n)))
+    /* the 8- and 16-bit kernels take a deferred op in or launch it first themselves */
+    if ((n <= MATVEC_MAX_TOKENS || be->batch_invariant) && !be->no_mmvq &&
+        (cu_mmvq(be, y, ldy, w, wd, x, ldx, n) || mv16(be, y, ldy, w, wd, x, ldx, n)))
         return;
     act_stale(be); /* the paths below use the act buffer or write where it came from */
     x = round_activations(be, w->dtype, x, ldx, w->ne[0], n, &ldx);

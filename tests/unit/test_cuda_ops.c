@@ -283,6 +283,28 @@ static void test_activation_reuse(void)
     CHECK(gpu->synchronize(gbe) == LLM_OK);
     float *y5 = host_copy(d5, (size_t)(n * rows) * 4);
     CHECK(memcmp(y5, y3, (size_t)(n * rows) * 4) == 0);
+    /* the same for the 16-bit kernel's converted activations (x doubled again) */
+    size_t rbb;
+    void *hb = rand_weight(LLM_DT_BF16, k, rows, &rbb);
+    llm_tensor wb = {.name = "wb", .dtype = LLM_DT_BF16, .ne = {k, rows}, .row_bytes = rbb,
+                     .data = hb};
+    CHECK(gpu->prepare_weight(gbe_model, &wb) == LLM_OK);
+    float *d6 = dev_poisoned(n * rows), *d7 = dev_poisoned(n * rows);
+    gpu->matmul(gbe, d6, rows, &wb, dx, k, n);
+    gpu->matmul(gbe, d7, rows, &wb, dx, k, n); /* the converted x of the one before */
+    gpu->scale(gbe, dx, dx, 2.0f, n * k);
+    gpu->matmul(gbe, d5, rows, &wb, dx, k, n); /* must see the doubled x */
+    CHECK(gpu->synchronize(gbe) == LLM_OK);
+    float *y6 = host_copy(d6, (size_t)(n * rows) * 4), *y7 = host_copy(d7, (size_t)(n * rows) * 4);
+    free(y5);
+    y5 = host_copy(d5, (size_t)(n * rows) * 4);
+    same = memcmp(y6, y7, (size_t)(n * rows) * 4) == 0;
+    for (int64_t i = 0; i < n * rows; i++)
+        same &= y5[i] == 2.0f * y6[i];
+    CHECK_MSG(same, "bf16: a matmul after an in-place op used the activations from before it");
+    gpu->release_weight(gbe_model, &wb);
+    gpu->free(gbe, d6), gpu->free(gbe, d7);
+    free(hb), free(y6), free(y7);
     gpu->release_weight(gbe_model, &w0), gpu->release_weight(gbe_model, &w8);
     gpu->free(gbe, dx), gpu->free(gbe, d1), gpu->free(gbe, d2), gpu->free(gbe, d3);
     gpu->free(gbe, d4), gpu->free(gbe, d5);
@@ -792,7 +814,8 @@ static void fused_layer(llm_backend *be, const llm_tensor *wn, const llm_tensor 
 }
 
 /* The deferred ops give the same bits as the ops one by one (LLM_CUDA_FUSE=0), for both
- * activation quantizations (Q8_K for Q4_K weights, Q8_0 for Q8_0), rows that fill the
+ * activation quantizations (Q8_K for Q4_K weights, Q8_0 for Q8_0) and the 16-bit
+ * conversions (BF16, F16 weights), rows that fill the
  * norm's threads or not, and rows too long for the fused norm. The norm weight is small
  * so that values stay far from the f16 range of the 8-bit blocks' scales. */
 static void test_fused_ops(void)
@@ -808,7 +831,8 @@ static void test_fused_ops(void)
         uint32_t t;
         int64_t E, F;
     } cases[] = {{LLM_DT_Q4_K, 512, 768}, {LLM_DT_Q4_K, 2304, 512}, {LLM_DT_Q8_0, 640, 96},
-                 {LLM_DT_Q4_K, 4096, 256}, {LLM_DT_Q8_0, 12288, 64}, {LLM_DT_Q6_K, 256, 256}};
+                 {LLM_DT_Q4_K, 4096, 256}, {LLM_DT_Q8_0, 12288, 64}, {LLM_DT_Q6_K, 256, 256},
+                 {LLM_DT_BF16, 512, 768},  {LLM_DT_F16, 640, 96}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const uint32_t t = cases[c].t;
         const int64_t E = cases[c].E, F = cases[c].F, R = 96;
