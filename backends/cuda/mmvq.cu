@@ -14,11 +14,12 @@
  * Work split: up to four warps per weight row, each taking every fourth run of 32 units;
  * a lane takes one "unit" (32 or 64 weights, the smallest piece whose scales are
  * self-contained) at a time. A group of warps takes R rows (4 or 2 for the large Q4_K,
- * Q6_K and Q8_0 matrices, see launch_v; else 1); U units in flight stays a parameter (1:
- * two measured slower end to end). Consecutive matmuls of the same activations (q, k and v after one
- * norm; gate and up) quantize them once (act_q8 in common.cuh). A
- * token's result depends only on its own activations and this fixed order, never on how
- * many tokens share the launch (the batch-invariance matmul.cu promises).
+ * Q6_K and Q8_0 matrices, see launch_v; else 1); one unit per lane in flight (two measured
+ * slower end to end). Consecutive matmuls of the same activations (q, k and v after one
+ * norm; gate and up) quantize them once (act_q8 in common.cuh), and a deferred glu is
+ * computed by that quantization (cuda.cu). A token's result depends only on its own
+ * activations and this fixed order, never on how many tokens share the launch (the
+ * batch-invariance matmul.cu promises).
  *
  * Every quantized type the backend takes has a kernel here (Q4_0, Q4_1, Q5_0, Q5_1,
  * Q8_0, Q2_K..Q6_K, IQ4_NL, IQ4_XS); the float types stay on matmul.cu's float kernel. */
@@ -176,21 +177,21 @@ static __device__ __forceinline__ void unit_load(const uint8_t *__restrict__ row
         const int bs = T == LLM_DT_Q4_K ? 144 : 176;
         const int sb = u >> 2, gp = u & 3;
         const uint8_t *b = row + (size_t)sb * bs;
-        const uint32_t dm = *(const uint32_t *)b;
-        const __half2 h2 = *(const __half2 *)&dm;
+        /* d, dmin and the twelve scale bytes in one 16-byte load; the 6-bit scales and
+         * mins of all eight groups unpacked four at a time as bytes of a word (groups 0-3:
+         * low 6 bits of bytes 0-3 and 4-7; groups 4-7: nibbles of bytes 8-11 with the top
+         * 2 bits of bytes 0-3 and 4-7), the same for every lane (no divergent branch) */
+        const uint4 h = *(const uint4 *)b;
+        const __half2 h2 = *(const __half2 *)&h.x;
         w.d = __low2float(h2);
         w.m = __high2float(h2);
-        const uint8_t *s = b + 4;
-        const int g0 = 2 * gp, g1 = g0 + 1;
-        if (gp < 2) {
-            w.sc[0] = s[g0] & 63, w.mn[0] = s[g0 + 4] & 63;
-            w.sc[1] = s[g1] & 63, w.mn[1] = s[g1 + 4] & 63;
-        } else {
-            w.sc[0] = (s[g0 + 4] & 0xf) | ((s[g0 - 4] >> 6) << 4);
-            w.mn[0] = (s[g0 + 4] >> 4) | ((s[g0] >> 6) << 4);
-            w.sc[1] = (s[g1 + 4] & 0xf) | ((s[g1 - 4] >> 6) << 4);
-            w.mn[1] = (s[g1 + 4] >> 4) | ((s[g1] >> 6) << 4);
-        }
+        const uint32_t sc = gp < 2 ? h.y & 0x3f3f3f3fu
+                                   : (h.w & 0x0f0f0f0fu) | ((h.y >> 2) & 0x30303030u);
+        const uint32_t mn = gp < 2 ? h.z & 0x3f3f3f3fu
+                                   : ((h.w >> 4) & 0x0f0f0f0fu) | ((h.z >> 2) & 0x30303030u);
+        const int sh = 16 * (gp & 1); /* groups 2gp and 2gp+1: bytes 2(gp&1) and 2(gp&1)+1 */
+        w.sc[0] = (int)((sc >> sh) & 0xff), w.sc[1] = (int)((sc >> (sh + 8)) & 0xff);
+        w.mn[0] = (int)((mn >> sh) & 0xff), w.mn[1] = (int)((mn >> (sh + 8)) & 0xff);
         int qs[8];
         ld_words_b16<8>(b + (T == LLM_DT_Q4_K ? 16 : 48) + 32 * gp, qs);
         if (T == LLM_DT_Q4_K) {
@@ -204,8 +205,9 @@ static __device__ __forceinline__ void unit_load(const uint8_t *__restrict__ row
             ld_words_b16<8>(b + 16, qh);
 #pragma unroll
             for (int i = 0; i < 8; i++) {
-                w.q[i] = (qs[i] & 0x0f0f0f0f) | (((qh[i] >> g0) & 0x01010101) << 4);
-                w.q[8 + i] = ((qs[i] >> 4) & 0x0f0f0f0f) | (((qh[i] >> g1) & 0x01010101) << 4);
+                w.q[i] = (qs[i] & 0x0f0f0f0f) | (((qh[i] >> (2 * gp)) & 0x01010101) << 4);
+                w.q[8 + i] =
+                    ((qs[i] >> 4) & 0x0f0f0f0f) | (((qh[i] >> (2 * gp + 1)) & 0x01010101) << 4);
             }
         }
     } else if (T == LLM_DT_Q6_K) {
@@ -375,9 +377,9 @@ static __device__ __forceinline__ float unit_dot(const Wu &w, int u, const int x
 
 /* y[j][r] = row r · token j, for the NT tokens of tile blockIdx.y. The block's warps form
  * groups of KS warps; a group takes R rows (activations loaded once for them), its warps
- * every KS-th run of 32 units, U units of each in flight; the KS partial sums of a row are
+ * every KS-th run of 32 units, a lane one unit at a time; the KS partial sums of a row are
  * added in warp order, so a token's result never depends on NT. */
-template <int T, int NT, int R, int U, int KS>
+template <int T, int NT, int R, int KS>
 static __global__ void __launch_bounds__(MQ_WARPS *LLM_WARP_SIZE)
 k_mmvq(const uint8_t *__restrict__ w, size_t row_bytes, int64_t rows, int64_t k,
        const int8_t *__restrict__ xq, const float *__restrict__ xd, const int *__restrict__ xs,
@@ -408,29 +410,20 @@ k_mmvq(const uint8_t *__restrict__ w, size_t row_bytes, int64_t rows, int64_t k,
         for (int j = 0; j < NT; j++)
             acc[i][j] = 0.0f;
     const int step = LLM_WARP_SIZE * KS;
-    for (int u0 = slice * LLM_WARP_SIZE + lane; u0 < nu; u0 += U * step) {
-        /* every load of the U units of the R rows is issued before the first use */
-        Wu wu[U][R];
+    for (int u = slice * LLM_WARP_SIZE + lane; u < nu; u += step) {
+        /* every load of the unit's R rows is issued before the first use */
+        Wu wu[R];
 #pragma unroll
-        for (int v = 0; v < U; v++)
+        for (int i = 0; i < R; i++)
+            unit_load<T>(row[i], u, wu[i]);
 #pragma unroll
-            for (int i = 0; i < R; i++)
-                if (u0 + v * step < nu)
-                    unit_load<T>(row[i], u0 + v * step, wu[v][i]);
+        for (int j = 0; j < NT; j++) {
+            if (j < n) {
+                int x[16];
+                unit_x<T>(u, xq + j * k, x);
 #pragma unroll
-        for (int v = 0; v < U; v++) {
-            const int u = u0 + v * step;
-            if (u >= nu)
-                break;
-#pragma unroll
-            for (int j = 0; j < NT; j++) {
-                if (j < n) {
-                    int x[16];
-                    unit_x<T>(u, xq + j * k, x);
-#pragma unroll
-                    for (int i = 0; i < R; i++)
-                        acc[i][j] += unit_dot<T>(wu[v][i], u, x, xd + j * nb, xs + j * nb);
-                }
+                for (int i = 0; i < R; i++)
+                    acc[i][j] += unit_dot<T>(wu[i], u, x, xd + j * nb, xs + j * nb);
             }
         }
     }
@@ -535,12 +528,12 @@ int cu_mmvq_supported(uint32_t t)
     }
 }
 
-template <int T, int NT, int R, int U, int KS>
+template <int T, int NT, int R, int KS>
 static void launch(llm_backend *be, const uint8_t *wd, size_t rb, int64_t rows, int64_t k,
                    const int8_t *q, const float *d, const int *s, float *y, int64_t ldy, int n)
 {
     const dim3 grid(cdiv(rows, (MQ_WARPS / KS) * R), cdiv(n, MQ_MAX_TOKENS));
-    cu_launch(be, k_mmvq<T, NT, R, U, KS>, grid, MQ_WARPS * LLM_WARP_SIZE, 0, wd, rb, rows, k, q,
+    cu_launch(be, k_mmvq<T, NT, R, KS>, grid, MQ_WARPS * LLM_WARP_SIZE, 0, wd, rb, rows, k, q,
               d, s, y, ldy, n);
 }
 
@@ -554,11 +547,11 @@ static void launch_r(llm_backend *be, const uint8_t *wd, size_t rb, int64_t rows
 {
     const int64_t nu = k / unit_of<T>::n;
     if (nu >= 4 * LLM_WARP_SIZE)
-        launch<T, NT, R, 1, 4>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
+        launch<T, NT, R, 4>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
     else if (nu >= 2 * LLM_WARP_SIZE)
-        launch<T, NT, R, 1, 2>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
+        launch<T, NT, R, 2>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
     else
-        launch<T, NT, R, 1, 1>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
+        launch<T, NT, R, 1>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
 }
 
 /* Rows per warp group (R), by type and shape only: the activations a group loads serve R
