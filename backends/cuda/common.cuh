@@ -44,22 +44,33 @@ struct llm_backend {
     } act_q8;
     /* One element-wise op held back so that the op after it can take it into its own
      * kernel (see "deferred ops" in cuda.cu): a residual add into the RMS norm after it,
-     * a glu into the quantization of the matmul that reads its output. Every other op
-     * launches it first (act_stale). LLM_CUDA_FUSE=0 launches each op alone. */
+     * a glu into the quantization of the matmul that reads its output, the ropes of q
+     * and k into the KV write after them. Every other op launches it first (act_stale).
+     * LLM_CUDA_FUSE=0 launches each op alone. */
     struct {
-        int kind;           /* PEND_NONE, PEND_ADD, PEND_GLU */
+        int kind;           /* PEND_NONE, PEND_ADD, PEND_GLU, PEND_ROPE */
         float *y;           /* what the op writes */
         const float *a, *b; /* add: y = a + b; glu: gate, up */
         int64_t n;          /* elements */
         int act;
+        struct {            /* PEND_ROPE: one or two ropes (q, then k) of the same tokens */
+            float *x[2];
+            int32_t heads[2], n_x;
+            int64_t n_tokens;
+            int32_t head_dim, n_rot;
+            const int32_t *pos;
+            float theta_scale, freq_scale;
+            const float *ff;
+            int neox;
+        } rope;
     } pend;
     int pdl;  /* start the decode kernels early (cu_launch); LLM_CUDA_PDL=0 turns it off */
     int fuse; /* FUSE_* bits: which deferrals are on (LLM_CUDA_FUSE, default all) */
     struct prof_state *prof; /* LLM_CUDA_PROFILE: per-op event timings */
 };
 
-enum { PEND_NONE, PEND_ADD, PEND_GLU };
-enum { FUSE_ADD_NORM = 1, FUSE_GLU_Q8 = 2, FUSE_ALL = 3 };
+enum { PEND_NONE, PEND_ADD, PEND_GLU, PEND_ROPE };
+enum { FUSE_ADD_NORM = 1, FUSE_GLU_Q8 = 2, FUSE_ROPE_KV = 4, FUSE_ALL = 7 };
 
 /* Launches the deferred op, if any (cuda.cu). */
 HIDDEN void cu_flush(llm_backend *be);

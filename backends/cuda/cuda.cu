@@ -241,7 +241,8 @@ static void cu_release_weight(llm_backend *be, llm_tensor *w)
  * kernel and the gap before the next one. So they are held back (be->pend) for the op
  * after them: an add followed by the norm of its output becomes one kernel, and a glu
  * whose output the next matmul quantizes (mmvq.cu) or converts to 16 bits (matmul.cu)
- * is computed by that kernel.
+ * is computed by that kernel; the ropes of q and k and the KV write of k and v become
+ * one kernel.
  * Any other op launches the deferred one first (act_stale), so the order of effects is
  * the plain one; each fused kernel computes the same bits as the kernels it replaces
  * (test_cuda_ops compares them). The norm itself is not deferred into the quantization
@@ -263,19 +264,16 @@ static void cu_rms_norm(llm_backend *be, float *y, const float *x, const llm_ten
     cu_norm(be, y, (float *)x, a, b, (const float *)wdata(w), n_rows, dim, eps);
 }
 
-/* One block per (token, head); thread i rotates pair i. The angle is built as the CPU
- * backend builds it, a running product in float, so that both agree to rounding. */
-static __global__ void k_rope(float *x, int32_t n_heads, int32_t head_dim, int32_t n_rot,
-                              const int32_t *pos, float theta_scale, float freq_scale,
-                              const float *ff, int neox)
+/* Rotates one head v of the token at position p; thread i of the block rotates pair i. The
+ * angle is built as the CPU backend builds it, a running product in float, so that both
+ * agree to rounding. */
+static __device__ __forceinline__ void rope_head(float *v, int32_t p, int32_t n_rot,
+                                                 float theta_scale, float freq_scale,
+                                                 const float *ff, int neox)
 {
-    LLM_PDL_WAIT();
-    LLM_PDL_TRIGGER();
-    const int64_t t = blockIdx.x / n_heads;
-    float *v = x + (int64_t)blockIdx.x * head_dim;
     const int half = n_rot / 2;
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        float theta = (float)pos[t];
+        float theta = (float)p;
         for (int k = 0; k < i; k++)
             theta *= theta_scale;
         const float th = freq_scale * (theta / (ff ? ff[i] : 1.0f));
@@ -287,18 +285,58 @@ static __global__ void k_rope(float *x, int32_t n_heads, int32_t head_dim, int32
     }
 }
 
+/* One block per (token, head). */
+static __global__ void k_rope(float *x, int32_t n_heads, int32_t head_dim, int32_t n_rot,
+                              const int32_t *pos, float theta_scale, float freq_scale,
+                              const float *ff, int neox)
+{
+    LLM_PDL_WAIT();
+    LLM_PDL_TRIGGER();
+    const int64_t t = blockIdx.x / n_heads;
+    rope_head(x + (int64_t)blockIdx.x * head_dim, pos[t], n_rot, theta_scale, freq_scale, ff,
+              neox);
+}
+
+static int rope_threads(int32_t n_rot) { return n_rot / 2 >= 64 ? 64 : 32; }
+
+static void rope_now(llm_backend *be, float *x, int64_t n_tokens, int32_t n_heads)
+{
+    const auto &r = be->pend.rope;
+    cu_launch(be, k_rope, (unsigned)(n_tokens * n_heads), rope_threads(r.n_rot), 0, x, n_heads,
+              r.head_dim, r.n_rot, r.pos, r.theta_scale, r.freq_scale, r.ff, r.neox);
+    CU_LAUNCHED(be, "rope");
+}
+
+/* The ropes of q and k are held back (up to two of the same tokens and angles) for the KV
+ * write of k that follows them in a decoder layer (cu_kv_write). */
 static void cu_rope(llm_backend *be, float *x, int64_t n_tokens, int32_t n_heads,
                     int32_t head_dim, int32_t n_rot, const int32_t *pos, float freq_base,
                     float freq_scale, const llm_tensor *ff, int mode)
 {
-    act_stale(be);
-    if (n_tokens <= 0 || n_rot <= 0)
+    if (n_tokens <= 0 || n_rot <= 0 || n_heads <= 0) {
+        act_stale(be);
         return;
+    }
     const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
-    const int threads = n_rot / 2 >= 64 ? 64 : 32;
-    cu_launch(be, k_rope, (unsigned)(n_tokens * n_heads), threads, 0, x, n_heads, head_dim, n_rot,
-              pos, theta_scale, freq_scale, (const float *)wdata(ff), mode == LLM_ROPE_NEOX);
-    CU_LAUNCHED(be, "rope");
+    const float *ffd = (const float *)wdata(ff);
+    const int neox = mode == LLM_ROPE_NEOX;
+    auto &r = be->pend.rope;
+    if (be->pend.kind == PEND_ROPE && r.n_x == 1 && r.n_tokens == n_tokens &&
+        r.head_dim == head_dim && r.n_rot == n_rot && r.pos == pos &&
+        r.theta_scale == theta_scale && r.freq_scale == freq_scale && r.ff == ffd &&
+        r.neox == neox && r.x[0] != x) {
+        r.x[1] = x, r.heads[1] = n_heads, r.n_x = 2; /* k after q */
+        return;
+    }
+    act_stale(be);
+    r.x[0] = x, r.heads[0] = n_heads, r.n_x = 1;
+    r.n_tokens = n_tokens, r.head_dim = head_dim, r.n_rot = n_rot, r.pos = pos;
+    r.theta_scale = theta_scale, r.freq_scale = freq_scale, r.ff = ffd, r.neox = neox;
+    if (!(be->fuse & FUSE_ROPE_KV)) {
+        rope_now(be, x, n_tokens, n_heads);
+        return;
+    }
+    be->pend.kind = PEND_ROPE;
 }
 
 static __global__ void k_glu(float *y, const float *gate, const float *up, int64_t n, int act)
@@ -375,6 +413,10 @@ void cu_flush(llm_backend *be)
     switch (p.kind) {
     case PEND_ADD: add_now(be, p.y, p.a, p.b, p.n); break;
     case PEND_GLU: glu_now(be, p.y, p.a, p.b, p.n, p.act); break;
+    case PEND_ROPE:
+        for (int i = 0; i < p.rope.n_x; i++)
+            rope_now(be, p.rope.x[i], p.rope.n_tokens, p.rope.heads[i]);
+        break;
     default: break;
     }
 }
@@ -590,14 +632,59 @@ static __global__ void k_kv_write(char *kc, char *vc, uint32_t dtype, const floa
     kv_store(dtype, vc + dst, i, in ? v[t * row + i] : 0.0f, in);
 }
 
+/* The deferred ropes of q (h1 heads, x1) and k (the cache's heads, x2) and the KV write of
+ * that k and v in one kernel: one block per (token, head of q then of k); a k block rotates
+ * its head, then stores it and the same head of v into the token's cache row. */
+static __global__ void k_rope_kv(float *x1, int32_t h1, float *x2, const float *v, char *kc,
+                                 char *vc, uint32_t dtype, const int32_t *slots, int32_t n_kv,
+                                 int32_t head_dim, int32_t n_rot, const int32_t *pos,
+                                 float theta_scale, float freq_scale, const float *ff, int neox,
+                                 size_t row_bytes)
+{
+    LLM_PDL_WAIT();
+    LLM_PDL_TRIGGER();
+    const int64_t t = blockIdx.y;
+    const int32_t h = blockIdx.x;
+    if (h < h1) {
+        rope_head(x1 + (t * h1 + h) * head_dim, pos[t], n_rot, theta_scale, freq_scale, ff,
+                  neox);
+        return;
+    }
+    const int32_t kh = h - h1;
+    const int64_t off = (t * n_kv + kh) * head_dim;
+    rope_head(x2 + off, pos[t], n_rot, theta_scale, freq_scale, ff, neox);
+    __syncthreads(); /* the rotated head is read back by other threads */
+    const size_t dst = (size_t)slots[t] * row_bytes;
+    /* blockDim.x is a multiple of 32 and head_dim of 32 for q8_0 caches: each warp's
+     * elements are whole blocks of the row */
+    for (int32_t e = threadIdx.x; e < head_dim; e += blockDim.x) {
+        const int64_t i = (int64_t)kh * head_dim + e;
+        kv_store(dtype, kc + dst, i, x2[off + e], true);
+        kv_store(dtype, vc + dst, i, v[off + e], true);
+    }
+}
+
 static void cu_kv_write(llm_backend *be, const llm_kv_layer *kv, const float *k, const float *v,
                         const int32_t *slots, int64_t n_tokens)
 {
+    const int64_t row = (int64_t)kv->n_head_kv * kv->head_dim;
+    const size_t rb = kv_bytes(kv->dtype, row);
+    const auto &r = be->pend.rope;
+    if (be->pend.kind == PEND_ROPE && r.n_x == 2 && r.x[1] == k && r.n_tokens == n_tokens &&
+        r.heads[1] == kv->n_head_kv && r.head_dim == kv->head_dim && rb &&
+        (kv->dtype != LLM_DT_Q8_0 || kv->head_dim % 32 == 0) && n_tokens <= 65535) {
+        be->pend.kind = PEND_NONE;
+        const dim3 grid((unsigned)(r.heads[0] + r.heads[1]), (unsigned)n_tokens);
+        cu_launch(be, k_rope_kv, grid, rope_threads(r.n_rot), 0, r.x[0], r.heads[0], r.x[1], v,
+                  (char *)kv->k, (char *)kv->v, kv->dtype, slots, kv->n_head_kv, r.head_dim,
+                  r.n_rot, r.pos, r.theta_scale, r.freq_scale, r.ff, r.neox, rb);
+        CU_LAUNCHED(be, "rope and kv_write");
+        act_stale(be);
+        return;
+    }
     act_stale(be);
     if (n_tokens <= 0)
         return;
-    const int64_t row = (int64_t)kv->n_head_kv * kv->head_dim;
-    const size_t rb = kv_bytes(kv->dtype, row);
     if (!rb) {
         cu_record(be, LLM_ERR_UNSUPPORTED, "cuda: KV cache of type %u", kv->dtype);
         return;

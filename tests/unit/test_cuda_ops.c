@@ -878,6 +878,94 @@ static void test_fused_ops(void)
     gpu->destroy(plain);
 }
 
+/* rope(q), rope(k), kv_write(k, v) on backend be; then, when `apart`, an op between the
+ * ropes and the write keeps them from fusing. Leaves q, k and both cache arrays in out[]. */
+static void rope_kv_run(llm_backend *be, uint32_t dt, int32_t nh, int32_t nkv, int32_t hd,
+                        int32_t n_rot, int mode, const llm_tensor *ff, int64_t n,
+                        const float *q0, const float *k0, const float *v0, int apart,
+                        void *out[4], size_t cache_bytes)
+{
+    const int32_t pos[3] = {5, 77, 4000}, slots[3] = {7, 2, 12};
+    float *q = dev_copy(q0, (size_t)(n * nh * hd) * 4), *k = dev_copy(k0, (size_t)(n * nkv * hd) * 4);
+    float *v = dev_copy(v0, (size_t)(n * nkv * hd) * 4);
+    int32_t *dpos = dev_copy(pos, sizeof pos), *dslots = dev_copy(slots, sizeof slots);
+    uint8_t *zero = calloc(1, cache_bytes);
+    llm_kv_layer kv = {.k = dev_copy(zero, cache_bytes), .v = dev_copy(zero, cache_bytes),
+                       .dtype = dt, .n_head_kv = nkv, .head_dim = hd};
+    gpu->rope(be, q, n, nh, hd, n_rot, dpos, 10000.0f, 1.0f, ff, mode);
+    gpu->rope(be, k, n, nkv, hd, n_rot, dpos, 10000.0f, 1.0f, ff, mode);
+    if (apart)
+        gpu->scale(be, v, v, 1.0f, n * nkv * hd);
+    gpu->kv_write(be, &kv, k, v, dslots, n);
+    CHECK(gpu->synchronize(be) == LLM_OK);
+    out[0] = host_copy(q, (size_t)(n * nh * hd) * 4);
+    out[1] = host_copy(k, (size_t)(n * nkv * hd) * 4);
+    out[2] = host_copy(kv.k, cache_bytes);
+    out[3] = host_copy(kv.v, cache_bytes);
+    gpu->free(be, q), gpu->free(be, k), gpu->free(be, v), gpu->free(be, dpos);
+    gpu->free(be, dslots), gpu->free(be, kv.k), gpu->free(be, kv.v);
+    free(zero);
+}
+
+/* The ropes of q and k and the KV write after them, deferred into one kernel, give the same
+ * bits (q, k and the cache) as the three ops one by one, for every cache type, both rope
+ * modes, partial rotation and frequency factors. */
+static void test_fused_rope_kv(void)
+{
+    setenv("LLM_CUDA_FUSE", "0", 1);
+    llm_backend *plain = NULL;
+    llm_backend_config cfg = {0};
+    CHECK(gpu->create(&cfg, &plain) == LLM_OK);
+    unsetenv("LLM_CUDA_FUSE");
+    if (!plain)
+        return;
+    static const struct {
+        int32_t nh, nkv, hd, n_rot;
+    } shapes[] = {{8, 2, 64, 64}, {4, 4, 128, 128}, {6, 2, 64, 32}, {2, 1, 256, 256}};
+    for (size_t di = 0; di < sizeof kv_types / sizeof kv_types[0]; di++)
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+            for (int variant = 0; variant < 4; variant++) {
+                const uint32_t dt = kv_types[di];
+                const int32_t nh = shapes[si].nh, nkv = shapes[si].nkv, hd = shapes[si].hd;
+                const int32_t n_rot = shapes[si].n_rot;
+                const int mode = variant & 1 ? LLM_ROPE_NEOX : 0, apart = variant == 3;
+                const int64_t n = variant == 2 ? 1 : 3;
+                float *ffv = rand_buf(n_rot / 2, 1, 8);
+                llm_tensor ff = {.dtype = LLM_DT_F32, .ne = {n_rot / 2, 1},
+                                 .row_bytes = (size_t)n_rot * 2, .data = ffv};
+                CHECK(gpu->prepare_weight(gbe_model, &ff) == LLM_OK);
+                const size_t cache_bytes = 16 * llm__dtype_row_size(dt, (int64_t)nkv * hd);
+                float *q0 = rand_buf(n * nh * hd, -2, 2), *k0 = rand_buf(n * nkv * hd, -2, 2);
+                float *v0 = rand_buf(n * nkv * hd, -2, 2);
+                void *a[4], *b[4];
+                const llm_tensor *f = variant == 1 ? NULL : &ff;
+                rope_kv_run(gbe, dt, nh, nkv, hd, n_rot, mode, f, n, q0, k0, v0, apart, a,
+                            cache_bytes);
+                rope_kv_run(plain, dt, nh, nkv, hd, n_rot, mode, f, n, q0, k0, v0, apart, b,
+                            cache_bytes);
+                const size_t len[4] = {(size_t)(n * nh * hd) * 4, (size_t)(n * nkv * hd) * 4,
+                                       cache_bytes, cache_bytes};
+                static const char *names[4] = {"q", "k", "cache k", "cache v"};
+                /* the rows were written at all: slot 7 (the first token's) is not zero */
+                const size_t rb = llm__dtype_row_size(dt, (int64_t)nkv * hd);
+                int written = 0;
+                for (size_t e = 0; e < rb; e++)
+                    written |= ((uint8_t *)a[2])[7 * rb + e] | ((uint8_t *)a[3])[7 * rb + e];
+                CHECK_MSG(written, "%s cache: the fused write left the row empty",
+                          llm__dtype_info(dt)->name);
+                for (int i = 0; i < 4; i++) {
+                    CHECK_MSG(memcmp(a[i], b[i], len[i]) == 0,
+                              "%s cache, %d/%d heads of %d, n_rot %d, variant %d: fused %s "
+                              "differs", llm__dtype_info(dt)->name, nh, nkv, hd, n_rot,
+                              variant, names[i]);
+                    free(a[i]), free(b[i]);
+                }
+                gpu->release_weight(gbe_model, &ff);
+                free(ffv), free(q0), free(k0), free(v0);
+            }
+    gpu->destroy(plain);
+}
+
 /* ---- errors ---------------------------------------------------------------------------- */
 
 static void test_errors(void)
@@ -938,6 +1026,7 @@ int main(void)
     RUN(test_batch_invariant);
     RUN(test_top_k);
     RUN(test_fused_ops);
+    RUN(test_fused_rope_kv);
     RUN(test_errors);
 #undef RUN
     gpu->destroy(gbe);
