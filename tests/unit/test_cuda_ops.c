@@ -775,7 +775,7 @@ static void test_batch_invariant(void)
 /* ---- deferred and fused ops ------------------------------------------------------------ */
 
 /* Buffers of one run of fused_layer: what each op wrote. */
-enum { F_X, F_H, F_Q, F_K, F_G, F_O, F_S, F_N };
+enum { F_X, F_H, F_Q, F_K, F_G, F_O, F_U, F_N };
 
 /* A decoder layer's element-wise ops and matmuls in the order the forward pass issues them,
  * plus pairs that cannot fuse (an add followed by something else than the norm of its
