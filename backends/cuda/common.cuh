@@ -84,6 +84,33 @@ static inline void act_stale(llm_backend *be)
     be->act_q8.valid = 0;
 }
 
+/* Whether the act buffer holds rows x (n of k, stride ldx) prepared in this mode. */
+static inline bool act_cached(const llm_backend *be, const float *x, int64_t ldx, int64_t k,
+                              int64_t n, int mode)
+{
+    return be->act_q8.valid && be->act_q8.x == x && be->act_q8.ldx == ldx &&
+           be->act_q8.k == k && be->act_q8.n == n && be->act_q8.mode == mode;
+}
+
+/* Records that the act buffer now holds rows x in this mode. */
+static inline void act_keep(llm_backend *be, const float *x, int64_t ldx, int64_t k, int64_t n,
+                            int mode)
+{
+    be->act_q8.x = x, be->act_q8.ldx = ldx, be->act_q8.k = k, be->act_q8.n = n;
+    be->act_q8.mode = mode, be->act_q8.valid = 1;
+}
+
+/* A product y (n rows of `rows`, stride ldy) written over the rows x it read leaves them
+ * stale for the next matmul. */
+static inline void act_written(llm_backend *be, const float *y, int64_t ldy, int64_t rows,
+                               const float *x, int64_t ldx, int64_t k, int64_t n)
+{
+    const char *xb = (const char *)x, *xe = (const char *)(x + (n - 1) * ldx + k);
+    const char *yb = (const char *)y, *ye = (const char *)(y + (n - 1) * ldy + rows);
+    if (yb < xe && xb < ye)
+        act_stale(be);
+}
+
 /* A prepared weight: the device copy of the tensor's bytes (extra points here). */
 typedef struct cu_weight {
     void *data;    /* rows of row_bytes, as in the file, then WEIGHT_PAD zero bytes */

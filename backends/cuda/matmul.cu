@@ -643,8 +643,7 @@ static int mv16(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, con
     /* the act buffer takes the converted activations, once for consecutive matmuls of the
      * same rows (act_q8 in common.cuh) */
     const int mode = t == LLM_DT_BF16 ? ACT_BF16 : ACT_F16;
-    const bool same = be->act_q8.valid && be->act_q8.x == x && be->act_q8.ldx == ldx &&
-                      be->act_q8.k == k && be->act_q8.n == n && be->act_q8.mode == mode;
+    const bool same = act_cached(be, x, ldx, k, n, mode);
     uint16_t *xh = (uint16_t *)cu_buffer(be, &be->act, &be->act_cap, (size_t)(n * k) * 2);
     if (!xh)
         return 1;
@@ -671,14 +670,9 @@ static int mv16(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, con
             act_stale(be);
             return 1;
         }
-        be->act_q8.x = x, be->act_q8.ldx = ldx, be->act_q8.k = k, be->act_q8.n = n;
-        be->act_q8.mode = mode, be->act_q8.valid = 1;
+        act_keep(be, x, ldx, k, n, mode);
     }
-    /* a product written over the rows it read leaves them stale for the next one */
-    const char *xb = (const char *)x, *xe = (const char *)(x + (n - 1) * ldx + k);
-    const char *yb = (const char *)y, *ye = (const char *)(y + (n - 1) * ldy + rows);
-    if (yb < xe && xb < ye)
-        act_stale(be);
+    act_written(be, y, ldy, rows, x, ldx, k, n);
     const size_t rb = w->row_bytes;
     const int nt = n < MATVEC_MAX_TOKENS ? (int)n : MATVEC_MAX_TOKENS;
 #define MV16_CASE(T)                                                                          \

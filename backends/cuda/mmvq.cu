@@ -618,8 +618,7 @@ int cu_mmvq(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, const u
     int8_t *q = (int8_t *)buf;
     float *d = (float *)(buf + qb);
     int *s = (int *)(buf + qb + db);
-    const bool same = be->act_q8.valid && be->act_q8.x == x && be->act_q8.ldx == ldx &&
-                      be->act_q8.k == k && be->act_q8.n == n && be->act_q8.mode == mode;
+    const bool same = act_cached(be, x, ldx, k, n, mode);
     if (!same) {
         const auto p = be->pend;
         if (p.kind == PEND_GLU && p.y == x && ldx == k && p.n == n * k) {
@@ -636,14 +635,9 @@ int cu_mmvq(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, const u
             act_stale(be);
             return 1;
         }
-        be->act_q8.x = x, be->act_q8.ldx = ldx, be->act_q8.k = k, be->act_q8.n = n;
-        be->act_q8.mode = mode, be->act_q8.valid = 1;
+        act_keep(be, x, ldx, k, n, mode);
     }
-    /* a product written over the rows it read leaves them stale for the next one */
-    const char *xb = (const char *)x, *xe = (const char *)(x + (n - 1) * ldx + k);
-    const char *yb = (const char *)y, *ye = (const char *)(y + (n - 1) * ldy + rows);
-    if (yb < xe && xb < ye)
-        act_stale(be);
+    act_written(be, y, ldy, rows, x, ldx, k, n);
     const size_t rb = w->row_bytes;
     switch (t) {
     case LLM_DT_Q4_0: mmvq<LLM_DT_Q4_0>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;

@@ -77,6 +77,18 @@ static double rel_err(const float *a, const float *b, int64_t n)
     return e;
 }
 
+/* A second GPU backend instance created with env var name set to value (NULL on failure,
+ * with a failed check). */
+static llm_backend *gpu_with_env(const char *name, const char *value)
+{
+    setenv(name, value, 1);
+    llm_backend *be = NULL;
+    llm_backend_config cfg = {0};
+    CHECK(gpu->create(&cfg, &be) == LLM_OK);
+    unsetenv(name);
+    return be;
+}
+
 /* ---- weights ------------------------------------------------------------------------- */
 
 static const uint32_t all_types[] = {LLM_DT_F32,  LLM_DT_F16,  LLM_DT_BF16, LLM_DT_Q4_0,
@@ -820,11 +832,7 @@ static void fused_layer(llm_backend *be, const llm_tensor *wn, const llm_tensor 
  * so that values stay far from the f16 range of the 8-bit blocks' scales. */
 static void test_fused_ops(void)
 {
-    setenv("LLM_CUDA_FUSE", "0", 1);
-    llm_backend *plain = NULL;
-    llm_backend_config cfg = {0};
-    CHECK(gpu->create(&cfg, &plain) == LLM_OK);
-    unsetenv("LLM_CUDA_FUSE");
+    llm_backend *plain = gpu_with_env("LLM_CUDA_FUSE", "0");
     if (!plain)
         return;
     static const struct {
@@ -912,11 +920,7 @@ static void rope_kv_run(llm_backend *be, uint32_t dt, int32_t nh, int32_t nkv, i
  * modes, partial rotation and frequency factors. */
 static void test_fused_rope_kv(void)
 {
-    setenv("LLM_CUDA_FUSE", "0", 1);
-    llm_backend *plain = NULL;
-    llm_backend_config cfg = {0};
-    CHECK(gpu->create(&cfg, &plain) == LLM_OK);
-    unsetenv("LLM_CUDA_FUSE");
+    llm_backend *plain = gpu_with_env("LLM_CUDA_FUSE", "0");
     if (!plain)
         return;
     static const struct {
