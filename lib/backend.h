@@ -16,7 +16,7 @@
 
 #include "dtype.h"
 
-#define LLM_BACKEND_ABI_VERSION 3
+#define LLM_BACKEND_ABI_VERSION 4
 
 /* Largest k of the top_k op. */
 #define LLM_TOP_K_MAX 256
@@ -70,6 +70,9 @@ typedef struct llm_attention_args {
     float scale;                /* applied to q·k */
     float softcap;              /* 0: none; else s = softcap * tanh(s / softcap) */
     int32_t window;             /* sliding window in tokens; 0: none */
+    /* maximal runs of consecutive queries of one sequence in the batch (a prompt of 512
+     * tokens: 1; 64 decoding sequences: 64); 0: not known. A hint for choosing a kernel. */
+    int32_t n_runs;
 } llm_attention_args;
 
 typedef struct llm_backend_config {

@@ -405,8 +405,10 @@ llm_status llm__context_decode(llm_context *c, const llm_batch *b)
     for (int32_t i0 = 0; i0 < b->n_tokens; i0 += c->n_batch) {
         const int32_t n = b->n_tokens - i0 < c->n_batch ? b->n_tokens - i0 : c->n_batch;
         int64_t n_out_ub = 0;
+        int32_t n_runs = 0;
         for (int32_t j = 0; j < n; j++) {
             const int32_t i = i0 + j, s = b->seq_ids ? b->seq_ids[i] : 0;
+            n_runs += j == 0 || s != c->seq[j - 1];
             c->tokens[j] = b->tokens[i];
             c->seq[j] = s;
             c->pos[j] = c->seq_len0[s] + c->seq_count[s]++;
@@ -423,7 +425,7 @@ llm_status llm__context_decode(llm_context *c, const llm_batch *b)
             c->ops->upload(c->be, d_out_rows, c->out_rows, (size_t)n_out_ub * sizeof(int32_t));
         }
         llm_ubatch step = {
-            .ops = c->ops, .be = c->be, .n = n, .tokens = d_tokens, .pos = d_pos,
+            .ops = c->ops, .be = c->be, .n = n, .n_runs = n_runs, .tokens = d_tokens, .pos = d_pos,
             .seq = d_seq, .slots = d_slots, .block_tables = d_tables,
             .max_blocks = max_blocks, .block_size = c->block_size,
             .kv = c->layers, .n_out = n_out_ub, .out_rows = d_out_rows,

@@ -65,6 +65,7 @@ typedef struct llm_ubatch {
     const struct llm_backend_ops *ops;
     llm_backend *be;
     int64_t n;                   /* tokens */
+    int32_t n_runs;              /* runs of consecutive tokens of one sequence */
     const int32_t *tokens;       /* [n] */
     const int32_t *pos;          /* [n] */
     const int32_t *seq;          /* [n] sequence ids (rows of the block tables) */

@@ -17,16 +17,6 @@
 #define ATT_KEYS 4
 #define ATT_PER_LANE (LLM_MAX_HEAD_DIM / LLM_WARP_SIZE)
 
-struct att_params {
-    float *out;
-    const float *q;
-    const char *k, *v;
-    size_t row_bytes, head_bytes; /* of a cache row, of one head in it */
-    const int32_t *q_pos, *q_seq, *block_tables;
-    int32_t n_head, group, head_dim, block_size, max_blocks, window;
-    float scale, softcap;
-};
-
 /* element d of one head of a cache row */
 template <int KT>
 static __device__ __forceinline__ float kv_at(const char *head, int d)
@@ -317,6 +307,8 @@ void cu_attention(llm_backend *be, const llm_attention_args *a)
     p.window = a->window;
     p.scale = a->scale;
     p.softcap = a->softcap;
+    if (cu_flash_attention(be, a, p))
+        return;
     const int per = kv->head_dim % LLM_WARP_SIZE == 0 ? kv->head_dim / LLM_WARP_SIZE : 0;
     if (kv->dtype == LLM_DT_F16)
         launch<LLM_DT_F16>(be, a->n_tokens, a->n_head, p.group, per, p);

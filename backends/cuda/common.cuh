@@ -64,6 +64,8 @@ struct llm_backend {
             int neox;
         } rope;
     } pend;
+    int cc;       /* compute capability, major * 10 + minor */
+    int no_flash; /* LLM_CUDA_FLASH=0: prompts through attention.cu's kernel too */
     int pdl;  /* start the decode kernels early (cu_launch); LLM_CUDA_PDL=0 turns it off */
     int fuse; /* FUSE_* bits: which deferrals are on (LLM_CUDA_FUSE, default all) */
     struct prof_state *prof; /* LLM_CUDA_PROFILE: per-op event timings */
@@ -312,7 +314,19 @@ static inline size_t kv_bytes(uint32_t dtype, int64_t n)
     return 0;
 }
 
-/* ops defined in matmul.cu, attention.cu and topk.cu */
+/* What an attention kernel needs (attention.cu, flash.cu): the llm_attention_args with the
+ * cache's row geometry worked out and group = query heads per KV head. */
+struct att_params {
+    float *out;
+    const float *q;
+    const char *k, *v;
+    size_t row_bytes, head_bytes; /* of a cache row, of one head in it */
+    const int32_t *q_pos, *q_seq, *block_tables;
+    int32_t n_head, group, head_dim, block_size, max_blocks, window;
+    float scale, softcap;
+};
+
+/* ops defined in matmul.cu, attention.cu, flash.cu and topk.cu */
 HIDDEN int cu_dtype_supported(uint32_t t);
 HIDDEN void cu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w,
                       const float *x, int64_t ldx, int64_t n);
@@ -326,6 +340,10 @@ HIDDEN int cu_mmvq(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w,
 HIDDEN void cu_get_rows(llm_backend *be, float *y, const llm_tensor *w, const int32_t *ids,
                         int64_t n);
 HIDDEN void cu_attention(llm_backend *be, const llm_attention_args *a);
+/* flash.cu: attention of long runs of queries of one sequence (prompts) on tensor cores;
+ * 0 when the arguments are not ones it takes (the caller then uses attention.cu's kernel) */
+HIDDEN int cu_flash_attention(llm_backend *be, const llm_attention_args *a,
+                              const att_params &p);
 /* norm.cu: RMS norm of rows of dim, y = x / rms(x) * w (w may be NULL). With a set, x is
  * first computed as a + b and written (the residual add before the norm), for the dims
  * cu_norm_fusable takes. y may be b, x may be a. */

@@ -742,6 +742,92 @@ static void test_attention(void)
     gpu->destroy(gbe_inv);
 }
 
+/* Prompts through the tensor-core kernel (flash.cu): three sequences, one starting at 0
+ * (100 tokens), one continuing at 37 (33 tokens, earlier keys already cached), one of 19;
+ * in order, or (shuffled) in any order with n_runs claiming one run, so that blocks take
+ * several sequences in turn. Q and the probabilities are rounded to 16 bits there, hence
+ * the wider tolerance than attention_case's; the f32 kernel (LLM_CUDA_FLASH=0) must still
+ * give its 1e-5, and a result that equals it bit for bit means the kernel did not run. */
+static llm_backend *gbe_noflash;
+static void flash_case(uint32_t dtype, int32_t n_head, int32_t n_kv, int32_t hd, int32_t window,
+                       float softcap, int shuffled)
+{
+    kv_pair p = kv_make(dtype, n_kv, hd);
+    int32_t tables[3 * MAX_BLOCKS], perm[N_BLOCKS];
+    for (int i = 0; i < N_BLOCKS; i++)
+        perm[i] = i;
+    for (int i = N_BLOCKS - 1; i > 0; i--) {
+        int j = (int)(test_rand_u64(&rng) % (unsigned)(i + 1)), t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    memcpy(tables, perm, sizeof tables);
+    enum { N = 100 + 33 + 19 };
+    int32_t q_seq[N], q_pos[N];
+    for (int i = 0; i < N; i++) {
+        q_seq[i] = i < 100 ? 0 : i < 133 ? 1 : 2;
+        q_pos[i] = i < 100 ? i : i < 133 ? 37 + i - 100 : i - 133;
+    }
+    for (int i = N - 1; shuffled && i > 0; i--) {
+        int j = (int)(test_rand_u64(&rng) % (unsigned)(i + 1)), t = q_seq[i];
+        q_seq[i] = q_seq[j], q_seq[j] = t;
+        t = q_pos[i], q_pos[i] = q_pos[j], q_pos[j] = t;
+    }
+    const int64_t H = (int64_t)n_head * hd;
+    float *q = rand_buf(N * H, -1, 1), *oc = malloc((size_t)(N * H) * 4);
+    float *dq = dev_copy(q, (size_t)(N * H) * 4), *dout = dev_poisoned(N * H);
+    float *dout0 = dev_poisoned(N * H);
+    int32_t *dseq = dev_copy(q_seq, sizeof q_seq), *dpos = dev_copy(q_pos, sizeof q_pos);
+    int32_t *dtab = dev_copy(tables, sizeof tables);
+    llm_attention_args a = {
+        .out = dout, .q = dq, .kv = &p.dev, .n_tokens = N, .n_head = n_head, .block_size = BS,
+        .q_pos = dpos, .q_seq = dseq, .block_tables = dtab, .max_blocks = MAX_BLOCKS,
+        .scale = 1.0f / sqrtf((float)hd), .softcap = softcap, .window = window,
+        .n_runs = shuffled ? 1 : 3,
+    };
+    gpu->attention(gbe, &a);
+    CHECK(gpu->synchronize(gbe) == LLM_OK);
+    llm_attention_args a0 = a;
+    a0.out = dout0;
+    gpu->attention(gbe_noflash, &a0);
+    CHECK(gpu->synchronize(gbe_noflash) == LLM_OK);
+    llm_attention_args ac = a;
+    ac.out = oc, ac.q = q, ac.kv = &p.host, ac.q_pos = q_pos, ac.q_seq = q_seq;
+    ac.block_tables = tables;
+    cpu->attention(cbe, &ac);
+    float *o = host_copy(dout, (size_t)(N * H) * 4), *o0 = host_copy(dout0, (size_t)(N * H) * 4);
+    const double e = rel_err(o, oc, N * H), e0 = rel_err(o0, oc, N * H);
+    const double tol = dtype == LLM_DT_BF16 ? 8e-3 : 2e-3;
+    printf("  flash type %u heads %d/%d dim %d window %d softcap %g%s: %.3g (f32 kernel %.3g)\n",
+           dtype, n_head, n_kv, hd, window, softcap, shuffled ? " shuffled" : "", e, e0);
+    CHECK_MSG(e < tol && e0 < 1e-5, "flash attention type %u heads %d/%d dim %d window %d "
+              "softcap %g: %.3g (f32 kernel %.3g)", dtype, n_head, n_kv, hd, window, softcap, e,
+              e0);
+    CHECK_MSG(memcmp(o, o0, (size_t)(N * H) * 4) != 0, "flash attention type %u dim %d: the "
+              "same bits as the f32 kernel (not run?)", dtype, hd);
+    kv_free(&p);
+    gpu->free(gbe, dq), gpu->free(gbe, dout), gpu->free(gbe, dout0), gpu->free(gbe, dseq);
+    gpu->free(gbe, dpos), gpu->free(gbe, dtab);
+    free(q), free(oc), free(o), free(o0);
+}
+
+static void test_flash_attention(void)
+{
+    gbe_noflash = gpu_with_env("LLM_CUDA_FLASH", "0");
+    if (!gbe_noflash)
+        return;
+    for (size_t i = 0; i < sizeof kv_types / sizeof kv_types[0]; i++) {
+        const uint32_t t = kv_types[i];
+        flash_case(t, 9, 3, 64, 0, 0.0f, 0);    /* SmolLM2's shape: one head per block */
+        flash_case(t, 32, 8, 128, 0, 0.0f, 0);  /* Llama 3 8B's: four heads per block */
+        flash_case(t, 4, 1, 256, 0, 0.0f, 0);   /* Gemma 3 270M's */
+        flash_case(t, 4, 1, 256, 40, 0.0f, 0);  /* its sliding-window layers */
+        flash_case(t, 8, 4, 128, 20, 30.0f, 0); /* two heads per block, window, soft-capping */
+        flash_case(t, 14, 2, 64, 0, 0.0f, 1);   /* any order of tokens */
+        flash_case(t, 8, 2, 128, 25, 50.0f, 1);
+    }
+    gpu->destroy(gbe_noflash);
+}
+
 /* ---- batch invariance ------------------------------------------------------------------ */
 
 /* With LLM_CUDA_BATCH_INVARIANT=1 a token's matmul result is the same bits whether it is
@@ -1027,6 +1113,7 @@ int main(void)
     RUN(test_moe);
     RUN(test_kv_write_copy);
     RUN(test_attention);
+    RUN(test_flash_attention);
     RUN(test_batch_invariant);
     RUN(test_top_k);
     RUN(test_fused_ops);
