@@ -3,18 +3,22 @@
  *
  * One block per (query token, head), or per (query token, up to 4 heads of one KV head)
  * when the batch is large enough (see launch). Its warps split the query's keys between
- * them (key kp goes to warp (kp / ATT_KEYS) mod the block's warps); each warp keeps, in
- * the manner of flash attention, a running maximum, a running sum and an f32 accumulator
- * of the value rows, its lanes holding interleaved elements of the head. The block then
- * merges its warps' partial results. Keys are found through the sequence's block table, so
- * a sequence's cache is never gathered; grouped-query heads share a KV head by index
- * (h / group). */
+ * them (key kp goes to warp (kp / AK) mod the block's warps, AK keys per step, their key
+ * and value rows loaded together); each warp keeps, in the manner of flash attention, a
+ * running maximum, a running sum and an f32 accumulator of the value rows, its lanes
+ * holding interleaved elements of the head. The block then merges its warps' partial
+ * results. Keys are found through the sequence's block table, so a sequence's cache is
+ * never gathered; grouped-query heads share a KV head by index (h / group). */
 #include <math.h>
 
 #include "common.cuh"
 
 #define ATT_WARPS 4
+#define ATT_WIDE 16
+/* keys per warp step: ATT_KEYS in the variants that must give the same bits (grouped heads
+ * or not), ATT_KEYS_WIDE in the wide one for few queries (more loads in flight) */
 #define ATT_KEYS 4
+#define ATT_KEYS_WIDE 8
 #define ATT_PER_LANE (LLM_MAX_HEAD_DIM / LLM_WARP_SIZE)
 
 /* element d of one head of a cache row */
@@ -67,7 +71,7 @@ static __device__ __forceinline__ void kv_lane(const char *head, int lane, float
  * read with vector loads; PER == 0: any width, lane l holds elements l, l + 32, ...
  * GM: query heads per block, all of one KV head (grouped-query attention), so that each key
  * and value row is read once for GM heads; every head's arithmetic is the same as alone. */
-template <int KT, int PER, int GM, int W>
+template <int KT, int PER, int GM, int W, int AK>
 static __global__ void __launch_bounds__(W *LLM_WARP_SIZE) k_attention(att_params a)
 {
     LLM_PDL_WAIT();
@@ -97,13 +101,14 @@ static __global__ void __launch_bounds__(W *LLM_WARP_SIZE) k_attention(att_param
         m[g] = -INFINITY;
         l[g] = 0.0f;
     }
-    /* each warp takes ATT_KEYS consecutive keys at a time, so that their loads and their
+    /* each warp takes AK consecutive keys at a time, so that their loads and their
      * reductions overlap */
-    for (int32_t k0 = p0 + warp * ATT_KEYS; k0 <= p; k0 += W * ATT_KEYS) {
-        float s[GM][ATT_KEYS];
-        const char *vr[ATT_KEYS];
+    for (int32_t k0 = p0 + warp * AK; k0 <= p; k0 += W * AK) {
+        float s[GM][AK];
+        const char *vr[AK];
+        float vv[VEC ? AK : 1][NJ]; /* the value rows, loaded with the keys */
 #pragma unroll
-        for (int u = 0; u < ATT_KEYS; u++) {
+        for (int u = 0; u < AK; u++) {
             const int32_t kp = k0 + u <= p ? k0 + u : p;
             const int64_t slot =
                 (int64_t)bt[kp / a.block_size] * a.block_size + kp % a.block_size;
@@ -115,6 +120,7 @@ static __global__ void __launch_bounds__(W *LLM_WARP_SIZE) k_attention(att_param
             if constexpr (VEC) {
                 float kv[NJ];
                 kv_lane<KT, NJ>(kr, lane, kv);
+                kv_lane<KT, NJ>(vr[u], lane, vv[u]);
 #pragma unroll
                 for (int g = 0; g < GM; g++)
 #pragma unroll
@@ -138,14 +144,14 @@ static __global__ void __launch_bounds__(W *LLM_WARP_SIZE) k_attention(att_param
 #pragma unroll
             for (int g = 0; g < GM; g++)
 #pragma unroll
-                for (int u = 0; u < ATT_KEYS; u++)
+                for (int u = 0; u < AK; u++)
                     s[g][u] = __fadd_rn(s[g][u], LLM_SHFL_XOR(s[g][u], o));
-        float e[GM][ATT_KEYS];
+        float e[GM][AK];
 #pragma unroll
         for (int g = 0; g < GM; g++) {
             float m_new = m[g];
 #pragma unroll
-            for (int u = 0; u < ATT_KEYS; u++) {
+            for (int u = 0; u < AK; u++) {
                 s[g][u] = __fmul_rn(s[g][u], a.scale);
                 if (a.softcap > 0.0f)
                     s[g][u] = __fmul_rn(a.softcap, tanhf(__fdiv_rn(s[g][u], a.softcap)));
@@ -158,24 +164,22 @@ static __global__ void __launch_bounds__(W *LLM_WARP_SIZE) k_attention(att_param
             for (int j = 0; j < NJ; j++)
                 acc[g][j] = __fmul_rn(acc[g][j], corr);
 #pragma unroll
-            for (int u = 0; u < ATT_KEYS; u++) {
+            for (int u = 0; u < AK; u++) {
                 e[g][u] = k0 + u <= p ? expf(__fsub_rn(s[g][u], m_new)) : 0.0f;
                 l[g] = __fadd_rn(l[g], e[g][u]);
             }
             m[g] = m_new;
         }
 #pragma unroll
-        for (int u = 0; u < ATT_KEYS; u++) {
+        for (int u = 0; u < AK; u++) {
             if (k0 + u > p)
                 break;
             if constexpr (VEC) {
-                float vv[NJ];
-                kv_lane<KT, NJ>(vr[u], lane, vv);
 #pragma unroll
                 for (int g = 0; g < GM; g++)
 #pragma unroll
                     for (int j = 0; j < NJ; j++)
-                        acc[g][j] = __fmaf_rn(e[g][u], vv[j], acc[g][j]);
+                        acc[g][j] = __fmaf_rn(e[g][u], vv[u][j], acc[g][j]);
             } else {
 #pragma unroll
                 for (int j = 0; j < NJ; j++) {
@@ -233,17 +237,23 @@ static __global__ void __launch_bounds__(W *LLM_WARP_SIZE) k_attention(att_param
 #undef DIM
 }
 
-template <int KT, int GM, int W>
-static void launch_g(llm_backend *be, dim3 grid, int per, const att_params &p)
+template <int KT, int GM, int W, int AK>
+static void launch_k(llm_backend *be, dim3 grid, int per, const att_params &p)
 {
     const int threads = W * LLM_WARP_SIZE;
     switch (LLM_WARP_SIZE == 32 ? per : 0) {
-    case 2: cu_launch(be, k_attention<KT, 2, GM, W>, grid, threads, 0, p); break;
-    case 4: cu_launch(be, k_attention<KT, 4, GM, W>, grid, threads, 0, p); break;
-    case 8: cu_launch(be, k_attention<KT, 8, GM, W>, grid, threads, 0, p); break;
-    case 16: cu_launch(be, k_attention<KT, 16, GM, W>, grid, threads, 0, p); break;
-    default: cu_launch(be, k_attention<KT, 0, GM, W>, grid, threads, 0, p); break;
+    case 2: cu_launch(be, k_attention<KT, 2, GM, W, AK>, grid, threads, 0, p); break;
+    case 4: cu_launch(be, k_attention<KT, 4, GM, W, AK>, grid, threads, 0, p); break;
+    case 8: cu_launch(be, k_attention<KT, 8, GM, W, AK>, grid, threads, 0, p); break;
+    case 16: cu_launch(be, k_attention<KT, 16, GM, W, AK>, grid, threads, 0, p); break;
+    default: cu_launch(be, k_attention<KT, 0, GM, W, AK>, grid, threads, 0, p); break;
     }
+}
+
+template <int KT, int GM, int W>
+static void launch_g(llm_backend *be, dim3 grid, int per, const att_params &p)
+{
+    launch_k<KT, GM, W, W == ATT_WIDE ? ATT_KEYS_WIDE : ATT_KEYS>(be, grid, per, p);
 }
 
 /* The split of the work, by the size of the batch:
@@ -256,7 +266,6 @@ static void launch_g(llm_backend *be, dim3 grid, int per, const att_params &p)
  *    depend on its batch;
  *  - else ATT_WARPS warps per (query, head). */
 #define ATT_GROUP 4
-#define ATT_WIDE 16
 
 template <int KT>
 static void launch(llm_backend *be, int64_t n_tokens, int n_head, int group, int per,
