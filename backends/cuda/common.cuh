@@ -65,13 +65,15 @@ struct llm_backend {
         } rope;
     } pend;
     int cc;       /* compute capability, major * 10 + minor */
-    int no_flash; /* LLM_CUDA_FLASH=0: prompts through attention.cu's kernel too */
+    int flash;    /* FLASH_* bits: tensor-core attention (flash.cu) for prompts (default), for
+                   * decode batches (LLM_CUDA_FLASH=3; slower for now); 0: attention.cu's only */
     int pdl;  /* start the decode kernels early (cu_launch); LLM_CUDA_PDL=0 turns it off */
     int fuse; /* FUSE_* bits: which deferrals are on (LLM_CUDA_FUSE, default all) */
     struct prof_state *prof; /* LLM_CUDA_PROFILE: per-op event timings */
 };
 
 enum { PEND_NONE, PEND_ADD, PEND_GLU, PEND_ROPE };
+enum { FLASH_PROMPT = 1, FLASH_DECODE = 2, FLASH_ALL = 3 };
 enum { FUSE_ADD_NORM = 1, FUSE_GLU_Q8 = 2, FUSE_ROPE_KV = 4, FUSE_ALL = 7 };
 
 /* Launches the deferred op, if any (cuda.cu). */

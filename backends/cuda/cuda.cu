@@ -101,7 +101,7 @@ static llm_status cu_create(const llm_backend_config *cfg, llm_backend **out)
     be->n_sm = prop.multiProcessorCount;
     be->cc = prop.major * 10 + prop.minor;
     const char *flash = getenv("LLM_CUDA_FLASH");
-    be->no_flash = flash && strcmp(flash, "0") == 0;
+    be->flash = flash && *flash ? (int)strtol(flash, NULL, 0) & FLASH_ALL : FLASH_PROMPT;
     const char *inv = getenv("LLM_CUDA_BATCH_INVARIANT");
     be->batch_invariant = inv && *inv && strcmp(inv, "0") != 0;
     const char *nomq = getenv("LLM_CUDA_NO_MMVQ");

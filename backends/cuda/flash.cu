@@ -302,6 +302,174 @@ static void flash_dims(llm_backend *be, const att_params &p, int64_t n_tokens)
     else
         flash_heads<KT, 256>(be, p, n_tokens);
 }
+
+/* ---- decode batches -------------------------------------------------------------------
+ * One warp per (query token, KV head): the group's query heads are the rows of a 16-row
+ * tile (rows past the group are zero), so a key tile serves them all in one product. Key
+ * tiles of 16 rows start at multiples of 16, so each lies in one cache block (block_size
+ * is a multiple of 16) and is read by WMMA straight from the cache with the row stride as
+ * leading dimension; the tile that holds the query's own position is copied to shared
+ * memory with the rows after it zeroed (slots not yet written may hold anything, and a
+ * zero probability times a NaN is NaN). The accumulator stays in registers: each row's
+ * rescaling finds the rows of a fragment's elements through a fragment loaded from a
+ * matrix of row numbers. */
+#define FD_WARPS 4
+
+template <int D> struct fd_shape {
+    static constexpr int LDQ = D + 8, LDS = 16 + 4, LDP = 16 + 8, LDO = D + 4;
+    /* per warp: Q and the staged value tile side by side (the output staging reuses them),
+     * scores, probabilities, row factors */
+    static constexpr size_t QV = (size_t)2 * 16 * LDQ * 2;
+    static constexpr size_t bytes = QV + 16 * LDS * 4 + 16 * LDP * 2 + 16 * 4;
+    static_assert(16 * LDO * 4 <= QV, "output staging fits");
+};
+
+template <int KT, int D>
+static __global__ void __launch_bounds__(FD_WARPS *LLM_WARP_SIZE)
+    k_flash_decode(att_params a, int64_t n_tokens)
+{
+    LLM_PDL_WAIT();
+    LLM_PDL_TRIGGER();
+#if __CUDA_ARCH__ >= 800
+    typedef flash_type<KT> F;
+    typedef typename F::T T;
+    typedef fd_shape<D> S;
+    constexpr int LDQ = S::LDQ, LDS = S::LDS, LDP = S::LDP, LDO = S::LDO;
+    __shared__ __align__(128) char smem[FD_WARPS * S::bytes];
+    __shared__ __align__(32) float s_rows[16 * 16];
+    const int lane = threadIdx.x % LLM_WARP_SIZE, warp = threadIdx.x / LLM_WARP_SIZE;
+    for (int i = threadIdx.x; i < 256; i += blockDim.x)
+        s_rows[i] = (float)(i / 16);
+    char *ws = smem + warp * S::bytes;
+    T *qw = (T *)ws, *vw = qw + 16 * LDQ;
+    float *sw = (float *)(ws + S::QV);
+    T *pw = (T *)(sw + 16 * LDS);
+    float *cw = (float *)(pw + 16 * LDP);
+    __syncthreads();
+    const int64_t item = (int64_t)blockIdx.x * FD_WARPS + warp;
+    const int n_kv = a.n_head / a.group;
+    if (item >= n_tokens * n_kv)
+        return; /* the whole warp; no block-wide barrier follows */
+    const int64_t t = item / n_kv;
+    const int kh = (int)(item % n_kv), g = a.group;
+    const int p = a.q_pos[t];
+    const int p0 = a.window > 0 && p - a.window + 1 > 0 ? p - a.window + 1 : 0;
+    const int32_t *bt = a.block_tables + (int64_t)a.q_seq[t] * a.max_blocks;
+    const int ld = (int)(a.row_bytes / 2); /* elements between cache rows */
+    for (int i = lane; i < 16 * D; i += LLM_WARP_SIZE) {
+        const int r = i / D, d = i % D;
+        qw[r * LDQ + d] =
+            F::of(r < g ? a.q[(t * a.n_head + kh * g + r) * D + d] * a.scale : 0.0f);
+    }
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> fo[D / 16], fs, frow;
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fk;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fv;
+    wmma::load_matrix_sync(frow, s_rows, 16, wmma::mem_row_major);
+#pragma unroll
+    for (int j = 0; j < D / 16; j++)
+        wmma::fill_fragment(fo[j], 0.0f);
+    __syncwarp();
+    const int r = lane / 2, half = lane % 2;
+    float m = -INFINITY, l = 0.0f;
+    for (int k0 = p0 / 16 * 16; k0 <= p; k0 += 16) {
+        const int64_t slot = (int64_t)bt[k0 / a.block_size] * a.block_size + k0 % a.block_size;
+        const T *kt = (const T *)(a.k + slot * a.row_bytes + kh * a.head_bytes);
+        const T *vt = (const T *)(a.v + slot * a.row_bytes + kh * a.head_bytes);
+        const bool last = k0 + 15 > p;
+        if (last) { /* rows up to p, then zeros */
+            for (int i = lane; i < 16 * (D / 8); i += LLM_WARP_SIZE) {
+                const int kr = i / (D / 8), c = i % (D / 8);
+                uint4 u = make_uint4(0, 0, 0, 0);
+                if (k0 + kr <= p)
+                    u = ((const uint4 *)(vt + (int64_t)kr * ld))[c];
+                ((uint4 *)(vw + kr * LDQ))[c] = u;
+            }
+        }
+        wmma::fill_fragment(fs, 0.0f);
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            wmma::load_matrix_sync(fa, qw + kk * 16, LDQ);
+            wmma::load_matrix_sync(fk, kt + kk * 16, ld);
+            wmma::mma_sync(fs, fa, fk, fs);
+        }
+        wmma::store_matrix_sync(sw, fs, LDS, wmma::mem_row_major);
+        __syncwarp();
+        float sv[8], mx = -INFINITY;
+#pragma unroll
+        for (int c = 0; c < 8; c++) {
+            const int kp = k0 + half * 8 + c;
+            float x = sw[r * LDS + half * 8 + c];
+            if (a.softcap > 0.0f)
+                x = a.softcap * tanhf(x / a.softcap);
+            sv[c] = r >= g || kp < p0 || kp > p ? -INFINITY : x;
+            mx = fmaxf(mx, sv[c]);
+        }
+        mx = fmaxf(mx, LLM_SHFL_XOR(mx, 1));
+        const float mn = fmaxf(m, mx);
+        const float corr = mn == -INFINITY ? 1.0f : expf(m - mn);
+        float sum = 0.0f;
+#pragma unroll
+        for (int c = 0; c < 8; c++) {
+            const T e = F::of(sv[c] == -INFINITY ? 0.0f : expf(sv[c] - mn));
+            pw[r * LDP + half * 8 + c] = e;
+            sum += F::to(e);
+        }
+        sum += LLM_SHFL_XOR(sum, 1);
+        l = l * corr + sum;
+        m = mn;
+        if (half == 0)
+            cw[r] = corr;
+        __syncwarp();
+        float cr[frow.num_elements];
+#pragma unroll
+        for (int i = 0; i < frow.num_elements; i++)
+            cr[i] = cw[(int)frow.x[i]];
+        wmma::load_matrix_sync(fa, pw, LDP);
+#pragma unroll
+        for (int j = 0; j < D / 16; j++) {
+#pragma unroll
+            for (int i = 0; i < fo[j].num_elements; i++)
+                fo[j].x[i] *= cr[i];
+            if (last)
+                wmma::load_matrix_sync(fv, vw + j * 16, LDQ);
+            else
+                wmma::load_matrix_sync(fv, vt + j * 16, ld);
+            wmma::mma_sync(fo[j], fa, fv, fo[j]);
+        }
+        __syncwarp(); /* before the next tile overwrites the scores and probabilities */
+    }
+    /* out = accumulator / sum for the group's rows */
+    if (half == 0)
+        cw[r] = l > 0.0f ? 1.0f / l : 0.0f;
+    __syncwarp();
+    float *ow = (float *)ws; /* over Q and the value tile, no longer read */
+#pragma unroll
+    for (int j = 0; j < D / 16; j++) {
+#pragma unroll
+        for (int i = 0; i < fo[j].num_elements; i++)
+            fo[j].x[i] *= cw[(int)frow.x[i]];
+        wmma::store_matrix_sync(ow + j * 16, fo[j], LDO, wmma::mem_row_major);
+    }
+    __syncwarp();
+    for (int rr = 0; rr < g; rr++) {
+        float *o = a.out + (t * a.n_head + kh * g + rr) * D;
+        for (int d = lane; d < D; d += LLM_WARP_SIZE)
+            o[d] = ow[rr * LDO + d];
+    }
+#endif
+}
+
+template <int KT>
+static void flash_decode_launch(llm_backend *be, const att_params &p, int64_t n_tokens)
+{
+    const int64_t items = n_tokens * (p.n_head / p.group);
+    const unsigned grid = (unsigned)((items + FD_WARPS - 1) / FD_WARPS);
+    if (p.head_dim == 64)
+        cu_launch(be, k_flash_decode<KT, 64>, grid, FD_WARPS * LLM_WARP_SIZE, 0, p, n_tokens);
+    else
+        cu_launch(be, k_flash_decode<KT, 128>, grid, FD_WARPS * LLM_WARP_SIZE, 0, p, n_tokens);
+}
 #endif
 
 /* Runs of at least this many queries of one sequence on average (prompts) go to the
@@ -311,7 +479,21 @@ static void flash_dims(llm_backend *be, const att_params &p, int64_t n_tokens)
 int cu_flash_attention(llm_backend *be, const llm_attention_args *a, const att_params &p)
 {
 #if FLASH_WMMA
-    if (be->batch_invariant || be->cc < 80 || be->no_flash || a->n_runs <= 0 ||
+    if (be->batch_invariant || be->cc < 80)
+        return 0;
+    const int64_t n_kv = p.n_head / p.group;
+    if ((be->flash & FLASH_DECODE) && a->kv->dtype != LLM_DT_Q8_0 &&
+        (p.head_dim == 64 || p.head_dim == 128) && p.group <= 16 && p.block_size % 16 == 0 &&
+        a->n_tokens * n_kv >= (int64_t)be->n_sm &&
+        (a->n_runs <= 0 || a->n_tokens < (int64_t)FLASH_MIN_RUN * a->n_runs)) {
+        if (a->kv->dtype == LLM_DT_F16)
+            flash_decode_launch<LLM_DT_F16>(be, p, a->n_tokens);
+        else
+            flash_decode_launch<LLM_DT_BF16>(be, p, a->n_tokens);
+        CU_LAUNCHED(be, "flash attention (decode)");
+        return 1;
+    }
+    if (!(be->flash & FLASH_PROMPT) || a->n_runs <= 0 ||
         a->n_tokens < (int64_t)FLASH_MIN_RUN * a->n_runs ||
         (p.head_dim != 64 && p.head_dim != 128 && p.head_dim != 256))
         return 0;

@@ -651,8 +651,9 @@ static void test_kv_write_copy(void)
 /* reps > 1 repeats the batch of 10 queries (new query vectors) reps times: enough blocks
  * for the kernel that takes the query heads of a KV head together; its results must then
  * have the same bits as one query at a time in batch-invariant mode (each head alone, the
- * same warps; outside that mode a lone query takes a wider split of its keys). */
-static llm_backend *gbe_inv;
+ * same warps; outside that mode a lone query takes a wider split of its keys). Run on a
+ * backend with the tensor-core kernels off (flash.cu: tested below). */
+static llm_backend *gbe_inv, *gbe_noflash;
 static void attention_case(uint32_t dtype, int32_t n_head, int32_t n_kv, int32_t hd,
                            int32_t window, float softcap, int reps)
 {
@@ -682,8 +683,8 @@ static void attention_case(uint32_t dtype, int32_t n_head, int32_t n_kv, int32_t
         .q_pos = dpos, .q_seq = dseq, .block_tables = dtab, .max_blocks = MAX_BLOCKS,
         .scale = 1.0f / sqrtf((float)hd), .softcap = softcap, .window = window,
     };
-    gpu->attention(gbe, &a);
-    CHECK(gpu->synchronize(gbe) == LLM_OK);
+    gpu->attention(gbe_noflash, &a);
+    CHECK(gpu->synchronize(gbe_noflash) == LLM_OK);
     llm_attention_args ac = a;
     ac.out = oc, ac.q = q, ac.kv = &p.host, ac.q_pos = q_pos, ac.q_seq = q_seq;
     ac.block_tables = tables;
@@ -717,11 +718,9 @@ static void attention_case(uint32_t dtype, int32_t n_head, int32_t n_kv, int32_t
 
 static void test_attention(void)
 {
-    setenv("LLM_CUDA_BATCH_INVARIANT", "1", 1);
-    llm_backend_config cfg = {0};
-    CHECK(gpu->create(&cfg, &gbe_inv) == LLM_OK);
-    unsetenv("LLM_CUDA_BATCH_INVARIANT");
-    if (!gbe_inv)
+    gbe_inv = gpu_with_env("LLM_CUDA_BATCH_INVARIANT", "1");
+    gbe_noflash = gpu_with_env("LLM_CUDA_FLASH", "0");
+    if (!gbe_inv || !gbe_noflash)
         return;
     for (size_t i = 0; i < sizeof kv_types / sizeof kv_types[0]; i++) {
         const uint32_t t = kv_types[i];
@@ -740,6 +739,7 @@ static void test_attention(void)
     attention_case(LLM_DT_F16, 8, 2, 80, 0, 0.0f, 30);
     attention_case(LLM_DT_BF16, 14, 2, 64, 0, 0.0f, 30); /* 7 per KV head: two blocks of them */
     gpu->destroy(gbe_inv);
+    gpu->destroy(gbe_noflash);
 }
 
 /* Prompts through the tensor-core kernel (flash.cu): three sequences, one starting at 0
@@ -748,7 +748,6 @@ static void test_attention(void)
  * several sequences in turn. Q and the probabilities are rounded to 16 bits there, hence
  * the wider tolerance than attention_case's; the f32 kernel (LLM_CUDA_FLASH=0) must still
  * give its 1e-5, and a result that equals it bit for bit means the kernel did not run. */
-static llm_backend *gbe_noflash;
 static void flash_case(uint32_t dtype, int32_t n_head, int32_t n_kv, int32_t hd, int32_t window,
                        float softcap, int shuffled)
 {
@@ -810,6 +809,77 @@ static void flash_case(uint32_t dtype, int32_t n_head, int32_t n_kv, int32_t hd,
     free(q), free(oc), free(o), free(o0);
 }
 
+/* Decode batches through the tensor-core kernel (on with LLM_CUDA_FLASH=3): 160 queries,
+ * each of a random one of three sequences (150, 40 and 100 tokens cached) at a random
+ * position; the cache slots after each sequence's tokens hold NaN, which must not reach
+ * any output. */
+static llm_backend *gbe_decode;
+static void flash_decode_case(uint32_t dtype, int32_t n_head, int32_t n_kv, int32_t hd,
+                              int32_t window, float softcap)
+{
+    kv_pair p = kv_make(dtype, n_kv, hd);
+    int32_t tables[3 * MAX_BLOCKS], perm[N_BLOCKS];
+    for (int i = 0; i < N_BLOCKS; i++)
+        perm[i] = i;
+    for (int i = N_BLOCKS - 1; i > 0; i--) {
+        int j = (int)(test_rand_u64(&rng) % (unsigned)(i + 1)), t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    memcpy(tables, perm, sizeof tables);
+    static const int32_t len[3] = {150, 40, 100};
+    const size_t rb = llm__dtype_row_size(dtype, (int64_t)n_kv * hd);
+    for (int sq = 0; sq < 3; sq++)
+        for (int32_t pos = len[sq]; pos < MAX_BLOCKS * BS; pos++) {
+            const int64_t slot = (int64_t)tables[sq * MAX_BLOCKS + pos / BS] * BS + pos % BS;
+            memset((char *)p.host.k + slot * rb, 0xff, rb); /* NaN in f16 and bf16 */
+            memset((char *)p.host.v + slot * rb, 0xff, rb);
+        }
+    gpu->upload(gbe, p.dev.k, p.host.k, p.bytes);
+    gpu->upload(gbe, p.dev.v, p.host.v, p.bytes);
+    CHECK(gpu->synchronize(gbe) == LLM_OK);
+    enum { N = 160 };
+    int32_t q_seq[N], q_pos[N];
+    for (int i = 0; i < N; i++) {
+        q_seq[i] = (int32_t)(test_rand_u64(&rng) % 3);
+        q_pos[i] = (int32_t)(test_rand_u64(&rng) % (uint64_t)len[q_seq[i]]);
+    }
+    const int64_t H = (int64_t)n_head * hd;
+    float *q = rand_buf(N * H, -1, 1), *oc = malloc((size_t)(N * H) * 4);
+    float *dq = dev_copy(q, (size_t)(N * H) * 4), *dout = dev_poisoned(N * H);
+    float *dout0 = dev_poisoned(N * H);
+    int32_t *dseq = dev_copy(q_seq, sizeof q_seq), *dpos = dev_copy(q_pos, sizeof q_pos);
+    int32_t *dtab = dev_copy(tables, sizeof tables);
+    llm_attention_args a = {
+        .out = dout, .q = dq, .kv = &p.dev, .n_tokens = N, .n_head = n_head, .block_size = BS,
+        .q_pos = dpos, .q_seq = dseq, .block_tables = dtab, .max_blocks = MAX_BLOCKS,
+        .scale = 1.0f / sqrtf((float)hd), .softcap = softcap, .window = window, .n_runs = N,
+    };
+    gpu->attention(gbe_decode, &a);
+    CHECK(gpu->synchronize(gbe_decode) == LLM_OK);
+    llm_attention_args a0 = a;
+    a0.out = dout0;
+    gpu->attention(gbe_noflash, &a0);
+    CHECK(gpu->synchronize(gbe_noflash) == LLM_OK);
+    llm_attention_args ac = a;
+    ac.out = oc, ac.q = q, ac.kv = &p.host, ac.q_pos = q_pos, ac.q_seq = q_seq;
+    ac.block_tables = tables;
+    cpu->attention(cbe, &ac);
+    float *o = host_copy(dout, (size_t)(N * H) * 4), *o0 = host_copy(dout0, (size_t)(N * H) * 4);
+    const double e = rel_err(o, oc, N * H), e0 = rel_err(o0, oc, N * H);
+    const double tol = dtype == LLM_DT_BF16 ? 8e-3 : 2e-3;
+    printf("  flash decode type %u heads %d/%d dim %d window %d softcap %g: %.3g (f32 kernel "
+           "%.3g)\n", dtype, n_head, n_kv, hd, window, softcap, e, e0);
+    CHECK_MSG(e < tol && e0 < 1e-5, "flash decode type %u heads %d/%d dim %d window %d "
+              "softcap %g: %.3g (f32 kernel %.3g)", dtype, n_head, n_kv, hd, window, softcap, e,
+              e0);
+    CHECK_MSG(memcmp(o, o0, (size_t)(N * H) * 4) != 0, "flash decode type %u dim %d: the "
+              "same bits as the f32 kernel (not run?)", dtype, hd);
+    kv_free(&p);
+    gpu->free(gbe, dq), gpu->free(gbe, dout), gpu->free(gbe, dout0), gpu->free(gbe, dseq);
+    gpu->free(gbe, dpos), gpu->free(gbe, dtab);
+    free(q), free(oc), free(o), free(o0);
+}
+
 static void test_flash_attention(void)
 {
     gbe_noflash = gpu_with_env("LLM_CUDA_FLASH", "0");
@@ -825,6 +895,17 @@ static void test_flash_attention(void)
         flash_case(t, 14, 2, 64, 0, 0.0f, 1);   /* any order of tokens */
         flash_case(t, 8, 2, 128, 25, 50.0f, 1);
     }
+    const uint32_t dec_types[] = {LLM_DT_F16, LLM_DT_BF16}; /* q8_0: attention.cu's kernel */
+    gbe_decode = gpu_with_env("LLM_CUDA_FLASH", "3");
+    for (size_t i = 0; gbe_decode && i < 2; i++) {
+        const uint32_t t = dec_types[i];
+        flash_decode_case(t, 32, 8, 128, 0, 0.0f);  /* Llama 3 8B: 4 heads per KV head */
+        flash_decode_case(t, 9, 3, 64, 0, 0.0f);    /* SmolLM2: 3 */
+        flash_decode_case(t, 14, 2, 64, 0, 0.0f);   /* Qwen2.5 0.5B: 7 */
+        flash_decode_case(t, 16, 1, 128, 33, 0.0f); /* 16 per KV head, sliding window */
+        flash_decode_case(t, 8, 8, 128, 0, 30.0f);  /* one per KV head, soft-capping */
+    }
+    gpu->destroy(gbe_decode);
     gpu->destroy(gbe_noflash);
 }
 
