@@ -243,11 +243,7 @@ static void test_matmul(void)
  * the device has no room to keep them expanded) instead of once. */
 static void test_matmul_slices(void)
 {
-    setenv("LLM_CUDA_F16_WEIGHTS", "0", 1);
-    llm_backend_config cfg = {.n_threads = 2};
-    llm_backend *keep = gbe, *sl = NULL;
-    CHECK(gpu->create(&cfg, &sl) == LLM_OK);
-    unsetenv("LLM_CUDA_F16_WEIGHTS");
+    llm_backend *keep = gbe, *sl = gpu_with_env("LLM_CUDA_F16_WEIGHTS", "0");
     if (!sl)
         return;
     gbe = sl;
@@ -915,11 +911,7 @@ static void test_flash_attention(void)
  * computed alone or among 37 others; and the same as the default mode's decode path. */
 static void test_batch_invariant(void)
 {
-    setenv("LLM_CUDA_BATCH_INVARIANT", "1", 1);
-    llm_backend *inv = NULL;
-    llm_backend_config cfg = {0};
-    CHECK(gpu->create(&cfg, &inv) == LLM_OK);
-    unsetenv("LLM_CUDA_BATCH_INVARIANT");
+    llm_backend *inv = gpu_with_env("LLM_CUDA_BATCH_INVARIANT", "1");
     if (!inv)
         return;
     const uint32_t types[] = {LLM_DT_Q4_K, LLM_DT_Q8_0, LLM_DT_BF16, LLM_DT_Q6_K, LLM_DT_F32};
