@@ -342,8 +342,9 @@ HIDDEN int cu_mmvq(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w,
 HIDDEN void cu_get_rows(llm_backend *be, float *y, const llm_tensor *w, const int32_t *ids,
                         int64_t n);
 HIDDEN void cu_attention(llm_backend *be, const llm_attention_args *a);
-/* flash.cu: attention of long runs of queries of one sequence (prompts) on tensor cores;
- * 0 when the arguments are not ones it takes (the caller then uses attention.cu's kernel) */
+/* flash.cu: attention on tensor cores of long runs of queries of one sequence (prompts),
+ * and with LLM_CUDA_FLASH=3 of decode batches; 0 when the arguments are not ones it takes
+ * (the caller then uses attention.cu's kernel) */
 HIDDEN int cu_flash_attention(llm_backend *be, const llm_attention_args *a,
                               const att_params &p);
 /* norm.cu: RMS norm of rows of dim, y = x / rms(x) * w (w may be NULL). With a set, x is
