@@ -114,7 +114,7 @@ static __global__ void __launch_bounds__(FLASH_WARPS *LLM_WARP_SIZE)
     float *so = (float *)(smem + S::Q + 2 * S::KV + S::S + S::P);
     __shared__ int s_seq[R], s_pos[R], s_p0[R];
     __shared__ int s_cur, s_kmin, s_kmax;
-    __shared__ unsigned long long s_todo;
+    __shared__ unsigned long long s_left;
 
     const int tid = threadIdx.x, lane = tid % LLM_WARP_SIZE, warp = tid / LLM_WARP_SIZE;
     const int qt = warp / GH, heads = a.group / GH;
@@ -143,10 +143,10 @@ static __global__ void __launch_bounds__(FLASH_WARPS *LLM_WARP_SIZE)
         ow[i] = 0.0f;
     __syncthreads();
     if (tid == 0) {
-        unsigned long long todo = 0;
+        unsigned long long left = 0;
         for (int i = 0; i < R; i++)
-            todo |= (unsigned long long)(s_seq[i] >= 0) << i;
-        s_todo = todo;
+            left |= (unsigned long long)(s_seq[i] >= 0) << i;
+        s_left = left;
     }
 
     /* lanes 2r and 2r + 1 hold query r's running maximum and sum and split its columns */
@@ -160,18 +160,18 @@ static __global__ void __launch_bounds__(FLASH_WARPS *LLM_WARP_SIZE)
         /* the next sequence among the block's queries, and the keys its queries see */
         __syncthreads();
         if (tid == 0) {
-            unsigned long long todo = s_todo;
+            unsigned long long left = s_left;
             int cur = -1, kmin = INT_MAX, kmax = -1;
-            if (todo) {
-                cur = s_seq[__ffsll((long long)todo) - 1];
+            if (left) {
+                cur = s_seq[__ffsll((long long)left) - 1];
                 for (int i = 0; i < R; i++)
-                    if (((todo >> i) & 1) && s_seq[i] == cur) {
+                    if (((left >> i) & 1) && s_seq[i] == cur) {
                         kmin = min(kmin, s_p0[i]);
                         kmax = max(kmax, s_pos[i]);
-                        todo &= ~(1ull << i);
+                        left &= ~(1ull << i);
                     }
             }
-            s_todo = todo, s_cur = cur, s_kmin = kmin, s_kmax = kmax;
+            s_left = left, s_cur = cur, s_kmin = kmin, s_kmax = kmax;
         }
         __syncthreads();
         const int cur = s_cur, kmin = s_kmin, kmax = s_kmax;
