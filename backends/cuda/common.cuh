@@ -70,11 +70,19 @@ struct llm_backend {
     int pdl;  /* start the decode kernels early (cu_launch); LLM_CUDA_PDL=0 turns it off */
     int fuse; /* FUSE_* bits: which deferrals are on (LLM_CUDA_FUSE, default all) */
     struct prof_state *prof; /* LLM_CUDA_PROFILE: per-op event timings */
+    struct graph_state *graph; /* recorded ops and captured graphs (graph.cu) */
+    int capturing;             /* the stream is being captured into a graph */
+    int graphs;                /* LLM_CUDA_GRAPHS=0 clears it: every op runs at once */
 };
 
 enum { PEND_NONE, PEND_ADD, PEND_GLU, PEND_ROPE };
 enum { FLASH_PROMPT = 1, FLASH_DECODE = 2, FLASH_ALL = 3 };
 enum { FUSE_ADD_NORM = 1, FUSE_GLU_Q8 = 2, FUSE_ROPE_KV = 4, FUSE_ALL = 7 };
+
+/* The op table that replays decode steps as CUDA graphs over the ops of `plain` (graph.cu). */
+HIDDEN const struct llm_backend_ops *cu_graph_ops(const struct llm_backend_ops *plain);
+/* Drops the captured graphs: a buffer they use was freed. */
+HIDDEN void cu_graph_forget(llm_backend *be);
 
 /* Launches the deferred op, if any (cuda.cu). */
 HIDDEN void cu_flush(llm_backend *be);
@@ -140,7 +148,8 @@ HIDDEN int cu_check(llm_backend *be, cudaError_t e, const char *what);
 #define CU_LAUNCHED(be, what) cu_check((be), cudaGetLastError(), (what))
 
 /* A device buffer of at least n bytes that grows (waiting for queued work that may still
- * read the old one); NULL with an error recorded on failure. */
+ * read the old one, and forgetting the graphs that use it); NULL with an error recorded on
+ * failure, and during a graph capture, which cannot wait. */
 HIDDEN void *cu_buffer(llm_backend *be, void **buf, size_t *cap, size_t n);
 static inline void *cu_scratch(llm_backend *be, size_t n)
 {

@@ -39,6 +39,7 @@
 #define cudaStreamBeginCapture hipStreamBeginCapture
 #define cudaStreamEndCapture hipStreamEndCapture
 #define cudaStreamCaptureModeThreadLocal hipStreamCaptureModeThreadLocal
+#define cudaStreamCaptureModeRelaxed hipStreamCaptureModeRelaxed
 #define cudaGraph_t hipGraph_t
 #define cudaGraphExec_t hipGraphExec_t
 #define cudaGraphInstantiate(e, g, f) hipGraphInstantiate(e, g, NULL, NULL, 0)
@@ -74,6 +75,23 @@
 #include <cuda_runtime.h>
 
 #define LLM_WARP_SIZE 32
+#endif
+
+/* Updates an instantiated graph in place from a graph of the same shape; false when the
+ * shapes differ (or the update fails otherwise). */
+#ifdef LLM_HIP
+static inline bool llm_graph_update(hipGraphExec_t e, hipGraph_t g)
+{
+    hipGraphNode_t node;
+    hipGraphExecUpdateResult r;
+    return hipGraphExecUpdate(e, g, &node, &r) == hipSuccess;
+}
+#else
+static inline bool llm_graph_update(cudaGraphExec_t e, cudaGraph_t g)
+{
+    cudaGraphExecUpdateResultInfo info;
+    return cudaGraphExecUpdate(e, g, &info) == cudaSuccess;
+}
 #endif
 
 /* Full-warp shuffle, with the lane mask spelled for each vendor. */

@@ -56,9 +56,14 @@ void *cu_buffer(llm_backend *be, void **buf, size_t *cap, size_t n)
 {
     if (*cap >= n)
         return *buf;
+    if (be->capturing) {
+        cu_record(be, LLM_ERR_BACKEND, "cuda: a buffer would grow during a graph capture");
+        return NULL;
+    }
     /* the stream may still read the old buffer */
     if (!cu_check(be, cudaStreamSynchronize(be->stream), "synchronize before growing a buffer"))
         return NULL;
+    cu_graph_forget(be); /* graphs that use the old buffer */
     cudaFree(*buf);
     *buf = NULL;
     *cap = 0;
@@ -110,6 +115,8 @@ static llm_status cu_create(const llm_backend_config *cfg, llm_backend **out)
     be->pdl = prop.major >= 9 && !(pdl && strcmp(pdl, "0") == 0);
     const char *fuse = getenv("LLM_CUDA_FUSE"); /* 0: none; else a mask of FUSE_* bits */
     be->fuse = fuse && *fuse ? (int)strtol(fuse, NULL, 0) & FUSE_ALL : FUSE_ALL;
+    const char *graphs = getenv("LLM_CUDA_GRAPHS");
+    be->graphs = !(graphs && strcmp(graphs, "0") == 0);
     const char *f16w = getenv("LLM_CUDA_F16_WEIGHTS");
     be->no_f16_weights = f16w && strcmp(f16w, "0") == 0;
     if (cublasCreate(&be->blas) != CUBLAS_STATUS_SUCCESS) {
@@ -954,5 +961,5 @@ llm_backend_entry_v1(const llm_backend_host *host)
         prof_ops.destroy = prof_destroy;
         return &prof_ops;
     }
-    return &cuda_ops;
+    return cu_graph_ops(&cuda_ops);
 }

@@ -743,7 +743,7 @@ static const __half *f16_weight(llm_backend *be, const llm_tensor *w, const uint
 {
     cu_weight *cw = (cu_weight *)w->extra;
     const int st = __atomic_load_n(&cw->f16_state, __ATOMIC_ACQUIRE);
-    if (st != 0 || be->no_f16_weights)
+    if (st != 0 || be->no_f16_weights || be->capturing) /* making it waits for the stream */
         return st > 0 ? (const __half *)cw->f16 : NULL;
     const int64_t k = w->ne[0], rows = w->ne[1];
     const size_t need = (size_t)rows * (size_t)k * 2;

@@ -1129,6 +1129,191 @@ static void test_fused_rope_kv(void)
     gpu->destroy(plain);
 }
 
+/* ---- decode steps as CUDA graphs ------------------------------------------------------- */
+
+/* The graph counts a backend logs when it is destroyed (graph.cu). */
+static long graphs_replayed, graphs_captured;
+static void graph_log(llm_log_level level, const char *msg, void *user)
+{
+    (void)level, (void)user;
+    long r, c, p;
+    if (sscanf(msg, "cuda: graphs: %ld segments replayed, %ld captured, %ld run op by op", &r,
+               &c, &p) == 3)
+        graphs_replayed += r, graphs_captured += c;
+}
+
+/* One backend's buffers for graph_step: a decoder layer of E = 256, 4 query heads over 2 KV
+ * heads of 64, a 512-wide feed-forward, 3 sequences in the KV cache. */
+typedef struct gstep {
+    float *x, *h, *q, *k, *v, *att, *o, *g, *u, *vals;
+    int32_t *pos, *seq, *slots, *tab, *ids;
+    kv_pair kv;
+} gstep;
+
+enum { GS_E = 256, GS_HQ = 256, GS_HKV = 128, GS_F = 512, GS_MAXN = 4 };
+
+static void gstep_make(gstep *b)
+{
+    b->x = dev_poisoned(GS_MAXN * GS_E), b->h = dev_poisoned(GS_MAXN * GS_E);
+    b->q = dev_poisoned(GS_MAXN * GS_HQ), b->k = dev_poisoned(GS_MAXN * GS_HKV);
+    b->v = dev_poisoned(GS_MAXN * GS_HKV), b->att = dev_poisoned(GS_MAXN * GS_HQ);
+    b->o = dev_poisoned(GS_MAXN * GS_E), b->g = dev_poisoned(GS_MAXN * GS_F);
+    b->u = dev_poisoned(GS_MAXN * GS_F), b->vals = dev_poisoned(GS_MAXN * 8);
+    int32_t zero[3 * MAX_BLOCKS] = {0}, tab[3 * MAX_BLOCKS];
+    for (int i = 0; i < 3 * MAX_BLOCKS; i++)
+        tab[i] = (i * 7) % N_BLOCKS; /* 36 distinct blocks of the 40 */
+    b->pos = dev_copy(zero, GS_MAXN * 4), b->seq = dev_copy(zero, GS_MAXN * 4);
+    b->slots = dev_copy(zero, GS_MAXN * 4), b->ids = dev_copy(zero, GS_MAXN * 8 * 4);
+    b->tab = dev_copy(tab, sizeof tab);
+    b->kv = kv_make(LLM_DT_F16, 2, 64);
+}
+
+static void gstep_free(gstep *b)
+{
+    void *ps[] = {b->x, b->h, b->q, b->k, b->v, b->att, b->o, b->g, b->u, b->vals,
+                  b->pos, b->seq, b->slots, b->tab, b->ids};
+    for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
+        gpu->free(gbe, ps[i]);
+    kv_free(&b->kv);
+}
+
+/* A decode step of n tokens of sequences seq[] at positions pos[] through one layer, as the
+ * forward pass issues it, with the KV slots uploaded between the ops (which splits the step
+ * in two segments); x is carried from step to step. Leaves x, the top-8 ids and values. */
+static void graph_step(llm_backend *be, gstep *b, llm_tensor *w, int n, const int32_t *seq,
+                       const int32_t *pos, float *x_out, int32_t *ids_out, float *vals_out)
+{
+    int32_t slots[GS_MAXN];
+    for (int i = 0; i < n; i++)
+        slots[i] = ((seq[i] * MAX_BLOCKS + pos[i] / BS) * 7 % N_BLOCKS) * BS + pos[i] % BS;
+    gpu->upload(be, b->pos, pos, (size_t)n * 4);
+    gpu->upload(be, b->seq, seq, (size_t)n * 4);
+    gpu->rms_norm(be, b->h, b->x, &w[0], n, GS_E, 1e-5f);
+    gpu->matmul(be, b->q, GS_HQ, &w[1], b->h, GS_E, n);
+    gpu->matmul(be, b->k, GS_HKV, &w[2], b->h, GS_E, n);
+    gpu->matmul(be, b->v, GS_HKV, &w[3], b->h, GS_E, n);
+    gpu->rope(be, b->q, n, 4, 64, 64, b->pos, 10000.0f, 1.0f, NULL, LLM_ROPE_NORM);
+    gpu->rope(be, b->k, n, 2, 64, 64, b->pos, 10000.0f, 1.0f, NULL, LLM_ROPE_NORM);
+    gpu->upload(be, b->slots, slots, (size_t)n * 4); /* a segment ends here */
+    gpu->kv_write(be, &b->kv.dev, b->k, b->v, b->slots, n);
+    llm_attention_args a = {
+        .out = b->att, .q = b->q, .kv = &b->kv.dev, .n_tokens = n, .n_head = 4,
+        .block_size = BS, .q_pos = b->pos, .q_seq = b->seq, .block_tables = b->tab,
+        .max_blocks = MAX_BLOCKS, .scale = 0.125f, .n_runs = n,
+    };
+    gpu->attention(be, &a);
+    volatile unsigned char *ap = (volatile unsigned char *)&a;
+    for (size_t i = 0; i < sizeof a; i++)
+        ap[i] = 0x55; /* the op must have kept its own copy */
+    gpu->matmul(be, b->o, GS_E, &w[4], b->att, GS_HQ, n);
+    gpu->add(be, b->x, b->x, b->o, (int64_t)n * GS_E);
+    gpu->rms_norm(be, b->h, b->x, &w[0], n, GS_E, 1e-5f);
+    gpu->matmul(be, b->g, GS_F, &w[5], b->h, GS_E, n);
+    gpu->matmul(be, b->u, GS_F, &w[6], b->h, GS_E, n);
+    gpu->glu(be, b->g, b->g, b->u, (int64_t)n * GS_F, LLM_ACT_SILU);
+    gpu->matmul(be, b->o, GS_E, &w[7], b->g, GS_F, n);
+    gpu->add(be, b->x, b->x, b->o, (int64_t)n * GS_E);
+    gpu->top_k(be, b->ids, b->vals, b->x, n, GS_E, 8);
+    CHECK(gpu->synchronize(be) == LLM_OK);
+    CHECK(gpu->download(be, x_out, b->x, (size_t)n * GS_E * 4) == LLM_OK);
+    CHECK(gpu->download(be, ids_out, b->ids, (size_t)n * 8 * 4) == LLM_OK);
+    CHECK(gpu->download(be, vals_out, b->vals, (size_t)n * 8 * 4) == LLM_OK);
+}
+
+/* Decode steps on a backend with graphs (the default) and one without (LLM_CUDA_GRAPHS=0)
+ * give the same bits, step after step, while the graphs are replayed with new tokens,
+ * positions and KV contents; between the steps, a prompt-sized matmul grows the backend's
+ * scratch buffers (the graphs that used the old ones must go) and the batch changes size
+ * (a second set of graphs). */
+static void test_graphs(void)
+{
+    llm_backend *gr = NULL, *pl = gpu_with_env("LLM_CUDA_GRAPHS", "0");
+    llm_backend_config cfg = {0};
+    CHECK(gpu->create(&cfg, &gr) == LLM_OK);
+    if (!gr || !pl)
+        return;
+    static const uint32_t types[8] = {LLM_DT_F32,  LLM_DT_Q4_K, LLM_DT_Q8_0, LLM_DT_Q6_K,
+                                      LLM_DT_BF16, LLM_DT_Q4_0, LLM_DT_Q4_K, LLM_DT_Q5_K};
+    static const int64_t shape[8][2] = {{GS_E, 1},      {GS_E, GS_HQ}, {GS_E, GS_HKV},
+                                        {GS_E, GS_HKV}, {GS_HQ, GS_E}, {GS_E, GS_F},
+                                        {GS_E, GS_F},   {GS_F, GS_E}};
+    llm_tensor w[8];
+    void *wh[8];
+    for (int i = 0; i < 8; i++) {
+        size_t rb;
+        wh[i] = i == 0 ? rand_buf(GS_E, 0.5f, 1.5f) : rand_weight(types[i], shape[i][0],
+                                                                 shape[i][1], &rb);
+        w[i] = (llm_tensor){.dtype = types[i], .ne = {shape[i][0], shape[i][1]},
+                            .row_bytes = i == 0 ? GS_E * 4 : rb, .data = wh[i]};
+        snprintf(w[i].name, sizeof w[i].name, "graph.w%d", i);
+        CHECK(gpu->prepare_weight(gbe_model, &w[i]) == LLM_OK);
+    }
+    gstep bg, bp;
+    gstep_make(&bg);
+    gstep_make(&bp);
+    /* both caches start with the same rows */
+    gpu->upload(gbe, bp.kv.dev.k, bg.kv.host.k, bg.kv.bytes);
+    gpu->upload(gbe, bp.kv.dev.v, bg.kv.host.v, bg.kv.bytes);
+    float *x0 = rand_buf(GS_MAXN * GS_E, -1, 1);
+    gpu->upload(gbe, bg.x, x0, GS_MAXN * GS_E * 4);
+    gpu->upload(gbe, bp.x, x0, GS_MAXN * GS_E * 4);
+    CHECK(gpu->synchronize(gbe) == LLM_OK);
+    /* a big matmul's operands */
+    const int64_t nb = 96;
+    float *bx = rand_buf(nb * GS_E, -1, 1), *dbx = dev_copy(bx, nb * GS_E * 4);
+    float *dby = dev_poisoned(nb * GS_F);
+    float xg[GS_MAXN * GS_E], xp[GS_MAXN * GS_E], vg[GS_MAXN * 8], vp[GS_MAXN * 8];
+    int32_t ig[GS_MAXN * 8], ip[GS_MAXN * 8];
+    int32_t seq[GS_MAXN] = {0, 1, 2, 1}, pos[GS_MAXN] = {40, 3, 17, 4};
+    for (int step = 0; step < 24; step++) {
+        const int n = step < 8 ? 1 : step < 16 ? 3 : step < 20 ? 1 : 4;
+        if (step == 12) {
+            /* prompt-sized: the cuBLAS path and larger scratch */
+            float *yg = malloc(nb * GS_F * 4), *yp = malloc(nb * GS_F * 4);
+            gpu->matmul(gr, dby, GS_F, &w[5], dbx, GS_E, nb);
+            CHECK(gpu->download(gr, yg, dby, nb * GS_F * 4) == LLM_OK);
+            gpu->matmul(pl, dby, GS_F, &w[5], dbx, GS_E, nb);
+            CHECK(gpu->download(pl, yp, dby, nb * GS_F * 4) == LLM_OK);
+            CHECK(memcmp(yg, yp, nb * GS_F * 4) == 0);
+            free(yg), free(yp);
+        }
+        graph_step(gr, &bg, w, n, seq, pos, xg, ig, vg);
+        graph_step(pl, &bp, w, n, seq, pos, xp, ip, vp);
+        int64_t bad = -1;
+        for (int64_t i = 0; i < (int64_t)n * GS_E && bad < 0; i++)
+            if (memcmp(&xg[i], &xp[i], 4) != 0 || isnan(xg[i]))
+                bad = i;
+        CHECK_MSG(bad < 0, "step %d (%d tokens): x[%lld] = %.9g with graphs, %.9g without",
+                  step, n, (long long)bad, bad < 0 ? 0.0 : xg[bad], bad < 0 ? 0.0 : xp[bad]);
+        CHECK_MSG(memcmp(ig, ip, (size_t)n * 8 * 4) == 0 && memcmp(vg, vp, (size_t)n * 32) == 0,
+                  "step %d: top-k differs with graphs", step);
+        for (int i = 0; i < GS_MAXN; i++)
+            pos[i]++;
+    }
+    /* the caches hold the same rows */
+    void *kg = host_copy(bg.kv.dev.k, bg.kv.bytes), *kp = host_copy(bp.kv.dev.k, bp.kv.bytes);
+    CHECK(memcmp(kg, kp, bg.kv.bytes) == 0);
+    free(kg), free(kp);
+    gstep_free(&bg);
+    gstep_free(&bp);
+    gpu->free(gbe, dbx), gpu->free(gbe, dby);
+    for (int i = 0; i < 8; i++) {
+        gpu->release_weight(gbe_model, &w[i]);
+        free(wh[i]);
+    }
+    free(x0), free(bx);
+    graphs_replayed = graphs_captured = 0;
+    llm_log_set(graph_log, LLM_LOG_DEBUG, NULL);
+    gpu->destroy(pl);
+    CHECK_MSG(graphs_replayed == 0 && graphs_captured == 0,
+              "LLM_CUDA_GRAPHS=0: %ld graphs replayed", graphs_replayed);
+    gpu->destroy(gr);
+    llm_log_set(NULL, LLM_LOG_WARN, NULL);
+    /* 4 runs of one batch size each, 2 segments per step: most steps are replays */
+    CHECK_MSG(graphs_captured >= 8 && graphs_replayed >= 24,
+              "graphs: %ld captured, %ld replayed", graphs_captured, graphs_replayed);
+}
+
 /* ---- errors ---------------------------------------------------------------------------- */
 
 static void test_errors(void)
@@ -1191,6 +1376,7 @@ int main(void)
     RUN(test_top_k);
     RUN(test_fused_ops);
     RUN(test_fused_rope_kv);
+    RUN(test_graphs);
     RUN(test_errors);
 #undef RUN
     gpu->destroy(gbe);
