@@ -14,6 +14,21 @@ extern "C" {
 /* The functions libllm lent the module (errors, logging); set by the entry point. */
 extern HIDDEN const llm_backend_host *cu_host;
 
+/* Up to MQ_MATS matrix-vector products of the same quantized activations (the act buffer's
+ * q, d, s) with weights of one type and row length, held back to run as one launch (q, k
+ * and v after one norm; gate and up): mmvq.cu. */
+#define MQ_MATS 3
+struct mq_pend {
+    uint32_t t;
+    int64_t k, n;
+    size_t rb;
+    const void *q, *d, *s;
+    int nm;
+    const uint8_t *w[MQ_MATS];
+    float *y[MQ_MATS];
+    int64_t ldy[MQ_MATS], rows[MQ_MATS];
+};
+
 struct llm_backend {
     int device;
     cudaStream_t stream;
@@ -48,7 +63,7 @@ struct llm_backend {
      * and k into the KV write after them. Every other op launches it first (act_stale).
      * LLM_CUDA_FUSE=0 launches each op alone. */
     struct {
-        int kind;           /* PEND_NONE, PEND_ADD, PEND_GLU, PEND_ROPE */
+        int kind;           /* PEND_NONE, PEND_ADD, PEND_GLU, PEND_ROPE, PEND_MMVQ */
         float *y;           /* what the op writes */
         const float *a, *b; /* add: y = a + b; glu: gate, up */
         int64_t n;          /* elements */
@@ -63,6 +78,7 @@ struct llm_backend {
             const float *ff;
             int neox;
         } rope;
+        mq_pend mq;         /* PEND_MMVQ: matrix-vector products of the same activations */
     } pend;
     int cc;       /* compute capability, major * 10 + minor */
     int flash;    /* FLASH_* bits: tensor-core attention (flash.cu) for prompts (default), for
@@ -75,9 +91,9 @@ struct llm_backend {
     int graphs;                /* LLM_CUDA_GRAPHS=0 clears it: every op runs at once */
 };
 
-enum { PEND_NONE, PEND_ADD, PEND_GLU, PEND_ROPE };
+enum { PEND_NONE, PEND_ADD, PEND_GLU, PEND_ROPE, PEND_MMVQ };
 enum { FLASH_PROMPT = 1, FLASH_DECODE = 2, FLASH_ALL = 3 };
-enum { FUSE_ADD_NORM = 1, FUSE_GLU_Q8 = 2, FUSE_ROPE_KV = 4, FUSE_ALL = 7 };
+enum { FUSE_ADD_NORM = 1, FUSE_GLU_Q8 = 2, FUSE_ROPE_KV = 4, FUSE_MMVQ = 8, FUSE_ALL = 15 };
 
 /* The op table that replays decode steps as CUDA graphs over the ops of `plain` (graph.cu). */
 HIDDEN const struct llm_backend_ops *cu_graph_ops(const struct llm_backend_ops *plain);
@@ -86,6 +102,8 @@ HIDDEN void cu_graph_forget(llm_backend *be);
 
 /* Launches the deferred op, if any (cuda.cu). */
 HIDDEN void cu_flush(llm_backend *be);
+/* Launches held-back matrix-vector products as one kernel (mmvq.cu). */
+HIDDEN void cu_mmvq_launch(llm_backend *be, const mq_pend &p);
 
 /* Called first by every op that is not a matmul taking the deferred op in: the deferred op
  * is launched, and the act buffer's quantized activations are no longer trusted. */

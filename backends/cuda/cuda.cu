@@ -60,7 +60,8 @@ void *cu_buffer(llm_backend *be, void **buf, size_t *cap, size_t n)
         cu_record(be, LLM_ERR_BACKEND, "cuda: a buffer would grow during a graph capture");
         return NULL;
     }
-    /* the stream may still read the old buffer */
+    /* a held-back op may read the old buffer: launched now, and waited for with the rest */
+    act_stale(be);
     if (!cu_check(be, cudaStreamSynchronize(be->stream), "synchronize before growing a buffer"))
         return NULL;
     cu_graph_forget(be); /* graphs that use the old buffer */
@@ -427,6 +428,7 @@ void cu_flush(llm_backend *be)
         for (int i = 0; i < p.rope.n_x; i++)
             rope_now(be, p.rope.x[i], p.rope.n_tokens, p.rope.heads[i]);
         break;
+    case PEND_MMVQ: cu_mmvq_launch(be, p.mq); break;
     default: break;
     }
 }

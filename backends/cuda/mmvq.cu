@@ -23,6 +23,8 @@
  *
  * Every quantized type the backend takes has a kernel here (Q4_0, Q4_1, Q5_0, Q5_1,
  * Q8_0, Q2_K..Q6_K, IQ4_NL, IQ4_XS); the float types stay on matmul.cu's float kernel. */
+#include <limits.h>
+
 #include "common.cuh"
 
 #define MQ_WARPS 4
@@ -379,17 +381,34 @@ static __device__ __forceinline__ float unit_dot(const Wu &w, int u, const int x
  * groups of KS warps; a group takes R rows (activations loaded once for them), its warps
  * every KS-th run of 32 units, a lane one unit at a time; the KS partial sums of a row are
  * added in warp order, so a token's result never depends on NT. */
+/* The matrices of one launch: matrix m takes blocks [first[m], first[m + 1]); an unused
+ * slot has first = UINT_MAX. */
+struct mq_set {
+    const uint8_t *w[MQ_MATS];
+    float *y[MQ_MATS];
+    int64_t ldy[MQ_MATS], rows[MQ_MATS];
+    unsigned first[MQ_MATS];
+};
+static_assert(MQ_MATS == 3, "k_mmvq picks its matrix out of three");
+
 template <int T, int NT, int R, int KS>
 static __global__ void __launch_bounds__(MQ_WARPS *LLM_WARP_SIZE)
-k_mmvq(const uint8_t *__restrict__ w, size_t row_bytes, int64_t rows, int64_t k,
-       const int8_t *__restrict__ xq, const float *__restrict__ xd, const int *__restrict__ xs,
-       float *__restrict__ y, int64_t ldy, int n)
+k_mmvq(const mq_set S, size_t row_bytes, int64_t k, const int8_t *__restrict__ xq,
+       const float *__restrict__ xd, const int *__restrict__ xs, int n)
 {
     LLM_PDL_WAIT();
     LLM_PDL_TRIGGER();
+    /* this block's matrix (selects, not an indexed load of the parameters) */
+    const unsigned b = blockIdx.x;
+    const int m = b >= S.first[2] ? 2 : b >= S.first[1] ? 1 : 0;
+    const uint8_t *__restrict__ w = m == 2 ? S.w[2] : m == 1 ? S.w[1] : S.w[0];
+    float *__restrict__ y = m == 2 ? S.y[2] : m == 1 ? S.y[1] : S.y[0];
+    const int64_t ldy = m == 2 ? S.ldy[2] : m == 1 ? S.ldy[1] : S.ldy[0];
+    const int64_t rows = m == 2 ? S.rows[2] : m == 1 ? S.rows[1] : S.rows[0];
+    const unsigned bx = b - (m == 2 ? S.first[2] : m == 1 ? S.first[1] : 0u);
     const int lane = threadIdx.x % LLM_WARP_SIZE, warp = threadIdx.x / LLM_WARP_SIZE;
     const int slice = warp % KS;
-    const int64_t r0 = ((int64_t)blockIdx.x * (MQ_WARPS / KS) + warp / KS) * R;
+    const int64_t r0 = ((int64_t)bx * (MQ_WARPS / KS) + warp / KS) * R;
     const bool active = r0 < rows; /* no early return: the block meets at a barrier below */
     const int64_t nb = k / 32;
     xq += (int64_t)blockIdx.y * NT * k;
@@ -529,12 +548,21 @@ int cu_mmvq_supported(uint32_t t)
 }
 
 template <int T, int NT, int R, int KS>
-static void launch(llm_backend *be, const uint8_t *wd, size_t rb, int64_t rows, int64_t k,
-                   const int8_t *q, const float *d, const int *s, float *y, int64_t ldy, int n)
+static void launch(llm_backend *be, const mq_pend &p)
 {
-    const dim3 grid(cdiv(rows, (MQ_WARPS / KS) * R), cdiv(n, MQ_MAX_TOKENS));
-    cu_launch(be, k_mmvq<T, NT, R, KS>, grid, MQ_WARPS * LLM_WARP_SIZE, 0, wd, rb, rows, k, q,
-              d, s, y, ldy, n);
+    mq_set S;
+    unsigned blocks = 0;
+    for (int m = 0; m < MQ_MATS; m++) {
+        const bool on = m < p.nm;
+        S.w[m] = on ? p.w[m] : NULL, S.y[m] = on ? p.y[m] : NULL;
+        S.ldy[m] = on ? p.ldy[m] : 0, S.rows[m] = on ? p.rows[m] : 0;
+        S.first[m] = on ? blocks : UINT_MAX;
+        if (on)
+            blocks += cdiv(p.rows[m], (MQ_WARPS / KS) * R);
+    }
+    const dim3 grid(blocks, cdiv(p.n, MQ_MAX_TOKENS));
+    cu_launch(be, k_mmvq<T, NT, R, KS>, grid, MQ_WARPS * LLM_WARP_SIZE, 0, S, p.rb, p.k,
+              (const int8_t *)p.q, (const float *)p.d, (const int *)p.s, (int)p.n);
 }
 
 /* The work split, by row length only (never by token count: a token's sums must not
@@ -542,16 +570,15 @@ static void launch(llm_backend *be, const uint8_t *wd, size_t rb, int64_t rows, 
  * one. Measured on an H200 against one or two rows per warp (docs/perf/cuda.md): decode of
  * an 8B model 214 -> 221 tok/s in Q4_K_M, 213 -> 227 in Q8_0; the small matrices gain most. */
 template <int T, int NT, int R>
-static void launch_r(llm_backend *be, const uint8_t *wd, size_t rb, int64_t rows, int64_t k,
-                     const int8_t *q, const float *d, const int *s, float *y, int64_t ldy, int n)
+static void launch_r(llm_backend *be, const mq_pend &p)
 {
-    const int64_t nu = k / unit_of<T>::n;
+    const int64_t nu = p.k / unit_of<T>::n;
     if (nu >= 4 * LLM_WARP_SIZE)
-        launch<T, NT, R, 4>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
+        launch<T, NT, R, 4>(be, p);
     else if (nu >= 2 * LLM_WARP_SIZE)
-        launch<T, NT, R, 2>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
+        launch<T, NT, R, 2>(be, p);
     else
-        launch<T, NT, R, 1>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
+        launch<T, NT, R, 1>(be, p);
 }
 
 /* Rows per warp group (R), by type and shape only: the activations a group loads serve R
@@ -560,30 +587,58 @@ static void launch_r(llm_backend *be, const uint8_t *wd, size_t rb, int64_t rows
  * 6.5 -> 5.4; Q6_K output 159.5 -> 133.7 with 2; Q8_0 q/o 6.7 -> 5.9 with 4; matrices of
  * fewer than 2048 rows lose a little (fewer blocks) and keep one. */
 template <int T, int NT>
-static void launch_v(llm_backend *be, const uint8_t *wd, size_t rb, int64_t rows, int64_t k,
-                     const int8_t *q, const float *d, const int *s, float *y, int64_t ldy, int n)
+static void launch_v(llm_backend *be, const mq_pend &p)
 {
+    int64_t rows = 0; /* of the launch's largest matrix */
+    for (int m = 0; m < p.nm; m++)
+        rows = p.rows[m] > rows ? p.rows[m] : rows;
     if (rows >= 2048) {
-        if (T == LLM_DT_Q4_K || (T == LLM_DT_Q8_0 && k <= 4096))
-            return launch_r<T, NT, 4>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
+        if (T == LLM_DT_Q4_K || (T == LLM_DT_Q8_0 && p.k <= 4096))
+            return launch_r<T, NT, 4>(be, p);
         if (T == LLM_DT_Q6_K)
-            return launch_r<T, NT, 2>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
+            return launch_r<T, NT, 2>(be, p);
     }
-    launch_r<T, NT, 1>(be, wd, rb, rows, k, q, d, s, y, ldy, n);
+    launch_r<T, NT, 1>(be, p);
 }
 
 template <int T>
-static void mmvq(llm_backend *be, const uint8_t *wd, size_t rb, int64_t rows, int64_t k,
-                 const int8_t *q, const float *d, const int *s, float *y, int64_t ldy, int64_t n)
+static void mmvq(llm_backend *be, const mq_pend &p)
 {
-    if (n == 1)
-        launch_v<T, 1>(be, wd, rb, rows, k, q, d, s, y, ldy, (int)n);
-    else if (n == 2)
-        launch_v<T, 2>(be, wd, rb, rows, k, q, d, s, y, ldy, (int)n);
-    else if (n <= 4)
-        launch_v<T, 4>(be, wd, rb, rows, k, q, d, s, y, ldy, (int)n);
+    if (p.n == 1)
+        launch_v<T, 1>(be, p);
+    else if (p.n == 2)
+        launch_v<T, 2>(be, p);
+    else if (p.n <= 4)
+        launch_v<T, 4>(be, p);
     else
-        launch_v<T, 8>(be, wd, rb, rows, k, q, d, s, y, ldy, (int)n);
+        launch_v<T, 8>(be, p);
+}
+
+void cu_mmvq_launch(llm_backend *be, const mq_pend &p)
+{
+    switch (p.t) {
+    case LLM_DT_Q4_0: mmvq<LLM_DT_Q4_0>(be, p); break;
+    case LLM_DT_Q4_1: mmvq<LLM_DT_Q4_1>(be, p); break;
+    case LLM_DT_Q5_0: mmvq<LLM_DT_Q5_0>(be, p); break;
+    case LLM_DT_Q5_1: mmvq<LLM_DT_Q5_1>(be, p); break;
+    case LLM_DT_Q8_0: mmvq<LLM_DT_Q8_0>(be, p); break;
+    case LLM_DT_Q4_K: mmvq<LLM_DT_Q4_K>(be, p); break;
+    case LLM_DT_Q5_K: mmvq<LLM_DT_Q5_K>(be, p); break;
+    case LLM_DT_Q6_K: mmvq<LLM_DT_Q6_K>(be, p); break;
+    case LLM_DT_Q2_K: mmvq<LLM_DT_Q2_K>(be, p); break;
+    case LLM_DT_Q3_K: mmvq<LLM_DT_Q3_K>(be, p); break;
+    case LLM_DT_IQ4_NL: mmvq<LLM_DT_IQ4_NL>(be, p); break;
+    case LLM_DT_IQ4_XS: mmvq<LLM_DT_IQ4_XS>(be, p); break;
+    default: break;
+    }
+    CU_LAUNCHED(be, "matmul");
+}
+
+/* whether byte ranges [a, a + na) and [b, b + nb) meet */
+static bool meet(const void *a, size_t na, const void *b, size_t nb)
+{
+    const char *x = (const char *)a, *y = (const char *)b;
+    return x < y + nb && y < x + na;
 }
 
 /* y = x·Wᵀ for n tokens through the kernels above (tiles of MQ_MAX_TOKENS). Returns 0 when
@@ -638,22 +693,28 @@ int cu_mmvq(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, const u
         act_keep(be, x, ldx, k, n, mode);
     }
     act_written(be, y, ldy, rows, x, ldx, k, n);
-    const size_t rb = w->row_bytes;
-    switch (t) {
-    case LLM_DT_Q4_0: mmvq<LLM_DT_Q4_0>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;
-    case LLM_DT_Q4_1: mmvq<LLM_DT_Q4_1>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;
-    case LLM_DT_Q5_0: mmvq<LLM_DT_Q5_0>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;
-    case LLM_DT_Q5_1: mmvq<LLM_DT_Q5_1>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;
-    case LLM_DT_Q8_0: mmvq<LLM_DT_Q8_0>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;
-    case LLM_DT_Q4_K: mmvq<LLM_DT_Q4_K>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;
-    case LLM_DT_Q5_K: mmvq<LLM_DT_Q5_K>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;
-    case LLM_DT_Q6_K: mmvq<LLM_DT_Q6_K>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;
-    case LLM_DT_Q2_K: mmvq<LLM_DT_Q2_K>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;
-    case LLM_DT_Q3_K: mmvq<LLM_DT_Q3_K>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;
-    case LLM_DT_IQ4_NL: mmvq<LLM_DT_IQ4_NL>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;
-    case LLM_DT_IQ4_XS: mmvq<LLM_DT_IQ4_XS>(be, wd, rb, rows, k, q, d, s, y, ldy, n); break;
-    default: break;
+    /* held back, with the products of the same activations before it when they match: one
+     * launch for all (the bits are the same: a row's sums do not depend on its launch) */
+    mq_pend &p = be->pend.mq;
+    const size_t ybytes = (size_t)(((n - 1) * ldy + rows) * 4);
+    if (be->pend.kind == PEND_MMVQ) {
+        bool join = p.t == t && p.k == k && p.n == n && p.q == q && p.nm < MQ_MATS;
+        for (int m = 0; m < p.nm && join; m++)
+            join = !meet(p.y[m], (size_t)(((n - 1) * p.ldy[m] + p.rows[m]) * 4), y, ybytes);
+        if (join) {
+            p.w[p.nm] = wd, p.y[p.nm] = y, p.ldy[p.nm] = ldy, p.rows[p.nm] = rows, p.nm++;
+            return 1;
+        }
+        cu_flush(be); /* the activations stay valid */
     }
-    CU_LAUNCHED(be, "matmul");
+    mq_pend np = {};
+    np.t = t, np.k = k, np.n = n, np.rb = w->row_bytes, np.q = q, np.d = d, np.s = s;
+    np.nm = 1, np.w[0] = wd, np.y[0] = y, np.ldy[0] = ldy, np.rows[0] = rows;
+    if (!(be->fuse & FUSE_MMVQ)) {
+        cu_mmvq_launch(be, np);
+        return 1;
+    }
+    be->pend.kind = PEND_MMVQ;
+    p = np;
     return 1;
 }

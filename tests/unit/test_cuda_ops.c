@@ -946,7 +946,7 @@ static void test_batch_invariant(void)
 /* ---- deferred and fused ops ------------------------------------------------------------ */
 
 /* Buffers of one run of fused_layer: what each op wrote. */
-enum { F_X, F_H, F_Q, F_K, F_G, F_O, F_U, F_N };
+enum { F_X, F_H, F_Q, F_K, F_G, F_O, F_U, F_V, F_N };
 
 /* A decoder layer's element-wise ops and matmuls in the order the forward pass issues them,
  * plus pairs that cannot fuse (an add followed by something else than the norm of its
@@ -960,10 +960,12 @@ static void fused_layer(llm_backend *be, const llm_tensor *wn, const llm_tensor 
     float *x = dev_copy(x0, (size_t)(n * E) * 4), *h = dev_copy(h0, (size_t)(n * E) * 4);
     float *q = dev_poisoned(n * R), *k = dev_poisoned(n * R), *g = dev_poisoned(n * F);
     float *u = dev_poisoned(n * F), *o = dev_poisoned(n * E), *sc = dev_poisoned(n * E);
+    float *v = dev_poisoned(n * R);
     gpu->add(be, x, x, h, n * E);                  /* residual, then its norm: one kernel */
     gpu->rms_norm(be, h, x, wn, n, E, 1e-5f);       /* h = norm(x) over the old h */
     gpu->matmul(be, q, R, wq, h, E, n);
     gpu->matmul(be, k, R, wk, h, E, n);            /* reuses the quantized h */
+    gpu->matmul(be, v, R, wk, h, E, n);            /* q, k, v: one launch */
     gpu->matmul(be, g, F, wup, h, E, n);
     gpu->matmul(be, u, F, wup, h, E, n);
     gpu->glu(be, g, g, u, n * F, LLM_ACT_SILU);    /* glu + quantization */
@@ -972,11 +974,12 @@ static void fused_layer(llm_backend *be, const llm_tensor *wn, const llm_tensor 
     gpu->scale(be, sc, x, 0.5f, n * E);
     gpu->rms_norm(be, h, sc, NULL, n, E, 1e-5f);   /* a norm the next matmul does not read */
     gpu->matmul(be, q, R, wq, x, E, n);
+    gpu->matmul(be, q, R, wk, x, E, n);            /* the same output: not one launch */
     gpu->matmul(be, k, R, wk, h, E, n);
     gpu->glu(be, u, g, u, n * F, LLM_ACT_GELU_TANH); /* a glu followed by a download */
     CHECK(gpu->synchronize(be) == LLM_OK);
-    float *dev[F_N] = {x, h, q, k, g, o, u};
-    const int64_t len[F_N] = {n * E, n * E, n * R, n * R, n * F, n * E, n * F};
+    float *dev[F_N] = {x, h, q, k, g, o, u, v};
+    const int64_t len[F_N] = {n * E, n * E, n * R, n * R, n * F, n * E, n * F, n * R};
     for (int i = 0; i < F_N; i++) {
         out[i] = host_copy(dev[i], (size_t)len[i] * 4);
         gpu->free(be, dev[i]);
@@ -1023,8 +1026,8 @@ static void test_fused_ops(void)
             float *a[F_N], *b[F_N];
             fused_layer(gbe, &wn, &wq, &wk, &wu, &wd, x0, h0, n, a);
             fused_layer(plain, &wn, &wq, &wk, &wu, &wd, x0, h0, n, b);
-            const int64_t len[F_N] = {n * E, n * E, n * R, n * R, n * F, n * E, n * F};
-            static const char *names[F_N] = {"x", "h", "q", "k", "g", "o", "u"};
+            const int64_t len[F_N] = {n * E, n * E, n * R, n * R, n * F, n * E, n * F, n * R};
+            static const char *names[F_N] = {"x", "h", "q", "k", "g", "o", "u", "v"};
             for (int i = 0; i < F_N; i++) {
                 int64_t bad = -1;
                 for (int64_t e = 0; e < len[i] && bad < 0; e++)
@@ -1232,8 +1235,9 @@ static void test_graphs(void)
     CHECK(gpu->create(&cfg, &gr) == LLM_OK);
     if (!gr || !pl)
         return;
-    static const uint32_t types[8] = {LLM_DT_F32,  LLM_DT_Q4_K, LLM_DT_Q8_0, LLM_DT_Q6_K,
-                                      LLM_DT_BF16, LLM_DT_Q4_0, LLM_DT_Q4_K, LLM_DT_Q5_K};
+    /* q, k, v of one type: one launch; gate and up too */
+    static const uint32_t types[8] = {LLM_DT_F32,  LLM_DT_Q4_K, LLM_DT_Q4_K, LLM_DT_Q4_K,
+                                      LLM_DT_BF16, LLM_DT_Q8_0, LLM_DT_Q8_0, LLM_DT_Q6_K};
     static const int64_t shape[8][2] = {{GS_E, 1},      {GS_E, GS_HQ}, {GS_E, GS_HKV},
                                         {GS_E, GS_HKV}, {GS_HQ, GS_E}, {GS_E, GS_F},
                                         {GS_E, GS_F},   {GS_F, GS_E}};
