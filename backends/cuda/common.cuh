@@ -102,8 +102,61 @@ HIDDEN void cu_graph_forget(llm_backend *be);
 
 /* Launches the deferred op, if any (cuda.cu). */
 HIDDEN void cu_flush(llm_backend *be);
-/* Launches held-back matrix-vector products as one kernel (mmvq.cu). */
+/* Launches held-back matrix-vector products as one kernel (mmvq.cu; the 16-bit ones:
+ * cu_mv16_launch, matmul.cu). */
 HIDDEN void cu_mmvq_launch(llm_backend *be, const mq_pend &p);
+HIDDEN void cu_mv16_launch(llm_backend *be, const mq_pend &p);
+/* Holds back a matrix-vector product of the act buffer's activations (q, d, s) with weight
+ * rows wd, joining the held-back ones when it can (FUSE_MMVQ), or launches it. */
+HIDDEN void cu_mq_queue(llm_backend *be, uint32_t t, int64_t k, int64_t n, size_t rb,
+                        const void *q, const void *d, const void *s, const uint8_t *wd, float *y,
+                        int64_t ldy, int64_t rows);
+
+/* The matrices of one launch of held-back products: matrix m takes blocks [first[m],
+ * first[m + 1]); an unused slot has first = UINT_MAX. */
+struct mq_set {
+    const uint8_t *w[MQ_MATS];
+    float *y[MQ_MATS];
+    int64_t ldy[MQ_MATS], rows[MQ_MATS];
+    unsigned first[MQ_MATS];
+};
+static_assert(MQ_MATS == 3, "mq_pick picks a matrix out of three");
+
+/* The launch's matrices, `per` rows to a block; returns the number of blocks. */
+static inline unsigned mq_set_of(const mq_pend &p, int64_t per, mq_set *S)
+{
+    unsigned blocks = 0;
+    for (int m = 0; m < MQ_MATS; m++) {
+        const bool on = m < p.nm;
+        S->w[m] = on ? p.w[m] : NULL, S->y[m] = on ? p.y[m] : NULL;
+        S->ldy[m] = on ? p.ldy[m] : 0, S->rows[m] = on ? p.rows[m] : 0;
+        S->first[m] = on ? blocks : 0xffffffffu;
+        if (on)
+            blocks += (unsigned)((p.rows[m] + per - 1) / per);
+    }
+    return blocks;
+}
+
+/* This block's matrix (selects, not an indexed load of the parameters) and its block
+ * index within it. */
+struct mq_one {
+    const uint8_t *w;
+    float *y;
+    int64_t ldy, rows;
+    unsigned bx;
+};
+static __device__ __forceinline__ mq_one mq_pick(const mq_set &S)
+{
+    const unsigned b = blockIdx.x;
+    const int m = b >= S.first[2] ? 2 : b >= S.first[1] ? 1 : 0;
+    mq_one o;
+    o.w = m == 2 ? S.w[2] : m == 1 ? S.w[1] : S.w[0];
+    o.y = m == 2 ? S.y[2] : m == 1 ? S.y[1] : S.y[0];
+    o.ldy = m == 2 ? S.ldy[2] : m == 1 ? S.ldy[1] : S.ldy[0];
+    o.rows = m == 2 ? S.rows[2] : m == 1 ? S.rows[1] : S.rows[0];
+    o.bx = b - (m == 2 ? S.first[2] : m == 1 ? S.first[1] : 0u);
+    return o;
+}
 
 /* Called first by every op that is not a matmul taking the deferred op in: the deferred op
  * is launched, and the act buffer's quantized activations are no longer trusted. */

@@ -547,13 +547,17 @@ static __device__ __forceinline__ void cvt8(const uint4 &u, float v[8])
 
 template <int T, int NT, int ROWS, int UNR>
 static __global__ void __launch_bounds__(MV_WARPS *LLM_WARP_SIZE)
-k_mv16(const uint8_t *__restrict__ w, size_t row_bytes, int64_t rows, int64_t k,
-       const uint16_t *__restrict__ xh, float *__restrict__ y, int64_t ldy, int n)
+k_mv16(const mq_set S, size_t row_bytes, int64_t k, const uint16_t *__restrict__ xh, int n)
 {
     LLM_PDL_WAIT();
     LLM_PDL_TRIGGER();
+    const mq_one mo = mq_pick(S);
+    const uint8_t *__restrict__ w = mo.w;
+    float *__restrict__ y = mo.y;
+    const int64_t ldy = mo.ldy, rows = mo.rows;
+    const unsigned bx = mo.bx;
     const int lane = threadIdx.x % LLM_WARP_SIZE, warp = threadIdx.x / LLM_WARP_SIZE;
-    const int64_t r0 = ((int64_t)blockIdx.x * MV_WARPS + warp) * ROWS;
+    const int64_t r0 = ((int64_t)bx * MV_WARPS + warp) * ROWS;
     if (r0 >= rows)
         return; /* the whole warp leaves together */
     xh += (int64_t)blockIdx.y * NT * k;
@@ -611,20 +615,35 @@ k_mv16(const uint8_t *__restrict__ w, size_t row_bytes, int64_t rows, int64_t k,
         }
 }
 
-template <int T, int NT, int ROWS, int UNR>
-static void launch_mv16_v(llm_backend *be, const uint8_t *wd, size_t rb, int64_t rows, int64_t k,
-                          const uint16_t *xh, float *y, int64_t ldy, int n)
+template <int T, int NT>
+static void launch_mv16(llm_backend *be, const mq_pend &p)
 {
-    const dim3 grid(cdiv(rows, MV_WARPS * ROWS), cdiv(n, MATVEC_MAX_TOKENS));
-    cu_launch(be, k_mv16<T, NT, ROWS, UNR>, grid, MV_WARPS * LLM_WARP_SIZE, 0, wd, rb, rows, k,
-              xh, y, ldy, n);
+    mq_set S;
+    const unsigned blocks = mq_set_of(p, MV_WARPS * MV16_ROWS, &S);
+    const dim3 grid(blocks, cdiv(p.n, MATVEC_MAX_TOKENS));
+    cu_launch(be, k_mv16<T, NT, MV16_ROWS, MV16_UNROLL>, grid, MV_WARPS * LLM_WARP_SIZE, 0, S,
+              p.rb, p.k, (const uint16_t *)p.q, (int)p.n);
 }
 
-template <int T, int NT>
-static void launch_mv16(llm_backend *be, const uint8_t *wd, size_t rb, int64_t rows, int64_t k,
-                        const uint16_t *xh, float *y, int64_t ldy, int n)
+/* Held-back 16-bit products (cu_mq_queue) as one launch. */
+void cu_mv16_launch(llm_backend *be, const mq_pend &p)
 {
-    launch_mv16_v<T, NT, MV16_ROWS, MV16_UNROLL>(be, wd, rb, rows, k, xh, y, ldy, n);
+    const int nt = p.n < MATVEC_MAX_TOKENS ? (int)p.n : MATVEC_MAX_TOKENS;
+#define MV16_CASE(T)                                                                          \
+    if (nt == 1)                                                                              \
+        launch_mv16<T, 1>(be, p);                                                             \
+    else if (nt == 2)                                                                         \
+        launch_mv16<T, 2>(be, p);                                                             \
+    else if (nt <= 4)                                                                         \
+        launch_mv16<T, 4>(be, p);                                                             \
+    else                                                                                      \
+        launch_mv16<T, 8>(be, p);
+    if (p.t == LLM_DT_BF16) {
+        MV16_CASE(LLM_DT_BF16)
+    } else {
+        MV16_CASE(LLM_DT_F16)
+    }
+#undef MV16_CASE
 }
 
 /* y = x·Wᵀ for F16 and BF16 weights whose rows are a multiple of 8 long, n tokens in tiles
@@ -673,24 +692,7 @@ static int mv16(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, con
         act_keep(be, x, ldx, k, n, mode);
     }
     act_written(be, y, ldy, rows, x, ldx, k, n);
-    const size_t rb = w->row_bytes;
-    const int nt = n < MATVEC_MAX_TOKENS ? (int)n : MATVEC_MAX_TOKENS;
-#define MV16_CASE(T)                                                                          \
-    if (nt == 1)                                                                              \
-        launch_mv16<T, 1>(be, wd, rb, rows, k, xh, y, ldy, (int)n);                           \
-    else if (nt == 2)                                                                         \
-        launch_mv16<T, 2>(be, wd, rb, rows, k, xh, y, ldy, (int)n);                           \
-    else if (nt <= 4)                                                                         \
-        launch_mv16<T, 4>(be, wd, rb, rows, k, xh, y, ldy, (int)n);                           \
-    else                                                                                      \
-        launch_mv16<T, 8>(be, wd, rb, rows, k, xh, y, ldy, (int)n);
-    if (t == LLM_DT_BF16) {
-        MV16_CASE(LLM_DT_BF16)
-    } else {
-        MV16_CASE(LLM_DT_F16)
-    }
-#undef MV16_CASE
-    CU_LAUNCHED(be, "matmul");
+    cu_mq_queue(be, t, k, n, w->row_bytes, xh, NULL, NULL, wd, y, ldy, rows);
     return 1;
 }
 

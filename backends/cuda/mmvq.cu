@@ -381,16 +381,6 @@ static __device__ __forceinline__ float unit_dot(const Wu &w, int u, const int x
  * groups of KS warps; a group takes R rows (activations loaded once for them), its warps
  * every KS-th run of 32 units, a lane one unit at a time; the KS partial sums of a row are
  * added in warp order, so a token's result never depends on NT. */
-/* The matrices of one launch: matrix m takes blocks [first[m], first[m + 1]); an unused
- * slot has first = UINT_MAX. */
-struct mq_set {
-    const uint8_t *w[MQ_MATS];
-    float *y[MQ_MATS];
-    int64_t ldy[MQ_MATS], rows[MQ_MATS];
-    unsigned first[MQ_MATS];
-};
-static_assert(MQ_MATS == 3, "k_mmvq picks its matrix out of three");
-
 template <int T, int NT, int R, int KS>
 static __global__ void __launch_bounds__(MQ_WARPS *LLM_WARP_SIZE)
 k_mmvq(const mq_set S, size_t row_bytes, int64_t k, const int8_t *__restrict__ xq,
@@ -398,14 +388,11 @@ k_mmvq(const mq_set S, size_t row_bytes, int64_t k, const int8_t *__restrict__ x
 {
     LLM_PDL_WAIT();
     LLM_PDL_TRIGGER();
-    /* this block's matrix (selects, not an indexed load of the parameters) */
-    const unsigned b = blockIdx.x;
-    const int m = b >= S.first[2] ? 2 : b >= S.first[1] ? 1 : 0;
-    const uint8_t *__restrict__ w = m == 2 ? S.w[2] : m == 1 ? S.w[1] : S.w[0];
-    float *__restrict__ y = m == 2 ? S.y[2] : m == 1 ? S.y[1] : S.y[0];
-    const int64_t ldy = m == 2 ? S.ldy[2] : m == 1 ? S.ldy[1] : S.ldy[0];
-    const int64_t rows = m == 2 ? S.rows[2] : m == 1 ? S.rows[1] : S.rows[0];
-    const unsigned bx = b - (m == 2 ? S.first[2] : m == 1 ? S.first[1] : 0u);
+    const mq_one mo = mq_pick(S);
+    const uint8_t *__restrict__ w = mo.w;
+    float *__restrict__ y = mo.y;
+    const int64_t ldy = mo.ldy, rows = mo.rows;
+    const unsigned bx = mo.bx;
     const int lane = threadIdx.x % LLM_WARP_SIZE, warp = threadIdx.x / LLM_WARP_SIZE;
     const int slice = warp % KS;
     const int64_t r0 = ((int64_t)bx * (MQ_WARPS / KS) + warp / KS) * R;
@@ -551,15 +538,7 @@ template <int T, int NT, int R, int KS>
 static void launch(llm_backend *be, const mq_pend &p)
 {
     mq_set S;
-    unsigned blocks = 0;
-    for (int m = 0; m < MQ_MATS; m++) {
-        const bool on = m < p.nm;
-        S.w[m] = on ? p.w[m] : NULL, S.y[m] = on ? p.y[m] : NULL;
-        S.ldy[m] = on ? p.ldy[m] : 0, S.rows[m] = on ? p.rows[m] : 0;
-        S.first[m] = on ? blocks : UINT_MAX;
-        if (on)
-            blocks += cdiv(p.rows[m], (MQ_WARPS / KS) * R);
-    }
+    const unsigned blocks = mq_set_of(p, (MQ_WARPS / KS) * R, &S);
     const dim3 grid(blocks, cdiv(p.n, MQ_MAX_TOKENS));
     cu_launch(be, k_mmvq<T, NT, R, KS>, grid, MQ_WARPS * LLM_WARP_SIZE, 0, S, p.rb, p.k,
               (const int8_t *)p.q, (const float *)p.d, (const int *)p.s, (int)p.n);
@@ -629,6 +608,7 @@ void cu_mmvq_launch(llm_backend *be, const mq_pend &p)
     case LLM_DT_Q3_K: mmvq<LLM_DT_Q3_K>(be, p); break;
     case LLM_DT_IQ4_NL: mmvq<LLM_DT_IQ4_NL>(be, p); break;
     case LLM_DT_IQ4_XS: mmvq<LLM_DT_IQ4_XS>(be, p); break;
+    case LLM_DT_F16: case LLM_DT_BF16: cu_mv16_launch(be, p); break;
     default: break;
     }
     CU_LAUNCHED(be, "matmul");
@@ -693,6 +673,14 @@ int cu_mmvq(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, const u
         act_keep(be, x, ldx, k, n, mode);
     }
     act_written(be, y, ldy, rows, x, ldx, k, n);
+    cu_mq_queue(be, t, k, n, w->row_bytes, q, d, s, wd, y, ldy, rows);
+    return 1;
+}
+
+void cu_mq_queue(llm_backend *be, uint32_t t, int64_t k, int64_t n, size_t rb, const void *q,
+                 const void *d, const void *s, const uint8_t *wd, float *y, int64_t ldy,
+                 int64_t rows)
+{
     /* held back, with the products of the same activations before it when they match: one
      * launch for all (the bits are the same: a row's sums do not depend on its launch) */
     mq_pend &p = be->pend.mq;
@@ -703,18 +691,17 @@ int cu_mmvq(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, const u
             join = !meet(p.y[m], (size_t)(((n - 1) * p.ldy[m] + p.rows[m]) * 4), y, ybytes);
         if (join) {
             p.w[p.nm] = wd, p.y[p.nm] = y, p.ldy[p.nm] = ldy, p.rows[p.nm] = rows, p.nm++;
-            return 1;
+            return;
         }
         cu_flush(be); /* the activations stay valid */
     }
     mq_pend np = {};
-    np.t = t, np.k = k, np.n = n, np.rb = w->row_bytes, np.q = q, np.d = d, np.s = s;
+    np.t = t, np.k = k, np.n = n, np.rb = rb, np.q = q, np.d = d, np.s = s;
     np.nm = 1, np.w[0] = wd, np.y[0] = y, np.ldy[0] = ldy, np.rows[0] = rows;
     if (!(be->fuse & FUSE_MMVQ)) {
         cu_mmvq_launch(be, np);
-        return 1;
+        return;
     }
     be->pend.kind = PEND_MMVQ;
     p = np;
-    return 1;
 }
