@@ -63,7 +63,7 @@ struct llm_backend {
      * and k into the KV write after them. Every other op launches it first (act_stale).
      * LLM_CUDA_FUSE=0 launches each op alone. */
     struct {
-        int kind;           /* PEND_NONE, PEND_ADD, PEND_GLU, PEND_ROPE, PEND_MMVQ */
+        int kind;           /* PEND_NONE, PEND_ADD, PEND_GLU, PEND_ROPE, PEND_MMVQ, PEND_NORM */
         float *y;           /* what the op writes */
         const float *a, *b; /* add: y = a + b; glu: gate, up */
         int64_t n;          /* elements */
@@ -79,6 +79,12 @@ struct llm_backend {
             int neox;
         } rope;
         mq_pend mq;         /* PEND_MMVQ: matrix-vector products of the same activations */
+        struct {            /* PEND_NORM: an RMS norm (with the add it took in: a, b) */
+            float *y, *x;
+            const float *a, *b, *w;
+            int64_t rows, dim;
+            float eps;
+        } norm;
     } pend;
     int cc;       /* compute capability, major * 10 + minor */
     int flash;    /* FLASH_* bits: tensor-core attention (flash.cu) for prompts (default), for
@@ -91,9 +97,12 @@ struct llm_backend {
     int graphs;                /* LLM_CUDA_GRAPHS=0 clears it: every op runs at once */
 };
 
-enum { PEND_NONE, PEND_ADD, PEND_GLU, PEND_ROPE, PEND_MMVQ };
+enum { PEND_NONE, PEND_ADD, PEND_GLU, PEND_ROPE, PEND_MMVQ, PEND_NORM };
 enum { FLASH_PROMPT = 1, FLASH_DECODE = 2, FLASH_ALL = 3 };
-enum { FUSE_ADD_NORM = 1, FUSE_GLU_Q8 = 2, FUSE_ROPE_KV = 4, FUSE_MMVQ = 8, FUSE_ALL = 15 };
+enum {
+    FUSE_ADD_NORM = 1, FUSE_GLU_Q8 = 2, FUSE_ROPE_KV = 4, FUSE_MMVQ = 8, FUSE_NORM_CVT = 16,
+    FUSE_ALL = 31
+};
 
 /* The op table that replays decode steps as CUDA graphs over the ops of `plain` (graph.cu). */
 HIDDEN const struct llm_backend_ops *cu_graph_ops(const struct llm_backend_ops *plain);
@@ -433,6 +442,11 @@ HIDDEN int cu_flash_attention(llm_backend *be, const llm_attention_args *a,
 HIDDEN int cu_norm_fusable(int64_t dim);
 HIDDEN void cu_norm(llm_backend *be, float *y, float *x, const float *a, const float *b,
                     const float *w, int64_t rows, int64_t dim, float eps);
+/* The same, also writing y rounded to 16 bits (LLM_DT_F16 or LLM_DT_BF16, as the 16-bit
+ * matrix-vector kernel's activation conversion rounds it) to h16 [rows][dim]. */
+HIDDEN void cu_norm16(llm_backend *be, float *y, float *x, const float *a, const float *b,
+                      const float *w, int64_t rows, int64_t dim, float eps, uint32_t t16,
+                      void *h16);
 /* topk.cu */
 HIDDEN void cu_top_k(llm_backend *be, int32_t *ids, float *vals, const float *x,
                      int64_t n_rows, int64_t n, int32_t k);

@@ -272,6 +272,14 @@ static void cu_rms_norm(llm_backend *be, float *y, const float *x, const llm_ten
         be->pend.kind = PEND_NONE;
     }
     act_stale(be);
+    if ((be->fuse & FUSE_NORM_CVT) && cu_norm_fusable(dim) && n_rows <= 0x7fffffff) {
+        /* held for a 16-bit matmul of y, whose conversion it then writes (matmul.cu) */
+        auto &p = be->pend.norm;
+        p.y = y, p.x = (float *)x, p.a = a, p.b = b, p.w = (const float *)wdata(w);
+        p.rows = n_rows, p.dim = dim, p.eps = eps;
+        be->pend.kind = PEND_NORM;
+        return;
+    }
     cu_norm(be, y, (float *)x, a, b, (const float *)wdata(w), n_rows, dim, eps);
 }
 
@@ -429,6 +437,10 @@ void cu_flush(llm_backend *be)
             rope_now(be, p.rope.x[i], p.rope.n_tokens, p.rope.heads[i]);
         break;
     case PEND_MMVQ: cu_mmvq_launch(be, p.mq); break;
+    case PEND_NORM:
+        cu_norm(be, p.norm.y, p.norm.x, p.norm.a, p.norm.b, p.norm.w, p.norm.rows, p.norm.dim,
+                p.norm.eps);
+        break;
     default: break;
     }
 }

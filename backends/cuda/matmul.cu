@@ -677,6 +677,11 @@ static int mv16(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, con
             else
                 cu_launch(be, k_glu_to_half<__half>, gx, 256, 0, p.y, p.a, p.b, p.act, p.n,
                           (__half *)xh);
+        } else if (p.kind == PEND_NORM && p.norm.y == x && ldx == k && p.norm.dim == k &&
+                   p.norm.rows == n) {
+            be->pend.kind = PEND_NONE; /* the deferred norm, converting as it writes */
+            cu_norm16(be, p.norm.y, p.norm.x, p.norm.a, p.norm.b, p.norm.w, n, k, p.norm.eps,
+                      t, xh);
         } else {
             act_stale(be);
             if (t == LLM_DT_BF16)

@@ -5,6 +5,8 @@
  * row and weight loaded before the reduction so that their latencies overlap. The sum of
  * squares is added in the same order whether or not the add is fused, so a row's bits
  * never depend on it. */
+#include <type_traits>
+
 #include "common.cuh"
 
 /* Sum over the block (blockDim.x a multiple of the warp width, at most 1024). */
@@ -41,10 +43,12 @@ static __global__ void k_rms_norm(float *y, const float *x, const float *w, int6
 }
 
 /* x and y are not restrict: y may be b and x may be a (every element is read and written
- * by one thread, reads first). */
-template <int VPT, bool ADD>
+ * by one thread, reads first). H: also y rounded to __half or __nv_bfloat16 in h16 (float:
+ * not). */
+template <int VPT, bool ADD, typename H>
 static __global__ void k_norm(float *y, float *x, const float *a, const float *b,
-                              const float *__restrict__ w, int64_t dim, float eps)
+                              const float *__restrict__ w, int64_t dim, float eps,
+                              H *__restrict__ h16)
 {
     LLM_PDL_WAIT();
     LLM_PDL_TRIGGER();
@@ -76,8 +80,13 @@ static __global__ void k_norm(float *y, float *x, const float *a, const float *b
     for (int i = 0; i < VPT; i++) {
         const int64_t j = threadIdx.x + (int64_t)i * blockDim.x;
         v[i] = w ? (v[i] * scale) * wv[i] : v[i] * scale;
-        if (j < dim)
+        if (j < dim) {
             y[j] = v[i];
+            if constexpr (std::is_same_v<H, __half>)
+                h16[r * dim + j] = __float2half_rn(v[i]);
+            else if constexpr (std::is_same_v<H, __nv_bfloat16>)
+                h16[r * dim + j] = __float2bfloat16_rn(v[i]);
+        }
     }
 }
 
@@ -85,20 +94,39 @@ static int norm_threads(int64_t dim) { return dim >= 1024 ? 512 : dim >= 256 ? 2
 
 int cu_norm_fusable(int64_t dim) { return dim > 0 && dim <= 16 * (int64_t)norm_threads(dim); }
 
-template <int VPT>
-static void launch_norm(llm_backend *be, float *y, float *x, const float *a, const float *b,
-                        const float *w, int64_t rows, int64_t dim, float eps)
+template <int VPT, typename H>
+static void launch_norm_h(llm_backend *be, float *y, float *x, const float *a, const float *b,
+                          const float *w, int64_t rows, int64_t dim, float eps, void *h16)
 {
     const unsigned g = (unsigned)rows;
     const int th = norm_threads(dim);
     if (a)
-        cu_launch(be, k_norm<VPT, true>, g, th, 0, y, x, a, b, w, dim, eps);
+        cu_launch(be, k_norm<VPT, true, H>, g, th, 0, y, x, a, b, w, dim, eps, (H *)h16);
     else
-        cu_launch(be, k_norm<VPT, false>, g, th, 0, y, x, a, b, w, dim, eps);
+        cu_launch(be, k_norm<VPT, false, H>, g, th, 0, y, x, a, b, w, dim, eps, (H *)h16);
+}
+
+template <int VPT>
+static void launch_norm(llm_backend *be, float *y, float *x, const float *a, const float *b,
+                        const float *w, int64_t rows, int64_t dim, float eps, uint32_t t16,
+                        void *h16)
+{
+    if (!h16)
+        launch_norm_h<VPT, float>(be, y, x, a, b, w, rows, dim, eps, NULL);
+    else if (t16 == LLM_DT_BF16)
+        launch_norm_h<VPT, __nv_bfloat16>(be, y, x, a, b, w, rows, dim, eps, h16);
+    else
+        launch_norm_h<VPT, __half>(be, y, x, a, b, w, rows, dim, eps, h16);
 }
 
 void cu_norm(llm_backend *be, float *y, float *x, const float *a, const float *b,
              const float *w, int64_t rows, int64_t dim, float eps)
+{
+    cu_norm16(be, y, x, a, b, w, rows, dim, eps, 0, NULL);
+}
+
+void cu_norm16(llm_backend *be, float *y, float *x, const float *a, const float *b,
+               const float *w, int64_t rows, int64_t dim, float eps, uint32_t t16, void *h16)
 {
     if (rows <= 0)
         return;
@@ -108,22 +136,23 @@ void cu_norm(llm_backend *be, float *y, float *x, const float *a, const float *b
     }
     const int th = norm_threads(dim);
     if (!cu_norm_fusable(dim)) {
-        /* long rows: the plain kernel (callers fuse an add only where fusable) */
-        if (a)
+        /* long rows: the plain kernel (callers fuse an add or a conversion only where
+         * fusable) */
+        if (a || h16)
             cu_record(be, LLM_ERR_INTERNAL, "cuda: fused add and norm of rows of %lld",
                       (long long)dim);
         else
             k_rms_norm<<<(unsigned)rows, th, 0, be->stream>>>(y, x, w, dim, eps);
     } else if (dim <= th) {
-        launch_norm<1>(be, y, x, a, b, w, rows, dim, eps);
+        launch_norm<1>(be, y, x, a, b, w, rows, dim, eps, t16, h16);
     } else if (dim <= 2 * th) {
-        launch_norm<2>(be, y, x, a, b, w, rows, dim, eps);
+        launch_norm<2>(be, y, x, a, b, w, rows, dim, eps, t16, h16);
     } else if (dim <= 4 * th) {
-        launch_norm<4>(be, y, x, a, b, w, rows, dim, eps);
+        launch_norm<4>(be, y, x, a, b, w, rows, dim, eps, t16, h16);
     } else if (dim <= 8 * th) {
-        launch_norm<8>(be, y, x, a, b, w, rows, dim, eps);
+        launch_norm<8>(be, y, x, a, b, w, rows, dim, eps, t16, h16);
     } else {
-        launch_norm<16>(be, y, x, a, b, w, rows, dim, eps);
+        launch_norm<16>(be, y, x, a, b, w, rows, dim, eps, t16, h16);
     }
     CU_LAUNCHED(be, "rms_norm");
 }
