@@ -235,6 +235,9 @@ static void test_matmul(void)
     matmul_case(LLM_DT_Q6_K, 512, 2049, 2);
     matmul_case(LLM_DT_Q8_0, 512, 2051, 5);
     matmul_case(LLM_DT_Q8_0, 8192, 2049, 1);
+    /* long 16-bit rows: two warps per row, an odd number of rows */
+    matmul_case(LLM_DT_BF16, 8200, 37, 1);
+    matmul_case(LLM_DT_F16, 9000, 35, 3);
     /* a weight larger than one expansion slice of the cuBLAS path (kept expanded here) */
     matmul_case(LLM_DT_Q4_0, 4096, 8300, 16);
 }
