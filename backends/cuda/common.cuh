@@ -57,11 +57,12 @@ struct llm_backend {
         int64_t ldx, k, n;
         int mode, valid;
     } act_q8;
-    /* One element-wise op held back so that the op after it can take it into its own
-     * kernel (see "deferred ops" in cuda.cu): a residual add into the RMS norm after it,
-     * a glu into the quantization of the matmul that reads its output, the ropes of q
-     * and k into the KV write after them. Every other op launches it first (act_stale).
-     * LLM_CUDA_FUSE=0 launches each op alone. */
+    /* One op held back so that the op after it can take it into its own kernel (see
+     * "deferred ops" in cuda.cu): a residual add into the RMS norm after it, a glu into
+     * the quantization of the matmul that reads its output, the ropes of q and k into
+     * the KV write after them, a norm into the 16-bit conversion after it, matrix-vector
+     * products into one launch with the next of the same activations. Every other op
+     * launches it first (act_stale). LLM_CUDA_FUSE=0 launches each op alone. */
     struct {
         int kind;           /* PEND_NONE, PEND_ADD, PEND_GLU, PEND_ROPE, PEND_MMVQ, PEND_NORM */
         float *y;           /* what the op writes */

@@ -253,11 +253,13 @@ static void cu_release_weight(llm_backend *be, llm_tensor *w)
  * after them: an add followed by the norm of its output becomes one kernel, and a glu
  * whose output the next matmul quantizes (mmvq.cu) or converts to 16 bits (matmul.cu)
  * is computed by that kernel; the ropes of q and k and the KV write of k and v become
- * one kernel.
+ * one kernel; a norm whose output the next matmul converts to 16 bits writes the
+ * conversion itself; matrix-vector products of the same activations are launched
+ * together (cu_mq_queue, mmvq.cu).
  * Any other op launches the deferred one first (act_stale), so the order of effects is
  * the plain one; each fused kernel computes the same bits as the kernels it replaces
- * (test_cuda_ops compares them). The norm itself is not deferred into the quantization
- * after it: one block per row would then also do the quantization's work, which measured
+ * (test_cuda_ops compares them). The norm is not fused into the 8-bit quantization after
+ * it: one block per row would then also do the quantization's work, which measured
  * slower than two kernels (docs/perf/cuda.md). */
 
 static void cu_rms_norm(llm_backend *be, float *y, const float *x, const llm_tensor *w,
