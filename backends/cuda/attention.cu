@@ -224,13 +224,20 @@ static __global__ void __launch_bounds__(W *LLM_WARP_SIZE) k_attention(att_param
             L = __fmaf_rn(s_l[w], f[w], L);
         }
         const float inv = __fdiv_rn(1.0f, L);
-        float *out = a.out + (t * a.n_head + h0 + g) * hd;
+        const int64_t row = (t * a.n_head + h0 + g) * hd;
         for (int d = threadIdx.x; d < hd; d += blockDim.x) {
             float o = 0.0f;
 #pragma unroll
             for (int w = 0; w < W; w++)
                 o = __fmaf_rn(s_acc[w][d], f[w], o);
-            out[d] = __fmul_rn(o, inv);
+            o = __fmul_rn(o, inv);
+            a.out[row + d] = o;
+            if (a.h16) { /* the conversion of the 16-bit matmul after it */
+                if (a.t16 == LLM_DT_BF16)
+                    ((__nv_bfloat16 *)a.h16)[row + d] = __float2bfloat16_rn(o);
+                else
+                    ((__half *)a.h16)[row + d] = __float2half_rn(o);
+            }
         }
         __syncthreads(); /* before the next head overwrites the shared partials */
     }
@@ -316,14 +323,29 @@ void cu_attention(llm_backend *be, const llm_attention_args *a)
     p.window = a->window;
     p.scale = a->scale;
     p.softcap = a->softcap;
+    p.h16 = NULL;
+    p.t16 = 0;
     if (cu_flash_attention(be, a, p))
         return;
     const int per = kv->head_dim % LLM_WARP_SIZE == 0 ? kv->head_dim / LLM_WARP_SIZE : 0;
-    if (kv->dtype == LLM_DT_F16)
-        launch<LLM_DT_F16>(be, a->n_tokens, a->n_head, p.group, per, p);
-    else if (kv->dtype == LLM_DT_BF16)
-        launch<LLM_DT_BF16>(be, a->n_tokens, a->n_head, p.group, per, p);
+    if (be->fuse & FUSE_ATT_CVT) {
+        /* held for a 16-bit matmul of the output, whose conversion it then writes */
+        auto &h = be->pend.att;
+        h.p = p, h.n_tokens = a->n_tokens, h.per = per, h.dtype = kv->dtype;
+        be->pend.kind = PEND_ATT;
+        return;
+    }
+    cu_attention_launch(be, p, a->n_tokens, per, kv->dtype);
+}
+
+void cu_attention_launch(llm_backend *be, const att_params &p, int64_t n_tokens, int per,
+                         uint32_t dtype)
+{
+    if (dtype == LLM_DT_F16)
+        launch<LLM_DT_F16>(be, n_tokens, p.n_head, p.group, per, p);
+    else if (dtype == LLM_DT_BF16)
+        launch<LLM_DT_BF16>(be, n_tokens, p.n_head, p.group, per, p);
     else
-        launch<LLM_DT_Q8_0>(be, a->n_tokens, a->n_head, p.group, per, p);
+        launch<LLM_DT_Q8_0>(be, n_tokens, p.n_head, p.group, per, p);
     CU_LAUNCHED(be, "attention");
 }

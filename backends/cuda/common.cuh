@@ -29,6 +29,21 @@ struct mq_pend {
     int64_t ldy[MQ_MATS], rows[MQ_MATS];
 };
 
+/* The arguments of the attention kernels (attention.cu, flash.cu). */
+struct att_params {
+    float *out;
+    const float *q;
+    const char *k, *v;
+    size_t row_bytes, head_bytes; /* of a cache row, of one head in it */
+    const int32_t *q_pos, *q_seq, *block_tables;
+    int32_t n_head, group, head_dim, block_size, max_blocks, window;
+    float scale, softcap;
+    /* the decode kernel also writes out rounded to 16 bits (t16: LLM_DT_F16 or
+     * LLM_DT_BF16) here, for the 16-bit matmul after it; NULL: not */
+    void *h16;
+    uint32_t t16;
+};
+
 struct llm_backend {
     int device;
     cudaStream_t stream;
@@ -60,11 +75,13 @@ struct llm_backend {
     /* One op held back so that the op after it can take it into its own kernel (see
      * "deferred ops" in cuda.cu): a residual add into the RMS norm after it, a glu into
      * the quantization of the matmul that reads its output, the ropes of q and k into
-     * the KV write after them, a norm into the 16-bit conversion after it, matrix-vector
+     * the KV write after them, a norm or a decode attention into the 16-bit conversion
+     * after it, matrix-vector
      * products into one launch with the next of the same activations. Every other op
      * launches it first (act_stale). LLM_CUDA_FUSE=0 launches each op alone. */
     struct {
-        int kind;           /* PEND_NONE, PEND_ADD, PEND_GLU, PEND_ROPE, PEND_MMVQ, PEND_NORM */
+        int kind;           /* PEND_NONE, PEND_ADD, PEND_GLU, PEND_ROPE, PEND_MMVQ, PEND_NORM,
+                             * PEND_ATT */
         float *y;           /* what the op writes */
         const float *a, *b; /* add: y = a + b; glu: gate, up */
         int64_t n;          /* elements */
@@ -80,6 +97,12 @@ struct llm_backend {
             int neox;
         } rope;
         mq_pend mq;         /* PEND_MMVQ: matrix-vector products of the same activations */
+        struct {            /* PEND_ATT: decode attention (attention.cu) */
+            att_params p;
+            int64_t n_tokens;
+            int per;
+            uint32_t dtype;
+        } att;
         struct {            /* PEND_NORM: an RMS norm (with the add it took in: a, b) */
             float *y, *x;
             const float *a, *b, *w;
@@ -98,11 +121,11 @@ struct llm_backend {
     int graphs;                /* LLM_CUDA_GRAPHS=0 clears it: every op runs at once */
 };
 
-enum { PEND_NONE, PEND_ADD, PEND_GLU, PEND_ROPE, PEND_MMVQ, PEND_NORM };
+enum { PEND_NONE, PEND_ADD, PEND_GLU, PEND_ROPE, PEND_MMVQ, PEND_NORM, PEND_ATT };
 enum { FLASH_PROMPT = 1, FLASH_DECODE = 2, FLASH_ALL = 3 };
 enum {
     FUSE_ADD_NORM = 1, FUSE_GLU_Q8 = 2, FUSE_ROPE_KV = 4, FUSE_MMVQ = 8, FUSE_NORM_CVT = 16,
-    FUSE_ALL = 31
+    FUSE_ATT_CVT = 32, FUSE_ALL = 63
 };
 
 /* The op table that replays decode steps as CUDA graphs over the ops of `plain` (graph.cu). */
@@ -408,16 +431,6 @@ static inline size_t kv_bytes(uint32_t dtype, int64_t n)
 
 /* What an attention kernel needs (attention.cu, flash.cu): the llm_attention_args with the
  * cache's row geometry worked out and group = query heads per KV head. */
-struct att_params {
-    float *out;
-    const float *q;
-    const char *k, *v;
-    size_t row_bytes, head_bytes; /* of a cache row, of one head in it */
-    const int32_t *q_pos, *q_seq, *block_tables;
-    int32_t n_head, group, head_dim, block_size, max_blocks, window;
-    float scale, softcap;
-};
-
 /* ops defined in matmul.cu, attention.cu, flash.cu and topk.cu */
 HIDDEN int cu_dtype_supported(uint32_t t);
 HIDDEN void cu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w,
@@ -432,6 +445,9 @@ HIDDEN int cu_mmvq(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w,
 HIDDEN void cu_get_rows(llm_backend *be, float *y, const llm_tensor *w, const int32_t *ids,
                         int64_t n);
 HIDDEN void cu_attention(llm_backend *be, const llm_attention_args *a);
+/* Launches the decode attention kernel (held back by cu_attention as PEND_ATT). */
+HIDDEN void cu_attention_launch(llm_backend *be, const att_params &p, int64_t n_tokens,
+                                int per, uint32_t dtype);
 /* flash.cu: attention on tensor cores of long runs of queries of one sequence (prompts),
  * and with LLM_CUDA_FLASH=3 of decode batches; 0 when the arguments are not ones it takes
  * (the caller then uses attention.cu's kernel) */

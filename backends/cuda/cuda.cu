@@ -253,8 +253,8 @@ static void cu_release_weight(llm_backend *be, llm_tensor *w)
  * after them: an add followed by the norm of its output becomes one kernel, and a glu
  * whose output the next matmul quantizes (mmvq.cu) or converts to 16 bits (matmul.cu)
  * is computed by that kernel; the ropes of q and k and the KV write of k and v become
- * one kernel; a norm whose output the next matmul converts to 16 bits writes the
- * conversion itself; matrix-vector products of the same activations are launched
+ * one kernel; a norm or a decode attention whose output the next matmul converts to 16
+ * bits writes the conversion itself; matrix-vector products of the same activations are launched
  * together (cu_mq_queue, mmvq.cu).
  * Any other op launches the deferred one first (act_stale), so the order of effects is
  * the plain one; each fused kernel computes the same bits as the kernels it replaces
@@ -439,6 +439,7 @@ void cu_flush(llm_backend *be)
             rope_now(be, p.rope.x[i], p.rope.n_tokens, p.rope.heads[i]);
         break;
     case PEND_MMVQ: cu_mmvq_launch(be, p.mq); break;
+    case PEND_ATT: cu_attention_launch(be, p.att.p, p.att.n_tokens, p.att.per, p.att.dtype); break;
     case PEND_NORM:
         cu_norm(be, p.norm.y, p.norm.x, p.norm.a, p.norm.b, p.norm.w, p.norm.rows, p.norm.dim,
                 p.norm.eps);

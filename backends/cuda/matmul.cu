@@ -720,6 +720,12 @@ static int mv16(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, con
             else
                 cu_launch(be, k_glu_to_half<__half>, gx, 256, 0, p.y, p.a, p.b, p.act, p.n,
                           (__half *)xh);
+        } else if (p.kind == PEND_ATT && p.att.p.out == x && ldx == k &&
+                   (int64_t)p.att.p.n_head * p.att.p.head_dim == k && p.att.n_tokens == n) {
+            be->pend.kind = PEND_NONE; /* the deferred attention, converting as it writes */
+            att_params ap = p.att.p;
+            ap.h16 = xh, ap.t16 = t;
+            cu_attention_launch(be, ap, n, p.att.per, p.att.dtype);
         } else if (p.kind == PEND_NORM && p.norm.y == x && ldx == k && p.norm.dim == k &&
                    p.norm.rows == n) {
             be->pend.kind = PEND_NONE; /* the deferred norm, converting as it writes */

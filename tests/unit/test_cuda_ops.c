@@ -1226,14 +1226,18 @@ static void graph_step(llm_backend *be, gstep *b, llm_tensor *w, int n, const in
     CHECK(gpu->download(be, vals_out, b->vals, (size_t)n * 8 * 4) == LLM_OK);
 }
 
-/* Decode steps on a backend with graphs (the default) and one without (LLM_CUDA_GRAPHS=0)
- * give the same bits, step after step, while the graphs are replayed with new tokens,
+/* Decode steps on a backend with graphs and fused ops (the default) and one without either
+ * (LLM_CUDA_GRAPHS=0, LLM_CUDA_FUSE=0) give the same bits, step after step, while the graphs are replayed with new tokens,
  * positions and KV contents; between the steps, a prompt-sized matmul grows the backend's
  * scratch buffers (the graphs that used the old ones must go) and the batch changes size
  * (a second set of graphs). */
 static void test_graphs(void)
 {
+    /* the reference: no graphs, and every op launched alone (the fused kernels give the
+     * same bits) */
+    setenv("LLM_CUDA_FUSE", "0", 1);
     llm_backend *gr = NULL, *pl = gpu_with_env("LLM_CUDA_GRAPHS", "0");
+    unsetenv("LLM_CUDA_FUSE");
     llm_backend_config cfg = {0};
     CHECK(gpu->create(&cfg, &gr) == LLM_OK);
     if (!gr || !pl)
