@@ -325,6 +325,51 @@ static __device__ __forceinline__ float warp_sum(float v)
     return v;
 }
 
+/* The end of a matrix-vector kernel of W warps whose warp groups of KS take R rows from r0
+ * (warp `warp % KS` of a group one part of each row): every warp's sums reduced over its
+ * lanes, the KS parts of a row added in part order through shared memory, the rows below
+ * `rows` stored for the n tokens by lane 0 of the group's first warp. Every thread of the
+ * block calls it (a barrier when KS > 1); the order of the sums never depends on NT. */
+template <int W, int R, int NT, int KS>
+static __device__ __forceinline__ void rows_store(float (&acc)[R][NT], int lane, int warp,
+                                                  int64_t r0, int64_t rows, float *y,
+                                                  int64_t ldy, int n)
+{
+#pragma unroll
+    for (int i = 0; i < R; i++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+            acc[i][j] = warp_sum(acc[i][j]);
+    if (KS > 1) {
+        __shared__ float part[W][R][NT];
+        if (lane == 0)
+#pragma unroll
+            for (int i = 0; i < R; i++)
+#pragma unroll
+                for (int j = 0; j < NT; j++)
+                    part[warp][i][j] = acc[i][j];
+        __syncthreads();
+        if (warp % KS != 0)
+            return;
+#pragma unroll
+        for (int i = 0; i < R; i++)
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                float t = part[warp][i][j];
+#pragma unroll
+                for (int q = 1; q < KS; q++)
+                    t += part[warp + q][i][j];
+                acc[i][j] = t;
+            }
+    }
+#pragma unroll
+    for (int i = 0; i < R; i++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+            if (j < n && lane == 0 && r0 + i < rows)
+                y[j * ldy + r0 + i] = acc[i][j];
+}
+
 /* Over 32 consecutive lanes (one Q8 group): the maximum of non-negative floats, the sum
  * of ints, and the first lane whose flag is set (-1 if none). One instruction each where
  * the hardware has warp reductions. */

@@ -134,6 +134,14 @@ void cu_graph_forget(llm_backend *be)
     memset(g->seen, 0, sizeof g->seen);
 }
 
+/* After a failed capture: the held-back op and the cached activations the captured ops
+ * left behind never ran; the segment starts again from a clean state. */
+static void capture_undone(llm_backend *be)
+{
+    be->pend.kind = PEND_NONE;
+    be->act_q8.valid = 0;
+}
+
 /* Captures the current segment into a graph of the cache and launches it; false (with
  * nothing run and the backend's state as before) when it cannot be captured. */
 static bool capture(llm_backend *be, graph_state *g)
@@ -154,8 +162,7 @@ static bool capture(llm_backend *be, graph_state *g)
             cudaGraphDestroy(graph);
         cudaGetLastError();
         be->err = LLM_OK; /* the capture's error: the ops run op by op instead */
-        be->pend.kind = PEND_NONE;
-        be->act_q8.valid = 0;
+        capture_undone(be);
         return false;
     }
     cached_graph *c = &g->cache[0];
@@ -172,8 +179,7 @@ static bool capture(llm_backend *be, graph_state *g)
         c->exec = NULL;
         c->ops.len = 0;
         cudaGraphDestroy(graph);
-        be->pend.kind = PEND_NONE;
-        be->act_q8.valid = 0;
+        capture_undone(be);
         return false;
     }
     cudaGraphDestroy(graph);

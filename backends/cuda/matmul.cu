@@ -609,40 +609,7 @@ k_mv16(const mq_set S, size_t row_bytes, int64_t k, const uint16_t *__restrict__
             }
         }
     }
-#pragma unroll
-    for (int i = 0; i < ROWS; i++)
-#pragma unroll
-        for (int j = 0; j < NT; j++)
-            acc[i][j] = warp_sum(acc[i][j]);
-    if (KS > 1) {
-        /* the KS parts of a row added in slice order */
-        __shared__ float part[MV_WARPS][ROWS][NT];
-        if (lane == 0)
-#pragma unroll
-            for (int i = 0; i < ROWS; i++)
-#pragma unroll
-                for (int j = 0; j < NT; j++)
-                    part[warp][i][j] = acc[i][j];
-        __syncthreads();
-        if (slice != 0 || r0 >= rows)
-            return;
-#pragma unroll
-        for (int i = 0; i < ROWS; i++)
-#pragma unroll
-            for (int j = 0; j < NT; j++) {
-                float t = part[warp][i][j];
-#pragma unroll
-                for (int q = 1; q < KS; q++)
-                    t += part[warp + q][i][j];
-                acc[i][j] = t;
-            }
-    }
-#pragma unroll
-    for (int i = 0; i < ROWS; i++)
-#pragma unroll
-        for (int j = 0; j < NT; j++)
-            if (j < n && lane == 0 && r0 + i < rows)
-                y[j * ldy + r0 + i] = acc[i][j];
+    rows_store<MV_WARPS, ROWS, NT, KS>(acc, lane, warp, r0, rows, y, ldy, n);
 }
 
 template <int T, int NT, int KS>

@@ -433,39 +433,7 @@ k_mmvq(const mq_set S, size_t row_bytes, int64_t k, const int8_t *__restrict__ x
             }
         }
     }
-#pragma unroll
-    for (int i = 0; i < R; i++)
-#pragma unroll
-        for (int j = 0; j < NT; j++)
-            acc[i][j] = warp_sum(acc[i][j]);
-    if (KS > 1) {
-        __shared__ float part[MQ_WARPS][R][NT];
-        if (lane == 0)
-#pragma unroll
-            for (int i = 0; i < R; i++)
-#pragma unroll
-                for (int j = 0; j < NT; j++)
-                    part[warp][i][j] = acc[i][j];
-        __syncthreads();
-        if (slice != 0)
-            return;
-#pragma unroll
-        for (int i = 0; i < R; i++)
-#pragma unroll
-            for (int j = 0; j < NT; j++) {
-                float t = part[warp][i][j];
-#pragma unroll
-                for (int q = 1; q < KS; q++)
-                    t += part[warp + q][i][j];
-                acc[i][j] = t;
-            }
-    }
-#pragma unroll
-    for (int i = 0; i < R; i++)
-#pragma unroll
-        for (int j = 0; j < NT; j++)
-            if (j < n && lane == 0 && r0 + i < rows)
-                y[j * ldy + r0 + i] = acc[i][j];
+    rows_store<MQ_WARPS, R, NT, KS>(acc, lane, warp, r0, rows, y, ldy, n);
 }
 
 /* ---- activation quantization ------------------------------------------------------------
