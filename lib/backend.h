@@ -16,7 +16,14 @@
 
 #include "dtype.h"
 
-#define LLM_BACKEND_ABI_VERSION 4
+#define LLM_BACKEND_ABI_VERSION 5
+
+/* One penalised logit of the penalize op: x[row * n + token] becomes
+ * (v > 0 ? v / repeat : v * repeat) - sub, the sampler's arithmetic (lib/sampler.c). */
+typedef struct llm_penalty {
+    int32_t row, token;
+    float repeat, sub;
+} llm_penalty;
 
 /* Largest k of the top_k op. */
 #define LLM_TOP_K_MAX 256
@@ -73,6 +80,9 @@ typedef struct llm_attention_args {
     /* maximal runs of consecutive queries of one sequence in the batch (a prompt of 512
      * tokens: 1; 64 decoding sequences: 64); 0: not known. A hint for choosing a kernel. */
     int32_t n_runs;
+    /* the most keys a query of the batch attends to (its position + 1, or the window if
+     * smaller); 0: not known. A hint for splitting a query's keys between blocks. */
+    int32_t max_keys;
 } llm_attention_args;
 
 typedef struct llm_backend_config {
@@ -172,6 +182,11 @@ struct llm_backend_ops {
      * k other values fills the rest with id -1 and value -inf. NULL: not provided. */
     void (*top_k)(llm_backend *be, int32_t *ids, float *vals, const float *x, int64_t n_rows,
                   int64_t n, int32_t k);
+    /* The sampler's penalties in place, before top_k: n_pen entries (in backend memory) on
+     * rows of n floats at x; no two entries name the same logit; rows and tokens are in
+     * range (the caller's promise). NULL: not provided. */
+    void (*penalize)(llm_backend *be, float *x, int64_t n, const llm_penalty *pen,
+                     int64_t n_pen);
 };
 
 /* ---- loadable backend modules ----------------------------------------------------------

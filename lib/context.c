@@ -170,6 +170,7 @@ void llm_context_free(llm_context *c)
             c->ops->free(c->be, bufs[i]);
         c->ops->free(c->be, c->d_ints);
         c->ops->free(c->be, c->d_cand);
+        c->ops->free(c->be, c->d_pen);
         c->ops->free(c->be, c->moe_ids);
         c->ops->destroy(c->be);
     }
@@ -179,6 +180,7 @@ void llm_context_free(llm_context *c)
         llm__free(c->cand_ids);
         llm__free(c->cand_vals);
     }
+    llm__free(c->pen);
     llm__free(c->row_ready);
     llm__kv_free(c->kv);
     int32_t *ints[] = {c->tokens, c->pos, c->seq, c->slots, c->out_rows, c->seq_len0,
@@ -341,6 +343,33 @@ llm_status llm_decode(llm_context *c, const llm_batch *b)
     return llm__context_decode(c, b);
 }
 
+/* The entries of c->pen for rows [out_done, out_done + n_rows) (from *next on; they are in
+ * row order), applied by the backend to this micro-batch's logits. */
+static llm_status apply_penalties(llm_context *c, int32_t *next, int64_t out_done,
+                                  int64_t n_rows, float *logits)
+{
+    const int32_t i0 = *next;
+    int32_t i1 = i0;
+    while (i1 < c->n_pen && c->pen[i1].row < out_done + n_rows)
+        c->pen[i1].row -= (int32_t)out_done, i1++;
+    *next = i1;
+    if (i1 == i0)
+        return LLM_OK;
+    if (i1 - i0 > c->d_pen_cap) {
+        const int32_t cap = c->n_pen > 256 ? c->n_pen : 256;
+        llm_penalty *d = c->ops->alloc(c->be, (size_t)cap * sizeof *d);
+        if (!d)
+            return llm__fail(LLM_ERR_NO_MEMORY, "llm_decode: no backend memory for %d "
+                             "penalties", c->n_pen);
+        c->ops->free(c->be, c->d_pen);
+        c->d_pen = d;
+        c->d_pen_cap = cap;
+    }
+    c->ops->upload(c->be, c->d_pen, c->pen + i0, (size_t)(i1 - i0) * sizeof *c->pen);
+    c->ops->penalize(c->be, logits, c->model->hp.n_vocab, c->d_pen, i1 - i0);
+    return LLM_OK; /* errors come with the next synchronize or download */
+}
+
 llm_status llm__context_decode(llm_context *c, const llm_batch *b)
 {
     if (!b)
@@ -402,16 +431,18 @@ llm_status llm__context_decode(llm_context *c, const llm_batch *b)
     for (int32_t s = 0; s < c->n_seq; s++)
         c->seq_count[s] = 0;
     int64_t out_done = 0;
+    int32_t pen_next = 0; /* the first entry of c->pen not yet applied */
     for (int32_t i0 = 0; i0 < b->n_tokens; i0 += c->n_batch) {
         const int32_t n = b->n_tokens - i0 < c->n_batch ? b->n_tokens - i0 : c->n_batch;
         int64_t n_out_ub = 0;
-        int32_t n_runs = 0;
+        int32_t n_runs = 0, max_pos = 0;
         for (int32_t j = 0; j < n; j++) {
             const int32_t i = i0 + j, s = b->seq_ids ? b->seq_ids[i] : 0;
             n_runs += j == 0 || s != c->seq[j - 1];
             c->tokens[j] = b->tokens[i];
             c->seq[j] = s;
             c->pos[j] = c->seq_len0[s] + c->seq_count[s]++;
+            max_pos = c->pos[j] > max_pos ? c->pos[j] : max_pos;
             c->slots[j] = llm__kv_slot(c->kv, s, c->pos[j]);
             if (b->logits ? b->logits[i] != 0 : i == b->n_tokens - 1)
                 c->out_rows[n_out_ub++] = j;
@@ -425,7 +456,7 @@ llm_status llm__context_decode(llm_context *c, const llm_batch *b)
             c->ops->upload(c->be, d_out_rows, c->out_rows, (size_t)n_out_ub * sizeof(int32_t));
         }
         llm_ubatch step = {
-            .ops = c->ops, .be = c->be, .n = n, .n_runs = n_runs, .tokens = d_tokens, .pos = d_pos,
+            .ops = c->ops, .be = c->be, .n = n, .n_runs = n_runs, .max_pos = max_pos, .tokens = d_tokens, .pos = d_pos,
             .seq = d_seq, .slots = d_slots, .block_tables = d_tables,
             .max_blocks = max_blocks, .block_size = c->block_size,
             .kv = c->layers, .n_out = n_out_ub, .out_rows = d_out_rows,
@@ -435,6 +466,8 @@ llm_status llm__context_decode(llm_context *c, const llm_batch *b)
             .moe_ids = c->moe_ids,
         };
         st = c->model->arch->forward(c->model, &step);
+        if (st == LLM_OK && cand && n_out_ub && pen_next < c->n_pen)
+            st = apply_penalties(c, &pen_next, out_done, n_out_ub, step.logits);
         if (st == LLM_OK && cand && n_out_ub) {
             /* each row's best cand_k; the rows stay where they are until asked for */
             const int64_t k = c->cand_k, n_ids = (int64_t)c->cand_rows * c->cand_kalloc;

@@ -43,6 +43,13 @@ struct llm_context {
     uint8_t *row_ready;  /* [cand_rows] */
     int rows_deferred;   /* the last decode left its rows in backend memory */
     int32_t cand_rows, cand_kalloc; /* sizes of the candidate buffers */
+    /* penalties the backend applies before its top_k (the request engine fills them for
+     * the rows it will sample from candidates): n_pen entries in row order, rows counted
+     * over the whole batch; llm__context_decode uses them once and clears n_pen */
+    llm_penalty *pen;
+    int32_t n_pen, cap_pen;
+    llm_penalty *d_pen;  /* backend copy */
+    int32_t d_pen_cap;
     /* whether the request engine samples from candidates: 0 by the backend (those whose
      * memory is not host memory) unless LLM_ENGINE_CANDIDATES is set to 0 or 1; 1 always
      * (where the backend has top_k); -1 never */

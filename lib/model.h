@@ -66,6 +66,7 @@ typedef struct llm_ubatch {
     llm_backend *be;
     int64_t n;                   /* tokens */
     int32_t n_runs;              /* runs of consecutive tokens of one sequence */
+    int32_t max_pos;             /* the largest position in the micro-batch */
     const int32_t *tokens;       /* [n] */
     const int32_t *pos;          /* [n] */
     const int32_t *seq;          /* [n] sequence ids (rows of the block tables) */
@@ -84,6 +85,13 @@ typedef struct llm_ubatch {
     float *moe_logits, *moe_weights, *moe_out;
     int32_t *moe_ids;
 } llm_ubatch;
+
+/* llm_attention_args.max_keys of a layer with sliding window `window` (0: none) */
+static inline int32_t llm__max_keys(const llm_ubatch *s, int32_t window)
+{
+    const int32_t n = s->max_pos + 1;
+    return window > 0 && window < n ? window : n;
+}
 
 typedef struct llm_arch {
     const char *name;

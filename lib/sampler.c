@@ -263,6 +263,12 @@ void llm_sampler_reset(llm_sampler *s)
 }
 
 /* The logits the filters see: the caller's, or a copy with the history's penalties. */
+/* what a token seen c times loses after the repeat penalty (llm_penalty.sub) */
+static float penalty_sub(int32_t c, float freq, float pres)
+{
+    return (float)c * freq + pres;
+}
+
 static const float *penalize(llm_sampler *s, const float *logits)
 {
     if (!s->penalties || s->ring_len == 0)
@@ -278,7 +284,7 @@ static const float *penalize(llm_sampler *s, const float *logits)
             continue;
         float v = s->work[t];
         v = v > 0.0f ? v / rp : v * rp;
-        s->work[t] = v - ((float)c * freq + pres);
+        s->work[t] = v - penalty_sub(c, freq, pres);
         s->counts[t] = -c;
     }
     for (int32_t i = 0; i < s->ring_len; i++) {
@@ -287,6 +293,39 @@ static const float *penalize(llm_sampler *s, const float *logits)
             s->counts[t] = -s->counts[t];
     }
     return s->work;
+}
+
+int32_t llm__sampler_penalties(llm_sampler *s, int32_t row, llm_penalty *out)
+{
+    if (!s->penalties)
+        return 0;
+    int32_t n = 0;
+    for (int32_t i = 0; i < s->ring_len; i++) { /* each distinct token once, as penalize */
+        llm_token t = s->ring[i];
+        int32_t c = s->counts[t];
+        if (c <= 0)
+            continue;
+        out[n].row = row;
+        out[n].token = t;
+        out[n].repeat = s->p.repeat_penalty;
+        out[n].sub = penalty_sub(c, s->p.frequency_penalty, s->p.presence_penalty);
+        n++;
+        s->counts[t] = -c;
+    }
+    for (int32_t i = 0; i < s->ring_len; i++)
+        if (s->counts[s->ring[i]] < 0)
+            s->counts[s->ring[i]] = -s->counts[s->ring[i]];
+    return n;
+}
+
+int32_t llm__sampler_penalty_max(const llm_sampler *s)
+{
+    return s->penalties ? s->ring_len : 0;
+}
+
+int llm__sampler_top_ok(const llm_sampler *s, int32_t k)
+{
+    return s->p.temperature <= 0.0f || (s->cap < s->n_vocab && s->cap <= k);
 }
 
 void llm__sampler_penalized(llm_sampler *s, const float *logits, float *out)
@@ -583,9 +622,9 @@ llm_token llm_sampler_sample(llm_sampler *s, const float *logits)
 }
 
 int llm__sampler_sample_top(llm_sampler *s, const llm_token *ids, const float *vals,
-                            int32_t k, llm_token *out)
+                            int32_t k, int penalized, llm_token *out)
 {
-    if (s->penalties && s->ring_len > 0)
+    if (s->penalties && s->ring_len > 0 && !penalized)
         return 0; /* penalties may lift a token from below the k into the top */
     int32_t n = 0; /* the valid prefix */
     while (n < k && ids[n] >= 0)

@@ -3,6 +3,7 @@
 #ifndef LLM_SAMPLER_H
 #define LLM_SAMPLER_H
 
+#include "backend.h"
 #include "internal.h"
 
 /* llm_sampler_create without a model: the vocabulary size is given directly. Same
@@ -28,11 +29,24 @@ LLM_INTERNAL int32_t llm__sampler_candidates(llm_sampler *s, const float *logits
 /* llm_sampler_sample from the k best logits of the row instead of the whole row: ids and
  * vals as the backends' top_k op gives them (descending, equal values by lower id, id -1
  * past the row's valid values). When the chain's result depends only on those k (no
- * penalty with a history; greedy, or top-k of at most k), samples exactly as
- * llm_sampler_sample would from the full row, stores the token (or -1 with the thread's
- * error set, as llm_sampler_sample) in *out and returns 1; else returns 0 and changes
- * nothing. */
+ * penalty with a history, or penalized: the row had llm__sampler_penalties applied by the
+ * backend's penalize op before its top_k; greedy, or top-k of at most k), samples exactly
+ * as llm_sampler_sample would from the full row, stores the token (or -1 with the
+ * thread's error set, as llm_sampler_sample) in *out and returns 1; else returns 0 and
+ * changes nothing. */
 LLM_INTERNAL int llm__sampler_sample_top(llm_sampler *s, const llm_token *ids,
-                                         const float *vals, int32_t k, llm_token *out);
+                                         const float *vals, int32_t k, int penalized,
+                                         llm_token *out);
+
+/* Whether llm__sampler_sample_top can take k candidates, penalties aside: the chain is
+ * greedy, or its top-k is at most k. */
+LLM_INTERNAL int llm__sampler_top_ok(const llm_sampler *s, int32_t k);
+
+/* The penalties the next draw applies to the logits, as entries of the backend's penalize
+ * op for logits row `row`: one per distinct token of the history, with exactly the
+ * arithmetic of llm_sampler_sample. Writes at most llm__sampler_penalty_max(s) entries to
+ * out and returns how many. */
+LLM_INTERNAL int32_t llm__sampler_penalties(llm_sampler *s, int32_t row, llm_penalty *out);
+LLM_INTERNAL int32_t llm__sampler_penalty_max(const llm_sampler *s);
 
 #endif

@@ -53,6 +53,7 @@ typedef struct eng_seq {
     llm_sampler *sampler;
     llm_stream text;
     int done;
+    int pen_dev;           /* this step's row had its penalties applied by the backend */
 } eng_seq;
 
 typedef struct eng_req {
@@ -417,9 +418,11 @@ static int sample_seq(llm_engine *e, eng_req *r, eng_seq *s, int32_t row)
     const float *logits = NULL;
     llm_token tok;
     const int32_t k = e->cand_k; /* the decode brought back candidates (context.h) */
+    const int pen = s->pen_dev;
+    s->pen_dev = 0;
     if (!k || r->logprobs > 0 ||
         !llm__sampler_sample_top(s->sampler, c->cand_ids + (int64_t)row * k,
-                                 c->cand_vals + (int64_t)row * k, k, &tok)) {
+                                 c->cand_vals + (int64_t)row * k, k, pen, &tok)) {
         if (!(logits = llm__context_row(c, row))) {
             fail_req(e, r, LLM_ERR_BACKEND, c->err);
             return 0;
@@ -495,6 +498,41 @@ static int32_t fit_tokens(const llm_engine *e, const eng_seq *s, int32_t want, i
             hi = mid - 1;
     }
     return lo;
+}
+
+/* The penalties of the rows this step will sample from candidates (a sequence alone on its
+ * row, no logprobs, a chain that takes candidates, a history), for the backend to apply
+ * before its top_k (context.h), so that those rows need not come back whole. A row that
+ * cannot have them (no memory) is sampled from its whole row, as without. */
+static void fill_penalties(llm_engine *e)
+{
+    llm_context *c = e->ctx;
+    c->n_pen = 0;
+    int32_t row = 0;
+    for (int32_t i = 0; i < e->n_chunks; i++) {
+        eng_seq *s = e->chunk_seq[i];
+        eng_req *r = e->chunk_req[i];
+        s->pen_dev = 0;
+        if (s->n_cached + e->chunk_len[i] < s->n_toks)
+            continue;
+        const int32_t i_row = row++;
+        if (!c->ops->penalize || r->logprobs > 0 || (!r->forked && r->n > 1) ||
+            !llm__sampler_top_ok(s->sampler, e->cand_k))
+            continue;
+        const int32_t m = llm__sampler_penalty_max(s->sampler);
+        if (m == 0)
+            continue;
+        if (c->n_pen + m > c->cap_pen) {
+            const int32_t cap = 2 * (c->n_pen + m);
+            llm_penalty *p = llm__realloc(c->pen, (size_t)cap * sizeof *p);
+            if (!p)
+                continue;
+            c->pen = p;
+            c->cap_pen = cap;
+        }
+        c->n_pen += llm__sampler_penalties(s->sampler, i_row, c->pen + c->n_pen);
+        s->pen_dev = 1;
+    }
 }
 
 /* Adds up to *budget of s's uncomputed tokens to the batch. */
@@ -789,8 +827,11 @@ static llm_status engine_step(llm_engine *e)
     b.seq_ids = e->b_seq;
     b.logits = e->b_logits;
     c->cand_k = e->cand_k;
+    if (e->cand_k)
+        fill_penalties(e);
     llm_status st = llm__context_decode(c, &b);
     c->cand_k = 0;
+    c->n_pen = 0;
     if (st != LLM_OK) {
         char msg[sizeof c->err];
         snprintf(msg, sizeof msg, "%s", c->err);

@@ -936,6 +936,17 @@ static void cpu_top_k(llm_backend *be, int32_t *ids, float *vals, const float *x
     llm__pool_run(be->pool, topk_rows, &j);
 }
 
+static void cpu_penalize(llm_backend *be, float *x, int64_t n, const llm_penalty *pen,
+                         int64_t n_pen)
+{
+    (void)be;
+    for (int64_t i = 0; i < n_pen; i++) {
+        float *p = x + (int64_t)pen[i].row * n + pen[i].token;
+        const float v = *p > 0.0f ? *p / pen[i].repeat : *p * pen[i].repeat;
+        *p = v - pen[i].sub;
+    }
+}
+
 static llm_status cpu_synchronize(llm_backend *be)
 {
     llm_status st = be->err;
@@ -977,6 +988,7 @@ static const struct llm_backend_ops cpu_ops = {
     .features = llm__cpu_features,
     .synchronize = cpu_synchronize,
     .top_k = cpu_top_k,
+    .penalize = cpu_penalize,
 };
 
 const struct llm_backend_ops *llm__backend_cpu_ops(void)

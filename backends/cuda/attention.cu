@@ -8,7 +8,17 @@
  * running maximum, a running sum and an f32 accumulator of the value rows, its lanes
  * holding interleaved elements of the head. The block then merges its warps' partial
  * results. Keys are found through the sequence's block table, so a sequence's cache is
- * never gathered; grouped-query heads share a KV head by index (h / group). */
+ * never gathered; grouped-query heads share a KV head by index (h / group).
+ *
+ * Split-K (flash-decoding): when the batch gives too few blocks to fill the GPU (decoding
+ * one or a few sequences), each (query, heads) pair's keys are also split between n_split
+ * blocks (blockIdx.z), each taking a contiguous range of them. A block writes its partial
+ * result (maximum, sum, unnormalised outputs) to a scratch buffer and counts itself done;
+ * the last block of the pair merges the partials in split order, so the result does not
+ * depend on which block finished last. The split count depends only on the batch's shape
+ * and on whether its queries attend to at least LLM_CUDA_ATT_SPLIT_MIN keys (a hint from
+ * the core), and each block works out its range from the query's position on the device,
+ * so a captured decode step stays valid as the context grows. */
 #include <math.h>
 
 #include "common.cuh"
@@ -64,6 +74,93 @@ static __device__ __forceinline__ void kv_lane(const char *head, int lane, float
     }
 }
 
+/* writes element i of the output, and its 16-bit copy when the matmul after it wants one */
+static __device__ __forceinline__ void att_store(const att_params &a, int64_t i, float o)
+{
+    a.out[i] = o;
+    if (a.h16) { /* the conversion of the 16-bit matmul after it */
+        if (a.t16 == LLM_DT_BF16)
+            ((__nv_bfloat16 *)a.h16)[i] = __float2bfloat16_rn(o);
+        else
+            ((__half *)a.h16)[i] = __float2half_rn(o);
+    }
+}
+
+/* Split-K: counts the block done; the last of the n_split blocks of its (query, heads) pair
+ * merges their partial results for heads h0 .. h0 + ng - 1:
+ * out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M), a warp per head working out the
+ * weights e^(m_s - M) and the sum, then every thread outputs in split order; and resets
+ * the counter. The same bits whichever block merges. Needs GM <= the block's warps. */
+template <int GM>
+static __device__ void split_merge(const att_params &a, int64_t t, int h0, int ng)
+{
+    constexpr int PL = ATT_SPLIT_MAX / LLM_WARP_SIZE; /* splits per lane */
+    __shared__ int s_last;
+    __shared__ float s_f[GM][ATT_SPLIT_MAX], s_inv[GM];
+    __threadfence(); /* this block's partials are visible before it counts itself done */
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int32_t *c = a.cnt + t * gridDim.y + blockIdx.y;
+        s_last = atomicAdd(c, 1) == a.n_split - 1;
+        if (s_last)
+            *c = 0; /* every other block of the pair has counted: zero for the next launch */
+    }
+    __syncthreads();
+    if (!s_last)
+        return;
+    __threadfence();
+    const int hd = a.head_dim, ns = a.n_split, stride = hd + 2;
+    const int lane = threadIdx.x % LLM_WARP_SIZE, warp = threadIdx.x / LLM_WARP_SIZE;
+    if (warp < ng) {
+        const float *pp = a.part + (t * a.n_head + h0 + warp) * ns * stride;
+        float mv[PL], lv[PL], M = -INFINITY;
+#pragma unroll
+        for (int i = 0; i < PL; i++) {
+            const int sp = lane + i * LLM_WARP_SIZE;
+            mv[i] = sp < ns ? LLM_LDCG(pp + sp * stride) : -INFINITY;
+            lv[i] = sp < ns ? LLM_LDCG(pp + sp * stride + 1) : 0.0f;
+            M = fmaxf(M, mv[i]);
+        }
+#pragma unroll
+        for (int o = LLM_WARP_SIZE / 2; o > 0; o >>= 1)
+            M = fmaxf(M, LLM_SHFL_XOR(M, o));
+        float L = 0.0f;
+#pragma unroll
+        for (int i = 0; i < PL; i++) {
+            const int sp = lane + i * LLM_WARP_SIZE;
+            const float f = lv[i] > 0.0f ? expf(__fsub_rn(mv[i], M)) : 0.0f;
+            if (sp < ns)
+                s_f[warp][sp] = f;
+            L = __fmaf_rn(lv[i], f, L);
+        }
+#pragma unroll
+        for (int o = LLM_WARP_SIZE / 2; o > 0; o >>= 1)
+            L = __fadd_rn(L, LLM_SHFL_XOR(L, o));
+        if (lane == 0)
+            s_inv[warp] = __fdiv_rn(1.0f, L);
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < ng * hd; i += blockDim.x) {
+        const int g = i / hd, d = i % hd;
+        const int64_t head = t * a.n_head + h0 + g;
+        const float *pp = a.part + head * ns * stride + 2 + d;
+        float o = 0.0f;
+        int sp = 0;
+        for (; sp + 8 <= ns; sp += 8) { /* the loads first, so that they overlap */
+            float v[8];
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+                v[j] = LLM_LDCG(pp + (sp + j) * stride);
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+                o = __fmaf_rn(v[j], s_f[g][sp + j], o);
+        }
+        for (; sp < ns; sp++)
+            o = __fmaf_rn(LLM_LDCG(pp + sp * stride), s_f[g][sp], o);
+        att_store(a, head * hd + d, __fmul_rn(o, s_inv[g]));
+    }
+}
+
 /* The arithmetic is written out as rounded operations (__fmaf_rn and the like) so that the
  * compiler cannot contract it differently in the kernel's variants: a head gives the same
  * bits whichever variant computed it.
@@ -71,7 +168,7 @@ static __device__ __forceinline__ void kv_lane(const char *head, int lane, float
  * read with vector loads; PER == 0: any width, lane l holds elements l, l + 32, ...
  * GM: query heads per block, all of one KV head (grouped-query attention), so that each key
  * and value row is read once for GM heads; every head's arithmetic is the same as alone. */
-template <int KT, int PER, int GM, int W, int AK>
+template <int KT, int PER, int GM, int W, int AK, bool SPLIT>
 static __global__ void __launch_bounds__(W *LLM_WARP_SIZE) k_attention(att_params a)
 {
     LLM_PDL_WAIT();
@@ -86,6 +183,15 @@ static __global__ void __launch_bounds__(W *LLM_WARP_SIZE) k_attention(att_param
     const int32_t p = a.q_pos[t];
     const int32_t *bt = a.block_tables + (int64_t)a.q_seq[t] * a.max_blocks;
     const int32_t p0 = a.window > 0 && p - a.window + 1 > 0 ? p - a.window + 1 : 0;
+    /* the keys [kb, ke] this block takes: all, or its split's share in whole warp steps */
+    int32_t kb = p0, ke = p;
+    if constexpr (SPLIT) {
+        const int32_t step = W * AK;
+        int32_t chunk = (p - p0 + 1 + a.n_split - 1) / a.n_split;
+        chunk = (chunk + step - 1) / step * step;
+        kb = p0 + (int32_t)blockIdx.z * chunk;
+        ke = kb + chunk - 1 < p ? kb + chunk - 1 : p;
+    }
 
 #define DIM(j) (PER ? lane * PER + (j) : lane + (j) * LLM_WARP_SIZE)
     float qr[GM][NJ], acc[GM][NJ], m[GM], l[GM];
@@ -103,13 +209,13 @@ static __global__ void __launch_bounds__(W *LLM_WARP_SIZE) k_attention(att_param
     }
     /* each warp takes AK consecutive keys at a time, so that their loads and their
      * reductions overlap */
-    for (int32_t k0 = p0 + warp * AK; k0 <= p; k0 += W * AK) {
+    for (int32_t k0 = kb + warp * AK; k0 <= ke; k0 += W * AK) {
         float s[GM][AK];
         const char *vr[AK];
         float vv[VEC ? AK : 1][NJ]; /* the value rows, loaded with the keys */
 #pragma unroll
         for (int u = 0; u < AK; u++) {
-            const int32_t kp = k0 + u <= p ? k0 + u : p;
+            const int32_t kp = k0 + u <= ke ? k0 + u : ke;
             const int64_t slot =
                 (int64_t)bt[kp / a.block_size] * a.block_size + kp % a.block_size;
             const char *kr = a.k + slot * a.row_bytes + kh * a.head_bytes;
@@ -155,7 +261,7 @@ static __global__ void __launch_bounds__(W *LLM_WARP_SIZE) k_attention(att_param
                 s[g][u] = __fmul_rn(s[g][u], a.scale);
                 if (a.softcap > 0.0f)
                     s[g][u] = __fmul_rn(a.softcap, tanhf(__fdiv_rn(s[g][u], a.softcap)));
-                if (k0 + u <= p)
+                if (k0 + u <= ke)
                     m_new = fmaxf(m_new, s[g][u]);
             }
             const float corr = expf(__fsub_rn(m[g], m_new));
@@ -165,14 +271,14 @@ static __global__ void __launch_bounds__(W *LLM_WARP_SIZE) k_attention(att_param
                 acc[g][j] = __fmul_rn(acc[g][j], corr);
 #pragma unroll
             for (int u = 0; u < AK; u++) {
-                e[g][u] = k0 + u <= p ? expf(__fsub_rn(s[g][u], m_new)) : 0.0f;
+                e[g][u] = k0 + u <= ke ? expf(__fsub_rn(s[g][u], m_new)) : 0.0f;
                 l[g] = __fadd_rn(l[g], e[g][u]);
             }
             m[g] = m_new;
         }
 #pragma unroll
         for (int u = 0; u < AK; u++) {
-            if (k0 + u > p)
+            if (k0 + u > ke)
                 break;
             if constexpr (VEC) {
 #pragma unroll
@@ -223,47 +329,58 @@ static __global__ void __launch_bounds__(W *LLM_WARP_SIZE) k_attention(att_param
             f[w] = s_l[w] > 0.0f ? expf(__fsub_rn(s_m[w], M)) : 0.0f;
             L = __fmaf_rn(s_l[w], f[w], L);
         }
-        const float inv = __fdiv_rn(1.0f, L);
-        const int64_t row = (t * a.n_head + h0 + g) * hd;
-        for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-            float o = 0.0f;
+        const int64_t head = t * a.n_head + h0 + g;
+        if constexpr (SPLIT) { /* this split's partial result; an empty split's is l = 0 */
+            float *pp = a.part + (head * a.n_split + blockIdx.z) * (hd + 2);
+            if (threadIdx.x == 0)
+                pp[0] = M, pp[1] = L;
+            for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+                float o = 0.0f;
 #pragma unroll
-            for (int w = 0; w < W; w++)
-                o = __fmaf_rn(s_acc[w][d], f[w], o);
-            o = __fmul_rn(o, inv);
-            a.out[row + d] = o;
-            if (a.h16) { /* the conversion of the 16-bit matmul after it */
-                if (a.t16 == LLM_DT_BF16)
-                    ((__nv_bfloat16 *)a.h16)[row + d] = __float2bfloat16_rn(o);
-                else
-                    ((__half *)a.h16)[row + d] = __float2half_rn(o);
+                for (int w = 0; w < W; w++)
+                    o = __fmaf_rn(s_acc[w][d], f[w], o);
+                pp[2 + d] = o;
+            }
+        } else {
+            const float inv = __fdiv_rn(1.0f, L);
+            for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+                float o = 0.0f;
+#pragma unroll
+                for (int w = 0; w < W; w++)
+                    o = __fmaf_rn(s_acc[w][d], f[w], o);
+                att_store(a, head * hd + d, __fmul_rn(o, inv));
             }
         }
         __syncthreads(); /* before the next head overwrites the shared partials */
     }
+    if constexpr (SPLIT)
+        split_merge<GM>(a, t, h0, ng);
 #undef DIM
 }
 
-template <int KT, int GM, int W, int AK>
+template <int KT, int GM, int W, int AK, bool SPLIT>
 static void launch_k(llm_backend *be, dim3 grid, int per, const att_params &p)
 {
     const int threads = W * LLM_WARP_SIZE;
     switch (LLM_WARP_SIZE == 32 ? per : 0) {
-    case 2: cu_launch(be, k_attention<KT, 2, GM, W, AK>, grid, threads, 0, p); break;
-    case 4: cu_launch(be, k_attention<KT, 4, GM, W, AK>, grid, threads, 0, p); break;
-    case 8: cu_launch(be, k_attention<KT, 8, GM, W, AK>, grid, threads, 0, p); break;
-    case 16: cu_launch(be, k_attention<KT, 16, GM, W, AK>, grid, threads, 0, p); break;
-    default: cu_launch(be, k_attention<KT, 0, GM, W, AK>, grid, threads, 0, p); break;
+    case 2: cu_launch(be, k_attention<KT, 2, GM, W, AK, SPLIT>, grid, threads, 0, p); break;
+    case 4: cu_launch(be, k_attention<KT, 4, GM, W, AK, SPLIT>, grid, threads, 0, p); break;
+    case 8: cu_launch(be, k_attention<KT, 8, GM, W, AK, SPLIT>, grid, threads, 0, p); break;
+    case 16: cu_launch(be, k_attention<KT, 16, GM, W, AK, SPLIT>, grid, threads, 0, p); break;
+    default: cu_launch(be, k_attention<KT, 0, GM, W, AK, SPLIT>, grid, threads, 0, p); break;
     }
 }
 
 template <int KT, int GM, int W>
 static void launch_g(llm_backend *be, dim3 grid, int per, const att_params &p)
 {
-    launch_k<KT, GM, W, W == ATT_WIDE ? ATT_KEYS_WIDE : ATT_KEYS>(be, grid, per, p);
+    launch_k<KT, GM, W, W == ATT_WIDE ? ATT_KEYS_WIDE : ATT_KEYS, false>(be, grid, per, p);
 }
 
 /* The split of the work, by the size of the batch:
+ *  - split-K (p.n_split > 1, chosen by cu_attention when the batch gives fewer than two
+ *    blocks per SM, never in batch-invariant mode): blocks of ATT_WARPS warps over a range
+ *    of the keys, the query heads of a KV head together as below;
  *  - enough blocks for two per SM when the query heads of a KV head go together
  *    (ATT_GROUP at a time): grouped, each cache row read once for the group; every head
  *    gets the same bits as alone;
@@ -279,13 +396,66 @@ static void launch(llm_backend *be, int64_t n_tokens, int n_head, int group, int
                    const att_params &p)
 {
     const int64_t n_kv = n_head / group, chunks = (group + ATT_GROUP - 1) / ATT_GROUP;
-    if (group > 1 && n_tokens * n_kv * chunks >= 2 * (int64_t)be->n_sm)
+    if (p.n_split > 1 && group > 1)
+        launch_k<KT, ATT_GROUP, ATT_WARPS, ATT_KEYS, true>(
+            be, dim3((unsigned)n_tokens, (unsigned)(n_kv * chunks), (unsigned)p.n_split), per, p);
+    else if (p.n_split > 1)
+        launch_k<KT, 1, ATT_WARPS, ATT_KEYS, true>(
+            be, dim3((unsigned)n_tokens, (unsigned)n_head, (unsigned)p.n_split), per, p);
+    else if (group > 1 && n_tokens * n_kv * chunks >= 2 * (int64_t)be->n_sm)
         launch_g<KT, ATT_GROUP, ATT_WARPS>(be, dim3((unsigned)n_tokens,
                                                     (unsigned)(n_kv * chunks)), per, p);
     else if (!be->batch_invariant && n_tokens * n_head < be->n_sm)
         launch_g<KT, 1, ATT_WIDE>(be, dim3((unsigned)n_tokens, (unsigned)n_head), per, p);
     else
         launch_g<KT, 1, ATT_WARPS>(be, dim3((unsigned)n_tokens, (unsigned)n_head), per, p);
+}
+
+/* Split-K's share, when the batch gives fewer than two blocks per SM (blocks of the query
+ * heads of one KV head, as launch groups them) and its queries attend to at least
+ * be->att_split_min keys (by the hint max_keys; 0: not known, taken as long): about four
+ * blocks per SM in all, at most be->att_split per (query, heads) pair, rounded down to a
+ * power of two. Shorter contexts keep the unsplit kernel, whose wide blocks finish them
+ * sooner than split blocks and their merge (docs/perf/cuda.md). With its scratch; 0 when
+ * that cannot be had (recorded). */
+static int split_setup(llm_backend *be, int64_t n_tokens, int32_t max_keys, att_params &p)
+{
+    const int64_t chunks = (p.group + ATT_GROUP - 1) / ATT_GROUP;
+    const int64_t rows = p.group > 1 ? (int64_t)(p.n_head / p.group) * chunks : p.n_head;
+    const int64_t blocks = n_tokens * rows;
+    if (be->batch_invariant || be->att_split <= 1 || blocks >= 2 * (int64_t)be->n_sm)
+        return 1;
+    int64_t want = (4 * (int64_t)be->n_sm + blocks - 1) / blocks;
+    want = want < be->att_split ? want : be->att_split;
+    if (max_keys > 0 && max_keys < be->att_split_min)
+        return 1;
+    int32_t ns = 1;
+    while (2 * ns <= want)
+        ns *= 2;
+    if (ns <= 1)
+        return 1;
+    const size_t part = (size_t)(n_tokens * p.n_head * ns) * (size_t)(p.head_dim + 2) * 4;
+    float *pp = (float *)cu_buffer(be, &be->att_part, &be->att_part_cap, part);
+    const size_t cap0 = be->att_cnt_cap;
+    int32_t *cnt = (int32_t *)cu_buffer(be, &be->att_cnt, &be->att_cnt_cap,
+                                        (size_t)blocks * sizeof(int32_t));
+    if (!pp || !cnt)
+        return 0;
+    if (be->att_cnt_cap != cap0 &&
+        !cu_check(be, cudaMemsetAsync(cnt, 0, be->att_cnt_cap, be->stream), "split counters"))
+        return 0;
+    p.part = pp;
+    p.cnt = cnt;
+    p.n_split = ns;
+    return 1;
+}
+
+int32_t cu_attention_keys_class(const llm_backend *be, int32_t max_keys)
+{
+    if (max_keys <= 0)
+        return 0;
+    /* split_setup only asks whether it reaches att_split_min */
+    return max_keys < be->att_split_min ? 1 : be->att_split_min;
 }
 
 void cu_attention(llm_backend *be, const llm_attention_args *a)
@@ -300,9 +470,11 @@ void cu_attention(llm_backend *be, const llm_attention_args *a)
                   kv->dtype);
         return;
     }
-    if (kv->head_dim > LLM_MAX_HEAD_DIM || kv->n_head_kv <= 0 || a->n_head % kv->n_head_kv) {
-        cu_record(be, LLM_ERR_INVALID_ARG, "cuda: attention with %d heads over %d KV heads of "
-                  "width %d", a->n_head, kv->n_head_kv, kv->head_dim);
+    if (kv->head_dim > LLM_MAX_HEAD_DIM || kv->n_head_kv <= 0 || a->n_head % kv->n_head_kv ||
+        !kv_bytes(kv->dtype, kv->head_dim)) {
+        cu_record(be, LLM_ERR_UNSUPPORTED, "cuda: attention with %d heads over %d KV heads of "
+                  "width %d in a cache of type %u", a->n_head, kv->n_head_kv, kv->head_dim,
+                  kv->dtype);
         return;
     }
     att_params p;
@@ -325,7 +497,12 @@ void cu_attention(llm_backend *be, const llm_attention_args *a)
     p.softcap = a->softcap;
     p.h16 = NULL;
     p.t16 = 0;
+    p.part = NULL;
+    p.cnt = NULL;
+    p.n_split = 1;
     if (cu_flash_attention(be, a, p))
+        return;
+    if (!split_setup(be, a->n_tokens, a->max_keys, p))
         return;
     const int per = kv->head_dim % LLM_WARP_SIZE == 0 ? kv->head_dim / LLM_WARP_SIZE : 0;
     if (be->fuse & FUSE_ATT_CVT) {

@@ -42,6 +42,13 @@ struct att_params {
      * LLM_DT_BF16) here, for the 16-bit matmul after it; NULL: not */
     void *h16;
     uint32_t t16;
+    /* split-K decoding: n_split > 1 blocks share each (query, heads) pair's keys and write
+     * partial results (part: per head and split, the maximum, the sum and head_dim
+     * unnormalised outputs); the last of them to finish (counted in cnt, one counter per
+     * (query, block row), zero between launches) merges them in split order */
+    float *part;
+    int32_t *cnt;
+    int32_t n_split;
 };
 
 struct llm_backend {
@@ -59,6 +66,11 @@ struct llm_backend {
     /* expert probabilities of moe_route */
     void *route;
     size_t route_cap;
+    /* split-K decode attention's partial results and counters (attention.cu) */
+    void *att_part, *att_cnt;
+    size_t att_part_cap, att_cnt_cap;
+    int att_split;      /* most splits of a query's keys (LLM_CUDA_ATT_SPLIT; 1: none) */
+    int att_split_min;  /* fewest keys to split (LLM_CUDA_ATT_SPLIT_MIN) */
     int n_sm;
     int batch_invariant;     /* LLM_CUDA_BATCH_INVARIANT: no cuBLAS path (see matmul.cu) */
     int no_mmvq;             /* LLM_CUDA_NO_MMVQ: the float matrix-vector kernel for all types */
@@ -127,6 +139,9 @@ enum {
     FUSE_ADD_NORM = 1, FUSE_GLU_Q8 = 2, FUSE_ROPE_KV = 4, FUSE_MMVQ = 8, FUSE_NORM_CVT = 16,
     FUSE_ATT_CVT = 32, FUSE_ALL = 63
 };
+/* split-K decode attention: at most this many splits of a query's keys (LLM_CUDA_ATT_SPLIT
+ * lowers it; 1 turns it off) */
+enum { ATT_SPLIT_DEFAULT = 64, ATT_SPLIT_MAX = 128, ATT_SPLIT_MIN = 512 };
 
 /* The op table that replays decode steps as CUDA graphs over the ops of `plain` (graph.cu). */
 HIDDEN const struct llm_backend_ops *cu_graph_ops(const struct llm_backend_ops *plain);
@@ -490,6 +505,9 @@ HIDDEN int cu_mmvq(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w,
 HIDDEN void cu_get_rows(llm_backend *be, float *y, const llm_tensor *w, const int32_t *ids,
                         int64_t n);
 HIDDEN void cu_attention(llm_backend *be, const llm_attention_args *a);
+/* max_keys (llm_attention_args) reduced to the least value for which cu_attention splits
+ * the keys the same way (0 stays 0: not known) */
+HIDDEN int32_t cu_attention_keys_class(const llm_backend *be, int32_t max_keys);
 /* Launches the decode attention kernel (held back by cu_attention as PEND_ATT). */
 HIDDEN void cu_attention_launch(llm_backend *be, const att_params &p, int64_t n_tokens,
                                 int per, uint32_t dtype);
@@ -512,5 +530,7 @@ HIDDEN void cu_norm16(llm_backend *be, float *y, float *x, const float *a, const
 /* topk.cu */
 HIDDEN void cu_top_k(llm_backend *be, int32_t *ids, float *vals, const float *x,
                      int64_t n_rows, int64_t n, int32_t k);
+HIDDEN void cu_penalize(llm_backend *be, float *x, int64_t n, const llm_penalty *pen,
+                        int64_t n_pen);
 
 #endif

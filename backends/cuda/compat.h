@@ -103,6 +103,14 @@ static inline bool llm_graph_update(cudaGraphExec_t e, cudaGraph_t g)
 #define LLM_SHFL(v, l, w) __shfl_sync(0xffffffffu, (v), (l), (w))
 #endif
 
+/* A load through the L2 cache only, of data another block of the same kernel wrote (and
+ * published with a fence): never from a stale L1 line. */
+#ifdef LLM_HIP
+#define LLM_LDCG(p) __builtin_nontemporal_load(p)
+#else
+#define LLM_LDCG(p) __ldcg(p)
+#endif
+
 /* Programmatic dependent launch (compute 9.0 and later; nothing elsewhere): a kernel that
  * cu_launch (common.cuh) started early calls LLM_PDL_WAIT() before it reads or writes any
  * memory the kernels before it use (it returns once they have finished and their writes

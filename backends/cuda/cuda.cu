@@ -118,6 +118,13 @@ static llm_status cu_create(const llm_backend_config *cfg, llm_backend **out)
     be->fuse = fuse && *fuse ? (int)strtol(fuse, NULL, 0) & FUSE_ALL : FUSE_ALL;
     const char *graphs = getenv("LLM_CUDA_GRAPHS");
     be->graphs = !(graphs && strcmp(graphs, "0") == 0);
+    const char *split = getenv("LLM_CUDA_ATT_SPLIT");
+    be->att_split = split && *split ? (int)strtol(split, NULL, 10) : ATT_SPLIT_DEFAULT;
+    be->att_split = be->att_split < 1 ? 1 : be->att_split > ATT_SPLIT_MAX ? ATT_SPLIT_MAX
+                                                                         : be->att_split;
+    const char *smin = getenv("LLM_CUDA_ATT_SPLIT_MIN");
+    be->att_split_min = smin && *smin ? (int)strtol(smin, NULL, 10) : ATT_SPLIT_MIN;
+    be->att_split_min = be->att_split_min < 1 ? 1 : be->att_split_min;
     const char *f16w = getenv("LLM_CUDA_F16_WEIGHTS");
     be->no_f16_weights = f16w && strcmp(f16w, "0") == 0;
     if (cublasCreate(&be->blas) != CUBLAS_STATUS_SUCCESS) {
@@ -142,6 +149,8 @@ static void cu_destroy(llm_backend *be)
     cudaFree(be->scratch);
     cudaFree(be->act);
     cudaFree(be->route);
+    cudaFree(be->att_part);
+    cudaFree(be->att_cnt);
     cublasDestroy(be->blas);
     cudaStreamDestroy(be->stream);
     free(be);
@@ -789,6 +798,7 @@ static const struct llm_backend_ops cuda_ops = {
     .features = cu_features,
     .synchronize = cu_synchronize,
     .top_k = cu_top_k,
+    .penalize = cu_penalize,
 };
 
 /* ---- per-op timings (LLM_CUDA_PROFILE=1) -------------------------------------------------

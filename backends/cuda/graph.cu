@@ -328,6 +328,9 @@ static void rec_attention(llm_backend *be, const llm_attention_args *a)
     r.a.q_seq = a->q_seq, r.a.block_tables = a->block_tables, r.a.max_blocks = a->max_blocks;
     r.a.scale = a->scale, r.a.softcap = a->softcap, r.a.window = a->window;
     r.a.n_runs = a->n_runs;
+    /* the hint grows every step: recorded as the least value that splits the same way, so
+     * that decode steps stay identical between the few steps that change the split */
+    r.a.max_keys = cu_attention_keys_class(be, a->max_keys);
     kv_copy(&r.kv, a->kv);
     memcpy(p, &r, sizeof r);
 }
@@ -484,5 +487,6 @@ const struct llm_backend_ops *cu_graph_ops(const struct llm_backend_ops *base)
     graph_ops.kv_copy_block = rec_kv_copy_block;
     graph_ops.attention = rec_attention;
     graph_ops.top_k = op_rec<&llm_backend_ops::top_k>::rec;
+    graph_ops.penalize = op_rec<&llm_backend_ops::penalize>::rec;
     return &graph_ops;
 }

@@ -126,6 +126,27 @@ k_top_k(int32_t *__restrict__ ids, float *__restrict__ vals, const float *__rest
     }
 }
 
+/* one thread per entry: the sampler's arithmetic, as rounded operations */
+static __global__ void k_penalize(float *x, int64_t n, const llm_penalty *pen, int64_t n_pen)
+{
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n_pen)
+        return;
+    const llm_penalty e = pen[i];
+    float *p = x + (int64_t)e.row * n + e.token;
+    const float v = *p > 0.0f ? __fdiv_rn(*p, e.repeat) : __fmul_rn(*p, e.repeat);
+    *p = __fsub_rn(v, e.sub);
+}
+
+void cu_penalize(llm_backend *be, float *x, int64_t n, const llm_penalty *pen, int64_t n_pen)
+{
+    act_stale(be);
+    if (n_pen <= 0)
+        return;
+    k_penalize<<<(unsigned)((n_pen + 255) / 256), 256, 0, be->stream>>>(x, n, pen, n_pen);
+    CU_LAUNCHED(be, "penalize");
+}
+
 void cu_top_k(llm_backend *be, int32_t *ids, float *vals, const float *x, int64_t n_rows,
               int64_t n, int32_t k)
 {

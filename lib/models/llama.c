@@ -243,7 +243,7 @@ static llm_status decoder_forward(const llm_model *m, const llm_ubatch *s,
             .block_size = s->block_size, .q_pos = s->pos, .q_seq = s->seq,
             .block_tables = s->block_tables, .max_blocks = s->max_blocks,
             .scale = hp->attn_scale, .softcap = hp->attn_softcap, .window = l->window,
-            .n_runs = s->n_runs,
+            .n_runs = s->n_runs, .max_keys = llm__max_keys(s, l->window),
         };
         ops->attention(be, &a);                           /* att: [n, H] */
         ops->matmul(be, s->h, E, &l->wo, s->att, H, n);   /* h: [n, E] */

@@ -3,6 +3,8 @@
  *   llm_bench MODEL BACKEND [REPS]        prompt (pp512) and decode (tg128) rates
  *   llm_bench MODEL BACKEND batch N       N requests of 128 prompt + 128 generated tokens
  *                                         through the request engine (aggregate output rate)
+ *   llm_bench MODEL BACKEND depth D [REPS]  tg128 after a D-token prompt (not timed), as
+ *                                         llama-bench -d D measures it: long-context decoding
  *
  * pp512: one llm_decode of 512 tokens into an empty cache. tg128: 128 llm_decode calls of
  * one token each after a one-token prompt. Each is run REPS times (default 5) after one
@@ -83,6 +85,31 @@ static double run_tg(llm_model *m, const llm_token *toks, int32_t n)
     return n / dt;
 }
 
+static int32_t g_depth; /* the depth mode's D */
+
+static double run_tg_depth(llm_model *m, const llm_token *toks, int32_t n)
+{
+    llm_context *c = context(m, g_depth + n + 64, 512, 1);
+    llm_batch b;
+    llm_batch_init(&b);
+    for (int32_t i = 0; i < g_depth; i += 512) {
+        b.n_tokens = g_depth - i < 512 ? g_depth - i : 512;
+        b.tokens = toks + i;
+        if (llm_decode(c, &b) != LLM_OK)
+            die("decode", llm_context_last_error(c));
+    }
+    b.n_tokens = 1;
+    double t0 = now();
+    for (int32_t i = 0; i < n; i++) {
+        b.tokens = toks + g_depth + i;
+        if (llm_decode(c, &b) != LLM_OK)
+            die("decode", llm_context_last_error(c));
+    }
+    double dt = now() - t0;
+    llm_context_free(c);
+    return n / dt;
+}
+
 static double run_batch(llm_model *m, const llm_token *toks, int32_t n_req)
 {
     llm_context *c = context(m, n_req * 272, 2048, n_req);
@@ -130,7 +157,7 @@ static void report(const char *name, double (*fn)(llm_model *, const llm_token *
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: llm_bench MODEL BACKEND [REPS | batch N]\n");
+        fprintf(stderr, "usage: llm_bench MODEL BACKEND [REPS | batch N | depth D [REPS]]\n");
         return 2;
     }
     llm_model_params mp;
@@ -143,9 +170,18 @@ int main(int argc, char **argv)
     printf("model %s (%s, %.2f B params) on %s, loaded in %.1f s\n", argv[1],
            llm_model_architecture(m), (double)llm_model_n_params(m) * 1e-9, llm_model_backend(m),
            now() - t0);
-    llm_token toks[1024];
+    const int depth = argc >= 5 && strcmp(argv[3], "depth") == 0;
+    if (depth) {
+        g_depth = atoi(argv[4]);
+        if (g_depth < 0 || g_depth > (1 << 20))
+            die("depth", "D must be 0..1048576");
+    }
+    const int32_t n_toks = 1024 + g_depth;
+    llm_token *toks = malloc((size_t)n_toks * sizeof *toks);
+    if (!toks)
+        die("tokens", "out of memory");
     uint64_t s = 88172645463325252ull;
-    for (int i = 0; i < 1024; i++) {
+    for (int i = 0; i < n_toks; i++) {
         s ^= s << 13, s ^= s >> 7, s ^= s << 17;
         toks[i] = (llm_token)(100 + s % (uint64_t)(llm_model_n_vocab(m) - 200));
     }
@@ -156,12 +192,19 @@ int main(int argc, char **argv)
         char name[64];
         snprintf(name, sizeof name, "batch%d", n);
         report(name, run_batch, m, toks, n, 3);
+    } else if (depth) {
+        int reps = argc >= 6 ? atoi(argv[5]) : 3;
+        reps = reps < 1 ? 1 : reps > 64 ? 64 : reps;
+        char name[64];
+        snprintf(name, sizeof name, "tg128@d%d", (int)g_depth);
+        report(name, run_tg_depth, m, toks, 128, reps);
     } else {
         int reps = argc >= 4 ? atoi(argv[3]) : 5;
         reps = reps < 1 ? 1 : reps > 64 ? 64 : reps;
         report("pp512", run_pp, m, toks, 512, reps);
         report("tg128", run_tg, m, toks, 128, reps);
     }
+    free(toks);
     llm_model_free(m);
     return 0;
 }

@@ -481,6 +481,35 @@ static void test_top_k(void)
     CHECK_EQ_INT(gpu->synchronize(gbe), LLM_ERR_INVALID_ARG);
 }
 
+/* The sampler's penalties (before top_k): the same bits as the CPU backend's, which
+ * test_sampler holds to the sampler's own; logits of both signs, zero, infinities, NaN (a
+ * NaN only needs to stay a NaN: its payload is the hardware's). */
+static void test_penalize(void)
+{
+    const int64_t n = 50000, rows = 7, n_pen = 600;
+    float *x = malloc((size_t)(n * rows) * sizeof(float));
+    for (int r = 0; r < rows; r++)
+        topk_fill(x + r * n, n, r, &rng);
+    llm_penalty *pen = malloc((size_t)n_pen * sizeof *pen);
+    for (int64_t i = 0; i < n_pen; i++) { /* distinct logits: token i * 83 of row i % 7 */
+        pen[i].row = (int32_t)(i % rows);
+        pen[i].token = (int32_t)((i * 83) % n);
+        pen[i].repeat = i % 5 == 0 ? 1.0f : test_rand_f32(&rng, 0.5f, 2.0f);
+        pen[i].sub = i % 3 == 0 ? 0.0f : test_rand_f32(&rng, -2.0f, 3.0f);
+    }
+    float *dx = dev_copy(x, (size_t)(n * rows) * sizeof(float));
+    llm_penalty *dp = dev_copy(pen, (size_t)n_pen * sizeof *pen);
+    gpu->penalize(gbe, dx, n, dp, n_pen);
+    cpu->penalize(cbe, x, n, pen, n_pen);
+    float *y = host_copy(dx, (size_t)(n * rows) * sizeof(float));
+    int64_t differ = 0;
+    for (int64_t i = 0; i < n * rows; i++)
+        differ += isnan(x[i]) ? !isnan(y[i]) : memcmp(&x[i], &y[i], sizeof(float)) != 0;
+    CHECK_MSG(differ == 0, "%lld logits differ after the penalties", (long long)differ);
+    gpu->free(gbe, dx), gpu->free(gbe, dp);
+    free(x), free(y), free(pen);
+}
+
 /* ---- biases, soft-capping, mixture of experts ------------------------------------------ */
 
 static void test_bias_softcap(void)
@@ -582,11 +611,11 @@ typedef struct kv_pair {
 } kv_pair;
 
 /* pools of random rows of dtype (f16, bf16 or q8_0), the same on host and device */
-static kv_pair kv_make(uint32_t dtype, int32_t n_kv, int32_t hd)
+static kv_pair kv_make_n(uint32_t dtype, int32_t n_kv, int32_t hd, int32_t n_blocks)
 {
     kv_pair p = {.host = {.dtype = dtype, .n_head_kv = n_kv, .head_dim = hd}};
     p.dev = p.host;
-    const int64_t row = (int64_t)n_kv * hd, rows = (int64_t)N_BLOCKS * BS;
+    const int64_t row = (int64_t)n_kv * hd, rows = (int64_t)n_blocks * BS;
     const size_t rb = llm__dtype_row_size(dtype, row);
     p.bytes = rb * (size_t)rows;
     p.host.k = malloc(p.bytes);
@@ -602,6 +631,11 @@ static kv_pair kv_make(uint32_t dtype, int32_t n_kv, int32_t hd)
     p.dev.k = dev_copy(p.host.k, p.bytes);
     p.dev.v = dev_copy(p.host.v, p.bytes);
     return p;
+}
+
+static kv_pair kv_make(uint32_t dtype, int32_t n_kv, int32_t hd)
+{
+    return kv_make_n(dtype, n_kv, hd, N_BLOCKS);
 }
 
 static void kv_free(kv_pair *p)
@@ -715,6 +749,61 @@ static void attention_case(uint32_t dtype, int32_t n_head, int32_t n_kv, int32_t
     free(q), free(oc), free(o);
 }
 
+/* Long contexts decoded by few queries: split-K (the keys of a query split between blocks,
+ * merged by the last; attention.cu). One sequence of LONG_BLOCKS shuffled blocks, 4 queries
+ * at positions up to its end, against the CPU; and against the unsplit kernel
+ * (LLM_CUDA_ATT_SPLIT=1), from which it must differ in bits somewhere (else it did not run)
+ * but not beyond the tolerance. */
+#define LONG_BLOCKS 160
+static llm_backend *gbe_nosplit;
+static void attention_long_case(uint32_t dtype, int32_t n_head, int32_t n_kv, int32_t hd,
+                                int32_t window, float softcap, int hint)
+{
+    kv_pair p = kv_make_n(dtype, n_kv, hd, LONG_BLOCKS);
+    int32_t tables[LONG_BLOCKS];
+    for (int i = 0; i < LONG_BLOCKS; i++)
+        tables[i] = i;
+    for (int i = LONG_BLOCKS - 1; i > 0; i--) {
+        int j = (int)(test_rand_u64(&rng) % (unsigned)(i + 1)), t = tables[i];
+        tables[i] = tables[j], tables[j] = t;
+    }
+    enum { N = 4 };
+    int32_t q_seq[N] = {0, 0, 0, 0}, q_pos[N] = {LONG_BLOCKS * BS - 1, 1234, 17, 0};
+    const int64_t H = (int64_t)n_head * hd;
+    float *q = rand_buf(N * H, -1, 1), *oc = malloc((size_t)(N * H) * 4);
+    float *dq = dev_copy(q, (size_t)(N * H) * 4), *dout = dev_poisoned(N * H);
+    float *dout1 = dev_poisoned(N * H);
+    int32_t *dseq = dev_copy(q_seq, sizeof q_seq), *dpos = dev_copy(q_pos, sizeof q_pos);
+    int32_t *dtab = dev_copy(tables, sizeof tables);
+    llm_attention_args a = {
+        .out = dout, .q = dq, .kv = &p.dev, .n_tokens = N, .n_head = n_head, .block_size = BS,
+        .q_pos = dpos, .q_seq = dseq, .block_tables = dtab, .max_blocks = LONG_BLOCKS,
+        .scale = 1.0f / sqrtf((float)hd), .softcap = softcap, .window = window,
+        /* the hint, or none (then the split follows the batch's shape alone) */
+        .max_keys = hint ? (window > 0 && window < q_pos[0] + 1 ? window : q_pos[0] + 1) : 0,
+    };
+    gpu->attention(gbe_noflash, &a);
+    CHECK(gpu->synchronize(gbe_noflash) == LLM_OK);
+    a.out = dout1;
+    gpu->attention(gbe_nosplit, &a);
+    CHECK(gpu->synchronize(gbe_nosplit) == LLM_OK);
+    llm_attention_args ac = a;
+    ac.out = oc, ac.q = q, ac.kv = &p.host, ac.q_pos = q_pos, ac.q_seq = q_seq;
+    ac.block_tables = tables;
+    cpu->attention(cbe, &ac);
+    float *o = host_copy(dout, (size_t)(N * H) * 4), *o1 = host_copy(dout1, (size_t)(N * H) * 4);
+    const double e = rel_err(o, oc, N * H), e1 = rel_err(o1, oc, N * H);
+    CHECK_MSG(e < 1e-5 && e1 < 1e-5, "long attention type %u heads %d/%d dim %d window %d "
+              "softcap %g hint %d: split %.3g, unsplit %.3g", dtype, n_head, n_kv, hd, window,
+              softcap, hint, e, e1);
+    CHECK_MSG(memcmp(o, o1, (size_t)(N * H) * 4) != 0, "long attention type %u heads %d/%d: "
+              "the split kernel gave the unsplit one's bits (did it run?)", dtype, n_head, n_kv);
+    kv_free(&p);
+    gpu->free(gbe, dq), gpu->free(gbe, dout), gpu->free(gbe, dout1);
+    gpu->free(gbe, dseq), gpu->free(gbe, dpos), gpu->free(gbe, dtab);
+    free(q), free(oc), free(o), free(o1);
+}
+
 static void test_attention(void)
 {
     gbe_inv = gpu_with_env("LLM_CUDA_BATCH_INVARIANT", "1");
@@ -737,6 +826,21 @@ static void test_attention(void)
     attention_case(LLM_DT_F16, 8, 2, 80, 0, 0.0f, 1); /* a width that is no multiple of 32 */
     attention_case(LLM_DT_F16, 8, 2, 80, 0, 0.0f, 30);
     attention_case(LLM_DT_BF16, 14, 2, 64, 0, 0.0f, 30); /* 7 per KV head: two blocks of them */
+    gbe_nosplit = gpu_with_env("LLM_CUDA_ATT_SPLIT", "1");
+    if (gbe_nosplit) {
+        for (size_t i = 0; i < sizeof kv_types / sizeof kv_types[0]; i++)
+            for (int hint = 0; hint < 2; hint++) {
+                const uint32_t t = kv_types[i];
+                attention_long_case(t, 32, 8, 128, 0, 0.0f, hint); /* Llama 3 8B's shape */
+                attention_long_case(t, 9, 3, 64, 0, 0.0f, hint);
+                attention_long_case(t, 4, 1, 256, 1000, 0.0f, hint); /* Gemma 3: window */
+                attention_long_case(t, 14, 2, 64, 0, 30.0f, hint); /* 7 per KV head, softcap */
+                attention_long_case(t, 8, 8, 128, 0, 0.0f, hint);  /* no GQA */
+                if (t != LLM_DT_Q8_0) /* q8_0 caches need widths of whole blocks of 32 */
+                    attention_long_case(t, 8, 8, 80, 0, 0.0f, hint);
+            }
+        gpu->destroy(gbe_nosplit);
+    }
     gpu->destroy(gbe_inv);
     gpu->destroy(gbe_noflash);
 }
@@ -1344,6 +1448,20 @@ static void test_errors(void)
     CHECK(gpu->prepare_weight(gbe_model, &bad) == LLM_ERR_UNSUPPORTED);
     CHECK(!gpu->supports_dtype(gbe, LLM_DT_IQ2_XXS));
     CHECK(gpu->supports_dtype(gbe, LLM_DT_Q6_K));
+    /* attention over a q8_0 cache whose heads are not whole blocks of 32 */
+    kv_pair p = kv_make(LLM_DT_Q8_0, 2, 80);
+    int32_t zero[MAX_BLOCKS] = {0};
+    int32_t *dz = dev_copy(zero, sizeof zero);
+    float *dq = dev_poisoned(4 * 80), *dout = dev_poisoned(4 * 80);
+    llm_attention_args a = {
+        .out = dout, .q = dq, .kv = &p.dev, .n_tokens = 1, .n_head = 4, .block_size = BS,
+        .q_pos = dz, .q_seq = dz, .block_tables = dz, .max_blocks = MAX_BLOCKS, .scale = 1.0f,
+    };
+    gpu->attention(gbe, &a);
+    CHECK(gpu->synchronize(gbe) == LLM_ERR_UNSUPPORTED);
+    CHECK(strstr(llm_last_error(), "width 80") != NULL);
+    kv_free(&p);
+    gpu->free(gbe, dz), gpu->free(gbe, dq), gpu->free(gbe, dout);
     /* a device that does not exist */
     llm_backend *none = NULL;
     llm_backend_config cfg = {.device = 4096};
@@ -1385,6 +1503,7 @@ int main(void)
     RUN(test_flash_attention);
     RUN(test_batch_invariant);
     RUN(test_top_k);
+    RUN(test_penalize);
     RUN(test_fused_ops);
     RUN(test_fused_rope_kv);
     RUN(test_graphs);

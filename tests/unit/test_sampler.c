@@ -433,7 +433,7 @@ static void test_sample_top(void)
             topk_ref(x, N, K, ids, vals);
             const llm_token want = llm_sampler_sample(full, x);
             llm_token got = -9;
-            if (!llm__sampler_sample_top(top, ids, vals, K, &got)) {
+            if (!llm__sampler_sample_top(top, ids, vals, K, 0, &got)) {
                 refused++;
                 got = llm_sampler_sample(top, x); /* as the engine falls back */
             }
@@ -452,10 +452,78 @@ static void test_sample_top(void)
     for (int i = 0; i < K; i++)
         ids[i] = -1, vals[i] = -INFINITY;
     llm_token t = 0;
-    CHECK_EQ_INT(llm__sampler_sample_top(s, ids, vals, K, &t), 1);
+    CHECK_EQ_INT(llm__sampler_sample_top(s, ids, vals, K, 0, &t), 1);
     CHECK_EQ_INT(t, -1);
     llm_sampler_free(s);
     free(x);
+}
+
+/* Penalties applied by a backend's penalize op (the CPU backend's here) before its top_k,
+ * as the request engine does on a GPU: the entries llm__sampler_penalties gives, applied
+ * to the row, give exactly the logits the sampler's own penalties give, and sampling from
+ * the penalised row's top 64 draws what sampling from the whole raw row draws, at every
+ * step (the history grows with each draw). */
+static void test_penalties_on_backend(void)
+{
+    enum { N = 3000, K = 64, STEPS = 60 };
+    static const struct { float temp, rep, pres, freq; int32_t top_k, last_n; } cfg[] = {
+        {0.0f, 1.3f, 0.0f, 0.0f, 0, 64},  {0.8f, 1.1f, 0.5f, 0.2f, 40, 64},
+        {1.2f, 1.0f, 1.5f, 0.0f, 64, 16}, {0.0f, 0.8f, -0.5f, 0.3f, 0, 32},
+        {0.7f, 1.0f, 0.0f, 2.0f, 8, 64},
+    };
+    const struct llm_backend_ops *cpu = llm__backend_cpu_ops();
+    llm_backend *be = NULL;
+    llm_backend_config bc = {.n_threads = 1};
+    CHECK_EQ_INT(cpu->create(&bc, &be), LLM_OK);
+    unsigned long long rs = 91;
+    float *x = malloc(N * sizeof(float)), *y = malloc(N * sizeof(float));
+    float *z = malloc(N * sizeof(float));
+    llm_penalty pen[64];
+    int32_t ids[K];
+    float vals[K];
+    for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
+        llm_sampler_params p;
+        llm_sampler_params_init(&p);
+        p.temperature = cfg[c].temp;
+        p.top_k = cfg[c].top_k;
+        p.top_p = 1.0f;
+        p.min_p = 0.0f;
+        p.repeat_penalty = cfg[c].rep;
+        p.presence_penalty = cfg[c].pres;
+        p.frequency_penalty = cfg[c].freq;
+        p.penalty_last_n = cfg[c].last_n;
+        p.seed = 500 + c;
+        llm_sampler *full = NULL, *top = NULL;
+        CHECK_EQ_INT(llm__sampler_create_n(N, &p, &full), LLM_OK);
+        CHECK_EQ_INT(llm__sampler_create_n(N, &p, &top), LLM_OK);
+        int same = 1, same_logits = 1, most = 0;
+        for (int step = 0; step < STEPS; step++) {
+            /* a row whose few large values the penalties keep hitting */
+            topk_fill(x, N, step + 1, &rs);
+            for (int i = 0; i < 12; i++)
+                x[(i * 37) % N] += 6.0f;
+            llm__sampler_penalized(full, x, z);
+            memcpy(y, x, N * sizeof(float));
+            CHECK(llm__sampler_penalty_max(top) <= 64);
+            const int32_t n = llm__sampler_penalties(top, 0, pen);
+            most = n > most ? n : most;
+            cpu->penalize(be, y, N, pen, n);
+            same_logits &= memcmp(y, z, N * sizeof(float)) == 0;
+            topk_ref(y, N, K, ids, vals);
+            const llm_token want = llm_sampler_sample(full, x);
+            llm_token got = -9;
+            CHECK(llm__sampler_top_ok(top, K));
+            CHECK(llm__sampler_sample_top(top, ids, vals, K, 1, &got));
+            same &= got == want;
+        }
+        CHECK_MSG(same_logits, "config %zu: the backend's penalties differ", c);
+        CHECK_MSG(same, "config %zu: a different token", c);
+        CHECK_MSG(most > 1, "config %zu: at most %d penalties", c, most);
+        llm_sampler_free(full);
+        llm_sampler_free(top);
+    }
+    cpu->destroy(be);
+    free(x), free(y), free(z);
 }
 
 static llm_status try_params(const llm_sampler_params *p)
@@ -654,6 +722,7 @@ int main(void)
     TEST_RUN(test_filters_exact);
     TEST_RUN(test_penalties);
     TEST_RUN(test_sample_top);
+    TEST_RUN(test_penalties_on_backend);
     TEST_RUN(test_invalid_params);
     TEST_RUN(test_old_caller);
     TEST_RUN(test_speed);
