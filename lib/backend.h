@@ -187,6 +187,11 @@ struct llm_backend_ops {
      * range (the caller's promise). NULL: not provided. */
     void (*penalize)(llm_backend *be, float *x, int64_t n, const llm_penalty *pen,
                      int64_t n_pen);
+    /* z[r] = the sum over the values v of row r (n floats at x) of exp(v - max), max the
+     * row's largest, NaN and -inf left out and +inf counted as FLT_MAX (the sampler's
+     * rules); 0 for a row with no valid value: the mass top-p needs, for sampling from
+     * top_k's candidates. NULL: not provided. */
+    void (*row_sumexp)(llm_backend *be, float *z, const float *x, int64_t n_rows, int64_t n);
 };
 
 /* ---- loadable backend modules ----------------------------------------------------------

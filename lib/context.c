@@ -179,6 +179,7 @@ void llm_context_free(llm_context *c)
         llm__free(c->logits);
         llm__free(c->cand_ids);
         llm__free(c->cand_vals);
+        llm__free(c->cand_z);
     }
     llm__free(c->pen);
     llm__free(c->row_ready);
@@ -272,15 +273,20 @@ static llm_status cand_reserve(llm_context *c, int64_t n_out)
     if (n_out <= c->cand_rows && c->cand_k <= c->cand_kalloc)
         return LLM_OK;
     const size_t n = (size_t)n_out * (size_t)c->cand_k;
-    void *d = c->ops->alloc(c->be, n * (sizeof(int32_t) + sizeof(float)));
+    /* ids, values, then each row's z (row_sumexp) */
+    void *d = c->ops->alloc(c->be, n * (sizeof(int32_t) + sizeof(float)) +
+                                       (size_t)n_out * sizeof(float));
     uint8_t *ready = llm__malloc((size_t)n_out);
     int32_t *ids = c->host_memory ? d : llm__malloc(n * sizeof(int32_t));
     float *vals = c->host_memory ? (d ? (float *)((int32_t *)d + n) : NULL)
                                  : llm__malloc(n * sizeof(float));
-    if (!d || !ready || !ids || !vals) {
+    float *z = c->host_memory ? (d ? (float *)((int32_t *)d + n) + n : NULL)
+                              : llm__malloc((size_t)n_out * sizeof(float));
+    if (!d || !ready || !ids || !vals || !z) {
         if (!c->host_memory) {
             llm__free(ids);
             llm__free(vals);
+            llm__free(z);
         }
         llm__free(ready);
         if (d)
@@ -292,11 +298,13 @@ static llm_status cand_reserve(llm_context *c, int64_t n_out)
     if (!c->host_memory) {
         llm__free(c->cand_ids);
         llm__free(c->cand_vals);
+        llm__free(c->cand_z);
     }
     llm__free(c->row_ready);
     c->d_cand = d;
     c->cand_ids = ids;
     c->cand_vals = vals;
+    c->cand_z = z;
     c->row_ready = ready;
     c->cand_rows = (int32_t)n_out;
     c->cand_kalloc = c->cand_k;
@@ -475,12 +483,19 @@ llm_status llm__context_decode(llm_context *c, const llm_batch *b)
             float *d_vals = (float *)((int32_t *)c->d_cand + n_ids) + out_done * k;
             const size_t nb = (size_t)(n_out_ub * k) * sizeof(int32_t);
             c->ops->top_k(c->be, d_ids, d_vals, step.logits, n_out_ub, n_vocab, (int32_t)k);
+            float *d_z = (float *)((int32_t *)c->d_cand + 2 * n_ids) + out_done;
+            const int z = c->cand_want_z && c->ops->row_sumexp;
+            if (z)
+                c->ops->row_sumexp(c->be, d_z, step.logits, n_out_ub, n_vocab);
             if (c->host_memory) {
                 st = c->ops->synchronize(c->be);
             } else {
                 st = c->ops->download(c->be, c->cand_ids + out_done * k, d_ids, nb);
                 if (st == LLM_OK)
                     st = c->ops->download(c->be, c->cand_vals + out_done * k, d_vals, nb);
+                if (st == LLM_OK && z)
+                    st = c->ops->download(c->be, c->cand_z + out_done, d_z,
+                                          (size_t)n_out_ub * sizeof(float));
             }
             memset(c->row_ready + out_done, c->host_memory, (size_t)n_out_ub);
         } else if (st == LLM_OK && !c->host_memory && n_out_ub) {

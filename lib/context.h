@@ -39,6 +39,8 @@ struct llm_context {
     int32_t cand_k;
     int32_t *cand_ids;
     float *cand_vals;
+    float *cand_z;       /* [n_logits] each row's mass (row_sumexp), when cand_want_z */
+    int cand_want_z;     /* set by the request engine for a step with top-p rows */
     void *d_cand;        /* backend copy: ids then values, cand_rows * cand_kalloc each */
     uint8_t *row_ready;  /* [cand_rows] */
     int rows_deferred;   /* the last decode left its rows in backend memory */

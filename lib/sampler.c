@@ -51,6 +51,7 @@ struct llm_sampler {
     cand *cand;
     uint64_t rng[4];
     double hist[HIST_N]; /* top-p mass by distance from the maximum logit */
+    int prepenalized;    /* the logits being sampled have the penalties applied already */
 };
 
 /* ---- random numbers: xoshiro256**, seeded through splitmix64 ------------------------ */
@@ -271,7 +272,7 @@ static float penalty_sub(int32_t c, float freq, float pres)
 
 static const float *penalize(llm_sampler *s, const float *logits)
 {
-    if (!s->penalties || s->ring_len == 0)
+    if (!s->penalties || s->ring_len == 0 || s->prepenalized)
         return logits;
     memcpy(s->work, logits, (size_t)s->n_vocab * sizeof *logits);
     const float rp = s->p.repeat_penalty, pres = s->p.presence_penalty;
@@ -323,9 +324,25 @@ int32_t llm__sampler_penalty_max(const llm_sampler *s)
     return s->penalties ? s->ring_len : 0;
 }
 
-int llm__sampler_top_ok(const llm_sampler *s, int32_t k)
+int llm__sampler_top_ok(const llm_sampler *s, int32_t k, int have_z)
 {
-    return s->p.temperature <= 0.0f || (s->cap < s->n_vocab && s->cap <= k);
+    if (s->p.temperature <= 0.0f || (s->cap < s->n_vocab && s->cap <= k))
+        return 1;
+    return s->cap >= s->n_vocab &&
+           ((s->p.top_p < 1.0f && have_z) || (s->p.top_p >= 1.0f && s->p.min_p > 0.0f));
+}
+
+int llm__sampler_wants_z(const llm_sampler *s)
+{
+    return s->p.temperature > 0.0f && s->cap >= s->n_vocab && s->p.top_p < 1.0f;
+}
+
+llm_token llm__sampler_sample_penalized(llm_sampler *s, const float *logits)
+{
+    s->prepenalized = 1;
+    const llm_token t = llm_sampler_sample(s, logits);
+    s->prepenalized = 0;
+    return t;
 }
 
 void llm__sampler_penalized(llm_sampler *s, const float *logits, float *out)
@@ -421,6 +438,12 @@ static int cmp_desc(const void *pa, const void *pb)
     const cand *a = pa, *b = pb;
     if (a->logit != b->logit)
         return a->logit > b->logit ? -1 : 1;
+    return (a->id > b->id) - (a->id < b->id);
+}
+
+static int cmp_id(const void *pa, const void *pb)
+{
+    const cand *a = pa, *b = pb;
     return (a->id > b->id) - (a->id < b->id);
 }
 
@@ -621,8 +644,64 @@ llm_token llm_sampler_sample(llm_sampler *s, const float *logits)
     return finish(s, tok);
 }
 
+/* Top-p and / or min-p without top-k, from the n valid of the row's k best logits (ids,
+ * vals: descending) and z, the whole row's mass relative to its maximum: leaves in s->cand
+ * exactly the survivors filter() would, in the order it leaves them, and returns how many;
+ * -1 when the k do not settle it: the top-p prefix reaches past them, or the target lies
+ * within TOP_P_MARGIN of a prefix sum (z comes from the backend, summed in another order,
+ * its exponentials within a few ulps of these), or min-p alone may keep more than k. */
+#define TOP_P_MARGIN 1e-4
+static int32_t filter_from_top(llm_sampler *s, const llm_token *ids, const float *vals,
+                               int32_t n, int32_t k, float z)
+{
+    const int top_p_on = s->p.top_p < 1.0f;
+    const float max = vals[0];
+    const float thr = s->p.min_p > 0.0f ? max + logf(s->p.min_p) : -INFINITY;
+    int32_t j = 0; /* the top-p prefix (all when top-p is off) */
+    if (top_p_on) {
+        if (!(z > 0.0f) || z == INFINITY)
+            return -1;
+        const double target = (double)s->p.top_p * (double)z;
+        double cum = 0.0, prev = 0.0;
+        for (j = 0; j < n && cum < target; j++) {
+            prev = cum;
+            cum += expf(vals[j] - max);
+        }
+        /* not reached within the k, or too close to call either way */
+        if (cum < target * (1.0 + TOP_P_MARGIN) || prev >= target * (1.0 - TOP_P_MARGIN))
+            return -1;
+    } else {
+        while (j < n && vals[j] >= thr)
+            j++;
+        if (j == k)
+            return -1; /* the k-th is kept: more may follow */
+    }
+    int32_t m = 0; /* min-p keeps a prefix of the prefix */
+    while (m < j && vals[m] >= thr)
+        m++;
+    cand *c = s->cand;
+    if (!top_p_on) { /* filter() keeps them in index order */
+        for (int32_t i = 0; i < m; i++)
+            c[i].logit = vals[i], c[i].id = ids[i];
+        qsort(c, (size_t)m, sizeof *c, cmp_id);
+        return m;
+    }
+    /* filter(): the tokens of buckets nearer than the last one's in index order, then that
+     * bucket's in descending order */
+    const int32_t cut = hist_bucket(max - vals[j - 1]);
+    int32_t nn = 0;
+    for (int32_t i = 0; i < m; i++)
+        if (hist_bucket(max - vals[i]) < cut)
+            c[nn].logit = vals[i], c[nn].id = ids[i], nn++;
+    qsort(c, (size_t)nn, sizeof *c, cmp_id);
+    for (int32_t i = 0; i < m; i++)
+        if (hist_bucket(max - vals[i]) == cut)
+            c[nn].logit = vals[i], c[nn].id = ids[i], nn++;
+    return nn;
+}
+
 int llm__sampler_sample_top(llm_sampler *s, const llm_token *ids, const float *vals,
-                            int32_t k, int penalized, llm_token *out)
+                            int32_t k, int penalized, const float *z, llm_token *out)
 {
     if (s->penalties && s->ring_len > 0 && !penalized)
         return 0; /* penalties may lift a token from below the k into the top */
@@ -632,8 +711,15 @@ int llm__sampler_sample_top(llm_sampler *s, const llm_token *ids, const float *v
     llm_token tok;
     if (s->p.temperature <= 0.0f) {
         tok = n > 0 ? ids[0] : -1;
+    } else if (s->cap >= s->n_vocab) { /* no top-k: top-p or min-p may still settle it */
+        if ((s->p.top_p >= 1.0f && s->p.min_p <= 0.0f) || (s->p.top_p < 1.0f && !z) || n == 0)
+            return 0;
+        const int32_t m = filter_from_top(s, ids, vals, n, k, z ? *z : 0.0f);
+        if (m < 0)
+            return 0;
+        tok = draw(s, m, vals[0]);
     } else {
-        if (s->cap >= s->n_vocab || s->cap > k)
+        if (s->cap > k)
             return 0;
         n = n < s->cap ? n : s->cap;
         for (int32_t i = 0; i < n; i++) {

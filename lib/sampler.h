@@ -30,17 +30,24 @@ LLM_INTERNAL int32_t llm__sampler_candidates(llm_sampler *s, const float *logits
  * vals as the backends' top_k op gives them (descending, equal values by lower id, id -1
  * past the row's valid values). When the chain's result depends only on those k (no
  * penalty with a history, or penalized: the row had llm__sampler_penalties applied by the
- * backend's penalize op before its top_k; greedy, or top-k of at most k), samples exactly
- * as llm_sampler_sample would from the full row, stores the token (or -1 with the
- * thread's error set, as llm_sampler_sample) in *out and returns 1; else returns 0 and
- * changes nothing. */
+ * backend's penalize op before its top_k; greedy, or top-k of at most k, or no top-k but a
+ * top-p or min-p that the k settle, given z: the row's mass relative to its maximum, the
+ * backend's row_sumexp, NULL when not known), samples exactly as llm_sampler_sample would
+ * from the full row, stores the token (or -1 with the thread's error set, as
+ * llm_sampler_sample) in *out and returns 1; else returns 0 and changes nothing. */
 LLM_INTERNAL int llm__sampler_sample_top(llm_sampler *s, const llm_token *ids,
                                          const float *vals, int32_t k, int penalized,
-                                         llm_token *out);
+                                         const float *z, llm_token *out);
 
-/* Whether llm__sampler_sample_top can take k candidates, penalties aside: the chain is
- * greedy, or its top-k is at most k. */
-LLM_INTERNAL int llm__sampler_top_ok(const llm_sampler *s, int32_t k);
+/* Whether llm__sampler_sample_top may take k candidates, penalties aside: the chain is
+ * greedy, or its top-k is at most k, or it has none but a top-p (when the row's z will be
+ * known: have_z) or a min-p (then it still refuses rows the k do not settle). */
+LLM_INTERNAL int llm__sampler_top_ok(const llm_sampler *s, int32_t k, int have_z);
+/* Whether sample_top needs the row's z (top-p without top-k). */
+LLM_INTERNAL int llm__sampler_wants_z(const llm_sampler *s);
+/* llm_sampler_sample of logits that already have the penalties of the current history
+ * applied (by the backend's penalize op): the same draw, without penalising again. */
+LLM_INTERNAL llm_token llm__sampler_sample_penalized(llm_sampler *s, const float *logits);
 
 /* The penalties the next draw applies to the logits, as entries of the backend's penalize
  * op for logits row `row`: one per distinct token of the history, with exactly the

@@ -420,14 +420,17 @@ static int sample_seq(llm_engine *e, eng_req *r, eng_seq *s, int32_t row)
     const int32_t k = e->cand_k; /* the decode brought back candidates (context.h) */
     const int pen = s->pen_dev;
     s->pen_dev = 0;
+    const float *z = c->cand_want_z && c->ops->row_sumexp ? c->cand_z + row : NULL;
     if (!k || r->logprobs > 0 ||
         !llm__sampler_sample_top(s->sampler, c->cand_ids + (int64_t)row * k,
-                                 c->cand_vals + (int64_t)row * k, k, pen, &tok)) {
+                                 c->cand_vals + (int64_t)row * k, k, pen, z, &tok)) {
         if (!(logits = llm__context_row(c, row))) {
             fail_req(e, r, LLM_ERR_BACKEND, c->err);
             return 0;
         }
-        tok = llm_sampler_sample(s->sampler, logits);
+        /* a row the backend penalised is not penalised again */
+        tok = pen ? llm__sampler_sample_penalized(s->sampler, logits)
+                  : llm_sampler_sample(s->sampler, logits);
     }
     int stop = tok < 0;
     if (!r->ignore_eos && llm__tokenizer_is_eog(m->tok, tok))
@@ -500,14 +503,17 @@ static int32_t fit_tokens(const llm_engine *e, const eng_seq *s, int32_t want, i
     return lo;
 }
 
-/* The penalties of the rows this step will sample from candidates (a sequence alone on its
- * row, no logprobs, a chain that takes candidates, a history), for the backend to apply
- * before its top_k (context.h), so that those rows need not come back whole. A row that
- * cannot have them (no memory) is sampled from its whole row, as without. */
+/* What the backend computes for the rows this step will sample from candidates, so that
+ * they need not come back whole (context.h): their mass when one has top-p without top-k;
+ * the penalties of those with a history (a sequence alone on its row, no logprobs, a chain
+ * that takes candidates), applied before top_k. A row that cannot have them (no memory)
+ * is sampled from its whole row, as without. */
 static void fill_penalties(llm_engine *e)
 {
     llm_context *c = e->ctx;
+    const int have_z = c->ops->row_sumexp != NULL;
     c->n_pen = 0;
+    c->cand_want_z = 0;
     int32_t row = 0;
     for (int32_t i = 0; i < e->n_chunks; i++) {
         eng_seq *s = e->chunk_seq[i];
@@ -516,8 +522,10 @@ static void fill_penalties(llm_engine *e)
         if (s->n_cached + e->chunk_len[i] < s->n_toks)
             continue;
         const int32_t i_row = row++;
-        if (!c->ops->penalize || r->logprobs > 0 || (!r->forked && r->n > 1) ||
-            !llm__sampler_top_ok(s->sampler, e->cand_k))
+        if (r->logprobs > 0 || !llm__sampler_top_ok(s->sampler, e->cand_k, have_z))
+            continue;
+        c->cand_want_z |= have_z && llm__sampler_wants_z(s->sampler);
+        if (!c->ops->penalize || (!r->forked && r->n > 1))
             continue;
         const int32_t m = llm__sampler_penalty_max(s->sampler);
         if (m == 0)

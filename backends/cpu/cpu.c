@@ -947,6 +947,28 @@ static void cpu_penalize(llm_backend *be, float *x, int64_t n, const llm_penalty
     }
 }
 
+static void cpu_row_sumexp(llm_backend *be, float *z, const float *x, int64_t n_rows,
+                           int64_t n)
+{
+    (void)be;
+    for (int64_t r = 0; r < n_rows; r++) {
+        const float *row = x + r * n;
+        float max = -INFINITY;
+        for (int64_t i = 0; i < n; i++) {
+            const float v = row[i] != row[i] ? -INFINITY : row[i] > FLT_MAX ? FLT_MAX : row[i];
+            max = v > max ? v : max;
+        }
+        double sum = 0.0;
+        if (max > -INFINITY)
+            for (int64_t i = 0; i < n; i++) {
+                const float v = row[i] > FLT_MAX ? FLT_MAX : row[i];
+                if (v == v && v > -INFINITY)
+                    sum += expf(v - max);
+            }
+        z[r] = (float)sum;
+    }
+}
+
 static llm_status cpu_synchronize(llm_backend *be)
 {
     llm_status st = be->err;
@@ -989,6 +1011,7 @@ static const struct llm_backend_ops cpu_ops = {
     .synchronize = cpu_synchronize,
     .top_k = cpu_top_k,
     .penalize = cpu_penalize,
+    .row_sumexp = cpu_row_sumexp,
 };
 
 const struct llm_backend_ops *llm__backend_cpu_ops(void)

@@ -532,5 +532,6 @@ HIDDEN void cu_top_k(llm_backend *be, int32_t *ids, float *vals, const float *x,
                      int64_t n_rows, int64_t n, int32_t k);
 HIDDEN void cu_penalize(llm_backend *be, float *x, int64_t n, const llm_penalty *pen,
                         int64_t n_pen);
+HIDDEN void cu_row_sumexp(llm_backend *be, float *z, const float *x, int64_t n_rows, int64_t n);
 
 #endif

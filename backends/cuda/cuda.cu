@@ -799,6 +799,7 @@ static const struct llm_backend_ops cuda_ops = {
     .synchronize = cu_synchronize,
     .top_k = cu_top_k,
     .penalize = cu_penalize,
+    .row_sumexp = cu_row_sumexp,
 };
 
 /* ---- per-op timings (LLM_CUDA_PROFILE=1) -------------------------------------------------

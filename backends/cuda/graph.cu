@@ -488,5 +488,6 @@ const struct llm_backend_ops *cu_graph_ops(const struct llm_backend_ops *base)
     graph_ops.attention = rec_attention;
     graph_ops.top_k = op_rec<&llm_backend_ops::top_k>::rec;
     graph_ops.penalize = op_rec<&llm_backend_ops::penalize>::rec;
+    graph_ops.row_sumexp = op_rec<&llm_backend_ops::row_sumexp>::rec;
     return &graph_ops;
 }

@@ -147,6 +147,53 @@ void cu_penalize(llm_backend *be, float *x, int64_t n, const llm_penalty *pen, i
     CU_LAUNCHED(be, "penalize");
 }
 
+/* one block per row: the sanitized maximum, then the sum of exp(v - max) in double */
+#define SE_THREADS 256
+static __global__ void k_row_sumexp(float *z, const float *x, int64_t n)
+{
+    const float *row = x + (int64_t)blockIdx.x * n;
+    __shared__ float s_max[SE_THREADS];
+    __shared__ double s_sum[SE_THREADS];
+    float m = -INFINITY;
+    for (int64_t i = threadIdx.x; i < n; i += SE_THREADS) {
+        const float v = row[i];
+        m = v != v ? m : fmaxf(m, fminf(v, FLT_MAX));
+    }
+    s_max[threadIdx.x] = m;
+    __syncthreads();
+    for (int o = SE_THREADS / 2; o > 0; o >>= 1) {
+        if ((int)threadIdx.x < o)
+            s_max[threadIdx.x] = fmaxf(s_max[threadIdx.x], s_max[threadIdx.x + o]);
+        __syncthreads();
+    }
+    const float max = s_max[0];
+    double sum = 0.0;
+    if (max > -INFINITY)
+        for (int64_t i = threadIdx.x; i < n; i += SE_THREADS) {
+            const float r = row[i];
+            if (r == r && r > -INFINITY)
+                sum += (double)expf(fminf(r, FLT_MAX) - max);
+        }
+    s_sum[threadIdx.x] = sum;
+    __syncthreads();
+    for (int o = SE_THREADS / 2; o > 0; o >>= 1) {
+        if ((int)threadIdx.x < o)
+            s_sum[threadIdx.x] += s_sum[threadIdx.x + o];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0)
+        z[blockIdx.x] = (float)s_sum[0];
+}
+
+void cu_row_sumexp(llm_backend *be, float *z, const float *x, int64_t n_rows, int64_t n)
+{
+    act_stale(be);
+    if (n_rows <= 0)
+        return;
+    k_row_sumexp<<<(unsigned)n_rows, SE_THREADS, 0, be->stream>>>(z, x, n);
+    CU_LAUNCHED(be, "row_sumexp");
+}
+
 void cu_top_k(llm_backend *be, int32_t *ids, float *vals, const float *x, int64_t n_rows,
               int64_t n, int32_t k)
 {

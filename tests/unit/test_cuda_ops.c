@@ -506,6 +506,16 @@ static void test_penalize(void)
     for (int64_t i = 0; i < n * rows; i++)
         differ += isnan(x[i]) ? !isnan(y[i]) : memcmp(&x[i], &y[i], sizeof(float)) != 0;
     CHECK_MSG(differ == 0, "%lld logits differ after the penalties", (long long)differ);
+    /* each row's mass for top-p: the CPU's within the exponentials' rounding */
+    float *dz = dev_poisoned(rows), zc[7];
+    gpu->row_sumexp(gbe, dz, dx, rows, n);
+    cpu->row_sumexp(cbe, zc, x, rows, n);
+    float *zg = host_copy(dz, (size_t)rows * sizeof(float));
+    for (int r = 0; r < rows; r++)
+        CHECK_MSG(zc[r] == zg[r] || fabs((double)zg[r] - zc[r]) <= 1e-6 * zc[r],
+                  "row %d: mass %.9g, the CPU's %.9g", r, zg[r], zc[r]);
+    gpu->free(gbe, dz);
+    free(zg);
     gpu->free(gbe, dx), gpu->free(gbe, dp);
     free(x), free(y), free(pen);
 }

@@ -696,7 +696,7 @@ static void counting_top_k(llm_backend *be, int32_t *ids, float *vals, const flo
 
 static void test_candidates_equal_rows(void)
 {
-    enum { N = 15 };
+    enum { N = 17 };
     static const struct {
         float temp;
         int32_t top_k;
@@ -712,6 +712,8 @@ static void test_candidates_equal_rows(void)
         /* presence and frequency penalties; with several completions; with logprobs */
         {0.0f, 0, 1.0f, 0.0f, 1.0f, 1.5f, 0.5f, 1, 0}, {0.9f, 30, 1.0f, 0.0f, 1.1f, 0.4f, 0.3f, 2, 0},
         {0.0f, 0, 1.0f, 0.0f, 1.4f, 0.0f, 0.2f, 1, 2},
+        /* top-p or min-p without top-k (from the candidates where they settle it) */
+        {0.8f, 0, 0.3f, 0.0f, 1.2f, 0, 0, 1, 0},    {1.1f, 0, 1.0f, 0.3f, 1.0f, 0, 0, 1, 0},
     };
     static req_spec r[N];
     make_specs(r, N, 4242);
@@ -773,7 +775,7 @@ static void test_candidates_equal_rows(void)
     printf("     %d completions equal with and without candidates (%lld rows of candidates, "
            "%lld penalties applied by the backend)\n", compared, (long long)top_k_rows,
            (long long)penalized);
-    CHECK(compared == 19 && sampled_differ && top_k_rows >= 100 && penalized >= 100);
+    CHECK(compared == 21 && sampled_differ && top_k_rows >= 100 && penalized >= 100);
     eu_free(&logs[0]);
     eu_free(&logs[1]);
 }

@@ -433,7 +433,7 @@ static void test_sample_top(void)
             topk_ref(x, N, K, ids, vals);
             const llm_token want = llm_sampler_sample(full, x);
             llm_token got = -9;
-            if (!llm__sampler_sample_top(top, ids, vals, K, 0, &got)) {
+            if (!llm__sampler_sample_top(top, ids, vals, K, 0, NULL, &got)) {
                 refused++;
                 got = llm_sampler_sample(top, x); /* as the engine falls back */
             }
@@ -452,9 +452,85 @@ static void test_sample_top(void)
     for (int i = 0; i < K; i++)
         ids[i] = -1, vals[i] = -INFINITY;
     llm_token t = 0;
-    CHECK_EQ_INT(llm__sampler_sample_top(s, ids, vals, K, 0, &t), 1);
+    CHECK_EQ_INT(llm__sampler_sample_top(s, ids, vals, K, 0, NULL, &t), 1);
     CHECK_EQ_INT(t, -1);
     llm_sampler_free(s);
+    free(x);
+}
+
+/* Top-p (and min-p) without top-k from a row's 64 best and its mass z (the backend's
+ * row_sumexp, the CPU's here): where the 64 settle the prefix, the draw is exactly the
+ * whole row's; where they do not (a flat row), the sampler refuses and the whole row is
+ * used. Both must happen over the steps. */
+static void test_top_p_from_top(void)
+{
+    enum { N = 4000, K = 64, STEPS = 80 };
+    static const struct { float temp, top_p, min_p; } cfg[] = {
+        {0.8f, 0.9f, 0.0f}, {1.0f, 0.5f, 0.0f}, {1.3f, 0.95f, 0.05f}, {0.7f, 1.0f, 0.1f},
+        {0.9f, 0.7f, 0.3f},
+    };
+    const struct llm_backend_ops *cpu = llm__backend_cpu_ops();
+    llm_backend *be = NULL;
+    llm_backend_config bc = {.n_threads = 1};
+    CHECK_EQ_INT(cpu->create(&bc, &be), LLM_OK);
+    unsigned long long rs = 4242;
+    float *x = malloc(N * sizeof(float));
+    int32_t ids[K];
+    float vals[K];
+    for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
+        llm_sampler_params p;
+        llm_sampler_params_init(&p);
+        p.temperature = cfg[c].temp;
+        p.top_k = 0;
+        p.top_p = cfg[c].top_p;
+        p.min_p = cfg[c].min_p;
+        p.seed = 900 + c;
+        llm_sampler *full = NULL, *top = NULL;
+        CHECK_EQ_INT(llm__sampler_create_n(N, &p, &full), LLM_OK);
+        CHECK_EQ_INT(llm__sampler_create_n(N, &p, &top), LLM_OK);
+        CHECK(llm__sampler_top_ok(top, K, 1));
+        int same = 1, taken = 0, refused = 0;
+        for (int step = 0; step < STEPS; step++) {
+            /* peaked rows (a few to a few dozen tokens well above the rest; ties among
+             * them at times) and, every fourth step, a flat one */
+            const int peak = 1 + step % 40;
+            for (int i = 0; i < N; i++)
+                x[i] = test_rand_f32(&rs, -4.0f, 0.0f);
+            if (step % 4 != 3)
+                for (int i = 0; i < peak; i++)
+                    x[(i * 101 + step) % N] = step % 5 == 0 ? 9.0f : test_rand_f32(&rs, 6.0f, 12.0f);
+            if (step % 7 == 2)
+                x[17] = NAN, x[18] = -INFINITY;
+            float z = 0.0f;
+            cpu->row_sumexp(be, &z, x, 1, N);
+            topk_ref(x, N, K, ids, vals);
+            const llm_token want = llm_sampler_sample(full, x);
+            llm_token got = -9;
+            if (llm__sampler_sample_top(top, ids, vals, K, 0, &z, &got)) {
+                taken++;
+            } else {
+                refused++;
+                got = llm_sampler_sample(top, x);
+            }
+            same &= got == want;
+        }
+        CHECK_MSG(same, "config %zu: a different token", c);
+        CHECK_MSG(taken > 0 && refused > 0, "config %zu: %d steps from the 64, %d refused", c,
+                  taken, refused);
+        llm_sampler_free(full);
+        llm_sampler_free(top);
+    }
+    /* the sum itself: the sampler's rules for NaN and infinities */
+    const float row[6] = {1.0f, NAN, -INFINITY, 0.0f, 1.0f, -1.0f};
+    float z = -1.0f;
+    cpu->row_sumexp(be, &z, row, 1, 6);
+    CHECK(fabsf(z - (2.0f + expf(-1.0f) + expf(-2.0f))) < 1e-6f);
+    const float none[2] = {NAN, -INFINITY}, inf[3] = {INFINITY, 0.0f, INFINITY};
+    cpu->row_sumexp(be, &z, none, 1, 2);
+    CHECK(z == 0.0f);
+    cpu->row_sumexp(be, &z, inf, 1, 3);
+    CHECK(z == 2.0f);
+    cpu->destroy(be);
     free(x);
 }
 
@@ -512,8 +588,8 @@ static void test_penalties_on_backend(void)
             topk_ref(y, N, K, ids, vals);
             const llm_token want = llm_sampler_sample(full, x);
             llm_token got = -9;
-            CHECK(llm__sampler_top_ok(top, K));
-            CHECK(llm__sampler_sample_top(top, ids, vals, K, 1, &got));
+            CHECK(llm__sampler_top_ok(top, K, 0));
+            CHECK(llm__sampler_sample_top(top, ids, vals, K, 1, NULL, &got));
             same &= got == want;
         }
         CHECK_MSG(same_logits, "config %zu: the backend's penalties differ", c);
@@ -723,6 +799,7 @@ int main(void)
     TEST_RUN(test_penalties);
     TEST_RUN(test_sample_top);
     TEST_RUN(test_penalties_on_backend);
+    TEST_RUN(test_top_p_from_top);
     TEST_RUN(test_invalid_params);
     TEST_RUN(test_old_caller);
     TEST_RUN(test_speed);
