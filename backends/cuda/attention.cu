@@ -358,6 +358,162 @@ static __global__ void __launch_bounds__(W *LLM_WARP_SIZE) k_attention(att_param
 #undef DIM
 }
 
+/* ---- key groups: a key per group of lanes --------------------------------------------
+ * The variant for f16 and bf16 caches with heads of 64, 128 or 256 values, outside
+ * batch-invariant mode: a key's row is read by LK = D / 8 lanes, 16 bytes each, so that a
+ * warp takes 32 / LK keys at once (KG_U per lane group per step) and reduces a score over
+ * LK lanes (log2 LK shuffles, shared by the warp's keys) rather than over the whole warp,
+ * as k_attention does. Each lane group keeps its own running maximum, sum and accumulator
+ * of its 8 values of each head; the block merges them at the end. GM and SPLIT as in
+ * k_attention. LLM_CUDA_ATT_KG=0 leaves every case to k_attention. */
+#define KG_U 2
+template <int KT, int D, int GM, bool SPLIT>
+static __global__ void __launch_bounds__(ATT_WARPS *LLM_WARP_SIZE) k_att_kg(att_params a)
+{
+    LLM_PDL_WAIT();
+    LLM_PDL_TRIGGER();
+    constexpr int W = ATT_WARPS, LK = D / 8, G = LLM_WARP_SIZE / LK, NP = W * G;
+    constexpr int STEP = NP * KG_U; /* keys per block step */
+    const int64_t t = blockIdx.x;
+    const int chunks = (a.group + GM - 1) / GM, c = blockIdx.y % chunks;
+    const int kh = blockIdx.y / chunks, h0 = kh * a.group + c * GM;
+    const int ng = a.group - c * GM < GM ? a.group - c * GM : GM;
+    const int lane = threadIdx.x % LLM_WARP_SIZE, warp = threadIdx.x / LLM_WARP_SIZE;
+    const int grp = lane / LK, li = lane % LK, part = warp * G + grp;
+    const int32_t p = a.q_pos[t];
+    const int32_t *bt = a.block_tables + (int64_t)a.q_seq[t] * a.max_blocks;
+    const int32_t p0 = a.window > 0 && p - a.window + 1 > 0 ? p - a.window + 1 : 0;
+    int32_t kb = p0, ke = p;
+    if constexpr (SPLIT) {
+        int32_t chunk = (p - p0 + 1 + a.n_split - 1) / a.n_split;
+        chunk = (chunk + STEP - 1) / STEP * STEP;
+        kb = p0 + (int32_t)blockIdx.z * chunk;
+        ke = kb + chunk - 1 < p ? kb + chunk - 1 : p;
+    }
+    float qr[GM][8], acc[GM][8], m[GM], l[GM];
+#pragma unroll
+    for (int g = 0; g < GM; g++) {
+        const float *q = a.q + (t * a.n_head + h0 + (g < ng ? g : 0)) * D + li * 8;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            qr[g][j] = q[j], acc[g][j] = 0.0f;
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
+    }
+    /* the warp steps together (its shuffles need every lane); a group's keys past ke are
+     * masked */
+    for (int32_t kw = kb + warp * G * KG_U; kw <= ke; kw += STEP) {
+        const int32_t k0 = kw + grp * KG_U;
+        float s[GM][KG_U], vv[KG_U][8];
+#pragma unroll
+        for (int u = 0; u < KG_U; u++) {
+            const int32_t kp = k0 + u <= ke ? k0 + u : ke;
+            const int64_t slot =
+                (int64_t)bt[kp / a.block_size] * a.block_size + kp % a.block_size;
+            const char *kr = a.k + slot * a.row_bytes + kh * a.head_bytes;
+            const char *vr = a.v + slot * a.row_bytes + kh * a.head_bytes;
+            float kv[8];
+            kv_lane<KT, 8>(kr, li, kv);
+            kv_lane<KT, 8>(vr, li, vv[u]);
+#pragma unroll
+            for (int g = 0; g < GM; g++) {
+                float d = 0.0f;
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+                    d = __fmaf_rn(qr[g][j], kv[j], d);
+                s[g][u] = d;
+            }
+        }
+#pragma unroll
+        for (int o = LK / 2; o > 0; o >>= 1)
+#pragma unroll
+            for (int g = 0; g < GM; g++)
+#pragma unroll
+                for (int u = 0; u < KG_U; u++)
+                    s[g][u] = __fadd_rn(s[g][u], LLM_SHFL_XOR(s[g][u], o));
+#pragma unroll
+        for (int g = 0; g < GM; g++) {
+            float m_new = m[g], e[KG_U];
+#pragma unroll
+            for (int u = 0; u < KG_U; u++) {
+                s[g][u] = __fmul_rn(s[g][u], a.scale);
+                if (a.softcap > 0.0f)
+                    s[g][u] = __fmul_rn(a.softcap, tanhf(__fdiv_rn(s[g][u], a.softcap)));
+                if (k0 + u <= ke)
+                    m_new = fmaxf(m_new, s[g][u]);
+            }
+            const float corr = m_new == -INFINITY ? 1.0f : expf(__fsub_rn(m[g], m_new));
+            l[g] = __fmul_rn(l[g], corr);
+#pragma unroll
+            for (int u = 0; u < KG_U; u++) {
+                e[u] = k0 + u <= ke ? expf(__fsub_rn(s[g][u], m_new)) : 0.0f;
+                l[g] = __fadd_rn(l[g], e[u]);
+            }
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                float v = __fmul_rn(acc[g][j], corr);
+#pragma unroll
+                for (int u = 0; u < KG_U; u++)
+                    v = __fmaf_rn(e[u], vv[u][j], v);
+                acc[g][j] = v;
+            }
+            m[g] = m_new;
+        }
+    }
+
+    /* merge the lane groups of every warp: out = sum_p acc_p e^(m_p - M) / sum_p l_p e^(m_p - M) */
+    __shared__ float s_m[NP][GM], s_l[NP][GM];
+    __shared__ float s_acc[NP][GM][D];
+#pragma unroll
+    for (int g = 0; g < GM; g++) {
+        if (li == 0)
+            s_m[part][g] = m[g], s_l[part][g] = l[g];
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            s_acc[part][g][li * 8 + j] = acc[g][j];
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < ng * D; i += blockDim.x) {
+        const int g = i / D, d = i % D;
+        float M = -INFINITY;
+#pragma unroll
+        for (int q = 0; q < NP; q++)
+            M = fmaxf(M, s_m[q][g]);
+        float L = 0.0f, o = 0.0f;
+#pragma unroll
+        for (int q = 0; q < NP; q++) {
+            const float f = s_l[q][g] > 0.0f ? expf(__fsub_rn(s_m[q][g], M)) : 0.0f;
+            L = __fmaf_rn(s_l[q][g], f, L);
+            o = __fmaf_rn(s_acc[q][g][d], f, o);
+        }
+        const int64_t head = t * a.n_head + h0 + g;
+        if constexpr (SPLIT) {
+            float *pp = a.part + (head * a.n_split + blockIdx.z) * (D + 2);
+            if (d == 0)
+                pp[0] = M, pp[1] = L;
+            pp[2 + d] = o;
+        } else {
+            att_store(a, head * D + d, __fmul_rn(o, __fdiv_rn(1.0f, L)));
+        }
+    }
+    if constexpr (SPLIT) {
+        __syncthreads();
+        split_merge<GM>(a, t, h0, ng);
+    }
+}
+
+template <int KT, int GM, bool SPLIT>
+static void launch_kg(llm_backend *be, dim3 grid, int hd, const att_params &p)
+{
+    const int threads = ATT_WARPS * LLM_WARP_SIZE;
+    if (hd == 64)
+        cu_launch(be, k_att_kg<KT, 64, GM, SPLIT>, grid, threads, 0, p);
+    else if (hd == 128)
+        cu_launch(be, k_att_kg<KT, 128, GM, SPLIT>, grid, threads, 0, p);
+    else
+        cu_launch(be, k_att_kg<KT, 256, GM, SPLIT>, grid, threads, 0, p);
+}
+
 template <int KT, int GM, int W, int AK, bool SPLIT>
 static void launch_k(llm_backend *be, dim3 grid, int per, const att_params &p)
 {
@@ -377,7 +533,9 @@ static void launch_g(llm_backend *be, dim3 grid, int per, const att_params &p)
     launch_k<KT, GM, W, W == ATT_WIDE ? ATT_KEYS_WIDE : ATT_KEYS, false>(be, grid, per, p);
 }
 
-/* The split of the work, by the size of the batch:
+/* The split of the work, by the size of the batch (f16 and bf16 caches with heads of 64,
+ * 128 or 256 take k_att_kg in place of k_attention for the first, second and fourth case,
+ * outside batch-invariant mode):
  *  - split-K (p.n_split > 1, chosen by cu_attention when the batch gives fewer than two
  *    blocks per SM, never in batch-invariant mode): blocks of ATT_WARPS warps over a range
  *    of the keys, the query heads of a KV head together as below;
@@ -396,6 +554,20 @@ static void launch(llm_backend *be, int64_t n_tokens, int n_head, int group, int
                    const att_params &p)
 {
     const int64_t n_kv = n_head / group, chunks = (group + ATT_GROUP - 1) / ATT_GROUP;
+    if constexpr (KT == LLM_DT_F16 || KT == LLM_DT_BF16) {
+        const int kg = be->att_kg && !be->batch_invariant && LLM_WARP_SIZE == 32 &&
+                       (p.head_dim == 64 || p.head_dim == 128 || p.head_dim == 256);
+        const dim3 grouped((unsigned)n_tokens, (unsigned)(n_kv * chunks), (unsigned)p.n_split);
+        const dim3 single((unsigned)n_tokens, (unsigned)n_head, (unsigned)p.n_split);
+        if (kg && p.n_split > 1 && group > 1)
+            return launch_kg<KT, ATT_GROUP, true>(be, grouped, p.head_dim, p);
+        if (kg && p.n_split > 1)
+            return launch_kg<KT, 1, true>(be, single, p.head_dim, p);
+        if (kg && group > 1 && n_tokens * n_kv * chunks >= 2 * (int64_t)be->n_sm)
+            return launch_kg<KT, ATT_GROUP, false>(be, grouped, p.head_dim, p);
+        if (kg && group == 1 && n_tokens * n_head >= 2 * (int64_t)be->n_sm)
+            return launch_kg<KT, 1, false>(be, single, p.head_dim, p);
+    }
     if (p.n_split > 1 && group > 1)
         launch_k<KT, ATT_GROUP, ATT_WARPS, ATT_KEYS, true>(
             be, dim3((unsigned)n_tokens, (unsigned)(n_kv * chunks), (unsigned)p.n_split), per, p);

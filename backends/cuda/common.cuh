@@ -71,6 +71,7 @@ struct llm_backend {
     size_t att_part_cap, att_cnt_cap;
     int att_split;      /* most splits of a query's keys (LLM_CUDA_ATT_SPLIT; 1: none) */
     int att_split_min;  /* fewest keys to split (LLM_CUDA_ATT_SPLIT_MIN) */
+    int att_kg;         /* the key-group attention kernel (LLM_CUDA_ATT_KG=0: off) */
     int n_sm;
     int batch_invariant;     /* LLM_CUDA_BATCH_INVARIANT: no cuBLAS path (see matmul.cu) */
     int no_mmvq;             /* LLM_CUDA_NO_MMVQ: the float matrix-vector kernel for all types */

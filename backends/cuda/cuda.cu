@@ -122,6 +122,8 @@ static llm_status cu_create(const llm_backend_config *cfg, llm_backend **out)
     be->att_split = split && *split ? (int)strtol(split, NULL, 10) : ATT_SPLIT_DEFAULT;
     be->att_split = be->att_split < 1 ? 1 : be->att_split > ATT_SPLIT_MAX ? ATT_SPLIT_MAX
                                                                          : be->att_split;
+    const char *kgs = getenv("LLM_CUDA_ATT_KG");
+    be->att_kg = !(kgs && strcmp(kgs, "0") == 0);
     const char *smin = getenv("LLM_CUDA_ATT_SPLIT_MIN");
     be->att_split_min = smin && *smin ? (int)strtol(smin, NULL, 10) : ATT_SPLIT_MIN;
     be->att_split_min = be->att_split_min < 1 ? 1 : be->att_split_min;

@@ -692,10 +692,10 @@ static void test_kv_write_copy(void)
 }
 
 /* reps > 1 repeats the batch of 10 queries (new query vectors) reps times: enough blocks
- * for the kernel that takes the query heads of a KV head together; its results must then
- * have the same bits as one query at a time in batch-invariant mode (each head alone, the
- * same warps; outside that mode a lone query takes a wider split of its keys). Run on a
- * backend with the tensor-core kernels off (flash.cu: tested below). */
+ * for the kernels that take the query heads of a KV head together (k_attention's grouped
+ * variant; outside batch-invariant mode, for f16 and bf16, k_att_kg); in batch-invariant
+ * mode the batch must have the same bits as one query at a time (each head alone, the same
+ * warps). Run on a backend with the tensor-core kernels off (flash.cu: tested below). */
 static llm_backend *gbe_inv, *gbe_noflash;
 static void attention_case(uint32_t dtype, int32_t n_head, int32_t n_kv, int32_t hd,
                            int32_t window, float softcap, int reps)
@@ -736,21 +736,26 @@ static void attention_case(uint32_t dtype, int32_t n_head, int32_t n_kv, int32_t
     const double e = rel_err(o, oc, n * H);
     CHECK_MSG(e < 1e-5, "attention type %u heads %d/%d dim %d window %d softcap %g: %.3g", dtype,
               n_head, n_kv, hd, window, softcap, e);
-    if (reps > 1) {
-        float *d1 = dev_poisoned(n * H);
+    if (reps > 1) { /* in batch-invariant mode, the batch and one query at a time */
+        float *d1 = dev_poisoned(n * H), *dn = dev_poisoned(n * H);
         for (int64_t t = 0; t < n; t++) {
             llm_attention_args a1 = a;
             a1.n_tokens = 1, a1.q = dq + t * H, a1.out = d1 + t * H;
             a1.q_pos = dpos + t, a1.q_seq = dseq + t;
             gpu->attention(gbe_inv, &a1);
         }
+        llm_attention_args an = a;
+        an.out = dn;
+        gpu->attention(gbe_inv, &an);
         CHECK(gpu->synchronize(gbe_inv) == LLM_OK);
-        float *o1 = host_copy(d1, (size_t)(n * H) * 4);
-        CHECK_MSG(memcmp(o, o1, (size_t)(n * H) * 4) == 0, "attention type %u heads %d/%d "
+        float *o1 = host_copy(d1, (size_t)(n * H) * 4), *on = host_copy(dn, (size_t)(n * H) * 4);
+        CHECK_MSG(memcmp(on, o1, (size_t)(n * H) * 4) == 0, "attention type %u heads %d/%d "
                   "dim %d: a batch of %lld differs from one query at a time", dtype, n_head,
                   n_kv, hd, (long long)n);
-        gpu->free(gbe, d1);
-        free(o1);
+        CHECK_MSG(rel_err(on, oc, n * H) < 1e-5, "attention type %u heads %d/%d dim %d, "
+                  "batch-invariant: %.3g", dtype, n_head, n_kv, hd, rel_err(on, oc, n * H));
+        gpu->free(gbe, d1), gpu->free(gbe, dn);
+        free(o1), free(on);
     }
     free(q_seq), free(q_pos);
     kv_free(&p);
