@@ -464,9 +464,9 @@ llm_status llm__context_decode(llm_context *c, const llm_batch *b)
             c->ops->upload(c->be, d_out_rows, c->out_rows, (size_t)n_out_ub * sizeof(int32_t));
         }
         llm_ubatch step = {
-            .ops = c->ops, .be = c->be, .n = n, .n_runs = n_runs, .max_pos = max_pos, .tokens = d_tokens, .pos = d_pos,
-            .seq = d_seq, .slots = d_slots, .block_tables = d_tables,
-            .max_blocks = max_blocks, .block_size = c->block_size,
+            .ops = c->ops, .be = c->be, .n = n, .n_runs = n_runs, .max_pos = max_pos,
+            .tokens = d_tokens, .pos = d_pos, .seq = d_seq, .slots = d_slots,
+            .block_tables = d_tables, .max_blocks = max_blocks, .block_size = c->block_size,
             .kv = c->layers, .n_out = n_out_ub, .out_rows = d_out_rows,
             .logits = c->d_logits + out_done * n_vocab, .x = c->x, .h = c->h, .q = c->q,
             .k = c->k, .v = c->v, .att = c->att, .gate = c->gate, .up = c->up,
