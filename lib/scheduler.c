@@ -508,7 +508,7 @@ static int32_t fit_tokens(const llm_engine *e, const eng_seq *s, int32_t want, i
  * the penalties of those with a history (a sequence alone on its row, no logprobs, a chain
  * that takes candidates), applied before top_k. A row that cannot have them (no memory)
  * is sampled from its whole row, as without. */
-static void fill_penalties(llm_engine *e)
+static void plan_candidates(llm_engine *e)
 {
     llm_context *c = e->ctx;
     const int have_z = c->ops->row_sumexp != NULL;
@@ -836,7 +836,7 @@ static llm_status engine_step(llm_engine *e)
     b.logits = e->b_logits;
     c->cand_k = e->cand_k;
     if (e->cand_k)
-        fill_penalties(e);
+        plan_candidates(e);
     llm_status st = llm__context_decode(c, &b);
     c->cand_k = 0;
     c->n_pen = 0;

@@ -74,6 +74,13 @@ static __device__ __forceinline__ void kv_lane(const char *head, int lane, float
     }
 }
 
+/* a score q.k made the logit the softmax takes: scaled, then soft-capped */
+static __device__ __forceinline__ float att_logit(const att_params &a, float s)
+{
+    s = __fmul_rn(s, a.scale);
+    return a.softcap > 0.0f ? __fmul_rn(a.softcap, tanhf(__fdiv_rn(s, a.softcap))) : s;
+}
+
 /* writes element i of the output, and its 16-bit copy when the matmul after it wants one */
 static __device__ __forceinline__ void att_store(const att_params &a, int64_t i, float o)
 {
@@ -258,9 +265,7 @@ static __global__ void __launch_bounds__(W *LLM_WARP_SIZE) k_attention(att_param
             float m_new = m[g];
 #pragma unroll
             for (int u = 0; u < AK; u++) {
-                s[g][u] = __fmul_rn(s[g][u], a.scale);
-                if (a.softcap > 0.0f)
-                    s[g][u] = __fmul_rn(a.softcap, tanhf(__fdiv_rn(s[g][u], a.softcap)));
+                s[g][u] = att_logit(a, s[g][u]);
                 if (k0 + u <= ke)
                     m_new = fmaxf(m_new, s[g][u]);
             }
@@ -436,9 +441,7 @@ static __global__ void __launch_bounds__(ATT_WARPS *LLM_WARP_SIZE) k_att_kg(att_
             float m_new = m[g], e[KG_U];
 #pragma unroll
             for (int u = 0; u < KG_U; u++) {
-                s[g][u] = __fmul_rn(s[g][u], a.scale);
-                if (a.softcap > 0.0f)
-                    s[g][u] = __fmul_rn(a.softcap, tanhf(__fdiv_rn(s[g][u], a.softcap)));
+                s[g][u] = att_logit(a, s[g][u]);
                 if (k0 + u <= ke)
                     m_new = fmaxf(m_new, s[g][u]);
             }

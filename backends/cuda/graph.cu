@@ -21,6 +21,7 @@
  *
  * LLM_CUDA_GRAPHS=0 (read when an instance is created) runs every op at once, as the
  * plain table does. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -314,7 +315,9 @@ static void run_attention(llm_backend *be, const char *p)
 
 static void rec_attention(llm_backend *be, const llm_attention_args *a)
 {
-    static_assert(sizeof(llm_attention_args) == 88,
+    /* a field added to the struct (even into padding) must be copied below */
+    static_assert(sizeof(llm_attention_args) == 88 &&
+                      offsetof(llm_attention_args, max_keys) + sizeof(int32_t) == 88,
                   "rec_attention copies every field of llm_attention_args");
     char *p = rec_op(be, run_attention, round8(sizeof(rec_att)));
     if (!p) {

@@ -648,6 +648,17 @@ static kv_pair kv_make(uint32_t dtype, int32_t n_kv, int32_t hd)
     return kv_make_n(dtype, n_kv, hd, N_BLOCKS);
 }
 
+/* a shuffled block pool: the block ids 0 .. n - 1 in random order */
+static void block_perm(int32_t *t, int n)
+{
+    for (int i = 0; i < n; i++)
+        t[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)(test_rand_u64(&rng) % (unsigned)(i + 1)), x = t[i];
+        t[i] = t[j], t[j] = x;
+    }
+}
+
 static void kv_free(kv_pair *p)
 {
     gpu->free(gbe, p->dev.k), gpu->free(gbe, p->dev.v);
@@ -703,12 +714,7 @@ static void attention_case(uint32_t dtype, int32_t n_head, int32_t n_kv, int32_t
     kv_pair p = kv_make(dtype, n_kv, hd);
     /* 3 sequences over a shuffled block pool; the batch mixes their tokens */
     int32_t tables[3 * MAX_BLOCKS], perm[N_BLOCKS];
-    for (int i = 0; i < N_BLOCKS; i++)
-        perm[i] = i;
-    for (int i = N_BLOCKS - 1; i > 0; i--) {
-        int j = (int)(test_rand_u64(&rng) % (unsigned)(i + 1)), t = perm[i];
-        perm[i] = perm[j], perm[j] = t;
-    }
+    block_perm(perm, N_BLOCKS);
     memcpy(tables, perm, sizeof tables);
     const int64_t n = 10 * (int64_t)reps;
     static const int32_t seq10[10] = {0, 0, 0, 1, 2, 2, 2, 2, 1, 0};
@@ -776,12 +782,7 @@ static void attention_long_case(uint32_t dtype, int32_t n_head, int32_t n_kv, in
 {
     kv_pair p = kv_make_n(dtype, n_kv, hd, LONG_BLOCKS);
     int32_t tables[LONG_BLOCKS];
-    for (int i = 0; i < LONG_BLOCKS; i++)
-        tables[i] = i;
-    for (int i = LONG_BLOCKS - 1; i > 0; i--) {
-        int j = (int)(test_rand_u64(&rng) % (unsigned)(i + 1)), t = tables[i];
-        tables[i] = tables[j], tables[j] = t;
-    }
+    block_perm(tables, LONG_BLOCKS);
     enum { N = 4 };
     int32_t q_seq[N] = {0, 0, 0, 0}, q_pos[N] = {LONG_BLOCKS * BS - 1, 1234, 17, 0};
     const int64_t H = (int64_t)n_head * hd;
@@ -871,12 +872,7 @@ static void flash_case(uint32_t dtype, int32_t n_head, int32_t n_kv, int32_t hd,
 {
     kv_pair p = kv_make(dtype, n_kv, hd);
     int32_t tables[3 * MAX_BLOCKS], perm[N_BLOCKS];
-    for (int i = 0; i < N_BLOCKS; i++)
-        perm[i] = i;
-    for (int i = N_BLOCKS - 1; i > 0; i--) {
-        int j = (int)(test_rand_u64(&rng) % (unsigned)(i + 1)), t = perm[i];
-        perm[i] = perm[j], perm[j] = t;
-    }
+    block_perm(perm, N_BLOCKS);
     memcpy(tables, perm, sizeof tables);
     enum { N = 100 + 33 + 19 };
     int32_t q_seq[N], q_pos[N];
@@ -937,12 +933,7 @@ static void flash_decode_case(uint32_t dtype, int32_t n_head, int32_t n_kv, int3
 {
     kv_pair p = kv_make(dtype, n_kv, hd);
     int32_t tables[3 * MAX_BLOCKS], perm[N_BLOCKS];
-    for (int i = 0; i < N_BLOCKS; i++)
-        perm[i] = i;
-    for (int i = N_BLOCKS - 1; i > 0; i--) {
-        int j = (int)(test_rand_u64(&rng) % (unsigned)(i + 1)), t = perm[i];
-        perm[i] = perm[j], perm[j] = t;
-    }
+    block_perm(perm, N_BLOCKS);
     memcpy(tables, perm, sizeof tables);
     static const int32_t len[3] = {150, 40, 100};
     const size_t rb = llm__dtype_row_size(dtype, (int64_t)n_kv * hd);

@@ -478,16 +478,8 @@ static void test_top_p_from_top(void)
     int32_t ids[K];
     float vals[K];
     for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
-        llm_sampler_params p;
-        llm_sampler_params_init(&p);
-        p.temperature = cfg[c].temp;
-        p.top_k = 0;
-        p.top_p = cfg[c].top_p;
-        p.min_p = cfg[c].min_p;
-        p.seed = 900 + c;
-        llm_sampler *full = NULL, *top = NULL;
-        CHECK_EQ_INT(llm__sampler_create_n(N, &p, &full), LLM_OK);
-        CHECK_EQ_INT(llm__sampler_create_n(N, &p, &top), LLM_OK);
+        llm_sampler *full = make(N, cfg[c].temp, 0, cfg[c].top_p, cfg[c].min_p, 900 + c);
+        llm_sampler *top = make(N, cfg[c].temp, 0, cfg[c].top_p, cfg[c].min_p, 900 + c);
         CHECK(llm__sampler_top_ok(top, K, 1));
         int same = 1, taken = 0, refused = 0;
         for (int step = 0; step < STEPS; step++) {
