@@ -140,8 +140,9 @@ enum {
     FUSE_ADD_NORM = 1, FUSE_GLU_Q8 = 2, FUSE_ROPE_KV = 4, FUSE_MMVQ = 8, FUSE_NORM_CVT = 16,
     FUSE_ATT_CVT = 32, FUSE_ALL = 63
 };
-/* split-K decode attention: at most this many splits of a query's keys (LLM_CUDA_ATT_SPLIT
- * lowers it; 1 turns it off) */
+/* split-K decode attention: splits of a query's keys by default and at most
+ * (LLM_CUDA_ATT_SPLIT sets it; 1 turns splitting off), and the fewest keys a batch's
+ * queries must attend to for it (LLM_CUDA_ATT_SPLIT_MIN) */
 enum { ATT_SPLIT_DEFAULT = 64, ATT_SPLIT_MAX = 128, ATT_SPLIT_MIN = 512 };
 
 /* The op table that replays decode steps as CUDA graphs over the ops of `plain` (graph.cu). */
