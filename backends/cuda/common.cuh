@@ -304,9 +304,10 @@ static inline unsigned cdiv(int64_t a, int64_t b) { return (unsigned)((a + b - 1
 
 /* ---- device helpers shared by the kernels of matmul.cu and mmvq.cu -------------------- */
 
-/* what the act buffer holds: activations quantized for mmvq.cu's kernels (see there), or
- * converted to f16 / bf16 for the 16-bit matrix-vector kernel (matmul.cu) */
-enum { ACT_Q8_0, ACT_Q8_K, ACT_F16, ACT_BF16 };
+/* what the act buffer holds: activations quantized for mmvq.cu's kernels (see there),
+ * converted to f16 / bf16 for the 16-bit kernels and cuBLAS, or rounded to the Q8_0 / Q8_K
+ * grid and stored as f16 for cuBLAS with expanded quantized weights (act16, matmul.cu) */
+enum { ACT_Q8_0, ACT_Q8_K, ACT_F16, ACT_BF16, ACT_Q8_0_H, ACT_Q8_K_H };
 
 /* GELU (tanh form) of the input rounded to f16, rounded to f16: the CPU backend's table. */
 static __device__ __forceinline__ float gelu_f16(float x)

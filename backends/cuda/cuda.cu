@@ -299,21 +299,36 @@ static void cu_rms_norm(llm_backend *be, float *y, const float *x, const llm_ten
 /* Rotates one head v of the token at position p; thread i of the block rotates pair i. The
  * angle is built as the CPU backend builds it, a running product in float, so that both
  * agree to rounding. */
+static __device__ __forceinline__ void rope_angle(int32_t p, int i, float theta_scale,
+                                                  float freq_scale, const float *ff, float *c,
+                                                  float *s)
+{
+    float theta = (float)p;
+    for (int k = 0; k < i; k++)
+        theta *= theta_scale;
+    const float th = freq_scale * (theta / (ff ? ff[i] : 1.0f));
+    *c = cosf(th);
+    *s = sinf(th);
+}
+
+static __device__ __forceinline__ void rope_pair(float *v, int i, int half, int neox, float c,
+                                                 float s)
+{
+    const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+    const float a = v[i0], b = v[i1];
+    v[i0] = a * c - b * s;
+    v[i1] = a * s + b * c;
+}
+
 static __device__ __forceinline__ void rope_head(float *v, int32_t p, int32_t n_rot,
                                                  float theta_scale, float freq_scale,
                                                  const float *ff, int neox)
 {
     const int half = n_rot / 2;
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        float theta = (float)p;
-        for (int k = 0; k < i; k++)
-            theta *= theta_scale;
-        const float th = freq_scale * (theta / (ff ? ff[i] : 1.0f));
-        const float c = cosf(th), s = sinf(th);
-        const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
-        const float a = v[i0], b = v[i1];
-        v[i0] = a * c - b * s;
-        v[i1] = a * s + b * c;
+        float c, s;
+        rope_angle(p, i, theta_scale, freq_scale, ff, &c, &s);
+        rope_pair(v, i, half, neox, c, s);
     }
 }
 
@@ -671,13 +686,19 @@ static __global__ void k_kv_write(char *kc, char *vc, uint32_t dtype, const floa
 }
 
 /* The deferred ropes of q (h1 heads, x1) and k (the cache's heads, x2) and the KV write of
- * that k and v in one kernel: one block per (token, head of q then of k); a k block rotates
- * its head, then stores it and the same head of v into the token's cache row. */
-static __global__ void k_rope_kv(float *x1, int32_t h1, float *x2, const float *v, char *kc,
-                                 char *vc, uint32_t dtype, const int32_t *slots, int32_t n_kv,
-                                 int32_t head_dim, int32_t n_rot, const int32_t *pos,
-                                 float theta_scale, float freq_scale, const float *ff, int neox,
-                                 size_t row_bytes)
+ * that k and v in one kernel, in one of two shapes with the same bits:
+ *  - k_rope_kv_heads, for few tokens: one block per (token, head of q then of k); a k
+ *    block rotates its head, then stores it and the same head of v into the cache row;
+ *  - k_rope_kv_tokens, for many tokens: one block per token, which builds the token's
+ *    angles once (ROPE_KV_MAX_PAIRS at most) for all its heads, then stores k and v.
+ * The block size is a multiple of 32 and head_dim of 32 for q8_0 caches: each warp's
+ * stores are whole blocks of the row. */
+static __global__ void k_rope_kv_heads(float *x1, int32_t h1, float *x2, const float *v,
+                                       char *kc, char *vc, uint32_t dtype,
+                                       const int32_t *slots, int32_t n_kv, int32_t head_dim,
+                                       int32_t n_rot, const int32_t *pos, float theta_scale,
+                                       float freq_scale, const float *ff, int neox,
+                                       size_t row_bytes)
 {
     LLM_PDL_WAIT();
     LLM_PDL_TRIGGER();
@@ -693,12 +714,40 @@ static __global__ void k_rope_kv(float *x1, int32_t h1, float *x2, const float *
     rope_head(x2 + off, pos[t], n_rot, theta_scale, freq_scale, ff, neox);
     __syncthreads(); /* the rotated head is read back by other threads */
     const size_t dst = (size_t)slots[t] * row_bytes;
-    /* blockDim.x is a multiple of 32 and head_dim of 32 for q8_0 caches: each warp's
-     * elements are whole blocks of the row */
     for (int32_t e = threadIdx.x; e < head_dim; e += blockDim.x) {
         const int64_t i = (int64_t)kh * head_dim + e;
         kv_store(dtype, kc + dst, i, x2[off + e], true);
         kv_store(dtype, vc + dst, i, v[off + e], true);
+    }
+}
+
+#define ROPE_KV_THREADS 256
+#define ROPE_KV_MAX_PAIRS 256
+static __global__ void __launch_bounds__(ROPE_KV_THREADS)
+k_rope_kv_tokens(float *x1, int32_t h1, float *x2, const float *v, char *kc, char *vc,
+                 uint32_t dtype, const int32_t *slots, int32_t n_kv, int32_t head_dim,
+                 int32_t n_rot, const int32_t *pos, float theta_scale, float freq_scale,
+                 const float *ff, int neox, size_t row_bytes)
+{
+    LLM_PDL_WAIT();
+    LLM_PDL_TRIGGER();
+    __shared__ float cs[2][ROPE_KV_MAX_PAIRS];
+    const int64_t t = blockIdx.x;
+    const int half = n_rot / 2;
+    for (int i = threadIdx.x; i < half; i += blockDim.x)
+        rope_angle(pos[t], i, theta_scale, freq_scale, ff, &cs[0][i], &cs[1][i]);
+    __syncthreads();
+    for (int j = threadIdx.x; j < (h1 + n_kv) * half; j += blockDim.x) {
+        const int h = j / half, i = j % half;
+        float *hv = h < h1 ? x1 + (t * h1 + h) * head_dim : x2 + (t * n_kv + h - h1) * head_dim;
+        rope_pair(hv, i, half, neox, cs[0][i], cs[1][i]);
+    }
+    __syncthreads(); /* the rotated k is read back by other threads */
+    const size_t dst = (size_t)slots[t] * row_bytes;
+    const int64_t row = (int64_t)n_kv * head_dim, off = t * row;
+    for (int64_t e = threadIdx.x; e < row; e += blockDim.x) {
+        kv_store(dtype, kc + dst, e, x2[off + e], true);
+        kv_store(dtype, vc + dst, e, v[off + e], true);
     }
 }
 
@@ -708,14 +757,24 @@ static void cu_kv_write(llm_backend *be, const llm_kv_layer *kv, const float *k,
     const int64_t row = (int64_t)kv->n_head_kv * kv->head_dim;
     const size_t rb = kv_bytes(kv->dtype, row);
     const auto &r = be->pend.rope;
+    const bool by_token = n_tokens >= be->n_sm && n_tokens <= 0x7fffffff &&
+                          r.n_rot / 2 <= ROPE_KV_MAX_PAIRS;
     if (be->pend.kind == PEND_ROPE && r.n_x == 2 && r.x[1] == k && r.n_tokens == n_tokens &&
         r.heads[1] == kv->n_head_kv && r.head_dim == kv->head_dim && rb &&
-        (kv->dtype != LLM_DT_Q8_0 || kv->head_dim % 32 == 0) && n_tokens <= 65535) {
+        (kv->dtype != LLM_DT_Q8_0 || kv->head_dim % 32 == 0) &&
+        (by_token || n_tokens <= 65535)) {
         be->pend.kind = PEND_NONE;
-        const dim3 grid((unsigned)(r.heads[0] + r.heads[1]), (unsigned)n_tokens);
-        cu_launch(be, k_rope_kv, grid, rope_threads(r.n_rot), 0, r.x[0], r.heads[0], r.x[1], v,
-                  (char *)kv->k, (char *)kv->v, kv->dtype, slots, kv->n_head_kv, r.head_dim,
-                  r.n_rot, r.pos, r.theta_scale, r.freq_scale, r.ff, r.neox, rb);
+        if (by_token)
+            cu_launch(be, k_rope_kv_tokens, (unsigned)n_tokens, ROPE_KV_THREADS, 0, r.x[0],
+                      r.heads[0], r.x[1], v, (char *)kv->k, (char *)kv->v, kv->dtype, slots,
+                      kv->n_head_kv, r.head_dim, r.n_rot, r.pos, r.theta_scale, r.freq_scale,
+                      r.ff, r.neox, rb);
+        else
+            cu_launch(be, k_rope_kv_heads, dim3((unsigned)(r.heads[0] + r.heads[1]),
+                                                (unsigned)n_tokens),
+                      rope_threads(r.n_rot), 0, r.x[0], r.heads[0], r.x[1], v, (char *)kv->k,
+                      (char *)kv->v, kv->dtype, slots, kv->n_head_kv, r.head_dim, r.n_rot,
+                      r.pos, r.theta_scale, r.freq_scale, r.ff, r.neox, rb);
         CU_LAUNCHED(be, "rope and kv_write");
         act_stale(be);
         return;
@@ -892,12 +951,22 @@ static void prof_print(llm_backend *be)
 
 static const char *matmul_label(const llm_tensor *w, int64_t n)
 {
-    static const char *names[][2] = {
-        {"matvec f32", "gemm f32"}, {"matvec f16", "gemm f16"}, {"matvec bf16", "gemm bf16"},
-        {"matvec q4_0", "gemm q4_0"}, {"matvec q4_1", "gemm q4_1"}, {"matvec q5_0", "gemm q5_0"},
-        {"matvec q5_1", "gemm q5_1"}, {"matvec q8_0", "gemm q8_0"}, {"matvec q2_K", "gemm q2_K"},
-        {"matvec q3_K", "gemm q3_K"}, {"matvec q4_K", "gemm q4_K"}, {"matvec q5_K", "gemm q5_K"},
-        {"matvec q6_K", "gemm q6_K"}, {"matvec ?", "gemm ?"}};
+    /* per weight type: one token or a few (matvec), a decode batch, a prompt-sized batch */
+    static const char *names[][3] = {
+        {"matvec f32", "gemm f32 n<=256", "gemm f32 n>256"},
+        {"matvec f16", "gemm f16 n<=256", "gemm f16 n>256"},
+        {"matvec bf16", "gemm bf16 n<=256", "gemm bf16 n>256"},
+        {"matvec q4_0", "gemm q4_0 n<=256", "gemm q4_0 n>256"},
+        {"matvec q4_1", "gemm q4_1 n<=256", "gemm q4_1 n>256"},
+        {"matvec q5_0", "gemm q5_0 n<=256", "gemm q5_0 n>256"},
+        {"matvec q5_1", "gemm q5_1 n<=256", "gemm q5_1 n>256"},
+        {"matvec q8_0", "gemm q8_0 n<=256", "gemm q8_0 n>256"},
+        {"matvec q2_K", "gemm q2_K n<=256", "gemm q2_K n>256"},
+        {"matvec q3_K", "gemm q3_K n<=256", "gemm q3_K n>256"},
+        {"matvec q4_K", "gemm q4_K n<=256", "gemm q4_K n>256"},
+        {"matvec q5_K", "gemm q5_K n<=256", "gemm q5_K n>256"},
+        {"matvec q6_K", "gemm q6_K n<=256", "gemm q6_K n>256"},
+        {"matvec ?", "gemm ? n<=256", "gemm ? n>256"}};
     static const uint32_t types[] = {LLM_DT_F32,  LLM_DT_F16,  LLM_DT_BF16, LLM_DT_Q4_0,
                                      LLM_DT_Q4_1, LLM_DT_Q5_0, LLM_DT_Q5_1, LLM_DT_Q8_0,
                                      LLM_DT_Q2_K, LLM_DT_Q3_K, LLM_DT_Q4_K, LLM_DT_Q5_K,
@@ -905,7 +974,13 @@ static const char *matmul_label(const llm_tensor *w, int64_t n)
     int i = 0;
     while (i < 13 && types[i] != w->dtype)
         i++;
-    return names[i][n > 8];
+    return names[i][n <= 8 ? 0 : n <= 256 ? 1 : 2];
+}
+
+static const char *attention_label(const llm_attention_args *a)
+{
+    return a->n_tokens <= 8 ? "attention decode" : a->n_tokens <= 256 ? "attention n<=256"
+                                                                        : "attention n>256";
 }
 
 #define PROF_OP(name, label, params, args)                                                  \
@@ -937,7 +1012,7 @@ PROF_OP(scale, "scale", (llm_backend *be, float *y, const float *x, float s, int
         (be, y, x, s, n))
 PROF_OP(kv_write, "kv_write", (llm_backend *be, const llm_kv_layer *kv, const float *k,
         const float *v, const int32_t *slots, int64_t n_tokens), (be, kv, k, v, slots, n_tokens))
-PROF_OP(attention, a->n_tokens > 8 ? "attention prompt" : "attention decode",
+PROF_OP(attention, attention_label(a),
         (llm_backend *be, const llm_attention_args *a), (be, a))
 
 PROF_OP(top_k, "top_k", (llm_backend *be, int32_t *ids, float *vals, const float *x,

@@ -56,11 +56,14 @@ template <int D> struct flash_shape {
     static constexpr int LDS = BN + 4;            /* scores (f32) */
     static constexpr int LDP = BN + 8;            /* probabilities (16-bit) */
     static constexpr int LDO = D + 4;             /* output accumulator (f32) */
+    /* the accumulator stays in registers (WMMA fragments) up to D = 128; at 256 it would
+     * take 128 registers a thread, so it lives in shared memory */
+    static constexpr bool RACC = D <= 128;
     static constexpr size_t Q = (size_t)FLASH_WARPS * 16 * LDQ * 2;
     static constexpr size_t KV = (size_t)BN * LDQ * 2;
     static constexpr size_t S = (size_t)FLASH_WARPS * 16 * LDS * 4;
     static constexpr size_t P = (size_t)FLASH_WARPS * 16 * LDP * 2;
-    static constexpr size_t O = (size_t)FLASH_WARPS * 16 * LDO * 4;
+    static constexpr size_t O = RACC ? 0 : (size_t)FLASH_WARPS * 16 * LDO * 4;
     static constexpr size_t bytes = Q + 2 * KV + S + P + O;
 };
 
@@ -139,8 +142,24 @@ static __global__ void __launch_bounds__(FLASH_WARPS *LLM_WARP_SIZE)
         const int64_t t = t0 + qt * 16 + r;
         qw[r * LDQ + d] = F::of(t < n_tokens ? a.q[(t * a.n_head + h) * D + d] * a.scale : 0.0f);
     }
-    for (int i = lane; i < 16 * LDO; i += LLM_WARP_SIZE)
-        ow[i] = 0.0f;
+    constexpr bool RACC = S::RACC;
+    constexpr int NO = RACC ? D / 16 : 1;
+    /* the register accumulator, and which row of the 16 each of a fragment's elements is
+     * (loaded from a matrix of row numbers: the layout is the implementation's) */
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> fo[NO], frow;
+    __shared__ float s_rowf[FLASH_WARPS][16]; /* a factor per row: rescaling, then 1 / sum */
+    if constexpr (RACC) {
+        for (int i = lane; i < 16 * 16; i += LLM_WARP_SIZE)
+            sw[(i / 16) * LDS + i % 16] = (float)(i / 16);
+        __syncwarp();
+        wmma::load_matrix_sync(frow, sw, LDS, wmma::mem_row_major);
+#pragma unroll
+        for (int jd = 0; jd < NO; jd++)
+            wmma::fill_fragment(fo[jd], 0.0f);
+    } else {
+        for (int i = lane; i < 16 * LDO; i += LLM_WARP_SIZE)
+            ow[i] = 0.0f;
+    }
     __syncthreads();
     if (tid == 0) {
         unsigned long long left = 0;
@@ -231,14 +250,36 @@ static __global__ void __launch_bounds__(FLASH_WARPS *LLM_WARP_SIZE)
             sum += LLM_SHFL_XOR(sum, 1);
             l = l * corr + sum;
             m = mn;
-            if (corr != 1.0f)
+            if constexpr (RACC) {
+                if (half == 0)
+                    s_rowf[warp][r] = corr;
+                __syncwarp();
+#pragma unroll
+                for (int e = 0; e < frow.num_elements; e++) {
+                    const float c = s_rowf[warp][(int)frow.x[e]];
+#pragma unroll
+                    for (int jd = 0; jd < NO; jd++)
+                        fo[jd].x[e] *= c;
+                }
+            } else if (corr != 1.0f) {
                 for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++)
                     ow[r * LDO + d] *= corr;
+            }
             __syncwarp();
             /* accumulator += P (16 x BN) x V (BN x D) */
 #pragma unroll
             for (int kk = 0; kk < BN / 16; kk++)
                 wmma::load_matrix_sync(fp[kk], pw + kk * 16, LDP);
+            if constexpr (RACC) {
+#pragma unroll
+                for (int jd = 0; jd < NO; jd++)
+#pragma unroll
+                    for (int kk = 0; kk < BN / 16; kk++) {
+                        wmma::load_matrix_sync(fv, sv + kk * 16 * LDQ + jd * 16, LDQ);
+                        wmma::mma_sync(fo[jd], fp[kk], fv, fo[jd]);
+                    }
+                continue;
+            }
 #pragma unroll 4
             for (int jd = 0; jd < D / 16; jd++) {
                 wmma::load_matrix_sync(fc, ow + jd * 16, LDO, wmma::mem_row_major);
@@ -254,6 +295,31 @@ static __global__ void __launch_bounds__(FLASH_WARPS *LLM_WARP_SIZE)
     }
     /* out = accumulator / sum, a row at a time across the warp */
     const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    if constexpr (RACC) {
+        if (half == 0)
+            s_rowf[warp][r] = inv;
+        __syncwarp();
+#pragma unroll
+        for (int e = 0; e < frow.num_elements; e++) {
+            const float c = s_rowf[warp][(int)frow.x[e]];
+#pragma unroll
+            for (int jd = 0; jd < NO; jd++)
+                fo[jd].x[e] *= c;
+        }
+        /* through the scores' tile, 16 columns at a time */
+#pragma unroll
+        for (int jd = 0; jd < NO; jd++) {
+            wmma::store_matrix_sync(sw, fo[jd], LDS, wmma::mem_row_major);
+            __syncwarp();
+            for (int i = lane; i < 16 * 16; i += LLM_WARP_SIZE) {
+                const int64_t t = t0 + qt * 16 + i / 16;
+                if (t < n_tokens)
+                    a.out[(t * a.n_head + h) * D + jd * 16 + i % 16] = sw[(i / 16) * LDS + i % 16];
+            }
+            __syncwarp();
+        }
+        return;
+    }
     for (int rr = 0; rr < 16; rr++) {
         const float iv = LLM_SHFL(inv, 2 * rr, LLM_WARP_SIZE);
         const int64_t t = t0 + qt * 16 + rr;

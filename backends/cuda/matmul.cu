@@ -261,13 +261,24 @@ static __device__ float bf16_round(float x)
     return __uint_as_float(((u + (0x7fffu + ((u >> 16) & 1))) >> 16) << 16);
 }
 
+static __device__ __forceinline__ void store16(__half *p, float v) { *p = __float2half_rn(v); }
+static __device__ __forceinline__ void store16(__nv_bfloat16 *p, float v)
+{
+    *p = __float2bfloat16_rn(v);
+}
+static __device__ __forceinline__ void store_act(float *p, float v) { *p = v; }
+static __device__ __forceinline__ void store_act(__half *p, float v) { store16(p, v); }
+
 /* One block of 256 threads per (256 elements, activation row): writes the rounded row to
  * out [n][k]. Q8_0: per 32, d = amax/127 (stored as f16), q = roundf(x / d). Q8_K: per
  * 256, the first element of largest magnitude maps to -127, q = rint(x * -127/max). */
+template <typename O>
 static __global__ void __launch_bounds__(256)
 k_round_act(const float *__restrict__ x, int64_t ldx, int32_t kc, int64_t ldx_k, int64_t k,
-            int mode, float *__restrict__ out)
+            int mode, O *__restrict__ out)
 {
+    LLM_PDL_WAIT();
+    LLM_PDL_TRIGGER();
     /* row j of the output is row j / kc of x, choice j % kc (ldx_k apart): the rows of
      * matmul_id's (token, choice) pairs; kc = 1 otherwise */
     const int64_t j = blockIdx.y, i = (int64_t)blockIdx.x * 256 + threadIdx.x;
@@ -297,7 +308,7 @@ k_round_act(const float *__restrict__ x, int64_t ldx, int32_t kc, int64_t ldx_k,
         }
     }
     if (in)
-        out[j * k + i] = r;
+        store_act(out + j * k + i, r);
 }
 
 /* The activations rounded for weight type t, as [n][k] in the backend's activation
@@ -313,7 +324,7 @@ static const float *round_activations(llm_backend *be, uint32_t t, const float *
     if (!out)
         return NULL;
     const dim3 grid(cdiv(k, 256), (unsigned)n);
-    k_round_act<<<grid, 256, 0, be->stream>>>(x, ldx, 1, 0, k, mode, out);
+    k_round_act<float><<<grid, 256, 0, be->stream>>>(x, ldx, 1, 0, k, mode, out);
     if (!CU_LAUNCHED(be, "activation rounding"))
         return NULL;
     *ld_out = k;
@@ -474,12 +485,6 @@ static __global__ void k_dequant_f16(const uint8_t *__restrict__ w, size_t row_b
             h[e] = __floats2half2_rn(v[2 * e], v[2 * e + 1]);
         *(uint4 *)(out + r * k + 8 * c) = *(const uint4 *)h;
     }
-}
-
-static __device__ __forceinline__ void store16(__half *p, float v) { *p = __float2half_rn(v); }
-static __device__ __forceinline__ void store16(__nv_bfloat16 *p, float v)
-{
-    *p = __float2bfloat16_rn(v);
 }
 
 /* activations [n][ldx] f32 -> [n][k] f16 or bf16 */
@@ -656,6 +661,70 @@ void cu_mv16_launch(llm_backend *be, const mq_pend &p)
 #undef MV16_CASE
 }
 
+/* The activations x (n rows of k, stride ldx) as [n][k] 16-bit values in the act buffer,
+ * for a product with weights of type t: converted to t for F16 and BF16 weights, rounded
+ * as the CPU rounds them (rounding_of) and stored as f16 for the others (the cuBLAS path's
+ * expanded weights). Once for consecutive matmuls of the same rows (act_q8 in common.cuh);
+ * a deferred glu, decode attention or norm (cuda.cu) whose output x is writes the
+ * conversion itself. NULL (error recorded) on failure. */
+static const uint16_t *act16(llm_backend *be, uint32_t t, const float *x, int64_t ldx,
+                             int64_t k, int64_t n)
+{
+    const bool f16 = t == LLM_DT_F16 || t == LLM_DT_BF16;
+    const int round = rounding_of(t);
+    const int mode = t == LLM_DT_BF16 ? ACT_BF16 : t == LLM_DT_F16 ? ACT_F16
+                     : round == ROUND_Q8_K                       ? ACT_Q8_K_H
+                                                                 : ACT_Q8_0_H;
+    const bool same = act_cached(be, x, ldx, k, n, mode);
+    uint16_t *xh = (uint16_t *)cu_buffer(be, &be->act, &be->act_cap, (size_t)(n * k) * 2);
+    if (!xh || same)
+        return xh;
+    const unsigned gx = grid_cap(be, n * k, 256);
+    const auto p = be->pend;
+    if (!f16) {
+        act_stale(be);
+        if (n > 65535) {
+            cu_record(be, LLM_ERR_INVALID_ARG, "cuda: matmul of %lld tokens", (long long)n);
+            return NULL;
+        }
+        const dim3 grid(cdiv(k, 256), (unsigned)n);
+        cu_launch(be, k_round_act<__half>, grid, 256, 0, x, ldx, 1, (int64_t)0, k, round,
+                  (__half *)xh);
+    } else if (p.kind == PEND_GLU && p.y == x && ldx == k && p.n == n * k) {
+        be->pend.kind = PEND_NONE; /* the deferred glu, computed here */
+        if (t == LLM_DT_BF16)
+            cu_launch(be, k_glu_to_half<__nv_bfloat16>, gx, 256, 0, p.y, p.a, p.b, p.act, p.n,
+                      (__nv_bfloat16 *)xh);
+        else
+            cu_launch(be, k_glu_to_half<__half>, gx, 256, 0, p.y, p.a, p.b, p.act, p.n,
+                      (__half *)xh);
+    } else if (p.kind == PEND_ATT && p.att.p.out == x && ldx == k &&
+               (int64_t)p.att.p.n_head * p.att.p.head_dim == k && p.att.n_tokens == n) {
+        be->pend.kind = PEND_NONE; /* the deferred attention, converting as it writes */
+        att_params ap = p.att.p;
+        ap.h16 = xh, ap.t16 = t;
+        cu_attention_launch(be, ap, n, p.att.per, p.att.dtype);
+    } else if (p.kind == PEND_NORM && p.norm.y == x && ldx == k && p.norm.dim == k &&
+               p.norm.rows == n) {
+        be->pend.kind = PEND_NONE; /* the deferred norm, converting as it writes */
+        cu_norm16(be, p.norm.y, p.norm.x, p.norm.a, p.norm.b, p.norm.w, n, k, p.norm.eps, t,
+                  xh);
+    } else {
+        act_stale(be);
+        if (t == LLM_DT_BF16)
+            cu_launch(be, k_to_half<__nv_bfloat16>, gx, 256, 0, x, ldx, k, n,
+                      (__nv_bfloat16 *)xh);
+        else
+            cu_launch(be, k_to_half<__half>, gx, 256, 0, x, ldx, k, n, (__half *)xh);
+    }
+    if (!CU_LAUNCHED(be, "activation conversion")) {
+        act_stale(be);
+        return NULL;
+    }
+    act_keep(be, x, ldx, k, n, mode);
+    return xh;
+}
+
 /* y = x·Wᵀ for F16 and BF16 weights whose rows are a multiple of 8 long, n tokens in tiles
  * of MATVEC_MAX_TOKENS; 0 when w is not such a weight (nothing done). */
 static int mv16(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, const uint8_t *wd,
@@ -669,49 +738,9 @@ static int mv16(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, con
         cu_record(be, LLM_ERR_INVALID_ARG, "cuda: matmul of %lld tokens", (long long)n);
         return 1;
     }
-    /* the act buffer takes the converted activations, once for consecutive matmuls of the
-     * same rows (act_q8 in common.cuh) */
-    const int mode = t == LLM_DT_BF16 ? ACT_BF16 : ACT_F16;
-    const bool same = act_cached(be, x, ldx, k, n, mode);
-    uint16_t *xh = (uint16_t *)cu_buffer(be, &be->act, &be->act_cap, (size_t)(n * k) * 2);
+    const uint16_t *xh = act16(be, t, x, ldx, k, n);
     if (!xh)
         return 1;
-    if (!same) {
-        const unsigned gx = grid_cap(be, n * k, 256);
-        const auto p = be->pend;
-        if (p.kind == PEND_GLU && p.y == x && ldx == k && p.n == n * k) {
-            be->pend.kind = PEND_NONE; /* the deferred glu, computed here */
-            if (t == LLM_DT_BF16)
-                cu_launch(be, k_glu_to_half<__nv_bfloat16>, gx, 256, 0, p.y, p.a, p.b, p.act,
-                          p.n, (__nv_bfloat16 *)xh);
-            else
-                cu_launch(be, k_glu_to_half<__half>, gx, 256, 0, p.y, p.a, p.b, p.act, p.n,
-                          (__half *)xh);
-        } else if (p.kind == PEND_ATT && p.att.p.out == x && ldx == k &&
-                   (int64_t)p.att.p.n_head * p.att.p.head_dim == k && p.att.n_tokens == n) {
-            be->pend.kind = PEND_NONE; /* the deferred attention, converting as it writes */
-            att_params ap = p.att.p;
-            ap.h16 = xh, ap.t16 = t;
-            cu_attention_launch(be, ap, n, p.att.per, p.att.dtype);
-        } else if (p.kind == PEND_NORM && p.norm.y == x && ldx == k && p.norm.dim == k &&
-                   p.norm.rows == n) {
-            be->pend.kind = PEND_NONE; /* the deferred norm, converting as it writes */
-            cu_norm16(be, p.norm.y, p.norm.x, p.norm.a, p.norm.b, p.norm.w, n, k, p.norm.eps,
-                      t, xh);
-        } else {
-            act_stale(be);
-            if (t == LLM_DT_BF16)
-                cu_launch(be, k_to_half<__nv_bfloat16>, gx, 256, 0, x, ldx, k, n,
-                          (__nv_bfloat16 *)xh);
-            else
-                cu_launch(be, k_to_half<__half>, gx, 256, 0, x, ldx, k, n, (__half *)xh);
-        }
-        if (!CU_LAUNCHED(be, "activation conversion")) {
-            act_stale(be);
-            return 1;
-        }
-        act_keep(be, x, ldx, k, n, mode);
-    }
     act_written(be, y, ldy, rows, x, ldx, k, n);
     cu_mq_queue(be, t, k, n, w->row_bytes, xh, NULL, NULL, wd, y, ldy, rows);
     return 1;
@@ -793,66 +822,57 @@ static const __half *f16_weight(llm_backend *be, const llm_tensor *w, const uint
     return (const __half *)cw->f16;
 }
 
+/* y = x·Wᵀ through cuBLAS (n > MATVEC_MAX_TOKENS): F32 weights by SGEMM; F16 and BF16
+ * weights as they are, the activations converted to their type; quantized weights
+ * expanded to f16 (kept whole when the device has room, else a slice of rows at a time),
+ * the activations rounded as the CPU rounds them and stored as f16. */
 static void gemm(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, const uint8_t *wd,
                  const float *x, int64_t ldx, int64_t n)
 {
     const int64_t k = w->ne[0], rows = w->ne[1];
     const float one = 1.0f, zero = 0.0f;
     if (w->dtype == LLM_DT_F32) {
+        act_stale(be);
         blas_ok(be, cublasSgemm(be->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)n, (int)k,
                                 &one, (const float *)wd, (int)(w->row_bytes / 4), x, (int)ldx,
                                 &zero, y, (int)ldy),
                 "SGEMM");
         return;
     }
-    /* scratch: the activations in 16 bits, then a slice of expanded weight rows (unless
-     * the whole weight is kept expanded) */
-    const __half *whole = is_float_type(w->dtype) ? NULL : f16_weight(be, w, wd);
-    const size_t xbytes = ((size_t)(n * k) * 2 + 255) & ~(size_t)255;
+    const bool f16 = is_float_type(w->dtype);
+    const __half *whole = f16 ? NULL : f16_weight(be, w, wd);
     int64_t slice = rows;
-    if (!is_float_type(w->dtype) && !whole) {
+    __half *wh = NULL;
+    if (!f16 && !whole) {
         slice = (int64_t)(SLICE_BYTES / ((size_t)k * 2));
         slice = slice < 1 ? 1 : slice > rows ? rows : slice;
+        act_stale(be); /* a scratch that grows waits for the deferred op */
+        wh = (__half *)cu_scratch(be, (size_t)slice * (size_t)k * 2);
+        if (!wh)
+            return;
     }
-    const size_t need = xbytes + (is_float_type(w->dtype) || whole ? 0
-                                                                   : (size_t)slice * (size_t)k * 2);
-    char *scratch = (char *)cu_scratch(be, need);
-    if (!scratch)
+    const uint16_t *xh = act16(be, w->dtype, x, ldx, k, n);
+    if (!xh)
         return;
-    const bool bf = w->dtype == LLM_DT_BF16;
-    const unsigned gx = grid_cap(be, n * k, 256);
-    if (bf)
-        k_to_half<__nv_bfloat16><<<gx, 256, 0, be->stream>>>(x, ldx, k, n,
-                                                             (__nv_bfloat16 *)scratch);
-    else
-        k_to_half<__half><<<gx, 256, 0, be->stream>>>(x, ldx, k, n, (__half *)scratch);
-    if (!CU_LAUNCHED(be, "activation conversion"))
-        return;
-    const cudaDataType_t ht = bf ? CUDA_R_16BF : CUDA_R_16F;
-    if (is_float_type(w->dtype)) {
+    if (be->pend.kind != PEND_NONE)
+        cu_flush(be); /* a held-back op not taken in: launched first, the activations kept */
+    act_written(be, y, ldy, rows, x, ldx, k, n);
+    const cudaDataType_t ht = w->dtype == LLM_DT_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+    if (f16 || whole) {
         blas_ok(be, cublasGemmEx(be->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)n, (int)k,
-                                 &one, wd, ht, (int)(w->row_bytes / 2), scratch, ht, (int)k,
-                                 &zero, y, CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F,
-                                 CUBLAS_GEMM_DEFAULT),
+                                 &one, f16 ? (const void *)wd : (const void *)whole, ht,
+                                 (int)(f16 ? w->row_bytes / 2 : k), xh, ht, (int)k, &zero, y,
+                                 CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                 "GEMM");
         return;
     }
-    if (whole) {
-        blas_ok(be, cublasGemmEx(be->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)n, (int)k,
-                                 &one, whole, CUDA_R_16F, (int)k, scratch, CUDA_R_16F, (int)k,
-                                 &zero, y, CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F,
-                                 CUBLAS_GEMM_DEFAULT),
-                "GEMM");
-        return;
-    }
-    __half *wh = (__half *)(scratch + xbytes);
     for (int64_t r0 = 0; r0 < rows; r0 += slice) {
         const int64_t nr = rows - r0 < slice ? rows - r0 : slice;
         dequant_dispatch(be, w->dtype, wd, w->row_bytes, k, r0, nr, wh);
         if (!CU_LAUNCHED(be, "weight expansion"))
             return;
         if (!blas_ok(be, cublasGemmEx(be->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)nr, (int)n, (int)k,
-                                      &one, wh, CUDA_R_16F, (int)k, scratch, CUDA_R_16F, (int)k,
+                                      &one, wh, CUDA_R_16F, (int)k, xh, CUDA_R_16F, (int)k,
                                       &zero, y + r0, CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F,
                                       CUBLAS_GEMM_DEFAULT),
                      "GEMM"))
@@ -875,14 +895,14 @@ void cu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, cons
     if ((n <= MATVEC_MAX_TOKENS || be->batch_invariant) && !be->no_mmvq &&
         (cu_mmvq(be, y, ldy, w, wd, x, ldx, n) || mv16(be, y, ldy, w, wd, x, ldx, n)))
         return;
-    act_stale(be); /* the paths below use the act buffer or write where it came from */
-    x = round_activations(be, w->dtype, x, ldx, w->ne[0], n, &ldx);
-    if (!x)
-        return;
     if (n > MATVEC_MAX_TOKENS && !be->batch_invariant) {
         gemm(be, y, ldy, w, wd, x, ldx, n);
         return;
     }
+    act_stale(be); /* the paths below use the act buffer or write where it came from */
+    x = round_activations(be, w->dtype, x, ldx, w->ne[0], n, &ldx);
+    if (!x)
+        return;
     if (n > MATVEC_MAX_TOKENS && (int64_t)cdiv(n, MATVEC_MAX_TOKENS) > 65535) {
         cu_record(be, LLM_ERR_INVALID_ARG, "cuda: matmul of %lld tokens", (long long)n);
         return;
@@ -948,8 +968,8 @@ void cu_matmul_id(llm_backend *be, float *y, const llm_tensor *w, int32_t n_expe
     if (!xr)
         return;
     const dim3 grid(cdiv(K, 256), (unsigned)n_rows);
-    k_round_act<<<grid, 256, 0, be->stream>>>(x, ldx, per_choice ? k : 1, ldx_k, K,
-                                              rounding_of(w->dtype), xr);
+    k_round_act<float><<<grid, 256, 0, be->stream>>>(x, ldx, per_choice ? k : 1, ldx_k, K,
+                                                     rounding_of(w->dtype), xr);
     if (!CU_LAUNCHED(be, "activation rounding"))
         return;
     const size_t rb = w->row_bytes;

@@ -1163,15 +1163,24 @@ static void test_fused_ops(void)
 
 /* rope(q), rope(k), kv_write(k, v) on backend be; then, when `apart`, an op between the
  * ropes and the write keeps them from fusing. Leaves q, k and both cache arrays in out[]. */
+enum { ROPE_KV_MANY = 400, ROPE_KV_ROWS = 512 };
+
 static void rope_kv_run(llm_backend *be, uint32_t dt, int32_t nh, int32_t nkv, int32_t hd,
                         int32_t n_rot, int mode, const llm_tensor *ff, int64_t n,
                         const float *q0, const float *k0, const float *v0, int apart,
                         void *out[4], size_t cache_bytes)
 {
-    const int32_t pos[3] = {5, 77, 4000}, slots[3] = {7, 2, 12};
+    /* 3 tokens at hand-picked positions and slots, or many (one block per token in the fused
+     * kernel) at distinct slots of a cache of ROPE_KV_ROWS rows; the first in slot 7 */
+    int32_t pos[ROPE_KV_MANY], slots[ROPE_KV_MANY];
+    for (int64_t i = 0; i < n; i++) {
+        static const int32_t p3[3] = {5, 77, 4000}, s3[3] = {7, 2, 12};
+        pos[i] = n <= 3 ? p3[i] : (int32_t)(i * 7919 % 30000);
+        slots[i] = n <= 3 ? s3[i] : (int32_t)((7 + i * 11) % ROPE_KV_ROWS);
+    }
     float *q = dev_copy(q0, (size_t)(n * nh * hd) * 4), *k = dev_copy(k0, (size_t)(n * nkv * hd) * 4);
     float *v = dev_copy(v0, (size_t)(n * nkv * hd) * 4);
-    int32_t *dpos = dev_copy(pos, sizeof pos), *dslots = dev_copy(slots, sizeof slots);
+    int32_t *dpos = dev_copy(pos, (size_t)n * 4), *dslots = dev_copy(slots, (size_t)n * 4);
     uint8_t *zero = calloc(1, cache_bytes);
     llm_kv_layer kv = {.k = dev_copy(zero, cache_bytes), .v = dev_copy(zero, cache_bytes),
                        .dtype = dt, .n_head_kv = nkv, .head_dim = hd};
@@ -1192,7 +1201,7 @@ static void rope_kv_run(llm_backend *be, uint32_t dt, int32_t nh, int32_t nkv, i
 
 /* The ropes of q and k and the KV write after them, deferred into one kernel, give the same
  * bits (q, k and the cache) as the three ops one by one, for every cache type, both rope
- * modes, partial rotation and frequency factors. */
+ * modes, partial rotation and frequency factors, for a few tokens and for many. */
 static void test_fused_rope_kv(void)
 {
     llm_backend *plain = gpu_with_env("LLM_CUDA_FUSE", "0");
@@ -1203,17 +1212,18 @@ static void test_fused_rope_kv(void)
     } shapes[] = {{8, 2, 64, 64}, {4, 4, 128, 128}, {6, 2, 64, 32}, {2, 1, 256, 256}};
     for (size_t di = 0; di < sizeof kv_types / sizeof kv_types[0]; di++)
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
-            for (int variant = 0; variant < 4; variant++) {
+            for (int variant = 0; variant < 5; variant++) {
                 const uint32_t dt = kv_types[di];
                 const int32_t nh = shapes[si].nh, nkv = shapes[si].nkv, hd = shapes[si].hd;
                 const int32_t n_rot = shapes[si].n_rot;
                 const int mode = variant & 1 ? LLM_ROPE_NEOX : 0, apart = variant == 3;
-                const int64_t n = variant == 2 ? 1 : 3;
+                const int64_t n = variant == 2 ? 1 : variant == 4 ? ROPE_KV_MANY : 3;
                 float *ffv = rand_buf(n_rot / 2, 1, 8);
                 llm_tensor ff = {.dtype = LLM_DT_F32, .ne = {n_rot / 2, 1},
                                  .row_bytes = (size_t)n_rot * 2, .data = ffv};
                 CHECK(gpu->prepare_weight(gbe_model, &ff) == LLM_OK);
-                const size_t cache_bytes = 16 * llm__dtype_row_size(dt, (int64_t)nkv * hd);
+                const size_t cache_bytes = (n > 3 ? ROPE_KV_ROWS : 16) *
+                                           llm__dtype_row_size(dt, (int64_t)nkv * hd);
                 float *q0 = rand_buf(n * nh * hd, -2, 2), *k0 = rand_buf(n * nkv * hd, -2, 2);
                 float *v0 = rand_buf(n * nkv * hd, -2, 2);
                 void *a[4], *b[4];
@@ -1379,8 +1389,9 @@ static void test_graphs(void)
     gpu->upload(gbe, bg.x, x0, GS_MAXN * GS_E * 4);
     gpu->upload(gbe, bp.x, x0, GS_MAXN * GS_E * 4);
     CHECK(gpu->synchronize(gbe) == LLM_OK);
-    /* a big matmul's operands */
-    const int64_t nb = 96;
+    /* a big matmul's operands: enough rows that their 16-bit copy outgrows the backend's
+     * first activation buffer (4 MiB) */
+    const int64_t nb = (4 << 20) / (GS_E * 2) + 64;
     float *bx = rand_buf(nb * GS_E, -1, 1), *dbx = dev_copy(bx, nb * GS_E * 4);
     float *dby = dev_poisoned(nb * GS_F);
     float xg[GS_MAXN * GS_E], xp[GS_MAXN * GS_E], vg[GS_MAXN * 8], vp[GS_MAXN * 8];
