@@ -29,6 +29,16 @@ struct mq_pend {
     int64_t ldy[MQ_MATS], rows[MQ_MATS];
 };
 
+/* cuBLAS products y = x·Wᵀ of 16-bit operands (matmul.cu): held back so that the next of
+ * the same activations and shape runs with it as one strided batch; the second's weight
+ * and output lie dw elements and dy floats after the first's. */
+struct gemm_pend {
+    const void *w, *x; /* rows x k (stride ldw), n x k (stride k) */
+    float *y;
+    int64_t rows, k, n, ldw, ldy, dw, dy;
+    int bf16, count;
+};
+
 /* The arguments of the attention kernels (attention.cu, flash.cu). */
 struct att_params {
     float *out;
@@ -89,12 +99,12 @@ struct llm_backend {
      * "deferred ops" in cuda.cu): a residual add into the RMS norm after it, a glu into
      * the quantization of the matmul that reads its output, the ropes of q and k into
      * the KV write after them, a norm or a decode attention into the 16-bit conversion
-     * after it, matrix-vector
-     * products into one launch with the next of the same activations. Every other op
+     * after it, matrix-vector products or cuBLAS products into one launch with the next
+     * of the same activations (and shape, for cuBLAS). Every other op
      * launches it first (act_stale). LLM_CUDA_FUSE=0 launches each op alone. */
     struct {
         int kind;           /* PEND_NONE, PEND_ADD, PEND_GLU, PEND_ROPE, PEND_MMVQ, PEND_NORM,
-                             * PEND_ATT */
+                             * PEND_ATT, PEND_GEMM */
         float *y;           /* what the op writes */
         const float *a, *b; /* add: y = a + b; glu: gate, up */
         int64_t n;          /* elements */
@@ -122,6 +132,7 @@ struct llm_backend {
             int64_t rows, dim;
             float eps;
         } norm;
+        gemm_pend gemm;     /* PEND_GEMM: cuBLAS products (matmul.cu) */
     } pend;
     int cc;       /* compute capability, major * 10 + minor */
     int flash;    /* FLASH_* bits: tensor-core attention (flash.cu) for prompts (default), for
@@ -134,11 +145,11 @@ struct llm_backend {
     int graphs;                /* LLM_CUDA_GRAPHS=0 clears it: every op runs at once */
 };
 
-enum { PEND_NONE, PEND_ADD, PEND_GLU, PEND_ROPE, PEND_MMVQ, PEND_NORM, PEND_ATT };
+enum { PEND_NONE, PEND_ADD, PEND_GLU, PEND_ROPE, PEND_MMVQ, PEND_NORM, PEND_ATT, PEND_GEMM };
 enum { FLASH_PROMPT = 1, FLASH_DECODE = 2, FLASH_ALL = 3 };
 enum {
     FUSE_ADD_NORM = 1, FUSE_GLU_Q8 = 2, FUSE_ROPE_KV = 4, FUSE_MMVQ = 8, FUSE_NORM_CVT = 16,
-    FUSE_ATT_CVT = 32, FUSE_ALL = 63
+    FUSE_ATT_CVT = 32, FUSE_GEMM = 64, FUSE_ALL = 127
 };
 /* split-K decode attention: splits of a query's keys by default and at most
  * (LLM_CUDA_ATT_SPLIT sets it; 1 turns splitting off), and the fewest keys a batch's
@@ -156,6 +167,8 @@ HIDDEN void cu_flush(llm_backend *be);
  * cu_mv16_launch, matmul.cu). */
 HIDDEN void cu_mmvq_launch(llm_backend *be, const mq_pend &p);
 HIDDEN void cu_mv16_launch(llm_backend *be, const mq_pend &p);
+/* Launches held-back cuBLAS products (matmul.cu). */
+HIDDEN void cu_gemm_launch(llm_backend *be, const gemm_pend &g);
 /* Holds back a matrix-vector product of the act buffer's activations (q, d, s) with weight
  * rows wd, joining the held-back ones when it can (FUSE_MMVQ), or launches it. */
 HIDDEN void cu_mq_queue(llm_backend *be, uint32_t t, int64_t k, int64_t n, size_t rb,

@@ -465,6 +465,7 @@ void cu_flush(llm_backend *be)
             rope_now(be, p.rope.x[i], p.rope.n_tokens, p.rope.heads[i]);
         break;
     case PEND_MMVQ: cu_mmvq_launch(be, p.mq); break;
+    case PEND_GEMM: cu_gemm_launch(be, p.gemm); break;
     case PEND_ATT: cu_attention_launch(be, p.att.p, p.att.n_tokens, p.att.per, p.att.dtype); break;
     case PEND_NORM:
         cu_norm(be, p.norm.y, p.norm.x, p.norm.a, p.norm.b, p.norm.w, p.norm.rows, p.norm.dim,

@@ -7,7 +7,9 @@
  * cache; a q8_0 cache is expanded to f16). Per tile each warp computes its 16 x BN scores
  * with WMMA (f32 accumulation), applies soft-capping and the causal / sliding-window mask,
  * updates a running maximum and sum per query in f32, rounds the probabilities to 16 bits
- * and adds probabilities x values to an f32 accumulator in shared memory.
+ * and adds probabilities x values to an f32 accumulator: WMMA fragments in registers up to
+ * head_dim 128 (a rescaling finds each element's row through a fragment loaded from a
+ * matrix of row numbers), shared memory at 256.
  *
  * The queries of a block normally belong to one sequence; where a block straddles several
  * (the end of one prompt and the start of the next) it takes them one after the other,

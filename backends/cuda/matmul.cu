@@ -822,6 +822,56 @@ static const __half *f16_weight(llm_backend *be, const llm_tensor *w, const uint
     return (const __half *)cw->f16;
 }
 
+void cu_gemm_launch(llm_backend *be, const gemm_pend &g)
+{
+    const float one = 1.0f, zero = 0.0f;
+    const cudaDataType_t ht = g.bf16 ? CUDA_R_16BF : CUDA_R_16F;
+    if (g.count == 1)
+        blas_ok(be, cublasGemmEx(be->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)g.rows, (int)g.n,
+                                 (int)g.k, &one, g.w, ht, (int)g.ldw, g.x, ht, (int)g.k, &zero,
+                                 g.y, CUDA_R_32F, (int)g.ldy, CUBLAS_COMPUTE_32F,
+                                 CUBLAS_GEMM_DEFAULT),
+                "GEMM");
+    else
+        blas_ok(be, cublasGemmStridedBatchedEx(be->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)g.rows,
+                                               (int)g.n, (int)g.k, &one, g.w, ht, (int)g.ldw,
+                                               g.dw, g.x, ht, (int)g.k, 0, &zero, g.y,
+                                               CUDA_R_32F, (int)g.ldy, g.dy, g.count,
+                                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                "batched GEMM");
+}
+
+/* Holds a cuBLAS product back, or runs it with the held-back one as a batch of two when
+ * both read the same activations and have the same shape (k and v; gate and up): small
+ * products fill the GPU together, large ones waste less of their last wave. The batch
+ * needs the second weight and output at a fixed distance after the first's, which any
+ * two do whose outputs do not overlap (the order is swapped when the second lies lower). */
+static void gemm_queue(llm_backend *be, const gemm_pend &g)
+{
+    if (be->pend.kind == PEND_GEMM) {
+        gemm_pend p = be->pend.gemm;
+        be->pend.kind = PEND_NONE;
+        const int64_t dw = ((const char *)g.w - (const char *)p.w) / 2;
+        const int64_t dy = g.y - p.y, span = (g.n - 1) * g.ldy + g.rows;
+        if (p.count == 1 && p.x == g.x && p.rows == g.rows && p.k == g.k && p.n == g.n &&
+            p.ldw == g.ldw && p.ldy == g.ldy && p.bf16 == g.bf16 &&
+            ((const char *)g.w - (const char *)p.w) % 2 == 0 &&
+            ((dw > 0 && dy >= span) || (dw < 0 && -dy >= span))) {
+            gemm_pend b = dw > 0 ? p : g;
+            b.dw = dw > 0 ? dw : -dw, b.dy = dy > 0 ? dy : -dy, b.count = 2;
+            cu_gemm_launch(be, b);
+            return;
+        }
+        cu_gemm_launch(be, p);
+    }
+    if (!(be->fuse & FUSE_GEMM)) {
+        cu_gemm_launch(be, g);
+        return;
+    }
+    be->pend.kind = PEND_GEMM;
+    be->pend.gemm = g;
+}
+
 /* y = x·Wᵀ through cuBLAS (n > MATVEC_MAX_TOKENS): F32 weights by SGEMM; F16 and BF16
  * weights as they are, the activations converted to their type; quantized weights
  * expanded to f16 (kept whole when the device has room, else a slice of rows at a time),
@@ -854,18 +904,19 @@ static void gemm(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, co
     const uint16_t *xh = act16(be, w->dtype, x, ldx, k, n);
     if (!xh)
         return;
-    if (be->pend.kind != PEND_NONE)
+    if (be->pend.kind != PEND_NONE && be->pend.kind != PEND_GEMM)
         cu_flush(be); /* a held-back op not taken in: launched first, the activations kept */
     act_written(be, y, ldy, rows, x, ldx, k, n);
-    const cudaDataType_t ht = w->dtype == LLM_DT_BF16 ? CUDA_R_16BF : CUDA_R_16F;
     if (f16 || whole) {
-        blas_ok(be, cublasGemmEx(be->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)n, (int)k,
-                                 &one, f16 ? (const void *)wd : (const void *)whole, ht,
-                                 (int)(f16 ? w->row_bytes / 2 : k), xh, ht, (int)k, &zero, y,
-                                 CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-                "GEMM");
+        gemm_pend g = {};
+        g.w = f16 ? (const void *)wd : (const void *)whole, g.x = xh, g.y = y;
+        g.rows = rows, g.k = k, g.n = n, g.ldw = f16 ? (int64_t)(w->row_bytes / 2) : k;
+        g.ldy = ldy, g.bf16 = w->dtype == LLM_DT_BF16, g.count = 1;
+        gemm_queue(be, g);
         return;
     }
+    if (be->pend.kind != PEND_NONE)
+        cu_flush(be);
     for (int64_t r0 = 0; r0 < rows; r0 += slice) {
         const int64_t nr = rows - r0 < slice ? rows - r0 : slice;
         dequant_dispatch(be, w->dtype, wd, w->row_bytes, k, r0, nr, wh);

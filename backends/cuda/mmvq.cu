@@ -653,6 +653,8 @@ void cu_mq_queue(llm_backend *be, uint32_t t, int64_t k, int64_t n, size_t rb, c
      * launch for all (the bits are the same: a row's sums do not depend on its launch) */
     mq_pend &p = be->pend.mq;
     const size_t ybytes = (size_t)(((n - 1) * ldy + rows) * 4);
+    if (be->pend.kind != PEND_NONE && be->pend.kind != PEND_MMVQ)
+        cu_flush(be); /* a held-back op of another kind (the activations stay valid) */
     if (be->pend.kind == PEND_MMVQ) {
         bool join = p.t == t && p.k == k && p.n == n && p.q == q && p.nm < MQ_MATS;
         for (int m = 0; m < p.nm && join; m++)

@@ -257,6 +257,79 @@ static void test_matmul_slices(void)
     gpu->destroy(sl);
 }
 
+/* cuBLAS products (more than 8 tokens) of the same activations and shape run two at a time
+ * as one strided batch (k and v; gate and up), in either order of the weights in memory;
+ * a product of another shape, or of the same output rows, runs alone. Each output equals
+ * a lone product's (LLM_CUDA_FUSE=0) within f32 summation noise, and the padding between
+ * output rows stays untouched. */
+static void test_gemm_pairs(void)
+{
+    llm_backend *plain = gpu_with_env("LLM_CUDA_FUSE", "0");
+    if (!plain)
+        return;
+    static const uint32_t types[] = {LLM_DT_BF16, LLM_DT_F16, LLM_DT_Q4_K, LLM_DT_Q8_0};
+    enum { NW = 3, NP = 8, NY = 7 };
+    const int64_t k = 512, rows = 96, rows_d = 64, ldy = rows + 3;
+    /* the products (weight, output): w3 has other rows; (w1, y5) then (w0, y4) lie the
+     * other way round in memory (as allocated); y6 is written twice */
+    static const int prod[NP][2] = {{0, 0}, {1, 1}, {2, 2}, {3, 3},
+                                    {1, 5}, {0, 4}, {2, 6}, {1, 6}};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
+        for (int64_t n = 40; n <= 300; n += 260) {
+            const uint32_t t = types[ti];
+            void *wh[NW + 1];
+            llm_tensor w[NW + 1];
+            for (int i = 0; i <= NW; i++) {
+                size_t rb;
+                const int64_t r = i == NW ? rows_d : rows;
+                wh[i] = rand_weight(t, k, r, &rb);
+                w[i] = (llm_tensor){.dtype = t, .ne = {k, r}, .row_bytes = rb, .data = wh[i]};
+                snprintf(w[i].name, sizeof w[i].name, "pair.w%d", i);
+                CHECK(gpu->prepare_weight(gbe_model, &w[i]) == LLM_OK);
+            }
+            float *x = rand_buf(n * k, -1, 1), *dx = dev_copy(x, (size_t)(n * k) * 4);
+            float *out[2][NY];
+            for (int b = 0; b < 2; b++) {
+                llm_backend *be = b == 0 ? gbe : plain;
+                float *dy[NY];
+                for (int i = 0; i < NY; i++)
+                    dy[i] = dev_poisoned(n * ldy);
+                for (int i = 0; i < NP; i++)
+                    gpu->matmul(be, dy[prod[i][1]], ldy, &w[prod[i][0]], dx, k, n);
+                CHECK(gpu->synchronize(be) == LLM_OK);
+                for (int i = 0; i < NY; i++) {
+                    out[b][i] = host_copy(dy[i], (size_t)(n * ldy) * 4);
+                    gpu->free(be, dy[i]);
+                }
+            }
+            for (int i = 0; i < NY; i++) {
+                const int64_t r = i == 3 ? rows_d : rows;
+                double *ref = malloc((size_t)(n * ldy) * sizeof(double));
+                int pad_ok = 1, finite = 1;
+                for (int64_t e = 0; e < n * ldy; e++) {
+                    ref[e] = out[1][i][e];
+                    if (e % ldy >= r)
+                        pad_ok &= isnan(out[0][i][e]) != 0;
+                    else
+                        finite &= isfinite(out[0][i][e]) != 0;
+                }
+                const double err = rel_err_strided(out[0][i], ldy, ref, ldy, n, r);
+                CHECK_MSG(pad_ok && finite && err < 1e-5,
+                          "%s n=%lld output %d: error %.3g against lone products, padding %s, "
+                          "rows %s", llm__dtype_info(t)->name, (long long)n, i, err,
+                          pad_ok ? "kept" : "written", finite ? "written" : "NOT written");
+                free(ref), free(out[0][i]), free(out[1][i]);
+            }
+            for (int i = 0; i <= NW; i++) {
+                gpu->release_weight(gbe_model, &w[i]);
+                free(wh[i]);
+            }
+            gpu->free(gbe, dx);
+            free(x);
+        }
+    gpu->destroy(plain);
+}
+
 /* Matmuls in a row on the same activations (q, k, v; gate, up) share one quantization of
  * them; any op that writes them in between must make the next matmul quantize again. */
 static void test_activation_reuse(void)
@@ -1508,6 +1581,7 @@ int main(void)
 #define RUN(fn) do { if (!only || strcmp(only, #fn) == 0) TEST_RUN(fn); } while (0)
     RUN(test_matmul);
     RUN(test_matmul_slices);
+    RUN(test_gemm_pairs);
     RUN(test_activation_reuse);
     RUN(test_get_rows);
     RUN(test_rms_norm);
