@@ -296,9 +296,8 @@ static void cu_rms_norm(llm_backend *be, float *y, const float *x, const llm_ten
     cu_norm(be, y, (float *)x, a, b, (const float *)wdata(w), n_rows, dim, eps);
 }
 
-/* Rotates one head v of the token at position p; thread i of the block rotates pair i. The
- * angle is built as the CPU backend builds it, a running product in float, so that both
- * agree to rounding. */
+/* The cosine and sine of pair i's angle at position p, the angle built as the CPU backend
+ * builds it, a running product in float, so that both agree to rounding. */
 static __device__ __forceinline__ void rope_angle(int32_t p, int i, float theta_scale,
                                                   float freq_scale, const float *ff, float *c,
                                                   float *s)
@@ -311,6 +310,7 @@ static __device__ __forceinline__ void rope_angle(int32_t p, int i, float theta_
     *s = sinf(th);
 }
 
+/* Rotates pair i of head v by the angle of cosine c and sine s. */
 static __device__ __forceinline__ void rope_pair(float *v, int i, int half, int neox, float c,
                                                  float s)
 {
@@ -320,6 +320,7 @@ static __device__ __forceinline__ void rope_pair(float *v, int i, int half, int 
     v[i1] = a * s + b * c;
 }
 
+/* Rotates one head v of the token at position p; thread i of the block rotates pair i. */
 static __device__ __forceinline__ void rope_head(float *v, int32_t p, int32_t n_rot,
                                                  float theta_scale, float freq_scale,
                                                  const float *ff, int neox)
