@@ -24,6 +24,11 @@ static void read_params(llm_context_params *dst, const llm_context_params *src)
     }
 }
 
+/* block tables up to this size are uploaded whole at each llm_decode; larger ones only in
+ * the columns used, at least TABLE_MIN_COLS of them */
+#define TABLE_FULL_BYTES ((size_t)16 << 10)
+#define TABLE_MIN_COLS 16
+
 static void copy_block(void *user, int32_t dst, int32_t src)
 {
     llm_context *c = user;
@@ -136,7 +141,9 @@ llm_status llm_context_create(llm_model *model, const llm_context_params *params
     if (!c->host_memory) {
         const size_t n_ints = 5 * nb + (size_t)c->n_seq * (size_t)llm__kv_max_blocks(c->kv);
         c->d_ints = c->ops->alloc(c->be, n_ints * sizeof(int32_t));
-        if (!c->d_ints)
+        c->tables = llm__malloc((size_t)c->n_seq * (size_t)llm__kv_max_blocks(c->kv) *
+                                sizeof(int32_t));
+        if (!c->d_ints || !c->tables)
             goto oom;
     }
     c->seq_len0 = llm__calloc((size_t)c->n_seq, sizeof(int32_t));
@@ -185,7 +192,7 @@ void llm_context_free(llm_context *c)
     llm__free(c->row_ready);
     llm__kv_free(c->kv);
     int32_t *ints[] = {c->tokens, c->pos, c->seq, c->slots, c->out_rows, c->seq_len0,
-                       c->seq_count};
+                       c->seq_count, c->tables};
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
         llm__free(ints[i]);
     llm__free(c);
@@ -422,17 +429,43 @@ llm_status llm__context_decode(llm_context *c, const llm_batch *b)
     if (cand && n_out > 0 && (st = cand_reserve(c, n_out)) != LLM_OK)
         goto rollback;
     const int32_t *tables = llm__kv_block_tables(c->kv);
-    const int32_t max_blocks = llm__kv_max_blocks(c->kv);
+    int32_t max_blocks = llm__kv_max_blocks(c->kv);
     int32_t *d_tokens = c->tokens, *d_pos = c->pos, *d_seq = c->seq, *d_slots = c->slots,
             *d_out_rows = c->out_rows;
     const int32_t *d_tables = tables;
     if (!c->host_memory) {
-        /* the block tables are final for the whole call: upload them once */
+        /* The block tables are final for the whole call: uploaded once. Where they are
+         * large (256 sequences of a large cache: megabytes at every step), only the
+         * columns the call's sequences reach go, a power of two of them (at least
+         * TABLE_MIN_COLS) so that decode steps keep their CUDA graphs for many steps; the
+         * attention ops take that width as the tables' row stride. */
+        int32_t used = max_blocks;
+        if ((size_t)c->n_seq * (size_t)max_blocks * sizeof(int32_t) > TABLE_FULL_BYTES) {
+            int32_t need = 1;
+            for (int32_t s = 0; s < c->n_seq; s++)
+                if (c->seq_count[s]) {
+                    const int32_t nb_s =
+                        (c->seq_len0[s] + c->seq_count[s] + c->block_size - 1) / c->block_size;
+                    need = nb_s > need ? nb_s : need;
+                }
+            used = TABLE_MIN_COLS;
+            while (used < need && used < max_blocks)
+                used *= 2;
+            used = used < max_blocks ? used : max_blocks;
+        }
+        const int32_t *up = tables;
+        if (used < max_blocks) {
+            for (int32_t s = 0; s < c->n_seq; s++)
+                memcpy(c->tables + (size_t)s * (size_t)used,
+                       tables + (size_t)s * (size_t)max_blocks, (size_t)used * sizeof(int32_t));
+            up = c->tables;
+            max_blocks = used;
+        }
         const size_t nb = (size_t)c->n_batch;
         d_tokens = c->d_ints, d_pos = d_tokens + nb, d_seq = d_pos + nb, d_slots = d_seq + nb;
         d_out_rows = d_slots + nb;
         d_tables = d_out_rows + nb;
-        c->ops->upload(c->be, d_out_rows + nb, tables,
+        c->ops->upload(c->be, d_out_rows + nb, up,
                        (size_t)c->n_seq * (size_t)max_blocks * sizeof(int32_t));
     }
     /* micro-batches of at most n_batch tokens */

@@ -25,6 +25,7 @@ struct llm_context {
      * backend's memory is host memory) */
     int32_t *tokens, *pos, *seq, *slots, *out_rows;
     int32_t *d_ints;   /* backend copy: tokens, pos, seq, slots, out_rows, block tables */
+    int32_t *tables;   /* host staging of the block tables' used columns (not host memory) */
     int host_memory;
     /* per-sequence lengths before the current call, for rollback */
     int32_t *seq_len0, *seq_count;
