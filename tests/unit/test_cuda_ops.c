@@ -1234,10 +1234,11 @@ static void test_fused_ops(void)
     gpu->destroy(plain);
 }
 
-/* rope(q), rope(k), kv_write(k, v) on backend be; then, when `apart`, an op between the
- * ropes and the write keeps them from fusing. Leaves q, k and both cache arrays in out[]. */
+/* the most tokens of rope_kv_run, and the cache rows they are spread over */
 enum { ROPE_KV_MANY = 400, ROPE_KV_ROWS = 512 };
 
+/* rope(q), rope(k), kv_write(k, v) on backend be; then, when `apart`, an op between the
+ * ropes and the write keeps them from fusing. Leaves q, k and both cache arrays in out[]. */
 static void rope_kv_run(llm_backend *be, uint32_t dt, int32_t nh, int32_t nkv, int32_t hd,
                         int32_t n_rot, int mode, const llm_tensor *ff, int64_t n,
                         const float *q0, const float *k0, const float *v0, int apart,
