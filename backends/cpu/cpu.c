@@ -799,13 +799,20 @@ static void attention_rows(void *arg, int ith, int nth)
             const char *vr[ATT_BLOCK];
             float arg[ATT_BLOCK], e[ATT_BLOCK];
             int raise[ATT_BLOCK];
-            float mm = m;
+            float mm = m, sc[ATT_BLOCK];
+            /* the block's scores, independent of each other; the slots follow the block
+             * table without a division per key */
+            int32_t b = k0 / bs, o = k0 % bs;
             for (int u = 0; u < nk; u++) {
-                const int32_t kp = k0 + u;
-                const int64_t slot = (int64_t)bt[kp / bs] * bs + kp % bs;
+                const int64_t slot = (int64_t)bt[b] * bs + o;
+                if (++o == bs)
+                    o = 0, b++;
                 const size_t off = (size_t)slot * row_bytes + (size_t)kh * head_bytes;
                 vr[u] = (const char *)kv->v + off;
-                float s = dot(hd, q, (const char *)kv->k + off) * a->scale;
+                sc[u] = dot(hd, q, (const char *)kv->k + off) * a->scale;
+            }
+            for (int u = 0; u < nk; u++) {
+                float s = sc[u];
                 if (a->softcap > 0.0f)
                     s = a->softcap * tanhf(s / a->softcap);
                 raise[u] = s > mm;
