@@ -100,6 +100,28 @@ static __device__ __forceinline__ void flash_tile(typename flash_type<KT>::T *ds
     }
 }
 
+/* Multiplies row r of a warp's register accumulators fo by f, which lanes 2r and 2r + 1 both
+ * hold (`writer` for one of them): through rowf, the warp's 16 row factors in shared
+ * memory, and frow, the row of each fragment element (loaded from a matrix of row
+ * numbers). */
+template <int N>
+static __device__ __forceinline__ void flash_scale_rows(
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> (&fo)[N],
+    const wmma::fragment<wmma::accumulator, 16, 16, 16, float> &frow, float *rowf, int r,
+    bool writer, float f)
+{
+    if (writer)
+        rowf[r] = f;
+    __syncwarp();
+#pragma unroll
+    for (int e = 0; e < frow.num_elements; e++) {
+        const float c = rowf[(int)frow.x[e]];
+#pragma unroll
+        for (int j = 0; j < N; j++)
+            fo[j].x[e] *= c;
+    }
+}
+
 template <int KT, int D, int GH>
 static __global__ void __launch_bounds__(FLASH_WARPS *LLM_WARP_SIZE)
     k_flash(att_params a, int64_t n_tokens)
@@ -253,16 +275,7 @@ static __global__ void __launch_bounds__(FLASH_WARPS *LLM_WARP_SIZE)
             l = l * corr + sum;
             m = mn;
             if constexpr (RACC) {
-                if (half == 0)
-                    s_rowf[warp][r] = corr;
-                __syncwarp();
-#pragma unroll
-                for (int e = 0; e < frow.num_elements; e++) {
-                    const float c = s_rowf[warp][(int)frow.x[e]];
-#pragma unroll
-                    for (int jd = 0; jd < NO; jd++)
-                        fo[jd].x[e] *= c;
-                }
+                flash_scale_rows(fo, frow, s_rowf[warp], r, half == 0, corr);
             } else if (corr != 1.0f) {
                 for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++)
                     ow[r * LDO + d] *= corr;
@@ -280,34 +293,25 @@ static __global__ void __launch_bounds__(FLASH_WARPS *LLM_WARP_SIZE)
                         wmma::load_matrix_sync(fv, sv + kk * 16 * LDQ + jd * 16, LDQ);
                         wmma::mma_sync(fo[jd], fp[kk], fv, fo[jd]);
                     }
-                continue;
-            }
+            } else {
 #pragma unroll 4
-            for (int jd = 0; jd < D / 16; jd++) {
-                wmma::load_matrix_sync(fc, ow + jd * 16, LDO, wmma::mem_row_major);
+                for (int jd = 0; jd < D / 16; jd++) {
+                    wmma::load_matrix_sync(fc, ow + jd * 16, LDO, wmma::mem_row_major);
 #pragma unroll
-                for (int kk = 0; kk < BN / 16; kk++) {
-                    wmma::load_matrix_sync(fv, sv + kk * 16 * LDQ + jd * 16, LDQ);
-                    wmma::mma_sync(fc, fp[kk], fv, fc);
+                    for (int kk = 0; kk < BN / 16; kk++) {
+                        wmma::load_matrix_sync(fv, sv + kk * 16 * LDQ + jd * 16, LDQ);
+                        wmma::mma_sync(fc, fp[kk], fv, fc);
+                    }
+                    wmma::store_matrix_sync(ow + jd * 16, fc, LDO, wmma::mem_row_major);
                 }
-                wmma::store_matrix_sync(ow + jd * 16, fc, LDO, wmma::mem_row_major);
+                __syncwarp();
             }
-            __syncwarp();
         }
     }
     /* out = accumulator / sum, a row at a time across the warp */
     const float inv = l > 0.0f ? 1.0f / l : 0.0f;
     if constexpr (RACC) {
-        if (half == 0)
-            s_rowf[warp][r] = inv;
-        __syncwarp();
-#pragma unroll
-        for (int e = 0; e < frow.num_elements; e++) {
-            const float c = s_rowf[warp][(int)frow.x[e]];
-#pragma unroll
-            for (int jd = 0; jd < NO; jd++)
-                fo[jd].x[e] *= c;
-        }
+        flash_scale_rows(fo, frow, s_rowf[warp], r, half == 0, inv);
         /* through the scores' tile, 16 columns at a time */
 #pragma unroll
         for (int jd = 0; jd < NO; jd++) {
@@ -320,16 +324,16 @@ static __global__ void __launch_bounds__(FLASH_WARPS *LLM_WARP_SIZE)
             }
             __syncwarp();
         }
-        return;
-    }
-    for (int rr = 0; rr < 16; rr++) {
-        const float iv = LLM_SHFL(inv, 2 * rr, LLM_WARP_SIZE);
-        const int64_t t = t0 + qt * 16 + rr;
-        if (t >= n_tokens)
-            break;
-        float *o = a.out + (t * a.n_head + h) * D;
-        for (int d = lane; d < D; d += LLM_WARP_SIZE)
-            o[d] = ow[rr * LDO + d] * iv;
+    } else {
+        for (int rr = 0; rr < 16; rr++) {
+            const float iv = LLM_SHFL(inv, 2 * rr, LLM_WARP_SIZE);
+            const int64_t t = t0 + qt * 16 + rr;
+            if (t >= n_tokens)
+                break;
+            float *o = a.out + (t * a.n_head + h) * D;
+            for (int d = lane; d < D; d += LLM_WARP_SIZE)
+                o[d] = ow[rr * LDO + d] * iv;
+        }
     }
 #endif
 }
