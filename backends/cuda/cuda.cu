@@ -954,21 +954,12 @@ static void prof_print(llm_backend *be)
 static const char *matmul_label(const llm_tensor *w, int64_t n)
 {
     /* per weight type: one token or a few (matvec), a decode batch, a prompt-sized batch */
+#define LABELS(t) {"matvec " t, "gemm " t " n<=256", "gemm " t " n>256"}
     static const char *names[][3] = {
-        {"matvec f32", "gemm f32 n<=256", "gemm f32 n>256"},
-        {"matvec f16", "gemm f16 n<=256", "gemm f16 n>256"},
-        {"matvec bf16", "gemm bf16 n<=256", "gemm bf16 n>256"},
-        {"matvec q4_0", "gemm q4_0 n<=256", "gemm q4_0 n>256"},
-        {"matvec q4_1", "gemm q4_1 n<=256", "gemm q4_1 n>256"},
-        {"matvec q5_0", "gemm q5_0 n<=256", "gemm q5_0 n>256"},
-        {"matvec q5_1", "gemm q5_1 n<=256", "gemm q5_1 n>256"},
-        {"matvec q8_0", "gemm q8_0 n<=256", "gemm q8_0 n>256"},
-        {"matvec q2_K", "gemm q2_K n<=256", "gemm q2_K n>256"},
-        {"matvec q3_K", "gemm q3_K n<=256", "gemm q3_K n>256"},
-        {"matvec q4_K", "gemm q4_K n<=256", "gemm q4_K n>256"},
-        {"matvec q5_K", "gemm q5_K n<=256", "gemm q5_K n>256"},
-        {"matvec q6_K", "gemm q6_K n<=256", "gemm q6_K n>256"},
-        {"matvec ?", "gemm ? n<=256", "gemm ? n>256"}};
+        LABELS("f32"),  LABELS("f16"),  LABELS("bf16"), LABELS("q4_0"), LABELS("q4_1"),
+        LABELS("q5_0"), LABELS("q5_1"), LABELS("q8_0"), LABELS("q2_K"), LABELS("q3_K"),
+        LABELS("q4_K"), LABELS("q5_K"), LABELS("q6_K"), LABELS("?")};
+#undef LABELS
     static const uint32_t types[] = {LLM_DT_F32,  LLM_DT_F16,  LLM_DT_BF16, LLM_DT_Q4_0,
                                      LLM_DT_Q4_1, LLM_DT_Q5_0, LLM_DT_Q5_1, LLM_DT_Q8_0,
                                      LLM_DT_Q2_K, LLM_DT_Q3_K, LLM_DT_Q4_K, LLM_DT_Q5_K,

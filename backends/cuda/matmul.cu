@@ -915,8 +915,7 @@ static void gemm(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, co
         gemm_queue(be, g);
         return;
     }
-    if (be->pend.kind != PEND_NONE)
-        cu_flush(be);
+    /* nothing is held back here: act_stale ran before the scratch was taken */
     for (int64_t r0 = 0; r0 < rows; r0 += slice) {
         const int64_t nr = rows - r0 < slice ? rows - r0 : slice;
         dequant_dispatch(be, w->dtype, wd, w->row_bytes, k, r0, nr, wh);
