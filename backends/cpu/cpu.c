@@ -375,25 +375,120 @@ static void cpu_get_rows(llm_backend *be, float *y, const llm_tensor *w, const i
                  w->ne[0]);
 }
 
-static void cpu_rms_norm(llm_backend *be, float *y, const float *x, const llm_tensor *wt,
-                         int64_t n_rows, int64_t dim, float eps)
+/* The small ops run on the calling thread below this many elements (a pool round, publish
+ * and barrier, costs more than it saves there) and split over the pool above it: a prompt's
+ * norms, rope, GLU and adds would otherwise leave every other thread waiting. Each item
+ * (row, token, element) is computed as on one thread, so the split never changes a bit. */
+#define PAR_MIN_ELEMS 16384
+
+typedef void (*range_fn)(const void *arg, int64_t i0, int64_t i1);
+
+typedef struct range_job {
+    range_fn fn;
+    const void *arg;
+    int64_t n;     /* items */
+    int64_t align; /* split points are multiples of this */
+} range_job;
+
+static void range_worker(void *p, int ith, int nth)
 {
-    (void)be;
-    const float *w = wt ? wt->data : NULL;
-    for (int64_t r = 0; r < n_rows; r++) {
-        const float *xr = x + r * dim;
-        float *yr = y + r * dim;
+    const range_job *j = p;
+    const int64_t i0 = j->n * ith / nth / j->align * j->align;
+    const int64_t i1 = ith + 1 == nth ? j->n : j->n * (ith + 1) / nth / j->align * j->align;
+    if (i1 > i0)
+        j->fn(j->arg, i0, i1);
+}
+
+/* fn over items [0, n), which are elems elements in all */
+static void run_range(llm_backend *be, range_fn fn, const void *arg, int64_t n, int64_t align,
+                      int64_t elems)
+{
+    if (elems < PAR_MIN_ELEMS || llm__pool_size(be->pool) < 2) {
+        fn(arg, 0, n);
+        return;
+    }
+    range_job j = {fn, arg, n, align};
+    llm__pool_run(be->pool, range_worker, &j);
+}
+
+typedef struct rms_norm_args {
+    float *y;
+    const float *x, *w;
+    int64_t dim;
+    float eps;
+} rms_norm_args;
+
+static void rms_norm_range(const void *arg, int64_t r0, int64_t r1)
+{
+    const rms_norm_args *a = arg;
+    const int64_t dim = a->dim;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *xr = a->x + r * dim;
+        float *yr = a->y + r * dim;
         double sum = 0.0;
         for (int64_t i = 0; i < dim; i++)
             sum += (double)(xr[i] * xr[i]);
         const float mean = (float)(sum / (double)dim);
-        const float scale = 1.0f / sqrtf(mean + eps);
-        if (w) {
+        const float scale = 1.0f / sqrtf(mean + a->eps);
+        if (a->w) {
             for (int64_t i = 0; i < dim; i++)
-                yr[i] = (xr[i] * scale) * w[i];
+                yr[i] = (xr[i] * scale) * a->w[i];
         } else {
             for (int64_t i = 0; i < dim; i++)
                 yr[i] = xr[i] * scale;
+        }
+    }
+}
+
+static void cpu_rms_norm(llm_backend *be, float *y, const float *x, const llm_tensor *wt,
+                         int64_t n_rows, int64_t dim, float eps)
+{
+    const rms_norm_args a = {y, x, wt ? wt->data : NULL, dim, eps};
+    run_range(be, rms_norm_range, &a, n_rows, 1, n_rows * dim);
+}
+
+typedef struct rope_args {
+    float *x;
+    const int32_t *pos;
+    const float *freq_factors;
+    int32_t n_heads, head_dim, n_rot;
+    float theta_scale, freq_scale;
+    int mode;
+} rope_args;
+
+static void rope_range(const void *arg, int64_t t0, int64_t t1)
+{
+    const rope_args *a = arg;
+    float cache[1024]; /* cos, sin pairs for n_rot <= 512 */
+    const int32_t n_rot = a->n_rot;
+    for (int64_t t = t0; t < t1; t++) {
+        /* the angle table is built as llama.cpp builds it: a running product in float */
+        float theta = (float)a->pos[t];
+        for (int32_t i = 0; i < n_rot; i += 2) {
+            const float ff = a->freq_factors ? a->freq_factors[i / 2] : 1.0f;
+            const float th = a->freq_scale * (theta / ff);
+            cache[i] = cosf(th);
+            cache[i + 1] = sinf(th);
+            theta *= a->theta_scale;
+        }
+        for (int32_t h = 0; h < a->n_heads; h++) {
+            float *v = a->x + (t * a->n_heads + h) * a->head_dim;
+            if (a->mode == LLM_ROPE_NEOX) {
+                const int32_t half = n_rot / 2;
+                for (int32_t i = 0; i < half; i++) {
+                    const float c = cache[2 * i], s = cache[2 * i + 1];
+                    const float x0 = v[i], x1 = v[i + half];
+                    v[i] = x0 * c - x1 * s;
+                    v[i + half] = x0 * s + x1 * c;
+                }
+            } else {
+                for (int32_t i = 0; i < n_rot; i += 2) {
+                    const float c = cache[i], s = cache[i + 1];
+                    const float x0 = v[i], x1 = v[i + 1];
+                    v[i] = x0 * c - x1 * s;
+                    v[i + 1] = x0 * s + x1 * c;
+                }
+            }
         }
     }
 }
@@ -402,40 +497,16 @@ static void cpu_rope(llm_backend *be, float *x, int64_t n_tokens, int32_t n_head
                      int32_t head_dim, int32_t n_rot, const int32_t *pos, float freq_base,
                      float freq_scale, const llm_tensor *ff_t, int mode)
 {
-    (void)be;
-    const float *freq_factors = ff_t ? ff_t->data : NULL;
-    const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
-    float cache[1024]; /* cos, sin pairs for n_rot <= 512 */
-    for (int64_t t = 0; t < n_tokens; t++) {
-        /* the angle table is built as llama.cpp builds it: a running product in float */
-        float theta = (float)pos[t];
-        for (int32_t i = 0; i < n_rot; i += 2) {
-            const float ff = freq_factors ? freq_factors[i / 2] : 1.0f;
-            const float th = freq_scale * (theta / ff);
-            cache[i] = cosf(th);
-            cache[i + 1] = sinf(th);
-            theta *= theta_scale;
-        }
-        for (int32_t h = 0; h < n_heads; h++) {
-            float *v = x + (t * n_heads + h) * head_dim;
-            if (mode == LLM_ROPE_NEOX) {
-                const int32_t half = n_rot / 2;
-                for (int32_t i = 0; i < half; i++) {
-                    const float c = cache[2 * i], s = cache[2 * i + 1];
-                    const float a = v[i], b = v[i + half];
-                    v[i] = a * c - b * s;
-                    v[i + half] = a * s + b * c;
-                }
-            } else {
-                for (int32_t i = 0; i < n_rot; i += 2) {
-                    const float c = cache[i], s = cache[i + 1];
-                    const float a = v[i], b = v[i + 1];
-                    v[i] = a * c - b * s;
-                    v[i + 1] = a * s + b * c;
-                }
-            }
-        }
-    }
+    const rope_args a = {.x = x,
+                         .pos = pos,
+                         .freq_factors = ff_t ? ff_t->data : NULL,
+                         .n_heads = n_heads,
+                         .head_dim = head_dim,
+                         .n_rot = n_rot,
+                         .theta_scale = powf(freq_base, -2.0f / (float)n_rot),
+                         .freq_scale = freq_scale,
+                         .mode = mode};
+    run_range(be, rope_range, &a, n_tokens, 1, n_tokens * n_heads * head_dim);
 }
 
 /* GELU (tanh form), looked up through an f16 table as llama.cpp's CPU backend does. */
@@ -455,29 +526,48 @@ static void gelu_init(void)
     atomic_store(&gelu_ready, 1);
 }
 
-static inline float gelu_f16(float x)
+/* Element-wise ops over [i0, i1): y, a, b and one float parameter. */
+typedef struct elem_args {
+    float *y;
+    const float *a, *b;
+    float f;
+    int act;
+} elem_args;
+
+#define GLU_CHUNK 256
+
+static void glu_range(const void *arg, int64_t i0, int64_t i1)
 {
-    if (x <= -10.0f)
-        return 0.0f;
-    if (x >= 10.0f)
-        return x;
-    return gelu_table[llm__f32_to_f16(x)];
+    const elem_args *e = arg;
+    if (e->act == LLM_ACT_GELU_TANH) {
+        /* the gate's f16 keys a chunk at a time through the row converter (F16C where
+         * there is one): the same round-to-nearest-even as llm__f32_to_f16 */
+        llm_f16 h[GLU_CHUNK];
+        for (int64_t c0 = i0; c0 < i1; c0 += GLU_CHUNK) {
+            const int64_t m = i1 - c0 < GLU_CHUNK ? i1 - c0 : GLU_CHUNK;
+            const float *g = e->a + c0;
+            llm__f32_to_f16_row(g, h, m);
+            for (int64_t i = 0; i < m; i++) {
+                const float x = g[i];
+                const float v = x <= -10.0f ? 0.0f : x >= 10.0f ? x : gelu_table[h[i]];
+                e->y[c0 + i] = v * e->b[c0 + i];
+            }
+        }
+    } else {
+        for (int64_t i = i0; i < i1; i++) {
+            const float g = e->a[i];
+            e->y[i] = (g / (1.0f + expf(-g))) * e->b[i];
+        }
+    }
 }
 
 static void cpu_glu(llm_backend *be, float *y, const float *gate, const float *up, int64_t n,
                     int act)
 {
-    (void)be;
-    if (act == LLM_ACT_GELU_TANH) {
+    if (act == LLM_ACT_GELU_TANH)
         gelu_init();
-        for (int64_t i = 0; i < n; i++)
-            y[i] = gelu_f16(gate[i]) * up[i];
-    } else {
-        for (int64_t i = 0; i < n; i++) {
-            const float g = gate[i];
-            y[i] = (g / (1.0f + expf(-g))) * up[i];
-        }
-    }
+    const elem_args e = {.y = y, .a = gate, .b = up, .act = act};
+    run_range(be, glu_range, &e, n, 64, n);
 }
 
 static void cpu_copy_rows(llm_backend *be, float *y, const float *x, int64_t dim,
@@ -488,18 +578,30 @@ static void cpu_copy_rows(llm_backend *be, float *y, const float *x, int64_t dim
         memcpy(y + i * dim, x + (int64_t)rows[i] * dim, (size_t)dim * sizeof(float));
 }
 
+static void add_range(const void *arg, int64_t i0, int64_t i1)
+{
+    const elem_args *e = arg;
+    for (int64_t i = i0; i < i1; i++)
+        e->y[i] = e->a[i] + e->b[i];
+}
+
 static void cpu_add(llm_backend *be, float *y, const float *a, const float *b, int64_t n)
 {
-    (void)be;
-    for (int64_t i = 0; i < n; i++)
-        y[i] = a[i] + b[i];
+    const elem_args e = {.y = y, .a = a, .b = b};
+    run_range(be, add_range, &e, n, 64, n);
+}
+
+static void scale_range(const void *arg, int64_t i0, int64_t i1)
+{
+    const elem_args *e = arg;
+    for (int64_t i = i0; i < i1; i++)
+        e->y[i] = e->a[i] * e->f;
 }
 
 static void cpu_scale(llm_backend *be, float *y, const float *x, float s, int64_t n)
 {
-    (void)be;
-    for (int64_t i = 0; i < n; i++)
-        y[i] = x[i] * s;
+    const elem_args e = {.y = y, .a = x, .f = s};
+    run_range(be, scale_range, &e, n, 64, n);
 }
 
 static void cpu_add_bias(llm_backend *be, float *y, const llm_tensor *b, int64_t n_rows)
@@ -512,13 +614,20 @@ static void cpu_add_bias(llm_backend *be, float *y, const llm_tensor *b, int64_t
             y[r * dim + i] += bv[i];
 }
 
+/* scale, tanh, scale: the three ops llama.cpp's graph uses, in its order */
+static void softcap_range(const void *arg, int64_t i0, int64_t i1)
+{
+    const elem_args *e = arg;
+    const float inv = 1.0f / e->f;
+    for (int64_t i = i0; i < i1; i++)
+        e->y[i] = tanhf(e->a[i] * inv) * e->f;
+}
+
 static void cpu_softcap(llm_backend *be, float *y, const float *x, float cap, int64_t n)
 {
-    (void)be;
-    /* scale, tanh, scale: the three ops llama.cpp's graph uses, in its order */
-    const float inv = 1.0f / cap;
-    for (int64_t i = 0; i < n; i++)
-        y[i] = tanhf(x[i] * inv) * cap;
+    const elem_args e = {.y = y, .a = x, .f = cap};
+    /* tanhf costs tens of additions: split from a sixteenth of the usual size */
+    run_range(be, softcap_range, &e, n, 64, n * 16);
 }
 
 /* ---- mixture of experts -------------------------------------------------------------- */
@@ -678,16 +787,30 @@ static void kv_store_row(uint32_t dtype, const float *x, void *dst, int64_t n)
     }
 }
 
+typedef struct kv_write_args {
+    const llm_kv_layer *kv;
+    const float *k, *v;
+    const int32_t *slots;
+} kv_write_args;
+
+static void kv_write_range(const void *arg, int64_t t0, int64_t t1)
+{
+    const kv_write_args *a = arg;
+    const llm_kv_layer *kv = a->kv;
+    const int64_t row = (int64_t)kv->n_head_kv * kv->head_dim;
+    const size_t rb = kv_row_bytes(kv);
+    for (int64_t i = t0; i < t1; i++) {
+        kv_store_row(kv->dtype, a->k + i * row, (char *)kv->k + (size_t)a->slots[i] * rb, row);
+        kv_store_row(kv->dtype, a->v + i * row, (char *)kv->v + (size_t)a->slots[i] * rb, row);
+    }
+}
+
 static void cpu_kv_write(llm_backend *be, const llm_kv_layer *kv, const float *k,
                          const float *v, const int32_t *slots, int64_t n_tokens)
 {
-    (void)be;
-    const int64_t row = (int64_t)kv->n_head_kv * kv->head_dim;
-    const size_t rb = kv_row_bytes(kv);
-    for (int64_t i = 0; i < n_tokens; i++) {
-        kv_store_row(kv->dtype, k + i * row, (char *)kv->k + (size_t)slots[i] * rb, row);
-        kv_store_row(kv->dtype, v + i * row, (char *)kv->v + (size_t)slots[i] * rb, row);
-    }
+    const kv_write_args a = {kv, k, v, slots};
+    run_range(be, kv_write_range, &a, n_tokens, 1,
+              2 * n_tokens * (int64_t)kv->n_head_kv * kv->head_dim);
 }
 
 static void cpu_kv_copy_block(llm_backend *be, const llm_kv_layer *kv, int32_t block_size,

@@ -510,6 +510,260 @@ static ALWAYS_INLINE void group_tile_q6_K(int RN, int64_t nb, float *s, size_t b
         _mm256_storeu_ps(s + c * bs, acc[c]);
 }
 
+#ifdef LLM_REPACK_VNNI
+/* ---- two groups per 512-bit register (AVX-512 VNNI, several tokens) -------------------
+ *
+ * Two neighbouring groups side by side: group A's 8 rows in the low half of each register,
+ * group B's in the high half, so one vpdpbusd serves 16 rows, and a tile of up to
+ * PAIR_TOKENS tokens passes over the two groups' weights once (the 256-bit tiles above take
+ * 4 tokens and 8 rows). The layout stays the 8-row one; each half is loaded from its group.
+ * Per lane the integer sums are the same exact values and the float steps the same
+ * operations in the same order as in the 256-bit tiles, so a row's result is bit-identical
+ * whichever kernel computes it (one token alone takes the 256-bit tile with prefetch). */
+#define PAIR_TOKENS 8
+
+static ALWAYS_INLINE __m512i load2(const uint8_t *a, const uint8_t *b)
+{
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_load_si256((const __m256i *)a)),
+                              _mm256_load_si256((const __m256i *)b), 1);
+}
+
+static ALWAYS_INLINE __m512 load2_ps(const uint8_t *a, const uint8_t *b)
+{
+    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_load_ps((const float *)a)),
+                              _mm256_load_ps((const float *)b), 1);
+}
+
+/* 16 bytes of each group as one 256-bit register (A low, B high) */
+static ALWAYS_INLINE __m256i load2_128(const uint8_t *a, const uint8_t *b)
+{
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_load_si128((const __m128i *)a)),
+                                   _mm_load_si128((const __m128i *)b), 1);
+}
+
+/* sum over k < 8 (resp. 4) of the 4-byte dots of u[k] and the broadcast a[4k..4k+3] */
+static ALWAYS_INLINE __m512i dot8_512(const __m512i *u, const int32_t *a)
+{
+    __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[0], _mm512_set1_epi32(a[0]));
+    __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[1], _mm512_set1_epi32(a[1]));
+    for (int k = 2; k < 8; k += 2) {
+        s0 = _mm512_dpbusd_epi32(s0, u[k], _mm512_set1_epi32(a[k]));
+        s1 = _mm512_dpbusd_epi32(s1, u[k + 1], _mm512_set1_epi32(a[k + 1]));
+    }
+    return _mm512_add_epi32(s0, s1);
+}
+
+static ALWAYS_INLINE __m512i dot4_512(const __m512i *u, const int32_t *a)
+{
+    __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[0], _mm512_set1_epi32(a[0]));
+    __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[1], _mm512_set1_epi32(a[1]));
+    s0 = _mm512_dpbusd_epi32(s0, u[2], _mm512_set1_epi32(a[2]));
+    s1 = _mm512_dpbusd_epi32(s1, u[3], _mm512_set1_epi32(a[3]));
+    return _mm512_add_epi32(s0, s1);
+}
+
+/* Q4_0, Q4_1, Q5_0 and Q8_0: blocks of 32 with one f32 scale per row (Q4_1: and a min).
+ * kind 0: Q4_0 (nibbles, 8 * sum out), 1: Q4_1, 2: Q5_0 (bytes, 16 * sum out), 3: Q8_0
+ * (bytes ^ 0x80, 128 * sum out). */
+static ALWAYS_INLINE void pair_tile(int kind, int RN, int64_t nb, float *s, size_t bs,
+                                    const uint8_t *wa, const uint8_t *wb, const char *y,
+                                    size_t by, const int32_t *ysum)
+{
+    const size_t gb = kind == 0 ? Q40_GB : kind == 1 ? Q41_GB : kind == 2 ? Q50_GB : Q80_GB;
+    const size_t yb_size = kind == 1 ? sizeof(block_q8_1) : sizeof(block_q8_0);
+    const int qoff = kind == 1 ? 64 : 32;
+    const int32_t offset = kind == 0 ? 8 : kind == 2 ? 16 : 128;
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    __m512 acc[PAIR_TOKENS];
+    for (int c = 0; c < RN; c++)
+        acc[c] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++, wa += gb, wb += gb) {
+        __m512i u[8];
+        if (kind <= 1) {
+            for (int k = 0; k < 4; k++) {
+                const __m512i p = load2(wa + qoff + 32 * k, wb + qoff + 32 * k);
+                u[k] = _mm512_and_si512(p, m4);
+                u[k + 4] = _mm512_and_si512(_mm512_srli_epi16(p, 4), m4);
+            }
+        } else {
+            for (int k = 0; k < 8; k++) {
+                u[k] = load2(wa + 32 + 32 * k, wb + 32 + 32 * k);
+                if (kind == 3)
+                    u[k] = _mm512_xor_si512(u[k], bias);
+            }
+        }
+        const __m512 dw = load2_ps(wa, wb);
+        for (int c = 0; c < RN; c++) {
+            const char *yb = y + c * by + (size_t)i * yb_size;
+            __m512i s32 = dot8_512(u, (const int32_t *)(yb + (kind == 1 ? 4 : 2)));
+            if (kind != 1)
+                s32 = _mm512_sub_epi32(s32, _mm512_set1_epi32(offset * ysum[c * nb + i]));
+            const __m512 da = _mm512_set1_ps(_cvtsh_ss(*(const uint16_t *)yb));
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s32), _mm512_mul_ps(dw, da), acc[c]);
+            if (kind == 1) {
+                const __m512 mw = load2_ps(wa + 32, wb + 32);
+                const __m512 sa = _mm512_set1_ps(_cvtsh_ss(*(const uint16_t *)(yb + 2)));
+                acc[c] = _mm512_fmadd_ps(mw, sa, acc[c]);
+            }
+        }
+    }
+    for (int c = 0; c < RN; c++)
+        _mm512_storeu_ps(s + c * bs, acc[c]);
+}
+
+/* Q4_K: per group of 32 the exact dot times the row's 6-bit scale (vpmulld; the scales
+ * are stored twice per row, so the 16-bit pair s | s << 8 masked gives it), the mins
+ * through the activation's group sums once per super-block, as in group_tile_q4_K. */
+static ALWAYS_INLINE void pair_tile_q4_K(int RN, int64_t nb, float *s, size_t bs,
+                                         const uint8_t *wa, const uint8_t *wb, const char *y,
+                                         size_t by)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const __m512i lo8 = _mm512_set1_epi32(0xff);
+    __m512 acc[PAIR_TOKENS];
+    for (int c = 0; c < RN; c++)
+        acc[c] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++, wa += Q4K_GB, wb += Q4K_GB) {
+        const block_q8_K *yb[PAIR_TOKENS];
+        __m512i isum[PAIR_TOKENS];
+        for (int c = 0; c < RN; c++) {
+            yb[c] = (const block_q8_K *)(y + c * by) + i;
+            isum[c] = _mm512_setzero_si512();
+        }
+        for (int g = 0; g < 8; g++) {
+            __m512i v[8];
+            for (int k = 0; k < 4; k++) {
+                const __m512i p = load2(wa + 256 + 128 * g + 32 * k, wb + 256 + 128 * g + 32 * k);
+                v[k] = _mm512_and_si512(p, m4);
+                v[k + 4] = _mm512_and_si512(_mm512_srli_epi16(p, 4), m4);
+            }
+            const __m512i sc = _mm512_and_si512(
+                _mm512_cvtepu16_epi32(load2_128(wa + 64 + 16 * g, wb + 64 + 16 * g)), lo8);
+            for (int c = 0; c < RN; c++) {
+                const __m512i d = dot8_512(v, (const int32_t *)(yb[c]->qs + 32 * g));
+                isum[c] = _mm512_add_epi32(isum[c], _mm512_mullo_epi32(d, sc));
+            }
+        }
+        const __m512 dw = load2_ps(wa, wb);
+        const __m512 mw = load2_ps(wa + 32, wb + 32);
+        __m512i mp[4];
+        for (int p = 0; p < 4; p++)
+            mp[p] = _mm512_cvtepu8_epi16(load2_128(wa + 192 + 16 * p, wb + 192 + 16 * p));
+        for (int c = 0; c < RN; c++) {
+            /* sums of the activation's groups of 32 from its sums of 16 */
+            const __m256i b16 = _mm256_loadu_si256((const __m256i *)yb[c]->bsums);
+            const __m128i b = _mm_hadd_epi16(_mm256_castsi256_si128(b16),
+                                             _mm256_extracti128_si256(b16, 1));
+            int32_t bp[4];
+            _mm_storeu_si128((__m128i *)bp, b);
+            __m512i msum = _mm512_setzero_si512();
+            for (int p = 0; p < 4; p++)
+                msum = _mm512_add_epi32(msum, _mm512_madd_epi16(mp[p], _mm512_set1_epi32(bp[p])));
+            const __m512 dy = _mm512_set1_ps(yb[c]->d);
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[c]), _mm512_mul_ps(dw, dy), acc[c]);
+            acc[c] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(mw, dy), acc[c]);
+        }
+    }
+    for (int c = 0; c < RN; c++)
+        _mm512_storeu_ps(s + c * bs, acc[c]);
+}
+
+/* Q6_K: per 16 elements (dot - 32 * activation sum) times the row's int8 scale, summed
+ * exactly: the same integer as group_tile_q6_K's isum - 32 * offs. */
+static ALWAYS_INLINE void pair_tile_q6_K(int RN, int64_t nb, float *s, size_t bs,
+                                         const uint8_t *wa, const uint8_t *wb, const char *y,
+                                         size_t by)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const __m512i m3 = _mm512_set1_epi8(0x30);
+    __m512 acc[PAIR_TOKENS];
+    for (int c = 0; c < RN; c++)
+        acc[c] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++, wa += Q6K_GB, wb += Q6K_GB) {
+        const block_q8_K *yb[PAIR_TOKENS];
+        __m512i isum[PAIR_TOKENS];
+        for (int c = 0; c < RN; c++) {
+            yb[c] = (const block_q8_K *)(y + c * by) + i;
+            isum[c] = _mm512_setzero_si512();
+        }
+        for (int blk = 0; blk < 8; blk++) {
+            const uint8_t *qa = wa + 288 + 192 * blk, *qb = wb + 288 + 192 * blk;
+            const __m512i h0 = load2(qa + 128, qb + 128);
+            const __m512i h1 = load2(qa + 160, qb + 160);
+            __m512i v[8];
+            for (int k = 0; k < 4; k++) {
+                const __m512i p = load2(qa + 32 * k, qb + 32 * k);
+                const __m512i hi0 = k < 2 ? _mm512_slli_epi16(h0, 4 - 2 * k)
+                                          : _mm512_srli_epi16(h0, 2 * k - 4);
+                const __m512i hi1 = k < 2 ? _mm512_slli_epi16(h1, 4 - 2 * k)
+                                          : _mm512_srli_epi16(h1, 2 * k - 4);
+                v[k] = _mm512_or_si512(_mm512_and_si512(p, m4), _mm512_and_si512(hi0, m3));
+                v[k + 4] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(p, 4), m4),
+                                           _mm512_and_si512(hi1, m3));
+            }
+            /* int8 scales stored twice: the int16 pair s << 8 | (uint8)s, shifted down */
+            const __m512i sc0 = _mm512_srai_epi32(
+                _mm512_cvtepi16_epi32(load2_128(wa + 32 + 32 * blk, wb + 32 + 32 * blk)), 8);
+            const __m512i sc1 = _mm512_srai_epi32(
+                _mm512_cvtepi16_epi32(load2_128(wa + 48 + 32 * blk, wb + 48 + 32 * blk)), 8);
+            for (int c = 0; c < RN; c++) {
+                const int32_t *a = (const int32_t *)(yb[c]->qs + 32 * blk);
+                const int16_t *bsum = yb[c]->bsums + 2 * blk;
+                const __m512i d0 =
+                    _mm512_sub_epi32(dot4_512(v, a), _mm512_set1_epi32(32 * bsum[0]));
+                const __m512i d1 =
+                    _mm512_sub_epi32(dot4_512(v + 4, a + 4), _mm512_set1_epi32(32 * bsum[1]));
+                isum[c] = _mm512_add_epi32(
+                    isum[c], _mm512_add_epi32(_mm512_mullo_epi32(d0, sc0),
+                                              _mm512_mullo_epi32(d1, sc1)));
+            }
+        }
+        const __m512 dw = load2_ps(wa, wb);
+        for (int c = 0; c < RN; c++)
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[c]),
+                                     _mm512_mul_ps(dw, _mm512_set1_ps(yb[c]->d)), acc[c]);
+    }
+    for (int c = 0; c < RN; c++)
+        _mm512_storeu_ps(s + c * bs, acc[c]);
+}
+
+#define PAIR_Q4_0(RN, s_, a_, b_, y_, ysum_) pair_tile(0, RN, nb, s_, bs, a_, b_, y_, by, ysum_)
+#define PAIR_Q4_1(RN, s_, a_, b_, y_, ysum_) pair_tile(1, RN, nb, s_, bs, a_, b_, y_, by, ysum_)
+#define PAIR_Q5_0(RN, s_, a_, b_, y_, ysum_) pair_tile(2, RN, nb, s_, bs, a_, b_, y_, by, ysum_)
+#define PAIR_Q8_0(RN, s_, a_, b_, y_, ysum_) pair_tile(3, RN, nb, s_, bs, a_, b_, y_, by, ysum_)
+#define PAIR_Q4_K(RN, s_, a_, b_, y_, ysum_) pair_tile_q4_K(RN, nb / 8, s_, bs, a_, b_, y_, by)
+#define PAIR_Q6_K(RN, s_, a_, b_, y_, ysum_) pair_tile_q6_K(RN, nb / 8, s_, bs, a_, b_, y_, by)
+
+/* pairs of groups in tiles of PAIR_TOKENS tokens, the rest of the tokens in one smaller
+ * tile; RN is a constant in every instance */
+#define PAIR_CASE(RN_, PAIR)                                                                \
+    case RN_:                                                                               \
+        PAIR(RN_, sg + c * bs, wa, wa + gstride, (const char *)y + c * by,                  \
+             ysum ? ysum + c * nb : NULL);                                                  \
+        break;
+#define PAIRS(PAIR)                                                                         \
+    for (; g + 2 <= n_groups; g += 2) {                                                     \
+        const uint8_t *wa = (const uint8_t *)w + g * gstride;                               \
+        float *sg = s + g * REPACK_ROWS;                                                    \
+        int64_t c = 0;                                                                      \
+        for (; c + PAIR_TOKENS <= nc; c += PAIR_TOKENS)                                     \
+            PAIR(PAIR_TOKENS, sg + c * bs, wa, wa + gstride, (const char *)y + c * by,      \
+                 ysum ? ysum + c * nb : NULL);                                              \
+        switch (nc - c) {                                                                   \
+            PAIR_CASE(7, PAIR)                                                              \
+            PAIR_CASE(6, PAIR)                                                              \
+            PAIR_CASE(5, PAIR)                                                              \
+            PAIR_CASE(4, PAIR)                                                              \
+            PAIR_CASE(3, PAIR)                                                              \
+            PAIR_CASE(2, PAIR)                                                              \
+            PAIR_CASE(1, PAIR)                                                              \
+        default:                                                                            \
+            break;                                                                          \
+        }                                                                                   \
+    }
+#endif
+
 #define TILE_Q6_K(RN, s_, w_, y_, ysum_) group_tile_q6_K(RN, nb / 8, s_, bs, w_, y_, by)
 #define TILE_Q4_K(RN, s_, w_, y_, ysum_) group_tile_q4_K(RN, nb / 8, s_, bs, w_, y_, by)
 #define TILE_Q8_0(RN, s_, w_, y_, ysum_) group_tile_q8_0(RN, nb, s_, bs, w_, y_, by, ysum_)
@@ -517,14 +771,26 @@ static ALWAYS_INLINE void group_tile_q6_K(int RN, int64_t nb, float *s, size_t b
 #define TILE_Q4_1(RN, s_, w_, y_, ysum_) group_tile(1, RN, nb, s_, bs, w_, y_, by, ysum_)
 #define TILE_Q5_0(RN, s_, w_, y_, ysum_) group_tile_q5_0(RN, nb, s_, bs, w_, y_, by, ysum_)
 
-#define GEMM(name, TILE)                                                                    \
+#ifdef LLM_REPACK_VNNI
+/* one token alone keeps the 256-bit tile (its prefetch streams the weights) */
+#define PAIRS_OF(PAIR)                                                                      \
+    if (nc > 1) {                                                                           \
+        PAIRS(PAIR)                                                                         \
+    }
+#else
+#define PAIRS_OF(PAIR)
+#endif
+
+#define GEMM(name, TILE, PAIR)                                                                \
     static void name(int64_t k, float *s, size_t bs, const void *w, size_t gstride,        \
                      int64_t n_groups, const void *y, size_t by, const int32_t *ysum,      \
                      int64_t nc)                                                            \
     {                                                                                       \
         const int64_t nb = k / 32;                                                          \
+        int64_t g = 0;                                                                      \
         (void)ysum;                                                                         \
-        for (int64_t g = 0; g < n_groups; g++) {                                            \
+        PAIRS_OF(PAIR)                                                                      \
+        for (; g < n_groups; g++) {                                                         \
             const uint8_t *wg = (const uint8_t *)w + g * gstride;                           \
             float *sg = s + g * REPACK_ROWS;                                                \
             int64_t c = 0;                                                                  \
@@ -547,12 +813,12 @@ static ALWAYS_INLINE void group_tile_q6_K(int RN, int64_t nb, float *s, size_t b
         }                                                                                   \
     }
 
-GEMM(gemm_q4_0_x8, TILE_Q4_0)
-GEMM(gemm_q4_1_x8, TILE_Q4_1)
-GEMM(gemm_q5_0_x8, TILE_Q5_0)
-GEMM(gemm_q8_0_x8, TILE_Q8_0)
-GEMM(gemm_q4_K_x8, TILE_Q4_K)
-GEMM(gemm_q6_K_x8, TILE_Q6_K)
+GEMM(gemm_q4_0_x8, TILE_Q4_0, PAIR_Q4_0)
+GEMM(gemm_q4_1_x8, TILE_Q4_1, PAIR_Q4_1)
+GEMM(gemm_q5_0_x8, TILE_Q5_0, PAIR_Q5_0)
+GEMM(gemm_q8_0_x8, TILE_Q8_0, PAIR_Q8_0)
+GEMM(gemm_q4_K_x8, TILE_Q4_K, PAIR_Q4_K)
+GEMM(gemm_q6_K_x8, TILE_Q6_K, PAIR_Q6_K)
 
 static const llm_repack_traits q4_0_x8 = {llm__repack_q4_0_bytes, llm__repack_q4_0_pack, gemm_q4_0_x8, 1};
 static const llm_repack_traits q4_1_x8 = {llm__repack_q4_1_bytes, llm__repack_q4_1_pack, gemm_q4_1_x8, 0};
@@ -572,13 +838,7 @@ const llm_repack_traits *REPACK_TRAITS_FN(uint32_t dtype)
     case LLM_DT_Q4_1: return &q4_1_x8;
     case LLM_DT_Q5_0: return &q5_0_x8;
     case LLM_DT_Q8_0: return &q8_0_x8;
-#ifdef LLM_REPACK_VNNI
-    /* with VNNI the per-row scales of Q4_K's groups of 32 would take a vpmulld per group;
-     * that measured slower than the AVX2 kernel, which cpu.c falls back to */
-    case LLM_DT_Q4_K: (void)q4_K_x8; return NULL;
-#else
     case LLM_DT_Q4_K: return &q4_K_x8;
-#endif
     case LLM_DT_Q6_K: return &q6_K_x8;
     default: return NULL;
     }
