@@ -235,7 +235,7 @@ typedef struct matmul_job {
     llm_from_float_fn quant;
     const cpu_weight *cw; /* repacked weight, or NULL */
     int32_t *xsum;      /* activation block sums (repacked kernels that need them) */
-    int64_t chunk;      /* rows per chunk, a multiple of 8 */
+    int64_t chunk;      /* rows per chunk, a multiple of 16 */
     int64_t own;        /* chunks each thread takes first without the atomic (see below) */
     atomic_long next;   /* next row chunk to take */
 } matmul_job;
@@ -319,20 +319,21 @@ static void cpu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor 
     matmul_job j = {.y = y, .ldy = ldy, .w = w, .x = x, .ldx = ldx, .n = n, .dot = tr->vec_dot,
                     .gemm = n >= 2 ? tr->gemm : NULL, .cw = w->extra};
     /* A chunk's rows all meet one tile of activations while it sits in L1: larger chunks
-     * for prompts reuse it more, as long as every thread still gets about four chunks. */
+     * for prompts reuse it more, as long as every thread still gets about four chunks.
+     * Chunks are whole pairs of 8-row groups (the AVX-512 kernels take two at once). */
     j.chunk = ROWS_PER_CHUNK;
     if (n < 8) {
         /* few tokens: each chunk costs an atomic on a line both cores write; a large
          * matrix (an output matrix of 262144 rows) in about 16 chunks per thread instead
          * of 16 rows each (perf: the atomic was 5-7% of Gemma 3's generation) */
-        const int64_t per = w->ne[1] / (16 * llm__pool_size(be->pool)) / 8 * 8;
+        const int64_t per = w->ne[1] / (16 * llm__pool_size(be->pool)) / 16 * 16;
         j.chunk = per > ROWS_PER_CHUNK ? per : ROWS_PER_CHUNK;
         /* three quarters of the chunks handed out in advance, the rest through the
          * counter (perf: its atomic was 3.4% of SmolLM2's generation) */
         const int64_t chunks = (w->ne[1] + j.chunk - 1) / j.chunk;
         j.own = chunks * 3 / 4 / llm__pool_size(be->pool);
     } else {
-        const int64_t per = w->ne[1] / (4 * llm__pool_size(be->pool)) / 8 * 8;
+        const int64_t per = w->ne[1] / (4 * llm__pool_size(be->pool)) / 16 * 16;
         j.chunk = per > 64 ? 64 : per > ROWS_PER_CHUNK ? per : ROWS_PER_CHUNK;
     }
     atomic_init(&j.next, j.own * llm__pool_size(be->pool) * j.chunk);

@@ -519,7 +519,10 @@ static ALWAYS_INLINE void group_tile_q6_K(int RN, int64_t nb, float *s, size_t b
  * 4 tokens and 8 rows). The layout stays the 8-row one; each half is loaded from its group.
  * Per lane the integer sums are the same exact values and the float steps the same
  * operations in the same order as in the 256-bit tiles, so a row's result is bit-identical
- * whichever kernel computes it (one token alone takes the 256-bit tile with prefetch). */
+ * whichever kernel computes it. A group without a neighbour (an odd count) takes the 256-bit
+ * tiles. One token (generation) prefetches both groups' weights as group_tile does: in
+ * 512-bit registers it runs about a quarter faster than in 256-bit ones on the 2-core
+ * Xeon of docs/perf/cpu.md, half the instructions per weight byte. */
 #define PAIR_TOKENS 8
 
 static ALWAYS_INLINE __m512i load2(const uint8_t *a, const uint8_t *b)
@@ -579,6 +582,11 @@ static ALWAYS_INLINE void pair_tile(int kind, int RN, int64_t nb, float *s, size
     for (int c = 0; c < RN; c++)
         acc[c] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i++, wa += gb, wb += gb) {
+        if (RN == 1)
+            for (size_t l = 0; l < gb; l += 64) {
+                _mm_prefetch((const char *)wa + PF_DIST + l, _MM_HINT_T0);
+                _mm_prefetch((const char *)wb + PF_DIST + l, _MM_HINT_T0);
+            }
         __m512i u[8];
         if (kind <= 1) {
             for (int k = 0; k < 4; k++) {
@@ -632,6 +640,11 @@ static ALWAYS_INLINE void pair_tile_q4_K(int RN, int64_t nb, float *s, size_t bs
             isum[c] = _mm512_setzero_si512();
         }
         for (int g = 0; g < 8; g++) {
+            if (RN == 1)
+                for (int l = 0; l < 128; l += 64) {
+                    _mm_prefetch((const char *)wa + 256 + 128 * g + PF_DIST + l, _MM_HINT_T0);
+                    _mm_prefetch((const char *)wb + 256 + 128 * g + PF_DIST + l, _MM_HINT_T0);
+                }
             __m512i v[8];
             for (int k = 0; k < 4; k++) {
                 const __m512i p = load2(wa + 256 + 128 * g + 32 * k, wb + 256 + 128 * g + 32 * k);
@@ -689,6 +702,11 @@ static ALWAYS_INLINE void pair_tile_q6_K(int RN, int64_t nb, float *s, size_t bs
         }
         for (int blk = 0; blk < 8; blk++) {
             const uint8_t *qa = wa + 288 + 192 * blk, *qb = wb + 288 + 192 * blk;
+            if (RN == 1)
+                for (int l = 0; l < 192; l += 64) {
+                    _mm_prefetch((const char *)qa + PF_DIST + l, _MM_HINT_T0);
+                    _mm_prefetch((const char *)qb + PF_DIST + l, _MM_HINT_T0);
+                }
             const __m512i h0 = load2(qa + 128, qb + 128);
             const __m512i h1 = load2(qa + 160, qb + 160);
             __m512i v[8];
@@ -772,11 +790,7 @@ static ALWAYS_INLINE void pair_tile_q6_K(int RN, int64_t nb, float *s, size_t bs
 #define TILE_Q5_0(RN, s_, w_, y_, ysum_) group_tile_q5_0(RN, nb, s_, bs, w_, y_, by, ysum_)
 
 #ifdef LLM_REPACK_VNNI
-/* one token alone keeps the 256-bit tile (its prefetch streams the weights) */
-#define PAIRS_OF(PAIR)                                                                      \
-    if (nc > 1) {                                                                           \
-        PAIRS(PAIR)                                                                         \
-    }
+#define PAIRS_OF(PAIR) PAIRS(PAIR)
 #else
 #define PAIRS_OF(PAIR)
 #endif

@@ -299,6 +299,85 @@ static void test_attention(void)
     }
 }
 
+/* The small ops split over the pool above a size (cpu.c, PAR_MIN_ELEMS): the same bits as
+ * the same op called on pieces small enough for one thread; GELU equal bit for bit to its
+ * f16-table formula (llama.cpp's). */
+static float gelu_f16_expected(float x)
+{
+    if (x <= -10.0f)
+        return 0.0f;
+    if (x >= 10.0f)
+        return x;
+    const float h = llm__f16_to_f32(llm__f32_to_f16(x));
+    const float g = 0.5f * h * (1.0f + tanhf(0.7978845608028654f * h * (1.0f + 0.044715f * h * h)));
+    return llm__f16_to_f32(llm__f32_to_f16(g));
+}
+
+static void test_small_ops_split(void)
+{
+    const int64_t rows = 64, dim = 576, n = rows * dim, piece = 1000;
+    float *x = rand_buf(n, -12, 12), *u = rand_buf(n, -2, 2), *w = rand_buf(dim, 0.5f, 1.5f);
+    float *y = poisoned(n), *y1 = poisoned(n);
+    const size_t bytes = (size_t)n * sizeof(float);
+    llm_tensor wt = {.dtype = LLM_DT_F32, .ne = {dim, 1}, .row_bytes = (size_t)dim * 4, .data = w};
+    ops->rms_norm(be, y, x, &wt, rows, dim, 1e-6f);
+    for (int64_t r = 0; r < rows; r++)
+        ops->rms_norm(be, y1 + r * dim, x + r * dim, &wt, 1, dim, 1e-6f);
+    CHECK_MSG(memcmp(y, y1, bytes) == 0, "rms_norm: split differs");
+    const int acts[2] = {LLM_ACT_SILU, LLM_ACT_GELU_TANH};
+    for (int a = 0; a < 2; a++) {
+        ops->glu(be, y, x, u, n, acts[a]);
+        for (int64_t i = 0; i < n; i += piece)
+            ops->glu(be, y1 + i, x + i, u + i, n - i < piece ? n - i : piece, acts[a]);
+        CHECK_MSG(memcmp(y, y1, bytes) == 0, "glu %d: split differs", acts[a]);
+    }
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++)
+        bad += y[i] != gelu_f16_expected(x[i]) * u[i];
+    CHECK_MSG(bad == 0, "gelu: %lld of %lld differ from the f16 table", (long long)bad,
+              (long long)n);
+    ops->add(be, y, x, u, n);
+    for (int64_t i = 0; i < n; i += piece)
+        ops->add(be, y1 + i, x + i, u + i, n - i < piece ? n - i : piece);
+    CHECK(memcmp(y, y1, bytes) == 0);
+    ops->scale(be, y, x, 0.3f, n);
+    for (int64_t i = 0; i < n; i += piece)
+        ops->scale(be, y1 + i, x + i, 0.3f, n - i < piece ? n - i : piece);
+    CHECK(memcmp(y, y1, bytes) == 0);
+    ops->softcap(be, y, x, 30.0f, n);
+    for (int64_t i = 0; i < n; i += piece)
+        ops->softcap(be, y1 + i, x + i, 30.0f, n - i < piece ? n - i : piece);
+    CHECK(memcmp(y, y1, bytes) == 0);
+    /* rope: 64 tokens of 9 heads of 64 */
+    int32_t pos[64];
+    for (int t = 0; t < 64; t++)
+        pos[t] = (int32_t)(test_rand_u64(&rng) % 8192);
+    for (int mode = 0; mode < 2; mode++) {
+        const int m = mode ? LLM_ROPE_NEOX : LLM_ROPE_NORM;
+        memcpy(y, x, bytes);
+        memcpy(y1, x, bytes);
+        ops->rope(be, y, rows, 9, 64, 64, pos, 10000.0f, 1.0f, NULL, m);
+        for (int64_t t = 0; t < rows; t++)
+            ops->rope(be, y1 + t * dim, 1, 9, 64, 64, pos + t, 10000.0f, 1.0f, NULL, m);
+        CHECK_MSG(memcmp(y, y1, bytes) == 0, "rope mode %d: split differs", m);
+    }
+    /* KV write: 64 tokens of 2 x 4 x 64 values into shuffled slots */
+    llm_kv_layer kv = {.dtype = LLM_DT_F16, .n_head_kv = 4, .head_dim = 64};
+    const size_t kvb = (size_t)rows * 256 * sizeof(llm_f16);
+    void *ka = malloc(kvb), *va = malloc(kvb), *kb = malloc(kvb), *vb = malloc(kvb);
+    int32_t slots[64];
+    for (int t = 0; t < 64; t++)
+        slots[t] = (t * 37) % 64;
+    kv.k = ka, kv.v = va;
+    ops->kv_write(be, &kv, x, u, slots, rows);
+    kv.k = kb, kv.v = vb;
+    for (int t = 0; t < 64; t++)
+        ops->kv_write(be, &kv, x + t * 256, u + t * 256, slots + t, 1);
+    CHECK(memcmp(ka, kb, kvb) == 0 && memcmp(va, vb, kvb) == 0);
+    free(ka), free(va), free(kb), free(vb);
+    free(x), free(u), free(w), free(y), free(y1);
+}
+
 /* The repacked weights (8 interleaved rows, repack.h) against the scalar reference vec_dot
  * of every (row, token) pair on the same quantised activations, and the batching property:
  * a token's outputs are bit-identical whether it is computed alone or among others. */
@@ -485,6 +564,7 @@ int main(void)
     TEST_RUN(test_rope);
     TEST_RUN(test_glu_add_scale);
     TEST_RUN(test_top_k);
+    TEST_RUN(test_small_ops_split);
     const char *prev = NULL;
     for (size_t l = 0; isa_next(&l, &prev); l++) {
         TEST_RUN(test_matmul);
