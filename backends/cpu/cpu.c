@@ -24,6 +24,8 @@ struct llm_backend {
     size_t xq_cap;
     int32_t *xsum;
     size_t xsum_cap;
+    int32_t *xaux; /* what the repacked kernel's fill_aux derives from the activations */
+    size_t xaux_cap;
     llm_status err;
 };
 
@@ -59,6 +61,7 @@ static void cpu_destroy(llm_backend *be)
     llm__pool_destroy(be->pool);
     free(be->xq);
     free(be->xsum);
+    free(be->xaux);
     llm__free(be);
 }
 
@@ -235,6 +238,7 @@ typedef struct matmul_job {
     llm_from_float_fn quant;
     const cpu_weight *cw; /* repacked weight, or NULL */
     int32_t *xsum;      /* activation block sums (repacked kernels that need them) */
+    int32_t *xaux;      /* the repacked kernel's fill_aux of each activation row, or NULL */
     int64_t chunk;      /* rows per chunk, a multiple of 16 */
     int64_t own;        /* chunks each thread takes first without the atomic (see below) */
     atomic_long next;   /* next row chunk to take */
@@ -248,6 +252,9 @@ static void quantize_rows(void *arg, int ith, int nth)
         j->quant(j->x + r * j->ldx, (char *)j->xq + (size_t)r * j->xq_row, j->w->ne[0]);
         if (j->xsum)
             llm__q8_0_block_sums((char *)j->xq + (size_t)r * j->xq_row, nb, j->xsum + r * nb);
+        if (j->xaux)
+            j->cw->tr->fill_aux((char *)j->xq + (size_t)r * j->xq_row, j->w->ne[0],
+                                j->xaux + r * REPACK_AUX_PER_BLOCK * nb);
     }
 }
 
@@ -268,7 +275,8 @@ static void matmul_chunk(const matmul_job *j, int64_t r0, int64_t r1)
                                                             j->cw->group_bytes,
                             j->cw->group_bytes, (r1 - r0) / REPACK_ROWS,
                             (const char *)j->xq + (size_t)t0 * j->xq_row, j->xq_row,
-                            j->xsum ? j->xsum + t0 * nb : NULL, t1 - t0);
+                            j->xsum ? j->xsum + t0 * nb : NULL,
+                            j->xaux ? j->xaux + t0 * REPACK_AUX_PER_BLOCK * nb : NULL, t1 - t0);
         }
         return;
     }
@@ -355,6 +363,15 @@ static void cpu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor 
                 return;
             }
             j.xsum = be->xsum;
+        }
+        if (j.cw && j.cw->tr->fill_aux) {
+            const size_t need =
+                (size_t)n * (size_t)(REPACK_AUX_PER_BLOCK * w->ne[0] / 32) * sizeof(int32_t);
+            if (!ensure_buf((void **)&be->xaux, &be->xaux_cap, need)) {
+                be->err = llm__fail(LLM_ERR_NO_MEMORY, "cpu backend: out of memory in matmul");
+                return;
+            }
+            j.xaux = be->xaux;
         }
         if (n * w->ne[0] < 65536)
             quantize_rows(&j, 0, 1);

@@ -24,10 +24,14 @@
 
 /* s[c * bs + r] = dot(row r, activation row c) for r < 8 * n_groups, c < nc. The groups lie
  * gstride bytes apart from w; activation row c at y + c * by, its block sums (Q4_0 only) at
- * ysum + c * nbk (nbk = k / 32). */
+ * ysum + c * nbk (nbk = k / 32), what the traits' fill_aux derived from it (if they have one)
+ * at aux + c * REPACK_AUX_PER_BLOCK * nbk. */
 typedef void (*llm_repack_gemm_fn)(int64_t k, float *s, size_t bs, const void *w,
                                    size_t gstride, int64_t n_groups, const void *y, size_t by,
-                                   const int32_t *ysum, int64_t nc);
+                                   const int32_t *ysum, const int32_t *aux, int64_t nc);
+
+/* int32 per activation block of 32 that fill_aux may write */
+#define REPACK_AUX_PER_BLOCK 2
 
 typedef struct llm_repack_traits {
     /* bytes of one group of 8 rows of k elements */
@@ -36,6 +40,10 @@ typedef struct llm_repack_traits {
     void (*pack)(void *dst, const void *src, size_t row_bytes, int64_t k);
     llm_repack_gemm_fn gemm;
     int needs_ysum; /* the kernel reads the activation blocks' integer sums */
+    /* NULL, or what the kernel reads besides the activation row, derived from it once per
+     * matmul (k elements in the vec_dot type -> REPACK_AUX_PER_BLOCK * k / 32 int32):
+     * scales as f32 bits, sums times the weight type's offset, ready to broadcast */
+    void (*fill_aux)(const void *row, int64_t k, int32_t *aux);
 } llm_repack_traits;
 
 /* The AVX2 kernels for a weight dtype, or NULL; call only on a CPU with AVX2, FMA and

@@ -523,7 +523,9 @@ static ALWAYS_INLINE void group_tile_q6_K(int RN, int64_t nb, float *s, size_t b
  * tiles. One token (generation) prefetches both groups' weights as group_tile does: in
  * 512-bit registers it runs about a quarter faster than in 256-bit ones on the 2-core
  * Xeon of docs/perf/cpu.md, half the instructions per weight byte. */
+#ifndef PAIR_TOKENS
 #define PAIR_TOKENS 8
+#endif
 
 static ALWAYS_INLINE __m512i load2(const uint8_t *a, const uint8_t *b)
 {
@@ -565,17 +567,68 @@ static ALWAYS_INLINE __m512i dot4_512(const __m512i *u, const int32_t *a)
     return _mm512_add_epi32(s0, s1);
 }
 
+/* What the pair kernels read per activation block besides its quants (fill_aux, once per
+ * matmul): broadcast from memory they cost no vector-port work, where converting an f16
+ * scale and scaling a sum per block and token took vector instructions beside the eight
+ * products (kernel alone, in cache, on the 2-core Xeon: Q4_0 +14%, Q6_K +12%).
+ *  - Q8_0 blocks (Q4_0, Q5_0, Q8_0 weights): -offset * sum of the quants, then d as f32;
+ *    the sum starts the block's dot chain, so the offset costs nothing.
+ *  - Q8_1 blocks (Q4_1): d and s as f32.
+ *  - Q8_K for Q6_K: per super-block -32 * each of its 16 sums of 16, each starting its
+ *    half-block's dot chain.
+ * Q4_K has none: its mins' sums from the aux measured no faster than forming them in the
+ * kernel (the 2-core Xeon, docs/perf/cpu.md). */
+static ALWAYS_INLINE int32_t f32_bits(float f)
+{
+    int32_t i;
+    memcpy(&i, &f, sizeof i);
+    return i;
+}
+
+static ALWAYS_INLINE void aux_q8_0(const void *row, int64_t k, int32_t *aux, int32_t offset)
+{
+    const block_q8_0 *b = row;
+    for (int64_t i = 0; i < k / 32; i++) {
+        int32_t sum = 0;
+        for (int j = 0; j < 32; j++)
+            sum += b[i].qs[j];
+        aux[2 * i] = -offset * sum;
+        aux[2 * i + 1] = f32_bits(_cvtsh_ss(b[i].d));
+    }
+}
+
+static void aux_q4_0(const void *row, int64_t k, int32_t *aux) { aux_q8_0(row, k, aux, 8); }
+static void aux_q5_0(const void *row, int64_t k, int32_t *aux) { aux_q8_0(row, k, aux, 16); }
+static void aux_q8_0_u(const void *row, int64_t k, int32_t *aux) { aux_q8_0(row, k, aux, 128); }
+
+static void aux_q4_1(const void *row, int64_t k, int32_t *aux)
+{
+    const block_q8_1 *b = row;
+    for (int64_t i = 0; i < k / 32; i++) {
+        aux[2 * i] = f32_bits(_cvtsh_ss(b[i].d));
+        aux[2 * i + 1] = f32_bits(_cvtsh_ss(b[i].s));
+    }
+}
+
+static void aux_q6_K(const void *row, int64_t k, int32_t *aux)
+{
+    const block_q8_K *b = row;
+    for (int64_t i = 0; i < k / QK_K; i++, aux += 16)
+        for (int j = 0; j < 16; j++)
+            aux[j] = -32 * b[i].bsums[j];
+}
+
 /* Q4_0, Q4_1, Q5_0 and Q8_0: blocks of 32 with one f32 scale per row (Q4_1: and a min).
  * kind 0: Q4_0 (nibbles, 8 * sum out), 1: Q4_1, 2: Q5_0 (bytes, 16 * sum out), 3: Q8_0
- * (bytes ^ 0x80, 128 * sum out). */
+ * (bytes ^ 0x80, 128 * sum out). Integer sums are exact, so their order does not matter. */
 static ALWAYS_INLINE void pair_tile(int kind, int RN, int64_t nb, float *s, size_t bs,
                                     const uint8_t *wa, const uint8_t *wb, const char *y,
-                                    size_t by, const int32_t *ysum)
+                                    size_t by, const int32_t *aux)
 {
     const size_t gb = kind == 0 ? Q40_GB : kind == 1 ? Q41_GB : kind == 2 ? Q50_GB : Q80_GB;
     const size_t yb_size = kind == 1 ? sizeof(block_q8_1) : sizeof(block_q8_0);
     const int qoff = kind == 1 ? 64 : 32;
-    const int32_t offset = kind == 0 ? 8 : kind == 2 ? 16 : 128;
+    const int64_t as = REPACK_AUX_PER_BLOCK * nb; /* a token's aux */
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     const __m512i bias = _mm512_set1_epi8((char)0x80);
     __m512 acc[PAIR_TOKENS];
@@ -603,15 +656,21 @@ static ALWAYS_INLINE void pair_tile(int kind, int RN, int64_t nb, float *s, size
         }
         const __m512 dw = load2_ps(wa, wb);
         for (int c = 0; c < RN; c++) {
-            const char *yb = y + c * by + (size_t)i * yb_size;
-            __m512i s32 = dot8_512(u, (const int32_t *)(yb + (kind == 1 ? 4 : 2)));
-            if (kind != 1)
-                s32 = _mm512_sub_epi32(s32, _mm512_set1_epi32(offset * ysum[c * nb + i]));
-            const __m512 da = _mm512_set1_ps(_cvtsh_ss(*(const uint16_t *)yb));
+            const int32_t *a = (const int32_t *)(y + c * by + (size_t)i * yb_size + (kind == 1 ? 4 : 2));
+            const int32_t *ax = aux + c * as + 2 * i;
+            /* two chains: eight dependent vpdpbusd a token were slower (their latency) */
+            __m512i s0 = kind == 1 ? _mm512_setzero_si512() : _mm512_set1_epi32(ax[0]);
+            __m512i s1 = _mm512_setzero_si512();
+            for (int k = 0; k < 8; k += 2) {
+                s0 = _mm512_dpbusd_epi32(s0, u[k], _mm512_set1_epi32(a[k]));
+                s1 = _mm512_dpbusd_epi32(s1, u[k + 1], _mm512_set1_epi32(a[k + 1]));
+            }
+            const __m512i s32 = _mm512_add_epi32(s0, s1);
+            const __m512 da = _mm512_castsi512_ps(_mm512_set1_epi32(ax[kind == 1 ? 0 : 1]));
             acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s32), _mm512_mul_ps(dw, da), acc[c]);
             if (kind == 1) {
                 const __m512 mw = load2_ps(wa + 32, wb + 32);
-                const __m512 sa = _mm512_set1_ps(_cvtsh_ss(*(const uint16_t *)(yb + 2)));
+                const __m512 sa = _mm512_castsi512_ps(_mm512_set1_epi32(ax[1]));
                 acc[c] = _mm512_fmadd_ps(mw, sa, acc[c]);
             }
         }
@@ -682,14 +741,16 @@ static ALWAYS_INLINE void pair_tile_q4_K(int RN, int64_t nb, float *s, size_t bs
         _mm512_storeu_ps(s + c * bs, acc[c]);
 }
 
-/* Q6_K: per 16 elements (dot - 32 * activation sum) times the row's int8 scale, summed
- * exactly: the same integer as group_tile_q6_K's isum - 32 * offs. */
+/* Q6_K: per 16 elements (dot - 32 * activation sum, the aux starting the chain) times the
+ * row's int8 scale, summed exactly: the same integer as group_tile_q6_K's
+ * isum - 32 * offs. */
 static ALWAYS_INLINE void pair_tile_q6_K(int RN, int64_t nb, float *s, size_t bs,
                                          const uint8_t *wa, const uint8_t *wb, const char *y,
-                                         size_t by)
+                                         size_t by, const int32_t *aux)
 {
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     const __m512i m3 = _mm512_set1_epi8(0x30);
+    const int64_t as = REPACK_AUX_PER_BLOCK * 8 * nb; /* a token's aux */
     __m512 acc[PAIR_TOKENS];
     for (int c = 0; c < RN; c++)
         acc[c] = _mm512_setzero_ps();
@@ -727,11 +788,12 @@ static ALWAYS_INLINE void pair_tile_q6_K(int RN, int64_t nb, float *s, size_t bs
                 _mm512_cvtepi16_epi32(load2_128(wa + 48 + 32 * blk, wb + 48 + 32 * blk)), 8);
             for (int c = 0; c < RN; c++) {
                 const int32_t *a = (const int32_t *)(yb[c]->qs + 32 * blk);
-                const int16_t *bsum = yb[c]->bsums + 2 * blk;
-                const __m512i d0 =
-                    _mm512_sub_epi32(dot4_512(v, a), _mm512_set1_epi32(32 * bsum[0]));
-                const __m512i d1 =
-                    _mm512_sub_epi32(dot4_512(v + 4, a + 4), _mm512_set1_epi32(32 * bsum[1]));
+                const int32_t *ax = aux + c * as + 16 * i + 2 * blk;
+                __m512i d0 = _mm512_set1_epi32(ax[0]), d1 = _mm512_set1_epi32(ax[1]);
+                for (int k = 0; k < 4; k++) {
+                    d0 = _mm512_dpbusd_epi32(d0, v[k], _mm512_set1_epi32(a[k]));
+                    d1 = _mm512_dpbusd_epi32(d1, v[k + 4], _mm512_set1_epi32(a[k + 4]));
+                }
                 isum[c] = _mm512_add_epi32(
                     isum[c], _mm512_add_epi32(_mm512_mullo_epi32(d0, sc0),
                                               _mm512_mullo_epi32(d1, sc1)));
@@ -746,19 +808,20 @@ static ALWAYS_INLINE void pair_tile_q6_K(int RN, int64_t nb, float *s, size_t bs
         _mm512_storeu_ps(s + c * bs, acc[c]);
 }
 
-#define PAIR_Q4_0(RN, s_, a_, b_, y_, ysum_) pair_tile(0, RN, nb, s_, bs, a_, b_, y_, by, ysum_)
-#define PAIR_Q4_1(RN, s_, a_, b_, y_, ysum_) pair_tile(1, RN, nb, s_, bs, a_, b_, y_, by, ysum_)
-#define PAIR_Q5_0(RN, s_, a_, b_, y_, ysum_) pair_tile(2, RN, nb, s_, bs, a_, b_, y_, by, ysum_)
-#define PAIR_Q8_0(RN, s_, a_, b_, y_, ysum_) pair_tile(3, RN, nb, s_, bs, a_, b_, y_, by, ysum_)
-#define PAIR_Q4_K(RN, s_, a_, b_, y_, ysum_) pair_tile_q4_K(RN, nb / 8, s_, bs, a_, b_, y_, by)
-#define PAIR_Q6_K(RN, s_, a_, b_, y_, ysum_) pair_tile_q6_K(RN, nb / 8, s_, bs, a_, b_, y_, by)
+#define PAIR_Q4_0(RN, s_, a_, b_, y_, aux_) pair_tile(0, RN, nb, s_, bs, a_, b_, y_, by, aux_)
+#define PAIR_Q4_1(RN, s_, a_, b_, y_, aux_) pair_tile(1, RN, nb, s_, bs, a_, b_, y_, by, aux_)
+#define PAIR_Q5_0(RN, s_, a_, b_, y_, aux_) pair_tile(2, RN, nb, s_, bs, a_, b_, y_, by, aux_)
+#define PAIR_Q8_0(RN, s_, a_, b_, y_, aux_) pair_tile(3, RN, nb, s_, bs, a_, b_, y_, by, aux_)
+#define PAIR_Q4_K(RN, s_, a_, b_, y_, aux_) pair_tile_q4_K(RN, nb / 8, s_, bs, a_, b_, y_, by)
+#define PAIR_Q6_K(RN, s_, a_, b_, y_, aux_) pair_tile_q6_K(RN, nb / 8, s_, bs, a_, b_, y_, by, aux_)
 
 /* pairs of groups in tiles of PAIR_TOKENS tokens, the rest of the tokens in one smaller
  * tile; RN is a constant in every instance */
 #define PAIR_CASE(RN_, PAIR)                                                                \
     case RN_:                                                                               \
-        PAIR(RN_, sg + c * bs, wa, wa + gstride, (const char *)y + c * by,                  \
-             ysum ? ysum + c * nb : NULL);                                                  \
+        if (RN_ < PAIR_TOKENS)                                                              \
+            PAIR(RN_ < PAIR_TOKENS ? RN_ : 1, sg + c * bs, wa, wa + gstride,                \
+                 (const char *)y + c * by, aux ? aux + c * REPACK_AUX_PER_BLOCK * nb : NULL); \
         break;
 #define PAIRS(PAIR)                                                                         \
     for (; g + 2 <= n_groups; g += 2) {                                                     \
@@ -767,7 +830,7 @@ static ALWAYS_INLINE void pair_tile_q6_K(int RN, int64_t nb, float *s, size_t bs
         int64_t c = 0;                                                                      \
         for (; c + PAIR_TOKENS <= nc; c += PAIR_TOKENS)                                     \
             PAIR(PAIR_TOKENS, sg + c * bs, wa, wa + gstride, (const char *)y + c * by,      \
-                 ysum ? ysum + c * nb : NULL);                                              \
+                 aux ? aux + c * REPACK_AUX_PER_BLOCK * nb : NULL);                         \
         switch (nc - c) {                                                                   \
             PAIR_CASE(7, PAIR)                                                              \
             PAIR_CASE(6, PAIR)                                                              \
@@ -798,11 +861,12 @@ static ALWAYS_INLINE void pair_tile_q6_K(int RN, int64_t nb, float *s, size_t bs
 #define GEMM(name, TILE, PAIR)                                                                \
     static void name(int64_t k, float *s, size_t bs, const void *w, size_t gstride,        \
                      int64_t n_groups, const void *y, size_t by, const int32_t *ysum,      \
-                     int64_t nc)                                                            \
+                     const int32_t *aux, int64_t nc)                                        \
     {                                                                                       \
         const int64_t nb = k / 32;                                                          \
         int64_t g = 0;                                                                      \
         (void)ysum;                                                                         \
+        (void)aux;                                                                          \
         PAIRS_OF(PAIR)                                                                      \
         for (; g < n_groups; g++) {                                                         \
             const uint8_t *wg = (const uint8_t *)w + g * gstride;                           \
@@ -834,16 +898,21 @@ GEMM(gemm_q8_0_x8, TILE_Q8_0, PAIR_Q8_0)
 GEMM(gemm_q4_K_x8, TILE_Q4_K, PAIR_Q4_K)
 GEMM(gemm_q6_K_x8, TILE_Q6_K, PAIR_Q6_K)
 
-static const llm_repack_traits q4_0_x8 = {llm__repack_q4_0_bytes, llm__repack_q4_0_pack, gemm_q4_0_x8, 1};
-static const llm_repack_traits q4_1_x8 = {llm__repack_q4_1_bytes, llm__repack_q4_1_pack, gemm_q4_1_x8, 0};
-static const llm_repack_traits q5_0_x8 = {llm__repack_q5_0_bytes, llm__repack_q5_0_pack, gemm_q5_0_x8, 1};
 #ifdef LLM_REPACK_VNNI
-static const llm_repack_traits q8_0_x8 = {llm__repack_q8_0_bytes, llm__repack_q8_0_pack, gemm_q8_0_x8, 1};
+#define AUX(f) f
 #else
-static const llm_repack_traits q8_0_x8 = {llm__repack_q8_0_bytes, llm__repack_q8_0_pack, gemm_q8_0_x8, 0};
+#define AUX(f) NULL
 #endif
-static const llm_repack_traits q4_K_x8 = {q4_K_group_bytes, q4_K_pack, gemm_q4_K_x8, 0};
-static const llm_repack_traits q6_K_x8 = {q6_K_group_bytes, q6_K_pack, gemm_q6_K_x8, 0};
+static const llm_repack_traits q4_0_x8 = {llm__repack_q4_0_bytes, llm__repack_q4_0_pack, gemm_q4_0_x8, 1, AUX(aux_q4_0)};
+static const llm_repack_traits q4_1_x8 = {llm__repack_q4_1_bytes, llm__repack_q4_1_pack, gemm_q4_1_x8, 0, AUX(aux_q4_1)};
+static const llm_repack_traits q5_0_x8 = {llm__repack_q5_0_bytes, llm__repack_q5_0_pack, gemm_q5_0_x8, 1, AUX(aux_q5_0)};
+#ifdef LLM_REPACK_VNNI
+static const llm_repack_traits q8_0_x8 = {llm__repack_q8_0_bytes, llm__repack_q8_0_pack, gemm_q8_0_x8, 1, aux_q8_0_u};
+#else
+static const llm_repack_traits q8_0_x8 = {llm__repack_q8_0_bytes, llm__repack_q8_0_pack, gemm_q8_0_x8, 0, NULL};
+#endif
+static const llm_repack_traits q4_K_x8 = {q4_K_group_bytes, q4_K_pack, gemm_q4_K_x8, 0, NULL};
+static const llm_repack_traits q6_K_x8 = {q6_K_group_bytes, q6_K_pack, gemm_q6_K_x8, 0, AUX(aux_q6_K)};
 
 const llm_repack_traits *REPACK_TRAITS_FN(uint32_t dtype)
 {

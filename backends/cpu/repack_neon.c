@@ -249,10 +249,11 @@ static ALWAYS_INLINE void group_tile_q4_K(int RN, int64_t nb, float *s, size_t b
 #define GEMM(name, TILE)                                                                    \
     static void name(int64_t k, float *s, size_t bs, const void *w, size_t gstride,        \
                      int64_t n_groups, const void *y, size_t by, const int32_t *ysum,      \
-                     int64_t nc)                                                            \
+                     const int32_t *aux, int64_t nc)                                        \
     {                                                                                       \
         const int64_t nb = k / 32;                                                          \
         (void)nb;                                                                           \
+        (void)aux;                                                                          \
         for (int64_t g = 0; g < n_groups; g++) {                                            \
             const uint8_t *wg = (const uint8_t *)w + g * gstride;                           \
             float *sg = s + g * REPACK_ROWS;                                                \
@@ -281,10 +282,10 @@ GEMM(gemm_q4_1_x8, TILE_Q4_1)
 GEMM(gemm_q8_0_x8, TILE_Q8_0)
 GEMM(gemm_q4_K_x8, TILE_Q4_K)
 
-static const llm_repack_traits q4_0_x8 = {llm__repack_q4_0_bytes, llm__repack_q4_0_pack, gemm_q4_0_x8, 1};
-static const llm_repack_traits q4_1_x8 = {llm__repack_q4_1_bytes, llm__repack_q4_1_pack, gemm_q4_1_x8, 0};
-static const llm_repack_traits q8_0_x8 = {llm__repack_q8_0_bytes, llm__repack_q8_0_pack, gemm_q8_0_x8, 0};
-static const llm_repack_traits q4_K_x8 = {q4_K_group_bytes, q4_K_pack, gemm_q4_K_x8, 0};
+static const llm_repack_traits q4_0_x8 = {llm__repack_q4_0_bytes, llm__repack_q4_0_pack, gemm_q4_0_x8, 1, NULL};
+static const llm_repack_traits q4_1_x8 = {llm__repack_q4_1_bytes, llm__repack_q4_1_pack, gemm_q4_1_x8, 0, NULL};
+static const llm_repack_traits q8_0_x8 = {llm__repack_q8_0_bytes, llm__repack_q8_0_pack, gemm_q8_0_x8, 0, NULL};
+static const llm_repack_traits q4_K_x8 = {q4_K_group_bytes, q4_K_pack, gemm_q4_K_x8, 0, NULL};
 
 const llm_repack_traits *TRAITS_FN(uint32_t dtype)
 {
