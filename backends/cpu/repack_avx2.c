@@ -574,10 +574,10 @@ static ALWAYS_INLINE __m512i dot4_512(const __m512i *u, const int32_t *a)
  *  - Q8_0 blocks (Q4_0, Q5_0, Q8_0 weights): -offset * sum of the quants, then d as f32;
  *    the sum starts the block's dot chain, so the offset costs nothing.
  *  - Q8_1 blocks (Q4_1): d and s as f32.
+ *  - Q8_K for Q4_K: per super-block the 4 int16 pairs of group-of-32 sums that
+ *    group_tile_q4_K forms with hadd (16 int32 slots, 4 used; kernel alone +10%).
  *  - Q8_K for Q6_K: per super-block -32 * each of its 16 sums of 16, each starting its
- *    half-block's dot chain.
- * Q4_K has none: its mins' sums from the aux measured no faster than forming them in the
- * kernel (the 2-core Xeon, docs/perf/cpu.md). */
+ *    half-block's dot chain. */
 static ALWAYS_INLINE int32_t f32_bits(float f)
 {
     int32_t i;
@@ -608,6 +608,17 @@ static void aux_q4_1(const void *row, int64_t k, int32_t *aux)
         aux[2 * i] = f32_bits(_cvtsh_ss(b[i].d));
         aux[2 * i + 1] = f32_bits(_cvtsh_ss(b[i].s));
     }
+}
+
+static void aux_q4_K(const void *row, int64_t k, int32_t *aux)
+{
+    const block_q8_K *b = row;
+    for (int64_t i = 0; i < k / QK_K; i++, aux += 16)
+        for (int p = 0; p < 4; p++) {
+            const int16_t lo = (int16_t)(b[i].bsums[4 * p] + b[i].bsums[4 * p + 1]);
+            const int16_t hi = (int16_t)(b[i].bsums[4 * p + 2] + b[i].bsums[4 * p + 3]);
+            aux[p] = (int32_t)((uint32_t)(uint16_t)lo | (uint32_t)(uint16_t)hi << 16);
+        }
 }
 
 static void aux_q6_K(const void *row, int64_t k, int32_t *aux)
@@ -681,11 +692,11 @@ static ALWAYS_INLINE void pair_tile(int kind, int RN, int64_t nb, float *s, size
 
 /* Q4_K: per group of 32 the exact dot of each half (16 elements) as an int16 pair per row,
  * times the row's 6-bit scale stored twice (s, s) and added in one vpdpwssd (kernel alone:
- * +10% over one vpmulld per group); the mins through the activation's group sums once per
- * super-block, as in group_tile_q4_K. The same integers. */
+ * +10% over one vpmulld per group); the mins through the activation's group sums (from
+ * the aux) once per super-block. The same integers as group_tile_q4_K. */
 static ALWAYS_INLINE void pair_tile_q4_K(int RN, int64_t nb, float *s, size_t bs,
                                          const uint8_t *wa, const uint8_t *wb, const char *y,
-                                         size_t by)
+                                         size_t by, const int32_t *aux)
 {
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     __m512 acc[PAIR_TOKENS];
@@ -733,15 +744,12 @@ static ALWAYS_INLINE void pair_tile_q4_K(int RN, int64_t nb, float *s, size_t bs
         for (int p = 0; p < 4; p++)
             mp[p] = _mm512_cvtepu8_epi16(load2_128(wa + 192 + 16 * p, wb + 192 + 16 * p));
         for (int c = 0; c < RN; c++) {
-            /* sums of the activation's groups of 32 from its sums of 16 */
-            const __m256i b16 = _mm256_loadu_si256((const __m256i *)yb[c]->bsums);
-            const __m128i b = _mm_hadd_epi16(_mm256_castsi256_si128(b16),
-                                             _mm256_extracti128_si256(b16, 1));
-            int32_t bp[4];
-            _mm_storeu_si128((__m128i *)bp, b);
-            __m512i msum = _mm512_setzero_si512();
-            for (int p = 0; p < 4; p++)
-                msum = _mm512_add_epi32(msum, _mm512_madd_epi16(mp[p], _mm512_set1_epi32(bp[p])));
+            const int32_t *ax = aux + c * (REPACK_AUX_PER_BLOCK * 8 * nb) + 16 * i;
+            const __m512i msum = _mm512_add_epi32(
+                _mm512_add_epi32(_mm512_madd_epi16(mp[0], _mm512_set1_epi32(ax[0])),
+                                 _mm512_madd_epi16(mp[1], _mm512_set1_epi32(ax[1]))),
+                _mm512_add_epi32(_mm512_madd_epi16(mp[2], _mm512_set1_epi32(ax[2])),
+                                 _mm512_madd_epi16(mp[3], _mm512_set1_epi32(ax[3]))));
             const __m512 dy = _mm512_set1_ps(yb[c]->d);
             acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[c]), _mm512_mul_ps(dw, dy), acc[c]);
             acc[c] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(mw, dy), acc[c]);
@@ -822,7 +830,7 @@ static ALWAYS_INLINE void pair_tile_q6_K(int RN, int64_t nb, float *s, size_t bs
 #define PAIR_Q4_1(RN, s_, a_, b_, y_, aux_) pair_tile(1, RN, nb, s_, bs, a_, b_, y_, by, aux_)
 #define PAIR_Q5_0(RN, s_, a_, b_, y_, aux_) pair_tile(2, RN, nb, s_, bs, a_, b_, y_, by, aux_)
 #define PAIR_Q8_0(RN, s_, a_, b_, y_, aux_) pair_tile(3, RN, nb, s_, bs, a_, b_, y_, by, aux_)
-#define PAIR_Q4_K(RN, s_, a_, b_, y_, aux_) pair_tile_q4_K(RN, nb / 8, s_, bs, a_, b_, y_, by)
+#define PAIR_Q4_K(RN, s_, a_, b_, y_, aux_) pair_tile_q4_K(RN, nb / 8, s_, bs, a_, b_, y_, by, aux_)
 #define PAIR_Q6_K(RN, s_, a_, b_, y_, aux_) pair_tile_q6_K(RN, nb / 8, s_, bs, a_, b_, y_, by, aux_)
 
 /* pairs of groups in tiles of PAIR_TOKENS tokens, the rest of the tokens in one smaller
@@ -921,7 +929,7 @@ static const llm_repack_traits q8_0_x8 = {llm__repack_q8_0_bytes, llm__repack_q8
 #else
 static const llm_repack_traits q8_0_x8 = {llm__repack_q8_0_bytes, llm__repack_q8_0_pack, gemm_q8_0_x8, 0, NULL};
 #endif
-static const llm_repack_traits q4_K_x8 = {q4_K_group_bytes, q4_K_pack, gemm_q4_K_x8, 0, NULL};
+static const llm_repack_traits q4_K_x8 = {q4_K_group_bytes, q4_K_pack, gemm_q4_K_x8, 0, AUX(aux_q4_K)};
 static const llm_repack_traits q6_K_x8 = {q6_K_group_bytes, q6_K_pack, gemm_q6_K_x8, 0, AUX(aux_q6_K)};
 
 const llm_repack_traits *REPACK_TRAITS_FN(uint32_t dtype)
