@@ -572,9 +572,20 @@ static void glu_range(const void *arg, int64_t i0, int64_t i1)
             }
         }
     } else {
-        for (int64_t i = i0; i < i1; i++) {
-            const float g = e->a[i];
-            e->y[i] = (g / (1.0f + expf(-g))) * e->b[i];
+        /* expf of a chunk at a time through llm__exp_row (vectorised, equal to expf to the
+         * bit), then the same float steps per element */
+        float t[GLU_CHUNK], ex[GLU_CHUNK];
+        for (int64_t c0 = i0; c0 < i1; c0 += GLU_CHUNK) {
+            const int64_t m = i1 - c0 < GLU_CHUNK ? i1 - c0 : GLU_CHUNK;
+            const float *g = e->a + c0;
+            for (int64_t i = 0; i < m; i++)
+                t[i] = -g[i];
+            llm__exp_row(m, t, ex);
+            for (int64_t i = 0; i < m; i++) {
+                /* llm__exp_row serves arguments up to 88 (no overflow handling) */
+                const float x = t[i] > 88.0f ? expf(t[i]) : ex[i];
+                e->y[c0 + i] = (g[i] / (1.0f + x)) * e->b[c0 + i];
+            }
         }
     }
 }
