@@ -546,27 +546,6 @@ static ALWAYS_INLINE __m256i load2_128(const uint8_t *a, const uint8_t *b)
                                    _mm_load_si128((const __m128i *)b), 1);
 }
 
-/* sum over k < 8 (resp. 4) of the 4-byte dots of u[k] and the broadcast a[4k..4k+3] */
-static ALWAYS_INLINE __m512i dot8_512(const __m512i *u, const int32_t *a)
-{
-    __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[0], _mm512_set1_epi32(a[0]));
-    __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[1], _mm512_set1_epi32(a[1]));
-    for (int k = 2; k < 8; k += 2) {
-        s0 = _mm512_dpbusd_epi32(s0, u[k], _mm512_set1_epi32(a[k]));
-        s1 = _mm512_dpbusd_epi32(s1, u[k + 1], _mm512_set1_epi32(a[k + 1]));
-    }
-    return _mm512_add_epi32(s0, s1);
-}
-
-static ALWAYS_INLINE __m512i dot4_512(const __m512i *u, const int32_t *a)
-{
-    __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[0], _mm512_set1_epi32(a[0]));
-    __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[1], _mm512_set1_epi32(a[1]));
-    s0 = _mm512_dpbusd_epi32(s0, u[2], _mm512_set1_epi32(a[2]));
-    s1 = _mm512_dpbusd_epi32(s1, u[3], _mm512_set1_epi32(a[3]));
-    return _mm512_add_epi32(s0, s1);
-}
-
 /* What the pair kernels read per activation block besides its quants (fill_aux, once per
  * matmul): broadcast from memory they cost no vector-port work, where converting an f16
  * scale and scaling a sum per block and token took vector instructions beside the eight
