@@ -250,10 +250,13 @@ static void quantize_rows(void *arg, int ith, int nth)
     const int64_t nb = j->w->ne[0] / 32;
     for (int64_t r = ith; r < j->n; r += nth) {
         j->quant(j->x + r * j->ldx, (char *)j->xq + (size_t)r * j->xq_row, j->w->ne[0]);
-        if (j->xsum)
+        const int32_t *sums = NULL;
+        if (j->xsum) {
             llm__q8_0_block_sums((char *)j->xq + (size_t)r * j->xq_row, nb, j->xsum + r * nb);
+            sums = j->xsum + r * nb;
+        }
         if (j->xaux)
-            j->cw->tr->fill_aux((char *)j->xq + (size_t)r * j->xq_row, j->w->ne[0],
+            j->cw->tr->fill_aux((char *)j->xq + (size_t)r * j->xq_row, sums, j->w->ne[0],
                                 j->xaux + r * REPACK_AUX_PER_BLOCK * nb);
     }
 }

@@ -42,8 +42,9 @@ typedef struct llm_repack_traits {
     int needs_ysum; /* the kernel reads the activation blocks' integer sums */
     /* NULL, or what the kernel reads besides the activation row, derived from it once per
      * matmul (k elements in the vec_dot type -> REPACK_AUX_PER_BLOCK * k / 32 int32):
-     * scales as f32 bits, sums times the weight type's offset, ready to broadcast */
-    void (*fill_aux)(const void *row, int64_t k, int32_t *aux);
+     * scales as f32 bits, sums times the weight type's offset, ready to broadcast. sums:
+     * the row's block sums (llm__q8_0_block_sums) when needs_ysum, else NULL. */
+    void (*fill_aux)(const void *row, const int32_t *sums, int64_t k, int32_t *aux);
 } llm_repack_traits;
 
 /* The AVX2 kernels for a weight dtype, or NULL; call only on a CPU with AVX2, FMA and

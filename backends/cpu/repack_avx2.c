@@ -523,9 +523,7 @@ static ALWAYS_INLINE void group_tile_q6_K(int RN, int64_t nb, float *s, size_t b
  * tiles. One token (generation) prefetches both groups' weights as group_tile does: in
  * 512-bit registers it runs about a quarter faster than in 256-bit ones on the 2-core
  * Xeon of docs/perf/cpu.md, half the instructions per weight byte. */
-#ifndef PAIR_TOKENS
 #define PAIR_TOKENS 8
-#endif
 
 static ALWAYS_INLINE __m512i load2(const uint8_t *a, const uint8_t *b)
 {
@@ -564,24 +562,35 @@ static ALWAYS_INLINE int32_t f32_bits(float f)
     return i;
 }
 
-static ALWAYS_INLINE void aux_q8_0(const void *row, int64_t k, int32_t *aux, int32_t offset)
+static ALWAYS_INLINE void aux_q8_0(const void *row, const int32_t *sums, int64_t k,
+                                   int32_t *aux, int32_t offset)
 {
     const block_q8_0 *b = row;
     for (int64_t i = 0; i < k / 32; i++) {
-        int32_t sum = 0;
-        for (int j = 0; j < 32; j++)
-            sum += b[i].qs[j];
-        aux[2 * i] = -offset * sum;
+        aux[2 * i] = -offset * sums[i];
         aux[2 * i + 1] = f32_bits(_cvtsh_ss(b[i].d));
     }
 }
 
-static void aux_q4_0(const void *row, int64_t k, int32_t *aux) { aux_q8_0(row, k, aux, 8); }
-static void aux_q5_0(const void *row, int64_t k, int32_t *aux) { aux_q8_0(row, k, aux, 16); }
-static void aux_q8_0_u(const void *row, int64_t k, int32_t *aux) { aux_q8_0(row, k, aux, 128); }
-
-static void aux_q4_1(const void *row, int64_t k, int32_t *aux)
+/* Q4_0, Q5_0 and Q8_0 (VNNI) need the block sums, so cpu.c passes them */
+static void aux_q4_0(const void *row, const int32_t *sums, int64_t k, int32_t *aux)
 {
+    aux_q8_0(row, sums, k, aux, 8);
+}
+
+static void aux_q5_0(const void *row, const int32_t *sums, int64_t k, int32_t *aux)
+{
+    aux_q8_0(row, sums, k, aux, 16);
+}
+
+static void aux_q8_0_u(const void *row, const int32_t *sums, int64_t k, int32_t *aux)
+{
+    aux_q8_0(row, sums, k, aux, 128);
+}
+
+static void aux_q4_1(const void *row, const int32_t *sums, int64_t k, int32_t *aux)
+{
+    (void)sums;
     const block_q8_1 *b = row;
     for (int64_t i = 0; i < k / 32; i++) {
         aux[2 * i] = f32_bits(_cvtsh_ss(b[i].d));
@@ -589,8 +598,9 @@ static void aux_q4_1(const void *row, int64_t k, int32_t *aux)
     }
 }
 
-static void aux_q4_K(const void *row, int64_t k, int32_t *aux)
+static void aux_q4_K(const void *row, const int32_t *sums, int64_t k, int32_t *aux)
 {
+    (void)sums;
     const block_q8_K *b = row;
     for (int64_t i = 0; i < k / QK_K; i++, aux += 16)
         for (int p = 0; p < 4; p++) {
@@ -600,8 +610,9 @@ static void aux_q4_K(const void *row, int64_t k, int32_t *aux)
         }
 }
 
-static void aux_q6_K(const void *row, int64_t k, int32_t *aux)
+static void aux_q6_K(const void *row, const int32_t *sums, int64_t k, int32_t *aux)
 {
+    (void)sums;
     const block_q8_K *b = row;
     for (int64_t i = 0; i < k / QK_K; i++, aux += 16)
         for (int j = 0; j < 16; j++)
@@ -812,13 +823,12 @@ static ALWAYS_INLINE void pair_tile_q6_K(int RN, int64_t nb, float *s, size_t bs
 #define PAIR_Q4_K(RN, s_, a_, b_, y_, aux_) pair_tile_q4_K(RN, nb / 8, s_, bs, a_, b_, y_, by, aux_)
 #define PAIR_Q6_K(RN, s_, a_, b_, y_, aux_) pair_tile_q6_K(RN, nb / 8, s_, bs, a_, b_, y_, by, aux_)
 
-/* pairs of groups in tiles of PAIR_TOKENS tokens, the rest of the tokens in one smaller
- * tile; RN is a constant in every instance */
+/* pairs of groups in tiles of PAIR_TOKENS (8) tokens, the rest of the tokens in one
+ * smaller tile; RN is a constant in every instance */
 #define PAIR_CASE(RN_, PAIR)                                                                \
     case RN_:                                                                               \
-        if (RN_ < PAIR_TOKENS)                                                              \
-            PAIR(RN_ < PAIR_TOKENS ? RN_ : 1, sg + c * bs, wa, wa + gstride,                \
-                 (const char *)y + c * by, aux ? aux + c * REPACK_AUX_PER_BLOCK * nb : NULL); \
+        PAIR(RN_, sg + c * bs, wa, wa + gstride, (const char *)y + c * by,                  \
+             aux ? aux + c * REPACK_AUX_PER_BLOCK * nb : NULL);                             \
         break;
 #define PAIRS(PAIR)                                                                         \
     for (; g + 2 <= n_groups; g += 2) {                                                     \
