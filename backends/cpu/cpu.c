@@ -26,6 +26,8 @@ struct llm_backend {
     size_t xsum_cap;
     int32_t *xaux; /* what the repacked kernel's fill_aux derives from the activations */
     size_t xaux_cap;
+    float *xf; /* the activations widened back to f32, for the float tiles (gemm_f32_act) */
+    size_t xf_cap;
     llm_status err;
 };
 
@@ -62,6 +64,7 @@ static void cpu_destroy(llm_backend *be)
     free(be->xq);
     free(be->xsum);
     free(be->xaux);
+    free(be->xf);
     llm__free(be);
 }
 
@@ -239,6 +242,8 @@ typedef struct matmul_job {
     const cpu_weight *cw; /* repacked weight, or NULL */
     int32_t *xsum;      /* activation block sums (repacked kernels that need them) */
     int32_t *xaux;      /* the repacked kernel's fill_aux of each activation row, or NULL */
+    float *xf;          /* NULL, or [n][k]: the quantised rows widened (gemm_f32_act) */
+    llm_to_float_fn widen;
     int64_t chunk;      /* rows per chunk, a multiple of 16 */
     int64_t own;        /* chunks each thread takes first without the atomic (see below) */
     atomic_long next;   /* next row chunk to take */
@@ -258,6 +263,8 @@ static void quantize_rows(void *arg, int ith, int nth)
         if (j->xaux)
             j->cw->tr->fill_aux((char *)j->xq + (size_t)r * j->xq_row, sums, j->w->ne[0],
                                 j->xaux + r * REPACK_AUX_PER_BLOCK * nb);
+        if (j->xf)
+            j->widen((char *)j->xq + (size_t)r * j->xq_row, j->xf + r * j->w->ne[0], j->w->ne[0]);
     }
 }
 
@@ -329,6 +336,9 @@ static void cpu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor 
     /* one token (generation) keeps the per-row path: a tile kernel gains nothing there */
     matmul_job j = {.y = y, .ldy = ldy, .w = w, .x = x, .ldx = ldx, .n = n, .dot = tr->vec_dot,
                     .gemm = n >= 2 ? tr->gemm : NULL, .cw = w->extra};
+    /* the float tiles take whole 32-element steps only (their dots' tails are not mirrored) */
+    if (tr->gemm_f32_act && w->ne[0] % 32)
+        j.gemm = NULL;
     /* A chunk's rows all meet one tile of activations while it sits in L1: larger chunks
      * for prompts reuse it more, as long as every thread still gets about four chunks.
      * Chunks are whole pairs of 8-row groups (the AVX-512 kernels take two at once). */
@@ -376,10 +386,25 @@ static void cpu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor 
             }
             j.xaux = be->xaux;
         }
+        if (j.gemm && tr->gemm_f32_act) {
+            /* F16 / BF16 weights: the tiles read the rounded activations as f32, widened
+             * once here instead of in every tile */
+            const size_t need = (size_t)n * (size_t)w->ne[0] * sizeof(float);
+            if (!ensure_buf((void **)&be->xf, &be->xf_cap, need)) {
+                be->err = llm__fail(LLM_ERR_NO_MEMORY, "cpu backend: out of memory in matmul");
+                return;
+            }
+            j.xf = be->xf;
+            j.widen = llm__quant_best[tr->vec_dot_type].to_float;
+        }
         if (n * w->ne[0] < 65536)
             quantize_rows(&j, 0, 1);
         else
             llm__pool_run(be->pool, quantize_rows, &j);
+        if (j.xf) {
+            j.xq = j.xf;
+            j.xq_row = (size_t)w->ne[0] * sizeof(float);
+        }
     }
     llm__pool_run(be->pool, matmul_rows, &j);
 }

@@ -63,6 +63,9 @@ typedef struct llm_quant_traits {
     llm_vec_dot_fn vec_dot;
     uint32_t vec_dot_type;        /* enum llm_dtype of the activation row */
     llm_gemm_fn gemm;             /* optional (NULL: call vec_dot per pair); SIMD tables only */
+    /* gemm takes f32 activation rows holding the vec_dot_type's values (the float weight
+     * types: converted once per matmul, not in every tile), and n a multiple of 32 */
+    uint8_t gemm_f32_act;
 } llm_quant_traits;
 
 /* Indexed by enum llm_dtype; entries of unsupported types are all NULL. */

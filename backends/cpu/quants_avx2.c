@@ -888,6 +888,83 @@ static void bf16_dot(int64_t n, float *s, const void *vx, const void *vy)
     *s = (float)sum;
 }
 
+/* Float tiles (gemm): F32, F16 and BF16 weights against f32 activation rows (for F16 and
+ * BF16 the vec_dot type's values, widened once per matmul by the backend: gemm_f32_act).
+ * One weight row by up to 3 tokens, each pair with the dot's four accumulators and the
+ * same fused multiply-adds in the same order, finished by the same horizontal sum: every
+ * result has the dot's bits. n is a multiple of 32 (the backend's condition). Each weight
+ * vector is converted once for the 3 tokens. */
+enum { FT_F32, FT_F16, FT_BF16 };
+
+static ALWAYS_INLINE __m256 ft_load(int type, const char *row, int64_t i)
+{
+    if (type == FT_F16)
+        return load_f16x8((const llm_f16 *)row + i);
+    if (type == FT_BF16)
+        return load_bf16x8((const llm_bf16 *)row + i);
+    return _mm256_loadu_ps((const float *)row + i);
+}
+
+static ALWAYS_INLINE void ft_tile(int type, int T, int64_t n, float *s, size_t bs,
+                                  const char *x, const char *y, size_t by)
+{
+    __m256 acc[3][4];
+#pragma GCC unroll 3
+    for (int t = 0; t < T; t++)
+        acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n; i += 32) {
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++) {
+            const __m256 w = ft_load(type, x, i + 8 * q);
+#pragma GCC unroll 3
+            for (int t = 0; t < T; t++)
+                acc[t][q] = _mm256_fmadd_ps(
+                    w, _mm256_loadu_ps((const float *)(y + (size_t)t * by) + i + 8 * q), acc[t][q]);
+        }
+    }
+#pragma GCC unroll 3
+    for (int t = 0; t < T; t++)
+        s[(size_t)t * bs] = (float)(double)hsum_ps(
+            _mm256_add_ps(_mm256_add_ps(acc[t][0], acc[t][1]), _mm256_add_ps(acc[t][2], acc[t][3])));
+}
+
+static ALWAYS_INLINE void ft_gemm(int type, int64_t n, float *s, size_t bs, const void *vx,
+                                  size_t bx, const void *vy, size_t by, int64_t nr, int64_t nc)
+{
+    const char *x = vx, *y = vy;
+    for (int64_t c = 0; c < nc; c += 3) {
+        const int T = nc - c >= 3 ? 3 : (int)(nc - c);
+        for (int64_t r = 0; r < nr; r++) {
+            float *o = s + (size_t)c * bs + (size_t)r;
+            const char *xr = x + (size_t)r * bx, *yc = y + (size_t)c * by;
+            if (T == 3)
+                ft_tile(type, 3, n, o, bs, xr, yc, by);
+            else if (T == 2)
+                ft_tile(type, 2, n, o, bs, xr, yc, by);
+            else
+                ft_tile(type, 1, n, o, bs, xr, yc, by);
+        }
+    }
+}
+
+static void gemm_f32(int64_t n, float *s, size_t bs, const void *x, size_t bx, const void *y,
+                     size_t by, int64_t nr, int64_t nc)
+{
+    ft_gemm(FT_F32, n, s, bs, x, bx, y, by, nr, nc);
+}
+
+static void gemm_f16(int64_t n, float *s, size_t bs, const void *x, size_t bx, const void *y,
+                     size_t by, int64_t nr, int64_t nc)
+{
+    ft_gemm(FT_F16, n, s, bs, x, bx, y, by, nr, nc);
+}
+
+static void gemm_bf16(int64_t n, float *s, size_t bs, const void *x, size_t bx, const void *y,
+                      size_t by, int64_t nr, int64_t nc)
+{
+    ft_gemm(FT_BF16, n, s, bs, x, bx, y, by, nr, nc);
+}
+
 static void bf16_to_float(const void *vx, float *y, int64_t n)
 {
     const llm_bf16 *x = vx;
@@ -1172,6 +1249,10 @@ int llm__quant_avx2_fill(llm_quant_traits *t, llm_quant_row_fns *rows)
     t[LLM_DT_Q4_K].gemm = gemm_q4_K;
     t[LLM_DT_Q5_K].gemm = gemm_q5_K;
     t[LLM_DT_Q6_K].gemm = gemm_q6_K;
+    t[LLM_DT_F32].gemm = gemm_f32;
+    t[LLM_DT_F16].gemm = gemm_f16;
+    t[LLM_DT_BF16].gemm = gemm_bf16;
+    t[LLM_DT_F32].gemm_f32_act = t[LLM_DT_F16].gemm_f32_act = t[LLM_DT_BF16].gemm_f32_act = 1;
     rows->f32_to_f16_row = f32_to_f16_row;
     rows->f16_to_f32_row = f16_to_f32_row;
     rows->dot_f16 = dot_f16;

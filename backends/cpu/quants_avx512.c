@@ -17,7 +17,7 @@
  * blocks bit for bit. Only the BF16 dot with AVX512_BF16 (quants_avx512_bf16.c) differs in
  * the last bits.
  *
- * Here: the F32 and BF16 dots, the 32-blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0), Q5_K and Q6_K,
+ * Here: the F32 and BF16 dots, tiles (gemm) for F32, F16 and BF16 weights, the 32-blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0), Q5_K and Q6_K,
  * the Q8_0/Q8_1 quantisers and the f16 row helpers. The F16 and Q4_K dots, the Q8_K
  * quantiser, Q2_K, Q3_K and the i-quants keep their AVX2 kernels: 512-bit versions of the
  * first three measured no faster (tests/bench/isa_bench on a Sapphire Rapids Xeon: Q4_K
@@ -38,6 +38,8 @@
 #endif
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
+#define FT_RM 4 /* weight rows per tile */
+#define FT_TM 3 /* tokens per tile */
 
 /* ---- helpers -------------------------------------------------------------------- */
 
@@ -464,6 +466,104 @@ static void bf16_dot(int64_t n, float *s, const void *vx, const void *vy)
     *s = (float)sum;
 }
 
+/* ---- float tiles (gemm) ----------------------------------------------------------
+ * F32, F16 and BF16 weights against activations given as f32 rows (for F16 and BF16 the
+ * values of the vec_dot type, widened once per matmul by the backend: gemm_f32_act). Per
+ * (row, token) the two 512-bit accumulators hold what the dot's two (or AVX2's four)
+ * accumulators hold, each lane the same fused multiply-adds in the same order, finished by
+ * the same sum4: every result has the dot's bits, so a token's logits do not depend on its
+ * batch. n is a multiple of 32 (the backend's condition); the dot's 8-element and scalar
+ * tails never occur. A tile is up to 4 weight rows by 3 tokens: 24 accumulators, 4 row and
+ * 3 token registers per half step; each weight vector is converted once for 3 tokens. */
+
+enum { FT_F32, FT_F16, FT_BF16 };
+
+static ALWAYS_INLINE __m512 ft_load(int type, const char *row, int64_t i)
+{
+    if (type == FT_F16)
+        return load_f16x16((const llm_f16 *)row + i);
+    if (type == FT_BF16)
+        return load_bf16x16((const llm_bf16 *)row + i);
+    return _mm512_loadu_ps((const float *)row + i);
+}
+
+static ALWAYS_INLINE void ft_tile(int type, int R, int T, int64_t n, float *s, size_t bs,
+                                  const char *x, size_t bx, const char *y, size_t by)
+{
+    __m512 acc[FT_RM][FT_TM][2];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++)
+            acc[r][t][0] = acc[r][t][1] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 32) {
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            __m512 wv[FT_RM], yv[FT_TM];
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++)
+                wv[r] = ft_load(type, x + (size_t)r * bx, i + 16 * h);
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++)
+                yv[t] = _mm512_loadu_ps((const float *)(y + (size_t)t * by) + i + 16 * h);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++)
+                    acc[r][t][h] = _mm512_fmadd_ps(wv[r], yv[t], acc[r][t][h]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++)
+            s[(size_t)t * bs + (size_t)r] = (float)(double)sum4(acc[r][t][0], acc[r][t][1]);
+}
+
+static ALWAYS_INLINE void ft_gemm(int type, int64_t n, float *s, size_t bs, const void *vx,
+                                  size_t bx, const void *vy, size_t by, int64_t nr, int64_t nc)
+{
+    const char *x = vx, *y = vy;
+    for (int64_t c = 0; c < nc; c += FT_TM) {
+        const int T = nc - c >= FT_TM ? FT_TM : (int)(nc - c);
+        for (int64_t r = 0; r < nr; r += FT_RM) {
+            const int R = nr - r >= FT_RM ? FT_RM : (int)(nr - r);
+            float *o = s + (size_t)c * bs + (size_t)r;
+            const char *xr = x + (size_t)r * bx, *yc = y + (size_t)c * by;
+#define FT_CASE(RR, TT)                                                                     \
+    case (RR) * 8 + (TT):                                                                   \
+        ft_tile(type, RR, TT, n, o, bs, xr, bx, yc, by);                                    \
+        break;
+            switch (R * 8 + T) {
+                FT_CASE(4, 3) FT_CASE(4, 2) FT_CASE(4, 1)
+                FT_CASE(3, 3) FT_CASE(3, 2) FT_CASE(3, 1)
+                FT_CASE(2, 3) FT_CASE(2, 2) FT_CASE(2, 1)
+                FT_CASE(1, 3) FT_CASE(1, 2) FT_CASE(1, 1)
+            default: break;
+            }
+#undef FT_CASE
+        }
+    }
+}
+
+static void gemm_f32(int64_t n, float *s, size_t bs, const void *x, size_t bx, const void *y,
+                     size_t by, int64_t nr, int64_t nc)
+{
+    ft_gemm(FT_F32, n, s, bs, x, bx, y, by, nr, nc);
+}
+
+static void gemm_f16(int64_t n, float *s, size_t bs, const void *x, size_t bx, const void *y,
+                     size_t by, int64_t nr, int64_t nc)
+{
+    ft_gemm(FT_F16, n, s, bs, x, bx, y, by, nr, nc);
+}
+
+static void gemm_bf16(int64_t n, float *s, size_t bs, const void *x, size_t bx, const void *y,
+                      size_t by, int64_t nr, int64_t nc)
+{
+    ft_gemm(FT_BF16, n, s, bs, x, bx, y, by, nr, nc);
+}
+
 /* mask of the first r (< 16) lanes, or all 16 */
 static inline __mmask16 first_lanes(int64_t r)
 {
@@ -609,6 +709,10 @@ int FILL_FN(llm_quant_traits *t, llm_quant_row_fns *rows)
     t[LLM_DT_F16].to_float = f16_to_float;
     t[LLM_DT_BF16].vec_dot = bf16_dot;
     t[LLM_DT_BF16].to_float = bf16_to_float;
+    t[LLM_DT_F32].gemm = gemm_f32;
+    t[LLM_DT_F16].gemm = gemm_f16;
+    t[LLM_DT_BF16].gemm = gemm_bf16;
+    t[LLM_DT_F32].gemm_f32_act = t[LLM_DT_F16].gemm_f32_act = t[LLM_DT_BF16].gemm_f32_act = 1;
     t[LLM_DT_Q4_0].vec_dot = q4_0_q8_0;
     t[LLM_DT_Q4_1].vec_dot = q4_1_q8_1;
     t[LLM_DT_Q5_0].vec_dot = q5_0_q8_0;

@@ -32,9 +32,100 @@ static void bf16_dot(int64_t n, float *s, const void *vx, const void *vy)
     *s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
 }
 
+/* Tiles of up to 4 rows by 3 tokens (gemm), bf16 activations: each pair keeps the dot's
+ * two accumulators with the same vdpbf16ps steps in the same order and the same final
+ * reduction, so every result has the dot's bits. Rows of other than a multiple of 32 go
+ * through the dot itself. */
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#define FT_RM 4 /* weight rows per tile */
+#define FT_TM 3 /* tokens per tile */
+
+static ALWAYS_INLINE __m512bh bh_load(const char *p, int64_t i)
+{
+    return (__m512bh)_mm512_loadu_si512((const llm_bf16 *)p + i);
+}
+
+static ALWAYS_INLINE void bf16_tile(int R, int T, int64_t n, float *s, size_t bs, const char *x,
+                                    size_t bx, const char *y, size_t by)
+{
+    __m512 acc[FT_RM][FT_TM][2];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++)
+            acc[r][t][0] = acc[r][t][1] = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            __m512bh wv[FT_RM], yv[FT_TM];
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++)
+                wv[r] = bh_load(x + (size_t)r * bx, i + 32 * h);
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++)
+                yv[t] = bh_load(y + (size_t)t * by, i + 32 * h);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++)
+                    acc[r][t][h] = _mm512_dpbf16_ps(acc[r][t][h], wv[r], yv[t]);
+        }
+    }
+    if (i < n) { /* the dot's last 32 elements, into its first accumulator */
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++)
+                acc[r][t][0] = _mm512_dpbf16_ps(acc[r][t][0], bh_load(x + (size_t)r * bx, i),
+                                                bh_load(y + (size_t)t * by, i));
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++)
+            s[(size_t)t * bs + (size_t)r] =
+                _mm512_reduce_add_ps(_mm512_add_ps(acc[r][t][0], acc[r][t][1]));
+}
+
+static void gemm_bf16(int64_t n, float *s, size_t bs, const void *vx, size_t bx, const void *vy,
+                      size_t by, int64_t nr, int64_t nc)
+{
+    const char *x = vx, *y = vy;
+    for (int64_t c = 0; c < nc; c += FT_TM) {
+        const int T = nc - c >= FT_TM ? FT_TM : (int)(nc - c);
+        for (int64_t r = 0; r < nr; r += FT_RM) {
+            const int R = nr - r >= FT_RM ? FT_RM : (int)(nr - r);
+            float *o = s + (size_t)c * bs + (size_t)r;
+            const char *xr = x + (size_t)r * bx, *yc = y + (size_t)c * by;
+            if (n % 32) {
+                for (int t = 0; t < T; t++)
+                    for (int q = 0; q < R; q++)
+                        bf16_dot(n, o + (size_t)t * bs + q, xr + (size_t)q * bx,
+                                 yc + (size_t)t * by);
+                continue;
+            }
+#define BT_CASE(RR, TT)                                                                     \
+    case (RR) * 8 + (TT):                                                                   \
+        bf16_tile(RR, TT, n, o, bs, xr, bx, yc, by);                                        \
+        break;
+            switch (R * 8 + T) {
+                BT_CASE(4, 3) BT_CASE(4, 2) BT_CASE(4, 1)
+                BT_CASE(3, 3) BT_CASE(3, 2) BT_CASE(3, 1)
+                BT_CASE(2, 3) BT_CASE(2, 2) BT_CASE(2, 1)
+                BT_CASE(1, 3) BT_CASE(1, 2) BT_CASE(1, 1)
+            default: break;
+            }
+#undef BT_CASE
+        }
+    }
+}
+
 int llm__quant_avx512bf16_fill(llm_quant_traits *t)
 {
     t[LLM_DT_BF16].vec_dot = bf16_dot;
+    t[LLM_DT_BF16].gemm = gemm_bf16;
+    t[LLM_DT_BF16].gemm_f32_act = 0; /* bf16 activations, as the dot takes them */
     return 1;
 }
 

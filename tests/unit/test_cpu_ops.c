@@ -141,7 +141,7 @@ static void test_matmul(void)
     check_required_isa();
     const int64_t k = 512, rows = 37, n = 9;
     float *wf = rand_buf(rows * k, -1, 1), *x = rand_buf(n * k, -2, 2);
-    const uint32_t types[] = {LLM_DT_F32, LLM_DT_Q8_0, LLM_DT_Q4_1};
+    const uint32_t types[] = {LLM_DT_F32, LLM_DT_F16, LLM_DT_BF16, LLM_DT_Q8_0, LLM_DT_Q4_1};
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         uint32_t t = types[ti];
         size_t rb = llm__dtype_row_size(t, k);
@@ -171,10 +171,20 @@ static void test_matmul(void)
                 ref[j * rows + r] = s;
             }
         ops->matmul(be, y, rows, &w, x, k, n);
-        /* activations are quantised to 8 bits for quantised weights */
-        double tol = t == LLM_DT_F32 ? 1e-5 : 2e-2;
+        /* activations are quantised to 8 bits for quantised weights, rounded to f16 or
+         * bf16 for those weights */
+        double tol = t == LLM_DT_F32 ? 1e-5 : t == LLM_DT_F16 ? 2e-3 : 2e-2;
         double e = rel_err(y, ref, n * rows, 1.0);
         CHECK_MSG(e < tol, "type %u err %g", t, e);
+        /* batch invariance: each token alone (the dot per row) gives the batch's bits (the
+         * tile kernels, gemm) */
+        float *y1 = poisoned(rows);
+        for (int64_t j = 0; j < n; j++) {
+            ops->matmul(be, y1, rows, &w, x + j * k, k, 1);
+            CHECK_MSG(memcmp(y1, y + j * rows, (size_t)rows * sizeof(float)) == 0,
+                      "type %u token %lld: alone differs from batched", t, (long long)j);
+        }
+        free(y1);
         float *g = poisoned(3 * k);
         int32_t ids[3] = {5, 0, 36};
         ops->get_rows(be, g, &w, ids, 3);
@@ -184,6 +194,30 @@ static void test_matmul(void)
     }
     CHECK_EQ_INT(ops->synchronize(be), LLM_OK);
     free(wf), free(x);
+    /* float rows of other lengths than multiples of 32 (no tiles): still batch-invariant */
+    const int64_t k2 = 72, rows2 = 5, n2 = 4;
+    const uint32_t ftypes[] = {LLM_DT_F32, LLM_DT_F16, LLM_DT_BF16};
+    float *w2 = rand_buf(rows2 * k2, -1, 1), *x2 = rand_buf(n2 * k2, -2, 2);
+    for (size_t ti = 0; ti < 3; ti++) {
+        const uint32_t t = ftypes[ti];
+        const size_t rb = llm__dtype_row_size(t, k2);
+        char *wq = malloc(rb * (size_t)rows2);
+        for (int64_t r = 0; r < rows2; r++)
+            llm__quant_ref[t].from_float(w2 + r * k2, wq + r * rb, k2);
+        llm_tensor w = {.dtype = t, .ne = {k2, rows2}, .row_bytes = rb, .data = wq};
+        CHECK_EQ_INT(ops->prepare_weight(be, &w), LLM_OK);
+        float *y = poisoned(n2 * rows2), *y1 = poisoned(rows2);
+        ops->matmul(be, y, rows2, &w, x2, k2, n2);
+        for (int64_t j = 0; j < n2; j++) {
+            ops->matmul(be, y1, rows2, &w, x2 + j * k2, k2, 1);
+            CHECK_MSG(memcmp(y1, y + j * rows2, (size_t)rows2 * sizeof(float)) == 0,
+                      "type %u k %lld token %lld: alone differs from batched", t,
+                      (long long)k2, (long long)j);
+        }
+        ops->release_weight(be, &w);
+        free(wq), free(y), free(y1);
+    }
+    free(w2), free(x2);
 }
 
 /* Paged attention over scattered blocks equals dense attention over the same keys. */
@@ -466,8 +500,8 @@ static void test_matmul_repacked(void)
 static void test_matmul_levels_agree(void)
 {
     const int64_t k = 512, rows = 40, n = 6;
-    const uint32_t types[] = {LLM_DT_F32, LLM_DT_Q4_0, LLM_DT_Q4_1, LLM_DT_Q5_0, LLM_DT_Q8_0,
-                              LLM_DT_Q4_K, LLM_DT_Q6_K};
+    const uint32_t types[] = {LLM_DT_F32, LLM_DT_F16, LLM_DT_Q4_0, LLM_DT_Q4_1, LLM_DT_Q5_0,
+                              LLM_DT_Q8_0, LLM_DT_Q4_K, LLM_DT_Q6_K};
     if (!llm__quant_select(isa_levels[0])) {
         printf("     no %s on this CPU: one level only\n", isa_levels[0]);
         isa_restore();

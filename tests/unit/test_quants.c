@@ -477,7 +477,8 @@ static void test_vec_dot_fast_vs_ref(void)
  * sum|xy|) and against the fast vec_dot bit for bit (a token's logits must not depend on
  * how the tokens were batched), on odd row and token counts (the edge tiles), padded
  * strides between rows, and an output stride wider than the row count (the gaps must stay
- * untouched). */
+ * untouched). Tiles that take f32 activations (gemm_f32_act: the float weight types) get
+ * the vec_dot type's rows widened, and lengths that are multiples of 32. */
 static void test_gemm_vs_ref(void)
 {
     const int64_t NMAX = 4096, RMAX = 11, CMAX = 9, PAD = 40;
@@ -494,10 +495,13 @@ static void test_gemm_vs_ref(void)
         float *act = xmalloc(NMAX * sizeof(float));
         float *wf = xmalloc(NMAX * sizeof(float)), *af = xmalloc(NMAX * sizeof(float));
         float *s = xmalloc((size_t)(RMAX + 3) * CMAX * sizeof(float));
+        float *a32 = xmalloc((size_t)(NMAX + PAD) * CMAX * sizeof(float));
         double worst = 0;
         int fails = 0, gaps = 0, pairs = 0, inexact = 0;
         for (int it = 0; it < 60; it++) {
-            const int64_t n = random_length(t);
+            int64_t n = random_length(t);
+            if (best->gemm_f32_act)
+                n = n < 32 ? 32 : n / 32 * 32;
             const int64_t nr = 1 + rand_u32() % RMAX, nc = 1 + rand_u32() % CMAX;
             const size_t bx = row_bytes(t, n) + rand_u32() % PAD;
             const size_t by = row_bytes(vt, n) + rand_u32() % PAD;
@@ -510,7 +514,14 @@ static void test_gemm_vs_ref(void)
             }
             for (size_t i = 0; i < bs * (size_t)nc; i++)
                 s[i] = -12345.0f;
-            best->gemm(n, s, bs, w, bx, a, by, nr, nc);
+            if (best->gemm_f32_act) {
+                const size_t by32 = (size_t)n + rand_u32() % PAD; /* floats */
+                for (int64_t c = 0; c < nc; c++)
+                    llm__quant_ref[vt].to_float(a + c * by, a32 + c * by32, n);
+                best->gemm(n, s, bs, w, bx, a32, by32 * sizeof(float), nr, nc);
+            } else {
+                best->gemm(n, s, bs, w, bx, a, by, nr, nc);
+            }
             for (int64_t c = 0; c < nc; c++) {
                 llm__quant_ref[vt].to_float(a + c * by, af, n);
                 for (size_t r = 0; r < bs; r++) {
@@ -544,7 +555,7 @@ static void test_gemm_vs_ref(void)
                   pairs);
         printf("     %-5s gemm vs ref: %d pairs, max |diff|/sum|xy| %.2e\n", dt_name(t), pairs,
                worst);
-        free(w), free(a), free(act), free(wf), free(af), free(s);
+        free(w), free(a), free(act), free(wf), free(af), free(s), free(a32);
     }
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
     /* with AVX2 every type of our models has a tile kernel */
@@ -553,7 +564,10 @@ static void test_gemm_vs_ref(void)
                                  LLM_DT_Q8_0, LLM_DT_Q4_K, LLM_DT_Q5_K, LLM_DT_Q6_K};
         for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
             CHECK_MSG(llm__quant_best[need[i]].gemm != NULL, "%s", dt_name(need[i]));
-        CHECK(n_types >= 8);
+        const uint32_t floats[] = {LLM_DT_F32, LLM_DT_F16, LLM_DT_BF16};
+        for (size_t i = 0; i < 3; i++)
+            CHECK_MSG(llm__quant_best[floats[i]].gemm != NULL, "%s", dt_name(floats[i]));
+        CHECK(n_types >= 11);
     }
 #endif
 #if defined(__aarch64__)
