@@ -333,9 +333,10 @@ static void cpu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor 
                        const float *x, int64_t ldx, int64_t n)
 {
     const llm_quant_traits *tr = &llm__quant_best[w->dtype];
-    /* one token (generation) keeps the per-row path: a tile kernel gains nothing there */
+    /* one token (generation) keeps the per-row path where a tile kernel gains nothing there
+     * (the quantised types); the float types' tiles serve it too (gemm_one) */
     matmul_job j = {.y = y, .ldy = ldy, .w = w, .x = x, .ldx = ldx, .n = n, .dot = tr->vec_dot,
-                    .gemm = n >= 2 ? tr->gemm : NULL, .cw = w->extra};
+                    .gemm = n >= 2 || tr->gemm_one ? tr->gemm : NULL, .cw = w->extra};
     /* the float tiles take whole 32-element steps only (their dots' tails are not mirrored) */
     if (tr->gemm_f32_act && w->ne[0] % 32)
         j.gemm = NULL;

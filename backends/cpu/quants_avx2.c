@@ -1253,6 +1253,7 @@ int llm__quant_avx2_fill(llm_quant_traits *t, llm_quant_row_fns *rows)
     t[LLM_DT_F16].gemm = gemm_f16;
     t[LLM_DT_BF16].gemm = gemm_bf16;
     t[LLM_DT_F32].gemm_f32_act = t[LLM_DT_F16].gemm_f32_act = t[LLM_DT_BF16].gemm_f32_act = 1;
+    t[LLM_DT_F32].gemm_one = t[LLM_DT_F16].gemm_one = t[LLM_DT_BF16].gemm_one = 1;
     rows->f32_to_f16_row = f32_to_f16_row;
     rows->f16_to_f32_row = f16_to_f32_row;
     rows->dot_f16 = dot_f16;

@@ -713,6 +713,7 @@ int FILL_FN(llm_quant_traits *t, llm_quant_row_fns *rows)
     t[LLM_DT_F16].gemm = gemm_f16;
     t[LLM_DT_BF16].gemm = gemm_bf16;
     t[LLM_DT_F32].gemm_f32_act = t[LLM_DT_F16].gemm_f32_act = t[LLM_DT_BF16].gemm_f32_act = 1;
+    t[LLM_DT_F32].gemm_one = t[LLM_DT_F16].gemm_one = t[LLM_DT_BF16].gemm_one = 1;
     t[LLM_DT_Q4_0].vec_dot = q4_0_q8_0;
     t[LLM_DT_Q4_1].vec_dot = q4_1_q8_1;
     t[LLM_DT_Q5_0].vec_dot = q5_0_q8_0;

@@ -126,6 +126,7 @@ int llm__quant_avx512bf16_fill(llm_quant_traits *t)
     t[LLM_DT_BF16].vec_dot = bf16_dot;
     t[LLM_DT_BF16].gemm = gemm_bf16;
     t[LLM_DT_BF16].gemm_f32_act = 0; /* bf16 activations, as the dot takes them */
+    t[LLM_DT_BF16].gemm_one = 1;
     return 1;
 }
 
