@@ -12,6 +12,7 @@
 
 #include "../../lib/backend.h"
 #include "quants.h"
+#include "onednn.h"
 #include "repack.h"
 #include "threadpool.h"
 
@@ -28,6 +29,9 @@ struct llm_backend {
     size_t xaux_cap;
     float *xf; /* the activations widened back to f32, for the float tiles (gemm_f32_act) */
     size_t xf_cap;
+    llm_dnnl *dnnl;     /* oneDNN for BF16 prompts (onednn.h), made on first use */
+    int dnnl_tried;
+    int batch_invariant; /* LLM_CPU_BATCH_INVARIANT=1: never oneDNN */
     llm_status err;
 };
 
@@ -52,6 +56,8 @@ static llm_status cpu_create(const llm_backend_config *cfg, llm_backend **out)
         llm__free(be);
         return llm__fail(LLM_ERR_NO_MEMORY, "cpu backend: cannot start %d threads", n);
     }
+    const char *inv = getenv("LLM_CPU_BATCH_INVARIANT");
+    be->batch_invariant = inv && *inv && strcmp(inv, "0") != 0;
     *out = be;
     return LLM_OK;
 }
@@ -65,6 +71,7 @@ static void cpu_destroy(llm_backend *be)
     free(be->xsum);
     free(be->xaux);
     free(be->xf);
+    llm__dnnl_free(be->dnnl);
     llm__free(be);
 }
 
@@ -329,9 +336,32 @@ static void matmul_rows(void *arg, int ith, int nth)
     }
 }
 
+/* A BF16 prompt through oneDNN (onednn.h); 0 when it declines. */
+static int matmul_dnnl(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w,
+                       const float *x, int64_t ldx, int64_t n)
+{
+    if (!be->dnnl_tried) {
+        be->dnnl = llm__dnnl_create();
+        be->dnnl_tried = 1;
+    }
+    const int64_t k = w->ne[0];
+    if (!be->dnnl || !ensure_buf(&be->xq, &be->xq_cap, (size_t)(n * k) * sizeof(llm_bf16)))
+        return 0;
+    const llm_from_float_fn to_bf16 = llm__quant_best[LLM_DT_BF16].from_float;
+    for (int64_t t = 0; t < n; t++)
+        to_bf16(x + t * ldx, (llm_bf16 *)be->xq + t * k, k);
+    return llm__dnnl_matmul_bf16(be->dnnl, y, ldy, w->data, w->row_bytes, w->ne[1], be->xq,
+                                 k, n, llm__pool_size(be->pool));
+}
+
 static void cpu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w,
                        const float *x, int64_t ldx, int64_t n)
 {
+    /* BF16 prompts: oneDNN's matmul (AMX or BF16 dots), several times the tiles' rate, where
+     * the batch need not be invariant */
+    if (w->dtype == LLM_DT_BF16 && n >= LLM_DNNL_MIN_TOKENS && !be->batch_invariant &&
+        matmul_dnnl(be, y, ldy, w, x, ldx, n))
+        return;
     const llm_quant_traits *tr = &llm__quant_best[w->dtype];
     /* one token (generation) keeps the per-row path where a tile kernel gains nothing there
      * (the quantised types); the float types' tiles serve it too (gemm_one) */

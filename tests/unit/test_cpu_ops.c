@@ -6,6 +6,7 @@
 
 #include "backend.h"
 #include "isa_levels.h"
+#include "onednn.h"
 #include "quants.h"
 #include "test.h"
 #include "topk_ref.h"
@@ -218,6 +219,78 @@ static void test_matmul(void)
         free(wq), free(y), free(y1);
     }
     free(w2), free(x2);
+}
+
+/* BF16 prompts through oneDNN (onednn.h): directly, with a wider output stride (the gaps
+ * untouched), and through the backend's matmul, against the float64 sums of the same
+ * bf16 values; and with LLM_CPU_BATCH_INVARIANT=1 the backend keeps its tiles, whose
+ * result for each token equals that token alone. */
+static void test_matmul_onednn(void)
+{
+    llm_dnnl *d = llm__dnnl_create();
+    if (!d) {
+        printf("     oneDNN not available (built without libdnnl-dev, or LLM_CPU_NO_DNNL set): NOT TESTED\n");
+        return;
+    }
+    const int64_t k = 512, rows = 37, n = LLM_DNNL_MIN_TOKENS + 8, ldy = rows + 3;
+    float *wf = rand_buf(rows * k, -1, 1), *x = rand_buf(n * k, -2, 2);
+    const size_t rb = (size_t)k * sizeof(llm_bf16);
+    llm_bf16 *wq = malloc(rb * (size_t)rows), *xq = malloc(rb * (size_t)n);
+    for (int64_t r = 0; r < rows; r++)
+        llm__quant_ref[LLM_DT_BF16].from_float(wf + r * k, wq + r * k, k);
+    for (int64_t t = 0; t < n; t++)
+        llm__quant_ref[LLM_DT_BF16].from_float(x + t * k, xq + t * k, k);
+    double *ref = malloc((size_t)(n * rows) * sizeof(double));
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t r = 0; r < rows; r++) {
+            double s = 0;
+            for (int64_t i = 0; i < k; i++)
+                s += (double)llm__bf16_to_f32(wq[r * k + i]) * llm__bf16_to_f32(xq[t * k + i]);
+            ref[t * rows + r] = s;
+        }
+    float *y = poisoned(n * ldy), *packed = poisoned(n * rows);
+    CHECK(llm__dnnl_matmul_bf16(d, y, ldy, wq, rb, rows, xq, k, n, 2) == 1);
+    int gaps = 0;
+    for (int64_t t = 0; t < n; t++) {
+        memcpy(packed + t * rows, y + t * ldy, (size_t)rows * sizeof(float));
+        for (int64_t r = rows; r < ldy; r++)
+            gaps += !isnan(y[t * ldy + r]);
+    }
+    CHECK_MSG(gaps == 0, "%d output gaps written", gaps);
+    double e = rel_err(packed, ref, n * rows, 1.0);
+    CHECK_MSG(e < 1e-5, "oneDNN err %g", e);
+    /* through the backend: the activations rounded to bf16 by it */
+    llm_tensor w = {.dtype = LLM_DT_BF16, .ne = {k, rows}, .row_bytes = rb, .data = wq};
+    CHECK_EQ_INT(ops->prepare_weight(be, &w), LLM_OK);
+    float *yb = poisoned(n * rows);
+    ops->matmul(be, yb, rows, &w, x, k, n);
+    e = rel_err(yb, ref, n * rows, 1.0);
+    CHECK_MSG(e < 1e-5, "backend (oneDNN) err %g", e);
+    /* it went through oneDNN: the same bits as the direct call (the tiles sum otherwise) */
+    CHECK(memcmp(yb, packed, (size_t)(n * rows) * sizeof(float)) == 0);
+    ops->release_weight(be, &w);
+    /* batch-invariant mode: a backend made with LLM_CPU_BATCH_INVARIANT=1 */
+    setenv("LLM_CPU_BATCH_INVARIANT", "1", 1);
+    llm_backend *bi = NULL;
+    llm_backend_config cfg = {.n_threads = 2};
+    CHECK_EQ_INT(ops->create(&cfg, &bi), LLM_OK);
+    unsetenv("LLM_CPU_BATCH_INVARIANT");
+    if (bi) {
+        CHECK_EQ_INT(ops->prepare_weight(bi, &w), LLM_OK);
+        float *y1 = poisoned(rows);
+        ops->matmul(bi, yb, rows, &w, x, k, n);
+        int differ = 0;
+        for (int64_t t = 0; t < n; t++) {
+            ops->matmul(bi, y1, rows, &w, x + t * k, k, 1);
+            differ += memcmp(y1, yb + t * rows, (size_t)rows * sizeof(float)) != 0;
+        }
+        CHECK_MSG(differ == 0, "batch-invariant mode: %d tokens differ alone", differ);
+        ops->release_weight(bi, &w);
+        ops->destroy(bi);
+        free(y1);
+    }
+    llm__dnnl_free(d);
+    free(wf), free(x), free(wq), free(xq), free(ref), free(y), free(packed), free(yb);
 }
 
 /* Paged attention over scattered blocks equals dense attention over the same keys. */
@@ -613,6 +686,7 @@ int main(void)
     for (size_t l = 0; isa_next(&l, &prev); l++) {
         TEST_RUN(test_matmul);
         TEST_RUN(test_matmul_repacked);
+        TEST_RUN(test_matmul_onednn);
         TEST_RUN(test_attention);
         TEST_RUN(test_small_ops_split);
     }
