@@ -336,6 +336,23 @@ static void matmul_rows(void *arg, int ith, int nth)
     }
 }
 
+typedef void (*range_fn)(const void *arg, int64_t i0, int64_t i1);
+static void run_range(llm_backend *be, range_fn fn, const void *arg, int64_t n, int64_t align,
+                      int64_t elems);
+
+typedef struct to_bf16_job {
+    const float *x;
+    int64_t ldx, k;
+    llm_bf16 *y;
+} to_bf16_job;
+
+static void to_bf16_range(const void *arg, int64_t t0, int64_t t1)
+{
+    const to_bf16_job *j = arg;
+    for (int64_t t = t0; t < t1; t++)
+        llm__quant_best[LLM_DT_BF16].from_float(j->x + t * j->ldx, j->y + t * j->k, j->k);
+}
+
 /* A BF16 prompt through oneDNN (onednn.h); 0 when it declines. */
 static int matmul_dnnl(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w,
                        const float *x, int64_t ldx, int64_t n)
@@ -347,9 +364,8 @@ static int matmul_dnnl(llm_backend *be, float *y, int64_t ldy, const llm_tensor 
     const int64_t k = w->ne[0];
     if (!be->dnnl || !ensure_buf(&be->xq, &be->xq_cap, (size_t)(n * k) * sizeof(llm_bf16)))
         return 0;
-    const llm_from_float_fn to_bf16 = llm__quant_best[LLM_DT_BF16].from_float;
-    for (int64_t t = 0; t < n; t++)
-        to_bf16(x + t * ldx, (llm_bf16 *)be->xq + t * k, k);
+    const to_bf16_job cj = {x, ldx, k, be->xq};
+    run_range(be, to_bf16_range, &cj, n, 1, n * k);
     return llm__dnnl_matmul_bf16(be->dnnl, y, ldy, w->data, w->row_bytes, w->ne[1], be->xq,
                                  k, n, llm__pool_size(be->pool));
 }
@@ -457,8 +473,6 @@ static void cpu_get_rows(llm_backend *be, float *y, const llm_tensor *w, const i
  * norms, rope, GLU and adds would otherwise leave every other thread waiting. Each item
  * (row, token, element) is computed as on one thread, so the split never changes a bit. */
 #define PAR_MIN_ELEMS 16384
-
-typedef void (*range_fn)(const void *arg, int64_t i0, int64_t i1);
 
 typedef struct range_job {
     range_fn fn;
