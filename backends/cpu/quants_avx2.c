@@ -11,6 +11,7 @@
  * widens to int32, multiplying by ones or by the group scales. None of the pair sums can
  * saturate int16 for these formats (at most 2*63*127 for Q6_K). */
 #include "quants.h"
+#include "float_tiles.h"
 
 float llm__f16_table[1 << 16];
 
@@ -894,8 +895,6 @@ static void bf16_dot(int64_t n, float *s, const void *vx, const void *vy)
  * same fused multiply-adds in the same order, finished by the same horizontal sum: every
  * result has the dot's bits. n is a multiple of 32 (the backend's condition). Each weight
  * vector is converted once for the 3 tokens. */
-enum { FT_F32, FT_F16, FT_BF16 };
-
 static ALWAYS_INLINE __m256 ft_load(int type, const char *row, int64_t i)
 {
     if (type == FT_F16)
@@ -947,23 +946,7 @@ static ALWAYS_INLINE void ft_gemm(int type, int64_t n, float *s, size_t bs, cons
     }
 }
 
-static void gemm_f32(int64_t n, float *s, size_t bs, const void *x, size_t bx, const void *y,
-                     size_t by, int64_t nr, int64_t nc)
-{
-    ft_gemm(FT_F32, n, s, bs, x, bx, y, by, nr, nc);
-}
-
-static void gemm_f16(int64_t n, float *s, size_t bs, const void *x, size_t bx, const void *y,
-                     size_t by, int64_t nr, int64_t nc)
-{
-    ft_gemm(FT_F16, n, s, bs, x, bx, y, by, nr, nc);
-}
-
-static void gemm_bf16(int64_t n, float *s, size_t bs, const void *x, size_t bx, const void *y,
-                      size_t by, int64_t nr, int64_t nc)
-{
-    ft_gemm(FT_BF16, n, s, bs, x, bx, y, by, nr, nc);
-}
+FT_DEFINE_GEMMS(ft_gemm)
 
 static void bf16_to_float(const void *vx, float *y, int64_t n)
 {

@@ -23,6 +23,7 @@
  * first three measured no faster (tests/bench/isa_bench on a Sapphire Rapids Xeon: Q4_K
  * 0.85x with the rows in cache, 1.00x streamed). */
 #include "quants.h"
+#include "float_tiles.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) &&               \
     defined(__AVX512VL__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) &&  \
@@ -38,8 +39,6 @@
 #endif
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
-#define FT_RM 4 /* weight rows per tile */
-#define FT_TM 3 /* tokens per tile */
 
 /* ---- helpers -------------------------------------------------------------------- */
 
@@ -476,8 +475,6 @@ static void bf16_dot(int64_t n, float *s, const void *vx, const void *vy)
  * tails never occur. A tile is up to 4 weight rows by 3 tokens: 24 accumulators, 4 row and
  * 3 token registers per half step; each weight vector is converted once for 3 tokens. */
 
-enum { FT_F32, FT_F16, FT_BF16 };
-
 static ALWAYS_INLINE __m512 ft_load(int type, const char *row, int64_t i)
 {
     if (type == FT_F16)
@@ -520,49 +517,15 @@ static ALWAYS_INLINE void ft_tile(int type, int R, int T, int64_t n, float *s, s
             s[(size_t)t * bs + (size_t)r] = (float)(double)sum4(acc[r][t][0], acc[r][t][1]);
 }
 
-static ALWAYS_INLINE void ft_gemm(int type, int64_t n, float *s, size_t bs, const void *vx,
-                                  size_t bx, const void *vy, size_t by, int64_t nr, int64_t nc)
+static ALWAYS_INLINE void ft_gemm(int type, int64_t n, float *s, size_t bs, const void *x,
+                                  size_t bx, const void *y, size_t by, int64_t nr, int64_t nc)
 {
-    const char *x = vx, *y = vy;
-    for (int64_t c = 0; c < nc; c += FT_TM) {
-        const int T = nc - c >= FT_TM ? FT_TM : (int)(nc - c);
-        for (int64_t r = 0; r < nr; r += FT_RM) {
-            const int R = nr - r >= FT_RM ? FT_RM : (int)(nr - r);
-            float *o = s + (size_t)c * bs + (size_t)r;
-            const char *xr = x + (size_t)r * bx, *yc = y + (size_t)c * by;
-#define FT_CASE(RR, TT)                                                                     \
-    case (RR) * 8 + (TT):                                                                   \
-        ft_tile(type, RR, TT, n, o, bs, xr, bx, yc, by);                                    \
-        break;
-            switch (R * 8 + T) {
-                FT_CASE(4, 3) FT_CASE(4, 2) FT_CASE(4, 1)
-                FT_CASE(3, 3) FT_CASE(3, 2) FT_CASE(3, 1)
-                FT_CASE(2, 3) FT_CASE(2, 2) FT_CASE(2, 1)
-                FT_CASE(1, 3) FT_CASE(1, 2) FT_CASE(1, 1)
-            default: break;
-            }
-#undef FT_CASE
-        }
-    }
+#define FT_TILE(R, T, o, xr, yc) ft_tile(type, R, T, n, o, bs, xr, bx, yc, by)
+    FT_FOR_TILES(s, bs, x, bx, y, by, nr, nc, FT_TILE)
+#undef FT_TILE
 }
 
-static void gemm_f32(int64_t n, float *s, size_t bs, const void *x, size_t bx, const void *y,
-                     size_t by, int64_t nr, int64_t nc)
-{
-    ft_gemm(FT_F32, n, s, bs, x, bx, y, by, nr, nc);
-}
-
-static void gemm_f16(int64_t n, float *s, size_t bs, const void *x, size_t bx, const void *y,
-                     size_t by, int64_t nr, int64_t nc)
-{
-    ft_gemm(FT_F16, n, s, bs, x, bx, y, by, nr, nc);
-}
-
-static void gemm_bf16(int64_t n, float *s, size_t bs, const void *x, size_t bx, const void *y,
-                      size_t by, int64_t nr, int64_t nc)
-{
-    ft_gemm(FT_BF16, n, s, bs, x, bx, y, by, nr, nc);
-}
+FT_DEFINE_GEMMS(ft_gemm)
 
 /* mask of the first r (< 16) lanes, or all 16 */
 static inline __mmask16 first_lanes(int64_t r)

@@ -1,5 +1,6 @@
-/* quants_avx512_bf16.c - the BF16 dot with AVX512_BF16 (-mavx512bf16): vdpbf16ps multiplies
- * pairs of bf16 and adds both products into an f32 lane, 32 elements per instruction.
+/* quants_avx512_bf16.c - the BF16 dot and its tiles (gemm) with AVX512_BF16
+ * (-mavx512bf16): vdpbf16ps multiplies pairs of bf16 and adds both products into an f32
+ * lane, 32 elements per instruction.
  *
  * Not bit-identical with the other levels: each lane adds its two products one after the
  * other (and the tail goes through masked loads rather than a double sum), and the
@@ -7,6 +8,7 @@
  * real models are far from subnormal, and the sum agrees with the reference to float
  * rounding (test_quants checks 1e-5 of sum |x*y|). */
 #include "quants.h"
+#include "float_tiles.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512BF16__)
 
@@ -37,8 +39,6 @@ static void bf16_dot(int64_t n, float *s, const void *vx, const void *vy)
  * reduction, so every result has the dot's bits. Rows of other than a multiple of 32 go
  * through the dot itself. */
 #define ALWAYS_INLINE inline __attribute__((always_inline))
-#define FT_RM 4 /* weight rows per tile */
-#define FT_TM 3 /* tokens per tile */
 
 static ALWAYS_INLINE __m512bh bh_load(const char *p, int64_t i)
 {
@@ -92,33 +92,16 @@ static void gemm_bf16(int64_t n, float *s, size_t bs, const void *vx, size_t bx,
                       size_t by, int64_t nr, int64_t nc)
 {
     const char *x = vx, *y = vy;
-    for (int64_t c = 0; c < nc; c += FT_TM) {
-        const int T = nc - c >= FT_TM ? FT_TM : (int)(nc - c);
-        for (int64_t r = 0; r < nr; r += FT_RM) {
-            const int R = nr - r >= FT_RM ? FT_RM : (int)(nr - r);
-            float *o = s + (size_t)c * bs + (size_t)r;
-            const char *xr = x + (size_t)r * bx, *yc = y + (size_t)c * by;
-            if (n % 32) {
-                for (int t = 0; t < T; t++)
-                    for (int q = 0; q < R; q++)
-                        bf16_dot(n, o + (size_t)t * bs + q, xr + (size_t)q * bx,
-                                 yc + (size_t)t * by);
-                continue;
-            }
-#define BT_CASE(RR, TT)                                                                     \
-    case (RR) * 8 + (TT):                                                                   \
-        bf16_tile(RR, TT, n, o, bs, xr, bx, yc, by);                                        \
-        break;
-            switch (R * 8 + T) {
-                BT_CASE(4, 3) BT_CASE(4, 2) BT_CASE(4, 1)
-                BT_CASE(3, 3) BT_CASE(3, 2) BT_CASE(3, 1)
-                BT_CASE(2, 3) BT_CASE(2, 2) BT_CASE(2, 1)
-                BT_CASE(1, 3) BT_CASE(1, 2) BT_CASE(1, 1)
-            default: break;
-            }
-#undef BT_CASE
-        }
+    if (n % 32) { /* the dot's masked tail: no tiles */
+        for (int64_t c = 0; c < nc; c++)
+            for (int64_t r = 0; r < nr; r++)
+                bf16_dot(n, s + (size_t)c * bs + (size_t)r, x + (size_t)r * bx,
+                         y + (size_t)c * by);
+        return;
     }
+#define BF16_TILE(R, T, o, xr, yc) bf16_tile(R, T, n, o, bs, xr, bx, yc, by)
+    FT_FOR_TILES(s, bs, x, bx, y, by, nr, nc, BF16_TILE)
+#undef BF16_TILE
 }
 
 int llm__quant_avx512bf16_fill(llm_quant_traits *t)
