@@ -964,26 +964,118 @@ static void axpy_q8_0(int64_t n, float *y, float a, const void *x)
     }
 }
 
-static float dot_f32_f16v(int64_t n, const float *x, const void *y)
-{
-    return llm__dot_f32_f16(n, x, y);
-}
-
-static void axpy_f16v(int64_t n, float *y, float a, const void *x)
-{
-    llm__axpy_f16(n, y, a, x);
-}
-
 typedef struct attn_job {
     const llm_attention_args *a;
-    llm_backend *be;
+    int32_t hp;      /* query heads per item, at most ATT_HEADS */
+    int32_t n_chunk; /* items per token and KV head: the group's heads in hp's */
     atomic_long next;
 } attn_job;
 
-#define ATT_BLOCK 16
+#define ATT_BLOCK LLM_ATT_BLOCK
+#define ATT_HEADS 8
 
-/* One query head over its keys in a single pass with an online softmax (running maximum
- * and sum), in f32 throughout; only the cache itself is f16, bf16 or q8_0. */
+typedef float (*attn_dot_fn)(int64_t, const float *, const void *);
+typedef void (*attn_axpy_fn)(int64_t, float *, float, const void *);
+
+/* One item: query heads h0..h0+nh-1 of token t, all of one KV head, over their keys in a
+ * single pass with an online softmax (running maximum and sum) per head, in f32
+ * throughout; only the cache itself is f16, bf16 or q8_0. The heads share the keys (same
+ * token, same KV head), so the f16 kernels read each key and value row once for all of
+ * them; per head the operations are those of one head alone. */
+static void attention_item(const llm_attention_args *a, int64_t t, int32_t kh, int32_t h0,
+                           int32_t nh, attn_dot_fn dot, attn_axpy_fn axpy)
+{
+    const llm_kv_layer *kv = a->kv;
+    const int32_t hd = kv->head_dim, n_head = a->n_head;
+    const int32_t group = n_head / kv->n_head_kv, bs = a->block_size;
+    const size_t row_bytes = kv_row_bytes(kv);
+    const size_t head_bytes = llm__dtype_row_size(kv->dtype, hd);
+    const int32_t p = a->q_pos[t];
+    const int32_t *bt = a->block_tables + (int64_t)a->q_seq[t] * a->max_blocks;
+    const int32_t p0 = a->window > 0 && p - a->window + 1 > 0 ? p - a->window + 1 : 0;
+    const float *q = a->q + (t * n_head + (int64_t)kh * group + h0) * hd;
+    float acc[ATT_HEADS * LLM_MAX_HEAD_DIM];
+    float m[ATT_HEADS], sum[ATT_HEADS];
+    memset(acc, 0, (size_t)(nh * hd) * sizeof(float));
+    for (int32_t h = 0; h < nh; h++)
+        m[h] = -INFINITY, sum[h] = 0.0f;
+    /* keys in blocks of ATT_BLOCK: their scores first, then per head the running maximum
+     * tells each key's exponent (a rescale of what came before when it raises the maximum,
+     * else its own weight), all of them taken in one call, then the sums in key order: the
+     * same operations as one key at a time */
+    for (int32_t k0 = p0; k0 <= p; k0 += ATT_BLOCK) {
+        const int nk = p - k0 + 1 < ATT_BLOCK ? p - k0 + 1 : ATT_BLOCK;
+        const char *kr[ATT_BLOCK], *vr[ATT_BLOCK];
+        float sc[ATT_HEADS * ATT_BLOCK], arg[ATT_HEADS * ATT_BLOCK], e[ATT_HEADS * ATT_BLOCK];
+        float ms[ATT_HEADS * ATT_BLOCK], vs[ATT_HEADS * ATT_BLOCK];
+        /* the slots follow the block table without a division per key */
+        int32_t b = k0 / bs, o = k0 % bs;
+        for (int u = 0; u < nk; u++) {
+            const int64_t slot = (int64_t)bt[b] * bs + o;
+            if (++o == bs)
+                o = 0, b++;
+            const size_t off = (size_t)slot * row_bytes + (size_t)kh * head_bytes;
+            kr[u] = (const char *)kv->k + off;
+            vr[u] = (const char *)kv->v + off;
+        }
+        if (!dot) {
+            llm__attn_scores_f16(hd, nh, q, (const llm_f16 *const *)kr, nk, sc);
+        } else {
+            for (int32_t h = 0; h < nh; h++)
+                for (int u = 0; u < nk; u++)
+                    sc[h * ATT_BLOCK + u] = dot(hd, q + (size_t)h * hd, kr[u]);
+        }
+        int raise[ATT_HEADS * ATT_BLOCK];
+        float mm[ATT_HEADS];
+        for (int32_t h = 0; h < nh; h++) {
+            mm[h] = m[h];
+            for (int u = 0; u < ATT_BLOCK; u++) {
+                const int i = h * ATT_BLOCK + u;
+                if (u >= nk) {
+                    arg[i] = 0.0f;
+                    continue;
+                }
+                float s = sc[i] * a->scale;
+                if (a->softcap > 0.0f)
+                    s = a->softcap * tanhf(s / a->softcap);
+                raise[i] = s > mm[h];
+                arg[i] = raise[i] ? mm[h] - s : s - mm[h];
+                mm[h] = raise[i] ? s : mm[h];
+            }
+        }
+        llm__exp_row(nh * ATT_BLOCK, arg, e);
+        for (int32_t h = 0; h < nh; h++) {
+            for (int u = 0; u < nk; u++) {
+                const int i = h * ATT_BLOCK + u;
+                ms[i] = raise[i] ? e[i] : 1.0f;
+                vs[i] = raise[i] ? 1.0f : e[i];
+                sum[h] = sum[h] * ms[i] + vs[i];
+            }
+            m[h] = mm[h];
+        }
+        if (!axpy) {
+            llm__attn_accum_f16(hd, nh, acc, (const llm_f16 *const *)vr, nk, ms, vs);
+        } else {
+            for (int32_t h = 0; h < nh; h++) {
+                float *ah = acc + (size_t)h * hd;
+                for (int u = 0; u < nk; u++) {
+                    const int i = h * ATT_BLOCK + u;
+                    if (ms[i] != 1.0f)
+                        for (int32_t d = 0; d < hd; d++)
+                            ah[d] *= ms[i];
+                    axpy(hd, ah, vs[i], vr[u]);
+                }
+            }
+        }
+    }
+    for (int32_t h = 0; h < nh; h++) {
+        float *out = a->out + (t * n_head + (int64_t)kh * group + h0 + h) * hd;
+        const float inv = 1.0f / sum[h];
+        for (int32_t d = 0; d < hd; d++)
+            out[d] = acc[(size_t)h * hd + d] * inv;
+    }
+}
+
 static void attention_rows(void *arg, int ith, int nth)
 {
     (void)ith;
@@ -991,84 +1083,41 @@ static void attention_rows(void *arg, int ith, int nth)
     attn_job *j = arg;
     const llm_attention_args *a = j->a;
     const llm_kv_layer *kv = a->kv;
-    const int32_t hd = kv->head_dim, n_head = a->n_head, n_kv = kv->n_head_kv;
-    const int32_t group = n_head / n_kv, bs = a->block_size;
-    const size_t row_bytes = kv_row_bytes(kv);
-    const size_t head_bytes = llm__dtype_row_size(kv->dtype, hd);
-    float (*dot)(int64_t, const float *, const void *) = dot_f32_f16v;
-    void (*axpy)(int64_t, float *, float, const void *) = axpy_f16v;
+    const int32_t group = a->n_head / kv->n_head_kv;
+    /* NULL: the f16 block kernels */
+    attn_dot_fn dot = NULL;
+    attn_axpy_fn axpy = NULL;
     if (kv->dtype == LLM_DT_BF16)
         dot = dot_f32_bf16, axpy = axpy_bf16;
     else if (kv->dtype == LLM_DT_Q8_0)
         dot = dot_f32_q8_0, axpy = axpy_q8_0;
-    float acc[LLM_MAX_HEAD_DIM];
-    const int64_t items = a->n_tokens * n_head;
+    const int64_t per_token = (int64_t)kv->n_head_kv * j->n_chunk;
+    const int64_t items = a->n_tokens * per_token;
     for (;;) {
         const int64_t it = atomic_fetch_add(&j->next, 1);
         if (it >= items)
             break;
-        const int64_t t = it / n_head;
-        const int32_t h = (int32_t)(it % n_head), kh = h / group;
-        const int32_t p = a->q_pos[t];
-        const int32_t *bt = a->block_tables + (int64_t)a->q_seq[t] * a->max_blocks;
-        const int32_t p0 = a->window > 0 && p - a->window + 1 > 0 ? p - a->window + 1 : 0;
-        const float *q = a->q + (t * n_head + h) * hd;
-        memset(acc, 0, (size_t)hd * sizeof(float));
-        float m = -INFINITY, sum = 0.0f;
-        /* keys in blocks of ATT_BLOCK: their scores first, then the running maximum tells
-         * each key's exponent (a rescale of what came before when it raises the maximum,
-         * else its own weight), all of them taken in one call, then the sums in key
-         * order: the same operations as one key at a time */
-        for (int32_t k0 = p0; k0 <= p; k0 += ATT_BLOCK) {
-            const int nk = p - k0 + 1 < ATT_BLOCK ? p - k0 + 1 : ATT_BLOCK;
-            const char *vr[ATT_BLOCK];
-            float arg[ATT_BLOCK], e[ATT_BLOCK];
-            int raise[ATT_BLOCK];
-            float mm = m, sc[ATT_BLOCK];
-            /* the block's scores, independent of each other; the slots follow the block
-             * table without a division per key */
-            int32_t b = k0 / bs, o = k0 % bs;
-            for (int u = 0; u < nk; u++) {
-                const int64_t slot = (int64_t)bt[b] * bs + o;
-                if (++o == bs)
-                    o = 0, b++;
-                const size_t off = (size_t)slot * row_bytes + (size_t)kh * head_bytes;
-                vr[u] = (const char *)kv->v + off;
-                sc[u] = dot(hd, q, (const char *)kv->k + off) * a->scale;
-            }
-            for (int u = 0; u < nk; u++) {
-                float s = sc[u];
-                if (a->softcap > 0.0f)
-                    s = a->softcap * tanhf(s / a->softcap);
-                raise[u] = s > mm;
-                arg[u] = raise[u] ? mm - s : s - mm;
-                mm = raise[u] ? s : mm;
-            }
-            llm__exp_row(nk, arg, e);
-            for (int u = 0; u < nk; u++) {
-                float ms = 1.0f, vs = 1.0f;
-                if (raise[u]) {
-                    ms = e[u];
-                    for (int32_t d = 0; d < hd; d++)
-                        acc[d] *= ms;
-                } else {
-                    vs = e[u];
-                }
-                axpy(hd, acc, vs, vr[u]);
-                sum = sum * ms + vs;
-            }
-            m = mm;
-        }
-        float *out = a->out + (t * n_head + h) * hd;
-        const float inv = 1.0f / sum;
-        for (int32_t d = 0; d < hd; d++)
-            out[d] = acc[d] * inv;
+        const int64_t t = it / per_token;
+        const int32_t kh = (int32_t)(it % per_token / j->n_chunk);
+        const int32_t h0 = (int32_t)(it % j->n_chunk) * j->hp;
+        attention_item(a, t, kh, h0, group - h0 < j->hp ? group - h0 : j->hp, dot, axpy);
     }
 }
 
 static void cpu_attention(llm_backend *be, const llm_attention_args *a)
 {
-    attn_job j = {.a = a, .be = be};
+    attn_job j = {.a = a};
+    /* up to ATT_HEADS heads of a KV head per item, fewer where that would leave too few
+     * items for the threads (one token, few KV heads); the results do not depend on it */
+    const int32_t group = a->n_head / a->kv->n_head_kv;
+    const int64_t want = 4 * (int64_t)llm__pool_size(be->pool);
+    j.hp = group < ATT_HEADS ? group : ATT_HEADS;
+    for (;;) {
+        j.n_chunk = (group + j.hp - 1) / j.hp;
+        if (j.hp == 1 || a->n_tokens * a->kv->n_head_kv * j.n_chunk >= want)
+            break;
+        j.hp = (j.hp + 1) / 2;
+    }
     atomic_init(&j.next, 0);
     llm__pool_run(be->pool, attention_rows, &j);
 }

@@ -865,9 +865,35 @@ static void exp_row_scalar(int64_t n, const float *x, float *y)
         y[i] = exp_one(x[i]);
 }
 
+/* The attention block helpers as the single-key helpers of the level in use (a level
+ * with fused kernels puts its own over these) */
+static void attn_scores_f16_generic(int32_t hd, int32_t nh, const float *q,
+                                    const llm_f16 *const *k, int nk, float *sc)
+{
+    for (int32_t h = 0; h < nh; h++)
+        for (int u = 0; u < nk; u++)
+            sc[h * LLM_ATT_BLOCK + u] = llm__dot_f32_f16(hd, q + (size_t)h * hd, k[u]);
+}
+
+static void attn_accum_f16_generic(int32_t hd, int32_t nh, float *acc,
+                                   const llm_f16 *const *v, int nk, const float *ms,
+                                   const float *vs)
+{
+    for (int32_t h = 0; h < nh; h++) {
+        float *a = acc + (size_t)h * hd;
+        for (int u = 0; u < nk; u++) {
+            const float m = ms[h * LLM_ATT_BLOCK + u];
+            if (m != 1.0f)
+                for (int32_t d = 0; d < hd; d++)
+                    a[d] *= m;
+            llm__axpy_f16(hd, a, vs[h * LLM_ATT_BLOCK + u], v[u]);
+        }
+    }
+}
+
 #define SCALAR_ROW_FNS                                                                      \
     {f32_to_f16_row_scalar, f16_to_f32_row_scalar, f16_dot_scalar, dot_f32_f16_scalar,       \
-     axpy_f16_scalar, exp_row_scalar}
+     axpy_f16_scalar, exp_row_scalar, attn_scores_f16_generic, attn_accum_f16_generic}
 static const llm_quant_row_fns scalar_row_fns = SCALAR_ROW_FNS;
 /* The row helpers go through these, switched to SIMD by llm__quant_init(). */
 static llm_quant_row_fns row_fns = SCALAR_ROW_FNS;
@@ -901,6 +927,18 @@ void llm__axpy_f16(int64_t n, float *y, float a, const llm_f16 *x)
 void llm__exp_row(int64_t n, const float *x, float *y)
 {
     row_fns.exp_row(n, x, y);
+}
+
+void llm__attn_scores_f16(int32_t hd, int32_t nh, const float *q, const llm_f16 *const *k,
+                          int nk, float *sc)
+{
+    row_fns.attn_scores_f16(hd, nh, q, k, nk, sc);
+}
+
+void llm__attn_accum_f16(int32_t hd, int32_t nh, float *acc, const llm_f16 *const *v, int nk,
+                         const float *ms, const float *vs)
+{
+    row_fns.attn_accum_f16(hd, nh, acc, v, nk, ms, vs);
 }
 
 const char *llm__cpu_features(void)

@@ -123,6 +123,21 @@ float llm__dot_f16(int64_t n, const llm_f16 *x, const llm_f16 *y);
 float llm__dot_f32_f16(int64_t n, const float *x, const llm_f16 *y);
 void llm__axpy_f16(int64_t n, float *y, float a, const llm_f16 *x);
 
+/* Attention over a block of up to LLM_ATT_BLOCK keys of an f16 cache for nh query heads
+ * that share one KV head, the same operations as the single-key helpers above, so the
+ * same bits (at every level: where a level has no fused kernel, they are those helpers):
+ * - scores: sc[h * LLM_ATT_BLOCK + u] = llm__dot_f32_f16(hd, q + h * hd, k[u]);
+ * - accumulate: for each head h, for u in order: acc_h *= ms[h][u] unless that is 1, then
+ *   llm__axpy_f16(hd, acc_h, vs[h][u], v[u]), with acc_h = acc + h * hd and ms, vs laid out
+ *   as sc.
+ * The fused kernels convert each key and value row once for all the heads and keep the
+ * accumulators in registers over the block. */
+#define LLM_ATT_BLOCK 16
+void llm__attn_scores_f16(int32_t hd, int32_t nh, const float *q, const llm_f16 *const *k,
+                          int nk, float *sc);
+void llm__attn_accum_f16(int32_t hd, int32_t nh, float *acc, const llm_f16 *const *v, int nk,
+                         const float *ms, const float *vs);
+
 /* y[i] = e^x[i] for x[i] <= 0 (attention's softmax weights), n of them: the algorithm of
  * glibc's expf (a 32-entry table of 2^(i/32) and a cubic in double precision), so the
  * result is glibc's expf to the bit on every machine, scalar or SIMD (test_quants checks
@@ -152,6 +167,10 @@ typedef struct llm_quant_row_fns {
     float (*dot_f32_f16)(int64_t n, const float *x, const llm_f16 *y);
     void (*axpy_f16)(int64_t n, float *y, float a, const llm_f16 *x);
     void (*exp_row)(int64_t n, const float *x, float *y);
+    void (*attn_scores_f16)(int32_t hd, int32_t nh, const float *q, const llm_f16 *const *k,
+                            int nk, float *sc);
+    void (*attn_accum_f16)(int32_t hd, int32_t nh, float *acc, const llm_f16 *const *v,
+                           int nk, const float *ms, const float *vs);
 } llm_quant_row_fns;
 int llm__quant_avx2_fill(llm_quant_traits *table, llm_quant_row_fns *rows);
 /* The same for the NEON kernels of quants_neon.c (64-bit ARM): plain Armv8-A, and built

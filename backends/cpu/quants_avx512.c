@@ -608,6 +608,128 @@ static void axpy_f16(int64_t n, float *y, float a, const llm_f16 *x)
         y[i] += a * h2f(x[i]);
 }
 
+/* Attention blocks (llm__attn_scores_f16, llm__attn_accum_f16): per head, dot_f32_f16's and
+ * axpy_f16's operations for a head of whole 32-element steps, each key and value row
+ * converted once for NH heads, the accumulators in registers over the block. */
+static ALWAYS_INLINE void attn_scores_nh(int NH, int32_t hd, const float *q,
+                                         const llm_f16 *const *k, int nk, float *sc)
+{
+    for (int u = 0; u < nk; u++) {
+        __m512 a01[4], a23[4];
+#pragma GCC unroll 4
+        for (int h = 0; h < NH; h++)
+            a01[h] = a23[h] = _mm512_setzero_ps();
+        const llm_f16 *kr = k[u];
+        for (int32_t i = 0; i < hd; i += 32) {
+            const __m512 k0 = load_f16x16(kr + i), k1 = load_f16x16(kr + i + 16);
+#pragma GCC unroll 4
+            for (int h = 0; h < NH; h++) {
+                const float *qh = q + (size_t)h * hd + i;
+                a01[h] = _mm512_fmadd_ps(_mm512_loadu_ps(qh), k0, a01[h]);
+                a23[h] = _mm512_fmadd_ps(_mm512_loadu_ps(qh + 16), k1, a23[h]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int h = 0; h < NH; h++)
+            sc[h * LLM_ATT_BLOCK + u] = sum4(a01[h], a23[h]);
+    }
+}
+
+static void attn_scores_f16(int32_t hd, int32_t nh, const float *q, const llm_f16 *const *k,
+                            int nk, float *sc)
+{
+    if (hd % 32) {
+        for (int32_t h = 0; h < nh; h++)
+            for (int u = 0; u < nk; u++)
+                sc[h * LLM_ATT_BLOCK + u] = dot_f32_f16(hd, q + (size_t)h * hd, k[u]);
+        return;
+    }
+    int32_t h = 0;
+    for (; h + 4 <= nh; h += 4)
+        attn_scores_nh(4, hd, q + (size_t)h * hd, k, nk, sc + h * LLM_ATT_BLOCK);
+    for (; h < nh; h++)
+        attn_scores_nh(1, hd, q + (size_t)h * hd, k, nk, sc + h * LLM_ATT_BLOCK);
+}
+
+/* NH heads of V vectors of 16 each (NH * V <= 16 accumulators) */
+static ALWAYS_INLINE void attn_accum_nh(int NH, int V, float *acc, const llm_f16 *const *v,
+                                        int nk, const float *ms, const float *vs)
+{
+    __m512 a[4][16];
+#pragma GCC unroll 4
+    for (int h = 0; h < NH; h++)
+#pragma GCC unroll 16
+        for (int j = 0; j < V; j++)
+            a[h][j] = _mm512_loadu_ps(acc + (size_t)h * V * 16 + 16 * j);
+    for (int u = 0; u < nk; u++) {
+        __m512 w[4];
+#pragma GCC unroll 4
+        for (int h = 0; h < NH; h++) {
+            const float m = ms[h * LLM_ATT_BLOCK + u];
+            if (m != 1.0f) {
+                const __m512 mv = _mm512_set1_ps(m);
+#pragma GCC unroll 16
+                for (int j = 0; j < V; j++)
+                    a[h][j] = _mm512_mul_ps(a[h][j], mv);
+            }
+            w[h] = _mm512_set1_ps(vs[h * LLM_ATT_BLOCK + u]);
+        }
+        const llm_f16 *vr = v[u];
+#pragma GCC unroll 16
+        for (int j = 0; j < V; j++) {
+            const __m512 x = load_f16x16(vr + 16 * j);
+#pragma GCC unroll 4
+            for (int h = 0; h < NH; h++)
+                a[h][j] = _mm512_fmadd_ps(w[h], x, a[h][j]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int h = 0; h < NH; h++)
+#pragma GCC unroll 16
+        for (int j = 0; j < V; j++)
+            _mm512_storeu_ps(acc + (size_t)h * V * 16 + 16 * j, a[h][j]);
+}
+
+static void attn_accum_f16(int32_t hd, int32_t nh, float *acc, const llm_f16 *const *v, int nk,
+                           const float *ms, const float *vs)
+{
+#define ATT_ACC(V, NH)                                                                      \
+    case V: {                                                                               \
+        int32_t h = 0;                                                                      \
+        for (; h + (NH) <= nh; h += (NH))                                                   \
+            attn_accum_nh(NH, V, acc + (size_t)h * hd, v, nk, ms + h * LLM_ATT_BLOCK,       \
+                          vs + h * LLM_ATT_BLOCK);                                          \
+        for (; h < nh; h++)                                                                 \
+            attn_accum_nh(1, V, acc + (size_t)h * hd, v, nk, ms + h * LLM_ATT_BLOCK,        \
+                          vs + h * LLM_ATT_BLOCK);                                          \
+        return;                                                                             \
+    }
+    if (hd % 32 == 0) {
+        switch (hd / 16) {
+            ATT_ACC(2, 4)
+            ATT_ACC(4, 4)
+            ATT_ACC(6, 2)
+            ATT_ACC(8, 2)
+            ATT_ACC(10, 1)
+            ATT_ACC(12, 1)
+            ATT_ACC(14, 1)
+            ATT_ACC(16, 1)
+        default: break;
+        }
+    }
+#undef ATT_ACC
+    for (int32_t h = 0; h < nh; h++) {
+        float *ah = acc + (size_t)h * hd;
+        for (int u = 0; u < nk; u++) {
+            const float m = ms[h * LLM_ATT_BLOCK + u];
+            if (m != 1.0f)
+                for (int32_t d = 0; d < hd; d++)
+                    ah[d] *= m;
+            axpy_f16(hd, ah, vs[h * LLM_ATT_BLOCK + u], v[u]);
+        }
+    }
+}
+
 /* ---- activation quantisers ------------------------------------------------------ */
 
 /* roundf() on 16 lanes, as quants_avx2.c's round_away: truncate, then step away from zero
@@ -690,6 +812,8 @@ int FILL_FN(llm_quant_traits *t, llm_quant_row_fns *rows)
     rows->f16_to_f32_row = f16_to_f32_row;
     rows->dot_f32_f16 = dot_f32_f16;
     rows->axpy_f16 = axpy_f16;
+    rows->attn_scores_f16 = attn_scores_f16;
+    rows->attn_accum_f16 = attn_accum_f16;
     return 1;
 }
 

@@ -406,6 +406,98 @@ static void test_attention(void)
     }
 }
 
+/* The f16 attention one key at a time through the level's row helpers (llm__dot_f32_f16,
+ * llm__exp_row, llm__axpy_f16): the operations cpu.c's block kernels must repeat for every
+ * head, whatever heads and keys they take together. Dense cache: key j of KV head kh at
+ * k + (j * n_kv + kh) * hd. */
+static void attention_one_key_at_a_time(float *out, const float *q, const llm_f16 *k,
+                                        const llm_f16 *v, int32_t hd, int32_t n_head,
+                                        int32_t n_kv, int32_t p, int32_t window, float scale,
+                                        float softcap)
+{
+    float acc[512];
+    for (int32_t h = 0; h < n_head; h++) {
+        const int32_t kh = h / (n_head / n_kv);
+        const int32_t p0 = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
+        float m = -INFINITY, sum = 0.0f;
+        memset(acc, 0, sizeof acc);
+        for (int32_t j = p0; j <= p; j++) {
+            float s = llm__dot_f32_f16(hd, q + h * hd, k + ((size_t)j * n_kv + kh) * hd) * scale;
+            if (softcap > 0.0f)
+                s = softcap * tanhf(s / softcap);
+            const int raise = s > m;
+            float arg = raise ? m - s : s - m, e, ms = 1.0f, vs = 1.0f;
+            llm__exp_row(1, &arg, &e);
+            m = raise ? s : m;
+            if (raise) {
+                ms = e;
+                for (int32_t d = 0; d < hd; d++)
+                    acc[d] *= ms;
+            } else {
+                vs = e;
+            }
+            llm__axpy_f16(hd, acc, vs, v + ((size_t)j * n_kv + kh) * hd);
+            sum = sum * ms + vs;
+        }
+        for (int32_t d = 0; d < hd; d++)
+            out[h * hd + d] = acc[d] * (1.0f / sum);
+    }
+}
+
+/* The f16 cache's block kernels (several heads of a KV head at once, keys in blocks, the
+ * accumulators in registers) against one key at a time: the same bits, for head sizes with
+ * and without a fused kernel, groups of 1 to 9 heads, softcap and window; and a prompt's
+ * tokens all at once the same as each alone (thread count and heads per item vary). */
+static void test_attention_blocks_f16(void)
+{
+    const int32_t hds[] = {32, 64, 96, 128, 256, 80, 40};
+    const int32_t groups[] = {1, 3, 4, 7, 8, 9};
+    const int32_t n_keys = 45, bs = 16;
+    int cases = 0, differ = 0;
+    for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++)
+        for (size_t gi = 0; gi < sizeof groups / sizeof groups[0]; gi++) {
+            const int32_t hd = hds[hi], n_kv = gi % 2 ? 1 : 2, n_head = groups[gi] * n_kv;
+            const int variant = (int)((hi + gi) % 3);
+            const int32_t window = variant == 1 ? 19 : 0;
+            const float softcap = variant == 2 ? 2.5f : 0.0f, scale = 1.0f / sqrtf((float)hd);
+            llm_kv_layer kv = {.dtype = LLM_DT_F16, .n_head_kv = n_kv, .head_dim = hd};
+            const int64_t row = (int64_t)n_kv * hd;
+            kv.k = malloc((size_t)(n_keys * row) * sizeof(llm_f16));
+            kv.v = malloc((size_t)(n_keys * row) * sizeof(llm_f16));
+            float *kf = rand_buf(n_keys * row, -2, 2), *vf = rand_buf(n_keys * row, -1, 1);
+            int32_t slots[45], tables[3] = {0, 1, 2}, q_seq[45], q_pos[45];
+            for (int32_t j = 0; j < n_keys; j++)
+                slots[j] = j, q_seq[j] = 0, q_pos[j] = j;
+            ops->kv_write(be, &kv, kf, vf, slots, n_keys);
+            float *q = rand_buf(n_keys * n_head * hd, -2, 2);
+            float *all = poisoned(n_keys * n_head * hd), *one = poisoned(n_head * hd);
+            float *ref = poisoned(n_head * hd);
+            llm_attention_args a = {.out = all, .q = q, .kv = &kv, .n_tokens = n_keys,
+                                    .n_head = n_head, .block_size = bs, .q_pos = q_pos,
+                                    .q_seq = q_seq, .block_tables = tables, .max_blocks = 3,
+                                    .scale = scale, .softcap = softcap, .window = window};
+            ops->attention(be, &a);
+            for (int32_t t = 0; t < n_keys; t += 11) {
+                attention_one_key_at_a_time(ref, q + (size_t)t * n_head * hd, kv.k, kv.v, hd,
+                                            n_head, n_kv, t, window, scale, softcap);
+                llm_attention_args a1 = a;
+                a1.out = one, a1.q = q + (size_t)t * n_head * hd, a1.n_tokens = 1;
+                a1.q_pos = q_pos + t, a1.q_seq = q_seq + t;
+                ops->attention(be, &a1);
+                const size_t bytes = (size_t)(n_head * hd) * sizeof(float);
+                int bad = memcmp(all + (size_t)t * n_head * hd, ref, bytes) != 0 ||
+                          memcmp(one, ref, bytes) != 0;
+                CHECK_MSG(!bad, "hd %d heads %d/%d window %d softcap %g token %d differs", hd,
+                          n_head, n_kv, window, softcap, t);
+                differ += bad;
+                cases++;
+            }
+            free(kv.k), free(kv.v), free(kf), free(vf), free(q), free(all), free(one), free(ref);
+        }
+    printf("     %d of %d (head size, group, token) cases differ from one key at a time\n",
+           differ, cases);
+}
+
 /* The small ops split over the pool above a size (cpu.c, PAR_MIN_ELEMS): the same bits as
  * the same op called on pieces small enough for one thread; GELU equal bit for bit to its
  * f16-table formula (llama.cpp's). */
@@ -664,6 +756,7 @@ static void test_threads(void)
     test_matmul();
     test_matmul_repacked();
     test_attention();
+    test_attention_blocks_f16();
     CHECK_EQ_INT(ops->set_threads(be, 1), LLM_OK);
     test_matmul();
     test_matmul_repacked();
@@ -688,6 +781,7 @@ int main(void)
         TEST_RUN(test_matmul_repacked);
         TEST_RUN(test_matmul_onednn);
         TEST_RUN(test_attention);
+        TEST_RUN(test_attention_blocks_f16);
         TEST_RUN(test_small_ops_split);
     }
     TEST_RUN(test_matmul_levels_agree);
