@@ -1002,22 +1002,30 @@ static void attention_item(const llm_attention_args *a, int64_t t, int32_t kh, i
     /* keys in blocks of ATT_BLOCK: their scores first, then per head the running maximum
      * tells each key's exponent (a rescale of what came before when it raises the maximum,
      * else its own weight), all of them taken in one call, then the sums in key order: the
-     * same operations as one key at a time */
-    for (int32_t k0 = p0; k0 <= p; k0 += ATT_BLOCK) {
-        const int nk = p - k0 + 1 < ATT_BLOCK ? p - k0 + 1 : ATT_BLOCK;
-        const char *kr[ATT_BLOCK], *vr[ATT_BLOCK];
-        float sc[ATT_HEADS * ATT_BLOCK], arg[ATT_HEADS * ATT_BLOCK], e[ATT_HEADS * ATT_BLOCK];
-        float ms[ATT_HEADS * ATT_BLOCK], vs[ATT_HEADS * ATT_BLOCK];
-        /* the slots follow the block table without a division per key */
-        int32_t b = k0 / bs, o = k0 % bs;
-        for (int u = 0; u < nk; u++) {
+     * same operations as one key at a time. The slots follow the block table without a
+     * division per key; a block's rows are located (and prefetched) while the block before
+     * it is worked on. */
+    const char *rows[2][2][ATT_BLOCK]; /* [which block][k, v][key] */
+    int32_t b = p0 / bs, o = p0 % bs;
+    for (int32_t k0 = p0 - ATT_BLOCK, cur = 1; k0 <= p; k0 += ATT_BLOCK, cur ^= 1) {
+        const int32_t n1 = p - (k0 + ATT_BLOCK) + 1;
+        for (int u = 0; u < (n1 < ATT_BLOCK ? n1 : ATT_BLOCK); u++) {
             const int64_t slot = (int64_t)bt[b] * bs + o;
             if (++o == bs)
                 o = 0, b++;
             const size_t off = (size_t)slot * row_bytes + (size_t)kh * head_bytes;
-            kr[u] = (const char *)kv->k + off;
-            vr[u] = (const char *)kv->v + off;
+            rows[cur ^ 1][0][u] = (const char *)kv->k + off;
+            rows[cur ^ 1][1][u] = (const char *)kv->v + off;
+            for (size_t l = 0; l < head_bytes; l += 64) {
+                __builtin_prefetch(rows[cur ^ 1][0][u] + l);
+                __builtin_prefetch(rows[cur ^ 1][1][u] + l);
+            }
         }
+        if (k0 < p0)
+            continue;
+        const int nk = p - k0 + 1 < ATT_BLOCK ? p - k0 + 1 : ATT_BLOCK;
+        const char *const *kr = rows[cur][0], *const *vr = rows[cur][1];
+        float sc[ATT_HEADS * ATT_BLOCK], ms[ATT_HEADS * ATT_BLOCK], vs[ATT_HEADS * ATT_BLOCK];
         if (!dot) {
             llm__attn_scores_f16(hd, nh, q, (const llm_f16 *const *)kr, nk, sc);
         } else {
@@ -1025,34 +1033,7 @@ static void attention_item(const llm_attention_args *a, int64_t t, int32_t kh, i
                 for (int u = 0; u < nk; u++)
                     sc[h * ATT_BLOCK + u] = dot(hd, q + (size_t)h * hd, kr[u]);
         }
-        int raise[ATT_HEADS * ATT_BLOCK];
-        float mm[ATT_HEADS];
-        for (int32_t h = 0; h < nh; h++) {
-            mm[h] = m[h];
-            for (int u = 0; u < ATT_BLOCK; u++) {
-                const int i = h * ATT_BLOCK + u;
-                if (u >= nk) {
-                    arg[i] = 0.0f;
-                    continue;
-                }
-                float s = sc[i] * a->scale;
-                if (a->softcap > 0.0f)
-                    s = a->softcap * tanhf(s / a->softcap);
-                raise[i] = s > mm[h];
-                arg[i] = raise[i] ? mm[h] - s : s - mm[h];
-                mm[h] = raise[i] ? s : mm[h];
-            }
-        }
-        llm__exp_row(nh * ATT_BLOCK, arg, e);
-        for (int32_t h = 0; h < nh; h++) {
-            for (int u = 0; u < nk; u++) {
-                const int i = h * ATT_BLOCK + u;
-                ms[i] = raise[i] ? e[i] : 1.0f;
-                vs[i] = raise[i] ? 1.0f : e[i];
-                sum[h] = sum[h] * ms[i] + vs[i];
-            }
-            m[h] = mm[h];
-        }
+        llm__attn_softmax(nh, nk, sc, a->scale, a->softcap, m, sum, ms, vs);
         if (!axpy) {
             llm__attn_accum_f16(hd, nh, acc, (const llm_f16 *const *)vr, nk, ms, vs);
         } else {

@@ -891,9 +891,37 @@ static void attn_accum_f16_generic(int32_t hd, int32_t nh, float *acc,
     }
 }
 
+void llm__attn_softmax_generic(int32_t nh, int nk, const float *sc, float scale, float softcap,
+                               float *m, float *sum, float *ms, float *vs)
+{
+    float arg[LLM_ATT_BLOCK], e[LLM_ATT_BLOCK];
+    int raise[LLM_ATT_BLOCK];
+    for (int32_t h = 0; h < nh; h++) {
+        const int o = h * LLM_ATT_BLOCK;
+        float mm = m[h];
+        for (int u = 0; u < nk; u++) {
+            float s = sc[o + u] * scale;
+            if (softcap > 0.0f)
+                s = softcap * tanhf(s / softcap);
+            raise[u] = s > mm;
+            arg[u] = raise[u] ? mm - s : s - mm;
+            mm = raise[u] ? s : mm;
+        }
+        llm__exp_row(nk, arg, e);
+        float sm = sum[h];
+        for (int u = 0; u < nk; u++) {
+            ms[o + u] = raise[u] ? e[u] : 1.0f;
+            vs[o + u] = raise[u] ? 1.0f : e[u];
+            sm = sm * ms[o + u] + vs[o + u];
+        }
+        m[h] = mm, sum[h] = sm;
+    }
+}
+
 #define SCALAR_ROW_FNS                                                                      \
     {f32_to_f16_row_scalar, f16_to_f32_row_scalar, f16_dot_scalar, dot_f32_f16_scalar,       \
-     axpy_f16_scalar, exp_row_scalar, attn_scores_f16_generic, attn_accum_f16_generic}
+     axpy_f16_scalar, exp_row_scalar, attn_scores_f16_generic, attn_accum_f16_generic,       \
+     llm__attn_softmax_generic}
 static const llm_quant_row_fns scalar_row_fns = SCALAR_ROW_FNS;
 /* The row helpers go through these, switched to SIMD by llm__quant_init(). */
 static llm_quant_row_fns row_fns = SCALAR_ROW_FNS;
@@ -933,6 +961,12 @@ void llm__attn_scores_f16(int32_t hd, int32_t nh, const float *q, const llm_f16 
                           int nk, float *sc)
 {
     row_fns.attn_scores_f16(hd, nh, q, k, nk, sc);
+}
+
+void llm__attn_softmax(int32_t nh, int nk, const float *sc, float scale, float softcap,
+                       float *m, float *sum, float *ms, float *vs)
+{
+    row_fns.attn_softmax(nh, nk, sc, scale, softcap, m, sum, ms, vs);
 }
 
 void llm__attn_accum_f16(int32_t hd, int32_t nh, float *acc, const llm_f16 *const *v, int nk,

@@ -133,6 +133,16 @@ void llm__axpy_f16(int64_t n, float *y, float a, const llm_f16 *x);
  * The fused kernels convert each key and value row once for all the heads and keep the
  * accumulators in registers over the block. */
 #define LLM_ATT_BLOCK 16
+/* The softmax bookkeeping of such a block, for nh heads with the running maximum m[h] and
+ * sum sum[h] (updated): per head and key u < nk in order, s = sc[h][u] * scale (then
+ * softcap * tanhf(s / softcap) when softcap > 0); when s is above the running maximum
+ * (the key raises it) the key's ms is e^(max - s) and its vs 1, else ms 1 and vs e^(s - max)
+ * (the exponentials by llm__exp_row); sum = sum * ms + vs. Any cache type. */
+void llm__attn_softmax(int32_t nh, int nk, const float *sc, float scale, float softcap,
+                       float *m, float *sum, float *ms, float *vs);
+/* its scalar form, which the SIMD levels fall back to (softcap, NaN scores) */
+void llm__attn_softmax_generic(int32_t nh, int nk, const float *sc, float scale, float softcap,
+                               float *m, float *sum, float *ms, float *vs);
 void llm__attn_scores_f16(int32_t hd, int32_t nh, const float *q, const llm_f16 *const *k,
                           int nk, float *sc);
 void llm__attn_accum_f16(int32_t hd, int32_t nh, float *acc, const llm_f16 *const *v, int nk,
@@ -171,6 +181,8 @@ typedef struct llm_quant_row_fns {
                             int nk, float *sc);
     void (*attn_accum_f16)(int32_t hd, int32_t nh, float *acc, const llm_f16 *const *v,
                            int nk, const float *ms, const float *vs);
+    void (*attn_softmax)(int32_t nh, int nk, const float *sc, float scale, float softcap,
+                         float *m, float *sum, float *ms, float *vs);
 } llm_quant_row_fns;
 int llm__quant_avx2_fill(llm_quant_traits *table, llm_quant_row_fns *rows);
 /* The same for the NEON kernels of quants_neon.c (64-bit ARM): plain Armv8-A, and built

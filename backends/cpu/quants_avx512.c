@@ -29,6 +29,7 @@
     defined(__AVX512VL__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) &&  \
     (!defined(LLM_AVX512_VNNI) || defined(__AVX512VNNI__))
 
+#include <math.h>
 #include <immintrin.h>
 #include <string.h>
 
@@ -730,6 +731,112 @@ static void attn_accum_f16(int32_t hd, int32_t nh, float *acc, const llm_f16 *co
     }
 }
 
+/* llm__exp_row, sixteen lanes as two halves of eight doubles: the steps of quants_avx2.c's
+ * exp4 (and of quants.c's exp_one), so the same bits */
+static ALWAYS_INLINE __m256 exp8_pd(__m256 x)
+{
+    const __m512d z = _mm512_mul_pd(_mm512_set1_pd(LLM_EXP_INV_LN2_N), _mm512_cvtps_pd(x));
+    __m512d kd = _mm512_add_pd(z, _mm512_set1_pd(LLM_EXP_SHIFT));
+    const __m512i ki = _mm512_castpd_si512(kd);
+    kd = _mm512_sub_pd(kd, _mm512_set1_pd(LLM_EXP_SHIFT));
+    const __m512d r = _mm512_sub_pd(z, kd);
+    const __m512i idx = _mm512_and_si512(ki, _mm512_set1_epi64(31));
+    const __m512i tab = _mm512_i64gather_epi64(idx, (const long long *)llm__exp2_tab, 8);
+    const __m512d sc = _mm512_castsi512_pd(_mm512_add_epi64(tab, _mm512_slli_epi64(ki, 47)));
+    const __m512d p = _mm512_add_pd(_mm512_mul_pd(_mm512_set1_pd(LLM_EXP_C0), r),
+                                    _mm512_set1_pd(LLM_EXP_C1));
+    const __m512d r2 = _mm512_mul_pd(r, r);
+    const __m512d q = _mm512_add_pd(_mm512_mul_pd(_mm512_set1_pd(LLM_EXP_C2), r),
+                                    _mm512_set1_pd(1.0));
+    return _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_add_pd(_mm512_mul_pd(p, r2), q), sc));
+}
+
+static ALWAYS_INLINE __m512 exp16(__m512 x)
+{
+    __m512 out = _mm512_insertf32x8(_mm512_castps256_ps512(exp8_pd(lo_ps(x))), exp8_pd(hi_ps(x)),
+                                    1);
+    /* below the threshold: 0; NaN stays NaN */
+    out = _mm512_maskz_mov_ps(~_mm512_cmp_ps_mask(x, _mm512_set1_ps(LLM_EXP_MIN), _CMP_LT_OQ),
+                              out);
+    return _mm512_mask_mov_ps(out, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
+}
+
+static void exp_row(int64_t n, const float *x, float *y)
+{
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = first_lanes(n - i);
+        _mm512_mask_storeu_ps(y + i, m, exp16(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+
+/* lanes moved up by k (lane u gets lane u - k), the first k lanes fill */
+static ALWAYS_INLINE __m512 lanes_up(__m512 v, int k, __m512 fill)
+{
+    const __m512i idx = _mm512_sub_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(k));
+    return _mm512_mask_permutexvar_ps(fill, (__mmask16)(0xffffu << k), idx, v);
+}
+
+/* x (+) y = y > x ? y : x, x the earlier: the key that raises the running maximum */
+static ALWAYS_INLINE __m512 raise_op(__m512 x, __m512 y)
+{
+    return _mm512_mask_mov_ps(x, _mm512_cmp_ps_mask(y, x, _CMP_GT_OQ), y);
+}
+
+/* llm__attn_softmax: a head's running maxima before each key by a prefix scan over the
+ * block (the operation above is associative without NaNs: it picks the first of the
+ * largest, as the one-key-at-a-time loop does), the rest lane by lane; the sums in key
+ * order. Softcap and NaN scores take the scalar form. */
+static void attn_softmax(int32_t nh, int nk, const float *sc, float scale, float softcap,
+                         float *m, float *sum, float *ms, float *vs)
+{
+    if (softcap > 0.0f) {
+        llm__attn_softmax_generic(nh, nk, sc, scale, softcap, m, sum, ms, vs);
+        return;
+    }
+    const __m512 ninf = _mm512_set1_ps(-INFINITY), one = _mm512_set1_ps(1.0f);
+    const __mmask16 km = first_lanes(nk);
+    for (int32_t h0 = 0; h0 < nh; h0 += 32) {
+        const int32_t h1 = nh - h0 > 32 ? h0 + 32 : nh;
+        uint32_t scalar = 0; /* heads done by the scalar form, sums included */
+        for (int32_t h = h0; h < h1; h++) {
+            const int o = h * LLM_ATT_BLOCK;
+            const __m512 s = _mm512_mask_mov_ps(
+                ninf, km,
+                _mm512_mul_ps(_mm512_maskz_loadu_ps(km, sc + o), _mm512_set1_ps(scale)));
+            if ((_mm512_cmp_ps_mask(s, s, _CMP_UNORD_Q) & km) || m[h] != m[h]) {
+                llm__attn_softmax_generic(1, nk, sc + o, scale, softcap, m + h, sum + h, ms + o,
+                                          vs + o);
+                scalar |= 1u << (h - h0);
+                continue;
+            }
+            const __m512 mv = _mm512_set1_ps(m[h]);
+            __m512 f = s;
+            f = raise_op(lanes_up(f, 1, ninf), f);
+            f = raise_op(lanes_up(f, 2, ninf), f);
+            f = raise_op(lanes_up(f, 4, ninf), f);
+            f = raise_op(lanes_up(f, 8, ninf), f);
+            f = raise_op(mv, f);                      /* the maximum up to each key */
+            const __m512 before = lanes_up(f, 1, mv); /* and before it */
+            const __mmask16 raise = _mm512_cmp_ps_mask(s, before, _CMP_GT_OQ) & km;
+            const __m512 arg = _mm512_maskz_mov_ps(
+                km, _mm512_mask_mov_ps(_mm512_sub_ps(s, before), raise, _mm512_sub_ps(before, s)));
+            const __m512 e = exp16(arg);
+            _mm512_storeu_ps(ms + o, _mm512_mask_mov_ps(one, raise, e));
+            _mm512_storeu_ps(vs + o, _mm512_mask_mov_ps(e, raise, one));
+            float fl[16];
+            _mm512_storeu_ps(fl, f);
+            m[h] = fl[nk - 1];
+        }
+        /* the heads' sums side by side, each in key order */
+        for (int u = 0; u < nk; u++)
+            for (int32_t h = h0; h < h1; h++)
+                if (!(scalar >> (h - h0) & 1))
+                    sum[h] = sum[h] * ms[h * LLM_ATT_BLOCK + u] + vs[h * LLM_ATT_BLOCK + u];
+    }
+}
+
 /* ---- activation quantisers ------------------------------------------------------ */
 
 /* roundf() on 16 lanes, as quants_avx2.c's round_away: truncate, then step away from zero
@@ -814,6 +921,8 @@ int FILL_FN(llm_quant_traits *t, llm_quant_row_fns *rows)
     rows->axpy_f16 = axpy_f16;
     rows->attn_scores_f16 = attn_scores_f16;
     rows->attn_accum_f16 = attn_accum_f16;
+    rows->attn_softmax = attn_softmax;
+    rows->exp_row = exp_row;
     return 1;
 }
 

@@ -498,6 +498,56 @@ static void test_attention_blocks_f16(void)
            differ, cases);
 }
 
+/* llm__attn_softmax of the level in use against its scalar form, bit for bit: blocks of 1
+ * to 16 keys with ties (equal scores, +0 and -0), infinities and NaN among the scores, the
+ * running maximum starting at -inf, finite or NaN, several heads at once. */
+static void test_attn_softmax_level(void)
+{
+    const int32_t nh = 5;
+    int cases = 0, differ = 0;
+    for (int round = 0; round < 400; round++) {
+        const int nk = 1 + round % LLM_ATT_BLOCK;
+        float sc[5 * LLM_ATT_BLOCK];
+        float m0[5], s0[5], m1[5], s1[5];
+        float ms0[5 * LLM_ATT_BLOCK], vs0[5 * LLM_ATT_BLOCK], ms1[5 * LLM_ATT_BLOCK],
+            vs1[5 * LLM_ATT_BLOCK];
+        for (int i = 0; i < nh * LLM_ATT_BLOCK; i++) {
+            const unsigned r = (unsigned)(test_rand_u64(&rng) % 16);
+            /* few distinct values make ties and raises at every position */
+            sc[i] = r < 8 ? (float)(r % 4) - 1.5f : test_rand_f32(&rng, -20, 20);
+            if (r == 8)
+                sc[i] = 0.0f;
+            else if (r == 9)
+                sc[i] = -0.0f;
+            else if (r == 10 && round % 7 == 0)
+                sc[i] = -INFINITY;
+            else if (r == 11 && round % 11 == 0)
+                sc[i] = NAN;
+            else if (r == 12 && round % 13 == 0)
+                sc[i] = INFINITY;
+        }
+        for (int h = 0; h < nh; h++) {
+            const int k = (round + h) % 5;
+            m0[h] = k == 0 ? -INFINITY : k == 4 && round % 9 == 0 ? NAN : (float)k - 2.0f;
+            s0[h] = k == 0 ? 0.0f : 1.0f + (float)h;
+            m1[h] = m0[h], s1[h] = s0[h];
+        }
+        const float scale = round % 3 ? 0.7f : 1.0f;
+        llm__attn_softmax(nh, nk, sc, scale, 0.0f, m1, s1, ms1, vs1);
+        llm__attn_softmax_generic(nh, nk, sc, scale, 0.0f, m0, s0, ms0, vs0);
+        int bad = memcmp(m0, m1, sizeof m0) != 0 || memcmp(s0, s1, sizeof s0) != 0;
+        for (int h = 0; h < nh; h++)
+            bad |= memcmp(ms0 + h * LLM_ATT_BLOCK, ms1 + h * LLM_ATT_BLOCK,
+                          (size_t)nk * sizeof(float)) != 0 ||
+                   memcmp(vs0 + h * LLM_ATT_BLOCK, vs1 + h * LLM_ATT_BLOCK,
+                          (size_t)nk * sizeof(float)) != 0;
+        CHECK_MSG(!bad, "round %d (%d keys) differs from the scalar form", round, nk);
+        differ += bad;
+        cases++;
+    }
+    printf("     %d of %d blocks differ from the scalar form\n", differ, cases);
+}
+
 /* The small ops split over the pool above a size (cpu.c, PAR_MIN_ELEMS): the same bits as
  * the same op called on pieces small enough for one thread; GELU equal bit for bit to its
  * f16-table formula (llama.cpp's). */
@@ -782,6 +832,7 @@ int main(void)
         TEST_RUN(test_matmul_onednn);
         TEST_RUN(test_attention);
         TEST_RUN(test_attention_blocks_f16);
+        TEST_RUN(test_attn_softmax_level);
         TEST_RUN(test_small_ops_split);
     }
     TEST_RUN(test_matmul_levels_agree);
