@@ -29,7 +29,9 @@ struct llm_backend {
     size_t xaux_cap;
     float *xf; /* the activations widened back to f32, for the float tiles (gemm_f32_act) */
     size_t xf_cap;
-    llm_dnnl *dnnl;     /* oneDNN for BF16 prompts (onednn.h), made on first use */
+    float *wf; /* a panel of F16 weight rows widened to f32, for oneDNN */
+    size_t wf_cap;
+    llm_dnnl *dnnl;     /* oneDNN for float prompts (onednn.h), made on first use */
     int dnnl_tried;
     int batch_invariant; /* LLM_CPU_BATCH_INVARIANT=1: never oneDNN */
     llm_status err;
@@ -71,6 +73,7 @@ static void cpu_destroy(llm_backend *be)
     free(be->xsum);
     free(be->xaux);
     free(be->xf);
+    free(be->wf);
     llm__dnnl_free(be->dnnl);
     llm__free(be);
 }
@@ -353,7 +356,31 @@ static void to_bf16_range(const void *arg, int64_t t0, int64_t t1)
         llm__quant_best[LLM_DT_BF16].from_float(j->x + t * j->ldx, j->y + t * j->k, j->k);
 }
 
-/* A BF16 prompt through oneDNN (onednn.h); 0 when it declines. */
+/* Activations rounded to f16 (the F16 dot's activation type) and widened back */
+typedef struct round_f16_job {
+    const float *x;
+    int64_t ldx, k;
+    llm_f16 *h; /* [n][k] halves */
+    float *y;   /* [n][k] */
+} round_f16_job;
+
+static void round_f16_range(const void *arg, int64_t t0, int64_t t1)
+{
+    const round_f16_job *j = arg;
+    for (int64_t t = t0; t < t1; t++) {
+        llm__f32_to_f16_row(j->x + t * j->ldx, j->h + t * j->k, j->k);
+        llm__f16_to_f32_row(j->h + t * j->k, j->y + t * j->k, j->k);
+    }
+}
+
+/* F16 rows per oneDNN call: panels of at most this many bytes as f32 */
+#ifndef DNNL_F16_PANEL_BYTES
+#define DNNL_F16_PANEL_BYTES (8u << 20)
+#endif
+
+/* A BF16, F32 or F16 prompt through oneDNN (onednn.h); 0 when it declines. F16 weights go
+ * as f32 (oneDNN here has no f16 matmul), widened a panel of rows at a time, with the
+ * activations rounded to f16 as the F16 dot rounds them. */
 static int matmul_dnnl(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w,
                        const float *x, int64_t ldx, int64_t n)
 {
@@ -361,22 +388,40 @@ static int matmul_dnnl(llm_backend *be, float *y, int64_t ldy, const llm_tensor 
         be->dnnl = llm__dnnl_create();
         be->dnnl_tried = 1;
     }
-    const int64_t k = w->ne[0];
-    if (!be->dnnl || !ensure_buf(&be->xq, &be->xq_cap, (size_t)(n * k) * sizeof(llm_bf16)))
+    if (!be->dnnl)
+        return 0;
+    const int64_t k = w->ne[0], rows = w->ne[1];
+    const int threads = llm__pool_size(be->pool);
+    if (w->dtype == LLM_DT_F32)
+        return llm__dnnl_matmul_f32(be->dnnl, y, ldy, w->data, w->row_bytes, rows, x, ldx, k, n,
+                                    threads);
+    if (w->dtype == LLM_DT_F16) {
+        int64_t panel = (int64_t)(DNNL_F16_PANEL_BYTES / ((size_t)k * sizeof(float))) / 16 * 16;
+        panel = panel < 16 ? 16 : panel > rows ? rows : panel;
+        if (!ensure_buf(&be->xq, &be->xq_cap, (size_t)(n * k) * sizeof(llm_f16)) ||
+            !ensure_buf((void **)&be->xf, &be->xf_cap, (size_t)(n * k) * sizeof(float)) ||
+            !ensure_buf((void **)&be->wf, &be->wf_cap, (size_t)(panel * k) * sizeof(float)))
+            return 0;
+        const round_f16_job rj = {x, ldx, k, be->xq, be->xf};
+        run_range(be, round_f16_range, &rj, n, 1, n * k);
+        return llm__dnnl_matmul_f16(be->dnnl, y, ldy, w->data, w->row_bytes, rows, be->xf, k, k,
+                                    n, threads, be->wf, panel);
+    }
+    if (!ensure_buf(&be->xq, &be->xq_cap, (size_t)(n * k) * sizeof(llm_bf16)))
         return 0;
     const to_bf16_job cj = {x, ldx, k, be->xq};
     run_range(be, to_bf16_range, &cj, n, 1, n * k);
-    return llm__dnnl_matmul_bf16(be->dnnl, y, ldy, w->data, w->row_bytes, w->ne[1], be->xq,
-                                 k, n, llm__pool_size(be->pool));
+    return llm__dnnl_matmul_bf16(be->dnnl, y, ldy, w->data, w->row_bytes, rows, be->xq, k, n,
+                                 threads);
 }
 
 static void cpu_matmul(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w,
                        const float *x, int64_t ldx, int64_t n)
 {
-    /* BF16 prompts: oneDNN's matmul (AMX or BF16 dots), several times the tiles' rate, where
-     * the batch need not be invariant */
-    if (w->dtype == LLM_DT_BF16 && n >= LLM_DNNL_MIN_TOKENS && !be->batch_invariant &&
-        matmul_dnnl(be, y, ldy, w, x, ldx, n))
+    /* float prompts: oneDNN's matmul (AMX, BF16 dots, its blocked f32 GEMM), faster than
+     * the tiles, where the batch need not be invariant */
+    if ((w->dtype == LLM_DT_BF16 || w->dtype == LLM_DT_F32 || w->dtype == LLM_DT_F16) &&
+        n >= LLM_DNNL_MIN_TOKENS && !be->batch_invariant && matmul_dnnl(be, y, ldy, w, x, ldx, n))
         return;
     const llm_quant_traits *tr = &llm__quant_best[w->dtype];
     /* one token (generation) keeps the per-row path where a tile kernel gains nothing there

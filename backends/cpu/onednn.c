@@ -1,5 +1,6 @@
-/* onednn.c - oneDNN's matmul for BF16 weights (see onednn.h). */
+/* onednn.c - oneDNN's matmul for BF16, F32 and F16 weights (see onednn.h). */
 #include "onednn.h"
+#include "quants.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -14,8 +15,9 @@
 #define DNNL_CACHE 64
 
 typedef struct {
-    int64_t n, k, rows, ldy;
+    int64_t n, k, rows, ldy, ldx;
     size_t w_row;
+    int f32;
     dnnl_primitive_t prim;
     dnnl_memory_desc_t src, wei, dst;
     uint64_t used;
@@ -61,12 +63,13 @@ void llm__dnnl_free(llm_dnnl *d)
 
 /* The primitive for this shape, made on first use; NULL when oneDNN has no implementation
  * that is not its reference one (those are slower than the tiles). */
-static dnnl_entry *entry(llm_dnnl *d, int64_t n, int64_t k, int64_t rows, int64_t ldy,
-                         size_t w_row)
+static dnnl_entry *entry(llm_dnnl *d, int f32, int64_t n, int64_t k, int64_t ldx, int64_t rows,
+                         int64_t ldy, size_t w_row)
 {
     for (int i = 0; i < d->n_cache; i++) {
         dnnl_entry *e = &d->cache[i];
-        if (e->n == n && e->k == k && e->rows == rows && e->ldy == ldy && e->w_row == w_row) {
+        if (e->f32 == f32 && e->n == n && e->k == k && e->ldx == ldx && e->rows == rows &&
+            e->ldy == ldy && e->w_row == w_row) {
             e->used = ++d->clock;
             return e->prim ? e : NULL;
         }
@@ -83,14 +86,17 @@ static dnnl_entry *entry(llm_dnnl *d, int64_t n, int64_t k, int64_t rows, int64_
             dnnl_primitive_destroy(e->prim);
     }
     memset(e, 0, sizeof *e);
-    e->n = n, e->k = k, e->rows = rows, e->ldy = ldy, e->w_row = w_row;
+    e->f32 = f32, e->n = n, e->k = k, e->ldx = ldx, e->rows = rows, e->ldy = ldy;
+    e->w_row = w_row;
     e->used = ++d->clock;
-    /* src [n][k] bf16; weights [k][rows] seen through the file's [rows][k] (stride w_row
-     * bytes between rows); dst [n][rows] f32 with rows ldy apart */
+    /* src [n][k] with rows ldx apart; weights [k][rows] seen through the file's [rows][k]
+     * (stride w_row bytes between rows); dst [n][rows] f32 with rows ldy apart */
+    const dnnl_data_type_t dt = f32 ? dnnl_f32 : dnnl_bf16;
+    const size_t es = f32 ? 4 : 2;
     const dnnl_dims_t sd = {n, k}, wd = {k, rows}, dd = {n, rows};
-    const dnnl_dims_t ss = {k, 1}, ws = {1, (int64_t)(w_row / 2)}, ds = {ldy, 1};
-    if (w_row % 2 || dnnl_memory_desc_init_by_strides(&e->src, 2, sd, dnnl_bf16, ss) ||
-        dnnl_memory_desc_init_by_strides(&e->wei, 2, wd, dnnl_bf16, ws) ||
+    const dnnl_dims_t ss = {ldx, 1}, ws = {1, (int64_t)(w_row / es)}, ds = {ldy, 1};
+    if (w_row % es || dnnl_memory_desc_init_by_strides(&e->src, 2, sd, dt, ss) ||
+        dnnl_memory_desc_init_by_strides(&e->wei, 2, wd, dt, ws) ||
         dnnl_memory_desc_init_by_strides(&e->dst, 2, dd, dnnl_f32, ds))
         return NULL;
     dnnl_matmul_desc_t md;
@@ -106,12 +112,12 @@ static dnnl_entry *entry(llm_dnnl *d, int64_t n, int64_t k, int64_t rows, int64_
     return e->prim ? e : NULL;
 }
 
-int llm__dnnl_matmul_bf16(llm_dnnl *d, float *y, int64_t ldy, const void *w, size_t w_row,
-                          int64_t n_rows, const void *x, int64_t k, int64_t n, int n_threads)
+static int matmul(llm_dnnl *d, int f32, float *y, int64_t ldy, const void *w, size_t w_row,
+                  int64_t n_rows, const void *x, int64_t ldx, int64_t k, int64_t n, int n_threads)
 {
     if (!d)
         return 0;
-    dnnl_entry *e = entry(d, n, k, n_rows, ldy, w_row);
+    dnnl_entry *e = entry(d, f32, n, k, ldx, n_rows, ldy, w_row);
     if (!e)
         return 0;
     dnnl_memory_t ms = NULL, mw = NULL, mdst = NULL;
@@ -132,6 +138,38 @@ int llm__dnnl_matmul_bf16(llm_dnnl *d, float *y, int64_t ldy, const void *w, siz
     return ok;
 }
 
+int llm__dnnl_matmul_bf16(llm_dnnl *d, float *y, int64_t ldy, const void *w, size_t w_row,
+                          int64_t n_rows, const void *x, int64_t k, int64_t n, int n_threads)
+{
+    return matmul(d, 0, y, ldy, w, w_row, n_rows, x, k, k, n, n_threads);
+}
+
+int llm__dnnl_matmul_f32(llm_dnnl *d, float *y, int64_t ldy, const void *w, size_t w_row,
+                         int64_t n_rows, const float *x, int64_t ldx, int64_t k, int64_t n,
+                         int n_threads)
+{
+    return matmul(d, 1, y, ldy, w, w_row, n_rows, x, ldx, k, n, n_threads);
+}
+
+int llm__dnnl_matmul_f16(llm_dnnl *d, float *y, int64_t ldy, const void *w, size_t w_row,
+                         int64_t n_rows, const float *x, int64_t ldx, int64_t k, int64_t n,
+                         int n_threads, float *panel, int64_t panel_rows)
+{
+    if (!d)
+        return 0;
+    for (int64_t r0 = 0; r0 < n_rows; r0 += panel_rows) {
+        const int64_t nr = n_rows - r0 < panel_rows ? n_rows - r0 : panel_rows;
+        const char *src = (const char *)w + (size_t)r0 * w_row;
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+        for (int64_t r = 0; r < nr; r++)
+            llm__f16_to_f32_row((const llm_f16 *)(src + (size_t)r * w_row), panel + r * k, k);
+        if (!matmul(d, 1, y + r0, ldy, panel, (size_t)k * sizeof(float), nr, x, ldx, k, n,
+                    n_threads))
+            return 0;
+    }
+    return 1;
+}
+
 #else /* built without oneDNN */
 
 llm_dnnl *llm__dnnl_create(void)
@@ -149,6 +187,24 @@ int llm__dnnl_matmul_bf16(llm_dnnl *d, float *y, int64_t ldy, const void *w, siz
 {
     (void)d, (void)y, (void)ldy, (void)w, (void)w_row, (void)n_rows, (void)x, (void)k,
         (void)n, (void)n_threads;
+    return 0;
+}
+
+int llm__dnnl_matmul_f32(llm_dnnl *d, float *y, int64_t ldy, const void *w, size_t w_row,
+                         int64_t n_rows, const float *x, int64_t ldx, int64_t k, int64_t n,
+                         int n_threads)
+{
+    (void)d, (void)y, (void)ldy, (void)w, (void)w_row, (void)n_rows, (void)x, (void)ldx,
+        (void)k, (void)n, (void)n_threads;
+    return 0;
+}
+
+int llm__dnnl_matmul_f16(llm_dnnl *d, float *y, int64_t ldy, const void *w, size_t w_row,
+                         int64_t n_rows, const float *x, int64_t ldx, int64_t k, int64_t n,
+                         int n_threads, float *panel, int64_t panel_rows)
+{
+    (void)d, (void)y, (void)ldy, (void)w, (void)w_row, (void)n_rows, (void)x, (void)ldx,
+        (void)k, (void)n, (void)n_threads, (void)panel, (void)panel_rows;
     return 0;
 }
 

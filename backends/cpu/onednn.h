@@ -25,5 +25,14 @@ void llm__dnnl_free(llm_dnnl *d);
  * shape (the caller then takes its own kernels), 1 when y is written. */
 int llm__dnnl_matmul_bf16(llm_dnnl *d, float *y, int64_t ldy, const void *w, size_t w_row,
                           int64_t n_rows, const void *x, int64_t k, int64_t n, int n_threads);
+/* The same for f32 weights and f32 activations (rows of x ldx floats apart). */
+int llm__dnnl_matmul_f32(llm_dnnl *d, float *y, int64_t ldy, const void *w, size_t w_row,
+                         int64_t n_rows, const float *x, int64_t ldx, int64_t k, int64_t n,
+                         int n_threads);
+/* F16 weights as f32 (oneDNN here has no f16 matmul): panel_rows rows at a time widened
+ * into panel (panel_rows * k floats) on oneDNN's threads, then that f32 matmul. */
+int llm__dnnl_matmul_f16(llm_dnnl *d, float *y, int64_t ldy, const void *w, size_t w_row,
+                         int64_t n_rows, const float *x, int64_t ldx, int64_t k, int64_t n,
+                         int n_threads, float *panel, int64_t panel_rows);
 
 #endif

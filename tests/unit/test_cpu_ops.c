@@ -221,53 +221,89 @@ static void test_matmul(void)
     free(w2), free(x2);
 }
 
-/* BF16 prompts through oneDNN (onednn.h): directly, with a wider output stride (the gaps
- * untouched), and through the backend's matmul, against the float64 sums of the same
- * bf16 values; and with LLM_CPU_BATCH_INVARIANT=1 the backend keeps its tiles, whose
- * result for each token equals that token alone. */
-static void test_matmul_onednn(void)
+/* BF16, F32 and F16 prompts through oneDNN (onednn.h): directly, with a wider output stride
+ * (the gaps untouched) and, for f32, activations with a wider row stride, and through the
+ * backend's matmul, against the float64 sums of the same values (F16: activations rounded
+ * to f16 as the F16 dot rounds them; weights widened in panels, one panel and several);
+ * and with
+ * LLM_CPU_BATCH_INVARIANT=1 the backend keeps its tiles, whose result for each token
+ * equals that token alone. */
+static void onednn_case(llm_dnnl *d, uint32_t dtype)
 {
-    llm_dnnl *d = llm__dnnl_create();
-    if (!d) {
-        printf("     oneDNN not available (built without libdnnl-dev, or LLM_CPU_NO_DNNL set): NOT TESTED\n");
-        return;
-    }
     const int64_t k = 512, rows = 37, n = LLM_DNNL_MIN_TOKENS + 8, ldy = rows + 3;
-    float *wf = rand_buf(rows * k, -1, 1), *x = rand_buf(n * k, -2, 2);
-    const size_t rb = (size_t)k * sizeof(llm_bf16);
-    llm_bf16 *wq = malloc(rb * (size_t)rows), *xq = malloc(rb * (size_t)n);
+    const int64_t ldx = dtype == LLM_DT_F32 ? k + 16 : k;
+    float *wf = rand_buf(rows * k, -1, 1), *x = rand_buf(n * ldx, -2, 2);
+    const size_t es = dtype == LLM_DT_F32 ? 4 : 2, rb = (size_t)k * es;
+    float *panel = malloc((size_t)(rows * k) * sizeof(float));
+    char *wq = malloc(rb * (size_t)rows);
+    llm_bf16 *xq = malloc((size_t)(n * k) * sizeof(llm_bf16));
+    float *xv = malloc((size_t)(n * k) * sizeof(float)); /* the activations' values used */
     for (int64_t r = 0; r < rows; r++)
-        llm__quant_ref[LLM_DT_BF16].from_float(wf + r * k, wq + r * k, k);
-    for (int64_t t = 0; t < n; t++)
-        llm__quant_ref[LLM_DT_BF16].from_float(x + t * k, xq + t * k, k);
+        llm__quant_ref[dtype].from_float(wf + r * k, wq + (size_t)r * rb, k);
+    for (int64_t t = 0; t < n; t++) {
+        llm__quant_ref[LLM_DT_BF16].from_float(x + t * ldx, xq + t * k, k);
+        for (int64_t i = 0; i < k; i++)
+            xv[t * k + i] = dtype == LLM_DT_F32   ? x[t * ldx + i]
+                            : dtype == LLM_DT_F16 ? llm__f16_to_f32(llm__f32_to_f16(x[t * ldx + i]))
+                                                  : llm__bf16_to_f32(xq[t * k + i]);
+    }
     double *ref = malloc((size_t)(n * rows) * sizeof(double));
     for (int64_t t = 0; t < n; t++)
         for (int64_t r = 0; r < rows; r++) {
             double s = 0;
-            for (int64_t i = 0; i < k; i++)
-                s += (double)llm__bf16_to_f32(wq[r * k + i]) * llm__bf16_to_f32(xq[t * k + i]);
+            for (int64_t i = 0; i < k; i++) {
+                const void *wr = wq + (size_t)r * rb;
+                const float wv = dtype == LLM_DT_F32   ? ((const float *)wr)[i]
+                                 : dtype == LLM_DT_F16 ? llm__f16_to_f32(((const llm_f16 *)wr)[i])
+                                                       : llm__bf16_to_f32(((const llm_bf16 *)wr)[i]);
+                s += (double)wv * xv[t * k + i];
+            }
             ref[t * rows + r] = s;
         }
     float *y = poisoned(n * ldy), *packed = poisoned(n * rows);
-    CHECK(llm__dnnl_matmul_bf16(d, y, ldy, wq, rb, rows, xq, k, n, 2) == 1);
+    if (dtype == LLM_DT_F16) {
+        /* several panels, then one (the backend's choice for so few rows) */
+        CHECK(llm__dnnl_matmul_f16(d, y, ldy, wq, rb, rows, xv, k, k, n, 2, panel, 16) == 1);
+        float *yp = malloc((size_t)(n * rows) * sizeof(float));
+        for (int64_t t = 0; t < n; t++)
+            memcpy(yp + t * rows, y + t * ldy, (size_t)rows * sizeof(float));
+        const double ep = rel_err(yp, ref, n * rows, 1.0);
+        CHECK_MSG(ep < 1e-5, "f16 in panels of 16 rows: err %g", ep);
+        free(yp);
+        for (int64_t i = 0; i < n * ldy; i++)
+            y[i] = NAN;
+        CHECK(llm__dnnl_matmul_f16(d, y, ldy, wq, rb, rows, xv, k, k, n, 2, panel, rows) == 1);
+    } else if (dtype == LLM_DT_F32)
+        CHECK(llm__dnnl_matmul_f32(d, y, ldy, wq, rb, rows, x, ldx, k, n, 2) == 1);
+    else
+        CHECK(llm__dnnl_matmul_bf16(d, y, ldy, wq, rb, rows, xq, k, n, 2) == 1);
     int gaps = 0;
     for (int64_t t = 0; t < n; t++) {
         memcpy(packed + t * rows, y + t * ldy, (size_t)rows * sizeof(float));
         for (int64_t r = rows; r < ldy; r++)
             gaps += !isnan(y[t * ldy + r]);
     }
-    CHECK_MSG(gaps == 0, "%d output gaps written", gaps);
+    CHECK_MSG(gaps == 0, "dtype %u: %d output gaps written", dtype, gaps);
     double e = rel_err(packed, ref, n * rows, 1.0);
-    CHECK_MSG(e < 1e-5, "oneDNN err %g", e);
-    /* through the backend: the activations rounded to bf16 by it */
-    llm_tensor w = {.dtype = LLM_DT_BF16, .ne = {k, rows}, .row_bytes = rb, .data = wq};
+    CHECK_MSG(e < 1e-5, "dtype %u: oneDNN err %g", dtype, e);
+    /* again with the backend's output stride (oneDNN's f32 kernels sum differently for
+     * another one): the bits the backend must give */
+    if (dtype == LLM_DT_F16)
+        CHECK(llm__dnnl_matmul_f16(d, packed, rows, wq, rb, rows, xv, k, k, n, 2, panel, rows));
+    else if (dtype == LLM_DT_F32)
+        CHECK(llm__dnnl_matmul_f32(d, packed, rows, wq, rb, rows, x, ldx, k, n, 2));
+    else
+        CHECK(llm__dnnl_matmul_bf16(d, packed, rows, wq, rb, rows, xq, k, n, 2));
+    /* through the backend (for bf16 the activations rounded by it) */
+    llm_tensor w = {.dtype = dtype, .ne = {k, rows}, .row_bytes = rb, .data = wq};
     CHECK_EQ_INT(ops->prepare_weight(be, &w), LLM_OK);
     float *yb = poisoned(n * rows);
-    ops->matmul(be, yb, rows, &w, x, k, n);
+    ops->matmul(be, yb, rows, &w, x, ldx, n);
     e = rel_err(yb, ref, n * rows, 1.0);
-    CHECK_MSG(e < 1e-5, "backend (oneDNN) err %g", e);
+    CHECK_MSG(e < 1e-5, "dtype %u: backend (oneDNN) err %g", dtype, e);
     /* it went through oneDNN: the same bits as the direct call (the tiles sum otherwise) */
-    CHECK(memcmp(yb, packed, (size_t)(n * rows) * sizeof(float)) == 0);
+    CHECK_MSG(memcmp(yb, packed, (size_t)(n * rows) * sizeof(float)) == 0,
+              "dtype %u: the backend did not take oneDNN", dtype);
     ops->release_weight(be, &w);
     /* batch-invariant mode: a backend made with LLM_CPU_BATCH_INVARIANT=1 */
     setenv("LLM_CPU_BATCH_INVARIANT", "1", 1);
@@ -278,19 +314,33 @@ static void test_matmul_onednn(void)
     if (bi) {
         CHECK_EQ_INT(ops->prepare_weight(bi, &w), LLM_OK);
         float *y1 = poisoned(rows);
-        ops->matmul(bi, yb, rows, &w, x, k, n);
+        ops->matmul(bi, yb, rows, &w, x, ldx, n);
         int differ = 0;
         for (int64_t t = 0; t < n; t++) {
-            ops->matmul(bi, y1, rows, &w, x + t * k, k, 1);
+            ops->matmul(bi, y1, rows, &w, x + t * ldx, ldx, 1);
             differ += memcmp(y1, yb + t * rows, (size_t)rows * sizeof(float)) != 0;
         }
-        CHECK_MSG(differ == 0, "batch-invariant mode: %d tokens differ alone", differ);
+        CHECK_MSG(differ == 0, "dtype %u batch-invariant mode: %d tokens differ alone", dtype,
+                  differ);
         ops->release_weight(bi, &w);
         ops->destroy(bi);
         free(y1);
     }
+    free(wf), free(x), free(wq), free(xq), free(xv), free(ref), free(y), free(packed), free(yb);
+    free(panel);
+}
+
+static void test_matmul_onednn(void)
+{
+    llm_dnnl *d = llm__dnnl_create();
+    if (!d) {
+        printf("     oneDNN not available (built without libdnnl-dev, or LLM_CPU_NO_DNNL set): NOT TESTED\n");
+        return;
+    }
+    onednn_case(d, LLM_DT_BF16);
+    onednn_case(d, LLM_DT_F32);
+    onednn_case(d, LLM_DT_F16);
     llm__dnnl_free(d);
-    free(wf), free(x), free(wq), free(xq), free(ref), free(y), free(packed), free(yb);
 }
 
 /* Paged attention over scattered blocks equals dense attention over the same keys. */

@@ -912,10 +912,12 @@ static void test_callback(void)
 
 int main(void)
 {
-    /* Where "auto" takes a GPU, the bit-exact properties tested here (a cached prefix gives
-     * the uncached logits, concurrent equals alone) hold in its batch-invariant mode only
-     * (docs/architecture.md, "Batch invariance"): asked for unless the caller chose. */
+    /* The bit-exact properties tested here (a cached prefix gives the uncached logits,
+     * concurrent equals alone) hold for this f32 model on the CPU, and where "auto" takes a
+     * GPU, in the batch-invariant modes only (docs/architecture.md, "Batch invariance": the
+     * CPU sends float prompts to oneDNN otherwise): asked for unless the caller chose. */
     setenv("LLM_CUDA_BATCH_INVARIANT", "1", 0);
+    setenv("LLM_CPU_BATCH_INVARIANT", "1", 0);
     snprintf(model_path, sizeof model_path, "/tmp/libllm-tiny-%d.gguf", (int)getpid());
     tiny_shape sh = {.n_embd = 64, .n_layer = 2, .n_head = 2, .n_head_kv = 1, .n_ff = 128,
                      .n_ctx = 2048, .seed = 5};
