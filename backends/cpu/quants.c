@@ -9,6 +9,7 @@
  * tested against these. */
 #include "quants.h"
 #include "quants_iq.h"
+#include "repack.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -1070,6 +1071,13 @@ int llm__quant_select(const char *isa)
 #if defined(__x86_64__) || defined(__i386__)
     /* fills a scratch table first: llm__quant_best changes only if the level is there */
     int vnni = 0, bf16 = 0;
+    {
+        /* the one-token kernels' prefetch distance: 4096 bytes on Intel, 1024 elsewhere */
+        unsigned a, b, c, d;
+        __cpuid(0, a, b, c, d);
+        llm__repack_pf_dist = b == 0x756e6547u && d == 0x49656e69u && c == 0x6c65746eu ? 4096
+                                                                                       : 1024;
+    }
     if (level >= AVX2 && cpu_has_avx2_fma_f16c() && llm__quant_avx2_fill(t, &rows)) {
         llm__quant_iq_avx2_fill(t);
         feat = "avx2,fma,f16c";

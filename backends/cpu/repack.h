@@ -22,6 +22,12 @@
 
 #define REPACK_ROWS 8
 
+/* How far ahead (bytes) the x86 one-token kernels prefetch their weight stream: set by
+ * llm__quant_select from the CPU's vendor. docs/perf/cpu.md (changes 5 and 16): on Zen 1
+ * 512-1024 bytes measured best and 2048-4096 worse; on the AVX-512 Xeon 4096 measured
+ * 3-5% faster generation than 1024. */
+extern int64_t llm__repack_pf_dist;
+
 /* s[c * bs + r] = dot(row r, activation row c) for r < 8 * n_groups, c < nc. The groups lie
  * gstride bytes apart from w; activation row c at y + c * by, its block sums (Q4_0 only) at
  * ysum + c * nbk (nbk = k / 32), what the traits' fill_aux derived from it (if they have one)

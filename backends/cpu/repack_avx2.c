@@ -71,8 +71,8 @@ static inline __m256i dot4_u8s8(const __m256i *u, const int32_t *a)
  * prefetcher alone kept at about half of this machine's read bandwidth (perf: the loads
  * took the time); each block's lines PF_DIST bytes ahead are prefetched in software.
  * Zen 1, 2 threads (docs/perf/cpu.md): Gemma 3 270M tg +15-20%, SmolLM2 +8-16%, the
- * synthetic 1B Q4_0 +10%, Q4_K_M +14%; 512-1024 bytes measured best, 2048-4096 less. */
-#define PF_DIST 1024
+ * synthetic 1B Q4_0 +10%, Q4_K_M +14%. The distance depends on the CPU (repack.h). */
+#define PF_DIST llm__repack_pf_dist
 
 /* One group of 8 rows against RN tokens. */
 static ALWAYS_INLINE void group_tile(int is_q41, int RN, int64_t nb, float *s, size_t bs,

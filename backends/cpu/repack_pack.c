@@ -6,6 +6,8 @@
 #include "quants.h"
 #include "repack.h"
 
+int64_t llm__repack_pf_dist = 1024;
+
 /* nibble value of element e (0..31) of a 32-block's 16 quant bytes */
 static inline uint8_t nib(const uint8_t *qs, int e)
 {
