@@ -18,6 +18,7 @@ float llm__f16_table[1 << 16];
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 /* ---- helpers -------------------------------------------------------------------- */
@@ -1199,6 +1200,210 @@ static void exp_row(int64_t n, const float *x, float *y)
     }
 }
 
+/* Attention blocks (llm__attn_scores_f16, llm__attn_accum_f16, llm__attn_softmax, see
+ * quants.h): per head the operations of dot_f32_f16, axpy_f16 and the scalar bookkeeping,
+ * without a call per key; each key row converted once for two heads, the value
+ * accumulators in registers 64 elements at a time (the elements are independent, so the
+ * split does not change a bit). */
+static ALWAYS_INLINE void attn_scores_nh(int NH, int32_t hd, const float *q,
+                                         const llm_f16 *const *k, int nk, float *sc)
+{
+    for (int u = 0; u < nk; u++) {
+        __m256 a[2][4];
+#pragma GCC unroll 2
+        for (int h = 0; h < NH; h++)
+            a[h][0] = a[h][1] = a[h][2] = a[h][3] = _mm256_setzero_ps();
+        const llm_f16 *kr = k[u];
+        for (int32_t i = 0; i < hd; i += 32) {
+            __m256 kv[4];
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++)
+                kv[j] = load_f16x8(kr + i + 8 * j);
+#pragma GCC unroll 2
+            for (int h = 0; h < NH; h++)
+#pragma GCC unroll 4
+                for (int j = 0; j < 4; j++)
+                    a[h][j] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)h * hd + i + 8 * j),
+                                              kv[j], a[h][j]);
+        }
+#pragma GCC unroll 2
+        for (int h = 0; h < NH; h++)
+            sc[h * LLM_ATT_BLOCK + u] = hsum_ps(
+                _mm256_add_ps(_mm256_add_ps(a[h][0], a[h][1]), _mm256_add_ps(a[h][2], a[h][3])));
+    }
+}
+
+static void attn_scores_f16(int32_t hd, int32_t nh, const float *q, const llm_f16 *const *k,
+                            int nk, float *sc)
+{
+    if (hd % 32) {
+        for (int32_t h = 0; h < nh; h++)
+            for (int u = 0; u < nk; u++)
+                sc[h * LLM_ATT_BLOCK + u] = dot_f32_f16(hd, q + (size_t)h * hd, k[u]);
+        return;
+    }
+    int32_t h = 0;
+    for (; h + 2 <= nh; h += 2)
+        attn_scores_nh(2, hd, q + (size_t)h * hd, k, nk, sc + h * LLM_ATT_BLOCK);
+    if (h < nh)
+        attn_scores_nh(1, hd, q + (size_t)h * hd, k, nk, sc + h * LLM_ATT_BLOCK);
+}
+
+/* V vectors of 8 (at most 8) of one head's accumulator over the block */
+static ALWAYS_INLINE void attn_accum_part(int V, float *acc, const llm_f16 *const *v,
+                                          int64_t off, int nk, const float *ms, const float *vs)
+{
+    __m256 a[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < V; j++)
+        a[j] = _mm256_loadu_ps(acc + 8 * j);
+    for (int u = 0; u < nk; u++) {
+        if (ms[u] != 1.0f) {
+            const __m256 mv = _mm256_set1_ps(ms[u]);
+#pragma GCC unroll 8
+            for (int j = 0; j < V; j++)
+                a[j] = _mm256_mul_ps(a[j], mv);
+        }
+        const __m256 w = _mm256_set1_ps(vs[u]);
+        const llm_f16 *vr = v[u] + off;
+#pragma GCC unroll 8
+        for (int j = 0; j < V; j++)
+            a[j] = _mm256_fmadd_ps(w, load_f16x8(vr + 8 * j), a[j]);
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < V; j++)
+        _mm256_storeu_ps(acc + 8 * j, a[j]);
+}
+
+static void attn_accum_f16(int32_t hd, int32_t nh, float *acc, const llm_f16 *const *v, int nk,
+                           const float *ms, const float *vs)
+{
+    for (int32_t h = 0; h < nh; h++) {
+        float *ah = acc + (size_t)h * hd;
+        const float *mh = ms + h * LLM_ATT_BLOCK, *vh = vs + h * LLM_ATT_BLOCK;
+        if (hd % 8) {
+            for (int u = 0; u < nk; u++) {
+                if (mh[u] != 1.0f)
+                    for (int32_t d = 0; d < hd; d++)
+                        ah[d] *= mh[u];
+                axpy_f16(hd, ah, vh[u], v[u]);
+            }
+            continue;
+        }
+        int32_t d = 0;
+        for (; d + 64 <= hd; d += 64)
+            attn_accum_part(8, ah + d, v, d, nk, mh, vh);
+        switch ((hd - d) / 8) {
+        case 7: attn_accum_part(7, ah + d, v, d, nk, mh, vh); break;
+        case 6: attn_accum_part(6, ah + d, v, d, nk, mh, vh); break;
+        case 5: attn_accum_part(5, ah + d, v, d, nk, mh, vh); break;
+        case 4: attn_accum_part(4, ah + d, v, d, nk, mh, vh); break;
+        case 3: attn_accum_part(3, ah + d, v, d, nk, mh, vh); break;
+        case 2: attn_accum_part(2, ah + d, v, d, nk, mh, vh); break;
+        case 1: attn_accum_part(1, ah + d, v, d, nk, mh, vh); break;
+        default: break;
+        }
+    }
+}
+
+/* x (+) y = y > x ? y : x, x the earlier (the first of the largest) */
+static ALWAYS_INLINE __m256 raise_op(__m256 x, __m256 y)
+{
+    return _mm256_blendv_ps(x, y, _mm256_cmp_ps(y, x, _CMP_GT_OQ));
+}
+
+/* lanes moved up by k (lane u gets lane u - k), the first k lanes from fill */
+static ALWAYS_INLINE __m256 lanes_up(__m256 v, int k, __m256 fill)
+{
+    const __m256i idx = _mm256_sub_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                         _mm256_set1_epi32(k));
+    const __m256 moved = _mm256_permutevar8x32_ps(v, _mm256_and_si256(idx, _mm256_set1_epi32(7)));
+    const __m256 first = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(k),
+                                                                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+    return _mm256_blendv_ps(moved, fill, first);
+}
+
+static ALWAYS_INLINE __m256 scan8(__m256 f, __m256 ninf)
+{
+    f = raise_op(lanes_up(f, 1, ninf), f);
+    f = raise_op(lanes_up(f, 2, ninf), f);
+    return raise_op(lanes_up(f, 4, ninf), f);
+}
+
+static ALWAYS_INLINE __m256 lane7(__m256 v)
+{
+    return _mm256_permutevar8x32_ps(v, _mm256_set1_epi32(7));
+}
+
+/* llm__attn_softmax: the running maxima before each key by a prefix scan over the block's
+ * two halves of 8 lanes (as quants_avx512.c), the exponentials in one exp_row call */
+static void attn_softmax(int32_t nh, int nk, const float *sc, float scale, float softcap,
+                         float *m, float *sum, float *ms, float *vs)
+{
+    if (softcap > 0.0f) {
+        llm__attn_softmax_generic(nh, nk, sc, scale, softcap, m, sum, ms, vs);
+        return;
+    }
+    const __m256 ninf = _mm256_set1_ps(-INFINITY), one = _mm256_set1_ps(1.0f);
+    const __m256 sv = _mm256_set1_ps(scale);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256 in_lo = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(nk), lane));
+    const __m256 in_hi = _mm256_castsi256_ps(
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(nk - 8), lane));
+    for (int32_t h0 = 0; h0 < nh; h0 += 32) {
+        const int32_t h1 = nh - h0 > 32 ? h0 + 32 : nh;
+        uint32_t scalar = 0; /* heads done by the scalar form, sums included */
+        for (int32_t h = h0; h < h1; h++) {
+            const int o = h * LLM_ATT_BLOCK;
+            float in[LLM_ATT_BLOCK];
+            for (int u = 0; u < LLM_ATT_BLOCK; u++)
+                in[u] = u < nk ? sc[o + u] : 0.0f;
+            const __m256 s_lo = _mm256_blendv_ps(ninf, _mm256_mul_ps(_mm256_loadu_ps(in), sv), in_lo);
+            const __m256 s_hi =
+                _mm256_blendv_ps(ninf, _mm256_mul_ps(_mm256_loadu_ps(in + 8), sv), in_hi);
+            const __m256 nan = _mm256_or_ps(_mm256_cmp_ps(s_lo, s_lo, _CMP_UNORD_Q),
+                                            _mm256_cmp_ps(s_hi, s_hi, _CMP_UNORD_Q));
+            if (_mm256_movemask_ps(nan) || m[h] != m[h]) {
+                llm__attn_softmax_generic(1, nk, sc + o, scale, softcap, m + h, sum + h, ms + o,
+                                          vs + o);
+                scalar |= 1u << (h - h0);
+                continue;
+            }
+            const __m256 mv = _mm256_set1_ps(m[h]);
+            __m256 f_lo = scan8(s_lo, ninf), f_hi = scan8(s_hi, ninf);
+            f_hi = raise_op(lane7(f_lo), f_hi);
+            f_lo = raise_op(mv, f_lo); /* the maximum up to each key */
+            f_hi = raise_op(mv, f_hi);
+            const __m256 b_lo = lanes_up(f_lo, 1, mv); /* and before it */
+            const __m256 b_hi = lanes_up(f_hi, 1, lane7(f_lo));
+            const __m256 r_lo = _mm256_and_ps(_mm256_cmp_ps(s_lo, b_lo, _CMP_GT_OQ), in_lo);
+            const __m256 r_hi = _mm256_and_ps(_mm256_cmp_ps(s_hi, b_hi, _CMP_GT_OQ), in_hi);
+            float arg[LLM_ATT_BLOCK], e[LLM_ATT_BLOCK];
+            _mm256_storeu_ps(arg, _mm256_and_ps(in_lo, _mm256_blendv_ps(_mm256_sub_ps(s_lo, b_lo),
+                                                                        _mm256_sub_ps(b_lo, s_lo),
+                                                                        r_lo)));
+            _mm256_storeu_ps(arg + 8,
+                             _mm256_and_ps(in_hi, _mm256_blendv_ps(_mm256_sub_ps(s_hi, b_hi),
+                                                                   _mm256_sub_ps(b_hi, s_hi), r_hi)));
+            exp_row(LLM_ATT_BLOCK, arg, e);
+            const __m256 e_lo = _mm256_loadu_ps(e), e_hi = _mm256_loadu_ps(e + 8);
+            _mm256_storeu_ps(ms + o, _mm256_blendv_ps(one, e_lo, r_lo));
+            _mm256_storeu_ps(ms + o + 8, _mm256_blendv_ps(one, e_hi, r_hi));
+            _mm256_storeu_ps(vs + o, _mm256_blendv_ps(e_lo, one, r_lo));
+            _mm256_storeu_ps(vs + o + 8, _mm256_blendv_ps(e_hi, one, r_hi));
+            float fl[LLM_ATT_BLOCK];
+            _mm256_storeu_ps(fl, f_lo);
+            _mm256_storeu_ps(fl + 8, f_hi);
+            m[h] = fl[nk - 1];
+        }
+        /* the heads' sums side by side, each in key order */
+        for (int u = 0; u < nk; u++)
+            for (int32_t h = h0; h < h1; h++)
+                if (!(scalar >> (h - h0) & 1))
+                    sum[h] = sum[h] * ms[h * LLM_ATT_BLOCK + u] + vs[h * LLM_ATT_BLOCK + u];
+    }
+}
+
 int llm__quant_avx2_fill(llm_quant_traits *t, llm_quant_row_fns *rows)
 {
     for (int i = 0; i < (1 << 16); i += 8) {
@@ -1243,6 +1448,9 @@ int llm__quant_avx2_fill(llm_quant_traits *t, llm_quant_row_fns *rows)
     rows->dot_f32_f16 = dot_f32_f16;
     rows->axpy_f16 = axpy_f16;
     rows->exp_row = exp_row;
+    rows->attn_scores_f16 = attn_scores_f16;
+    rows->attn_accum_f16 = attn_accum_f16;
+    rows->attn_softmax = attn_softmax;
     return 1;
 }
 
