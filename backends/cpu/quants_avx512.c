@@ -648,8 +648,14 @@ static void attn_scores_f16(int32_t hd, int32_t nh, const float *q, const llm_f1
     int32_t h = 0;
     for (; h + 4 <= nh; h += 4)
         attn_scores_nh(4, hd, q + (size_t)h * hd, k, nk, sc + h * LLM_ATT_BLOCK);
-    for (; h < nh; h++)
-        attn_scores_nh(1, hd, q + (size_t)h * hd, k, nk, sc + h * LLM_ATT_BLOCK);
+    const float *qh = q + (size_t)h * hd;
+    float *sh = sc + h * LLM_ATT_BLOCK;
+    switch (nh - h) { /* the rest together too (a group of 3, 6 or 7 heads) */
+    case 3: attn_scores_nh(3, hd, qh, k, nk, sh); break;
+    case 2: attn_scores_nh(2, hd, qh, k, nk, sh); break;
+    case 1: attn_scores_nh(1, hd, qh, k, nk, sh); break;
+    default: break;
+    }
 }
 
 /* NH heads of V vectors of 16 each (NH * V <= 16 accumulators) */
@@ -700,9 +706,15 @@ static void attn_accum_f16(int32_t hd, int32_t nh, float *acc, const llm_f16 *co
         for (; h + (NH) <= nh; h += (NH))                                                   \
             attn_accum_nh(NH, V, acc + (size_t)h * hd, v, nk, ms + h * LLM_ATT_BLOCK,       \
                           vs + h * LLM_ATT_BLOCK);                                          \
-        for (; h < nh; h++)                                                                 \
-            attn_accum_nh(1, V, acc + (size_t)h * hd, v, nk, ms + h * LLM_ATT_BLOCK,        \
-                          vs + h * LLM_ATT_BLOCK);                                          \
+        float *ar = acc + (size_t)h * hd;                                                   \
+        const float *mr = ms + h * LLM_ATT_BLOCK, *vr = vs + h * LLM_ATT_BLOCK;             \
+        /* the rest together too (a group of 3, 6 or 7 heads) */                            \
+        if ((NH) > 3 && nh - h == 3)                                                        \
+            attn_accum_nh((NH) > 3 ? 3 : 1, V, ar, v, nk, mr, vr);                          \
+        else if ((NH) > 2 && nh - h == 2)                                                   \
+            attn_accum_nh((NH) > 2 ? 2 : 1, V, ar, v, nk, mr, vr);                          \
+        else if (nh - h == 1)                                                               \
+            attn_accum_nh(1, V, ar, v, nk, mr, vr);                                         \
         return;                                                                             \
     }
     if (hd % 32 == 0) {
@@ -800,6 +812,7 @@ static void attn_softmax(int32_t nh, int nk, const float *sc, float scale, float
     for (int32_t h0 = 0; h0 < nh; h0 += 32) {
         const int32_t h1 = nh - h0 > 32 ? h0 + 32 : nh;
         uint32_t scalar = 0; /* heads done by the scalar form, sums included */
+        uint32_t raised = 0; /* heads with a key that raises the maximum */
         for (int32_t h = h0; h < h1; h++) {
             const int o = h * LLM_ATT_BLOCK;
             const __m512 s = _mm512_mask_mov_ps(
@@ -820,6 +833,7 @@ static void attn_softmax(int32_t nh, int nk, const float *sc, float scale, float
             f = raise_op(mv, f);                      /* the maximum up to each key */
             const __m512 before = lanes_up(f, 1, mv); /* and before it */
             const __mmask16 raise = _mm512_cmp_ps_mask(s, before, _CMP_GT_OQ) & km;
+            raised |= (uint32_t)(raise != 0) << (h - h0);
             const __m512 arg = _mm512_maskz_mov_ps(
                 km, _mm512_mask_mov_ps(_mm512_sub_ps(s, before), raise, _mm512_sub_ps(before, s)));
             const __m512 e = exp16(arg);
@@ -829,11 +843,21 @@ static void attn_softmax(int32_t nh, int nk, const float *sc, float scale, float
             _mm512_storeu_ps(fl, f);
             m[h] = fl[nk - 1];
         }
-        /* the heads' sums side by side, each in key order */
-        for (int u = 0; u < nk; u++)
-            for (int32_t h = h0; h < h1; h++)
-                if (!(scalar >> (h - h0) & 1))
-                    sum[h] = sum[h] * ms[h * LLM_ATT_BLOCK + u] + vs[h * LLM_ATT_BLOCK + u];
+        /* each head's sum in key order; where no key raised the maximum every ms is 1 and
+         * sum * 1 + vs is sum + vs, half the dependent chain */
+        for (int32_t h = h0; h < h1; h++) {
+            if (scalar >> (h - h0) & 1)
+                continue;
+            const float *mh = ms + h * LLM_ATT_BLOCK, *vh = vs + h * LLM_ATT_BLOCK;
+            float sm = sum[h];
+            if (raised >> (h - h0) & 1)
+                for (int u = 0; u < nk; u++)
+                    sm = sm * mh[u] + vh[u];
+            else
+                for (int u = 0; u < nk; u++)
+                    sm = sm + vh[u];
+            sum[h] = sm;
+        }
     }
 }
 
