@@ -868,17 +868,16 @@ static void exp_row_scalar(int64_t n, const float *x, float *y)
 
 /* The attention block helpers as the single-key helpers of the level in use (a level
  * with fused kernels puts its own over these) */
-static void attn_scores_f16_generic(int32_t hd, int32_t nh, const float *q,
-                                    const llm_f16 *const *k, int nk, float *sc)
+void llm__attn_scores_f16_generic(int32_t hd, int32_t nh, const float *q,
+                                  const llm_f16 *const *k, int nk, float *sc)
 {
     for (int32_t h = 0; h < nh; h++)
         for (int u = 0; u < nk; u++)
             sc[h * LLM_ATT_BLOCK + u] = llm__dot_f32_f16(hd, q + (size_t)h * hd, k[u]);
 }
 
-static void attn_accum_f16_generic(int32_t hd, int32_t nh, float *acc,
-                                   const llm_f16 *const *v, int nk, const float *ms,
-                                   const float *vs)
+void llm__attn_accum_f16_generic(int32_t hd, int32_t nh, float *acc, const llm_f16 *const *v,
+                                 int nk, const float *ms, const float *vs)
 {
     for (int32_t h = 0; h < nh; h++) {
         float *a = acc + (size_t)h * hd;
@@ -921,7 +920,8 @@ void llm__attn_softmax_generic(int32_t nh, int nk, const float *sc, float scale,
 
 #define SCALAR_ROW_FNS                                                                      \
     {f32_to_f16_row_scalar, f16_to_f32_row_scalar, f16_dot_scalar, dot_f32_f16_scalar,       \
-     axpy_f16_scalar, exp_row_scalar, attn_scores_f16_generic, attn_accum_f16_generic,       \
+     axpy_f16_scalar, exp_row_scalar, llm__attn_scores_f16_generic,                         \
+     llm__attn_accum_f16_generic,                                                           \
      llm__attn_softmax_generic}
 static const llm_quant_row_fns scalar_row_fns = SCALAR_ROW_FNS;
 /* The row helpers go through these, switched to SIMD by llm__quant_init(). */

@@ -140,13 +140,42 @@ void llm__axpy_f16(int64_t n, float *y, float a, const llm_f16 *x);
  * (the exponentials by llm__exp_row); sum = sum * ms + vs. Any cache type. */
 void llm__attn_softmax(int32_t nh, int nk, const float *sc, float scale, float softcap,
                        float *m, float *sum, float *ms, float *vs);
-/* its scalar form, which the SIMD levels fall back to (softcap, NaN scores) */
-void llm__attn_softmax_generic(int32_t nh, int nk, const float *sc, float scale, float softcap,
-                               float *m, float *sum, float *ms, float *vs);
 void llm__attn_scores_f16(int32_t hd, int32_t nh, const float *q, const llm_f16 *const *k,
                           int nk, float *sc);
 void llm__attn_accum_f16(int32_t hd, int32_t nh, float *acc, const llm_f16 *const *v, int nk,
                          const float *ms, const float *vs);
+/* The three as compositions of the single-key helpers of the level in use: what a level
+ * without fused kernels has, and what the fused ones fall back to (head sizes they do not
+ * take, softcap, NaN scores) */
+void llm__attn_scores_f16_generic(int32_t hd, int32_t nh, const float *q,
+                                  const llm_f16 *const *k, int nk, float *sc);
+void llm__attn_accum_f16_generic(int32_t hd, int32_t nh, float *acc, const llm_f16 *const *v,
+                                 int nk, const float *ms, const float *vs);
+void llm__attn_softmax_generic(int32_t nh, int nk, const float *sc, float scale, float softcap,
+                               float *m, float *sum, float *ms, float *vs);
+
+/* The softmax's running sums of heads [h0, h1) over a block of nk keys, each in key order:
+ * sum = sum * ms + vs, for the heads whose bit (h - h0) is clear in skip; where a head's
+ * bit in raised is clear no key raised its maximum, every ms is 1, and sum * 1 + vs is
+ * sum + vs to the bit: plain adds, half the dependent chain. */
+static inline void llm__attn_block_sums(int32_t h0, int32_t h1, int nk, const float *ms,
+                                        const float *vs, float *sum, uint32_t skip,
+                                        uint32_t raised)
+{
+    for (int32_t h = h0; h < h1; h++) {
+        if (skip >> (h - h0) & 1)
+            continue;
+        const float *mh = ms + h * LLM_ATT_BLOCK, *vh = vs + h * LLM_ATT_BLOCK;
+        float sm = sum[h];
+        if (raised >> (h - h0) & 1)
+            for (int u = 0; u < nk; u++)
+                sm = sm * mh[u] + vh[u];
+        else
+            for (int u = 0; u < nk; u++)
+                sm = sm + vh[u];
+        sum[h] = sm;
+    }
+}
 
 /* y[i] = e^x[i] for x[i] <= 0 (attention's softmax weights), n of them: the algorithm of
  * glibc's expf (a 32-entry table of 2^(i/32) and a cubic in double precision), so the

@@ -1237,9 +1237,7 @@ static void attn_scores_f16(int32_t hd, int32_t nh, const float *q, const llm_f1
                             int nk, float *sc)
 {
     if (hd % 32) {
-        for (int32_t h = 0; h < nh; h++)
-            for (int u = 0; u < nk; u++)
-                sc[h * LLM_ATT_BLOCK + u] = dot_f32_f16(hd, q + (size_t)h * hd, k[u]);
+        llm__attn_scores_f16_generic(hd, nh, q, k, nk, sc);
         return;
     }
     int32_t h = 0;
@@ -1278,18 +1276,13 @@ static ALWAYS_INLINE void attn_accum_part(int V, float *acc, const llm_f16 *cons
 static void attn_accum_f16(int32_t hd, int32_t nh, float *acc, const llm_f16 *const *v, int nk,
                            const float *ms, const float *vs)
 {
+    if (hd % 8) {
+        llm__attn_accum_f16_generic(hd, nh, acc, v, nk, ms, vs);
+        return;
+    }
     for (int32_t h = 0; h < nh; h++) {
         float *ah = acc + (size_t)h * hd;
         const float *mh = ms + h * LLM_ATT_BLOCK, *vh = vs + h * LLM_ATT_BLOCK;
-        if (hd % 8) {
-            for (int u = 0; u < nk; u++) {
-                if (mh[u] != 1.0f)
-                    for (int32_t d = 0; d < hd; d++)
-                        ah[d] *= mh[u];
-                axpy_f16(hd, ah, vh[u], v[u]);
-            }
-            continue;
-        }
         int32_t d = 0;
         for (; d + 64 <= hd; d += 64)
             attn_accum_part(8, ah + d, v, d, nk, mh, vh);
@@ -1353,6 +1346,7 @@ static void attn_softmax(int32_t nh, int nk, const float *sc, float scale, float
     for (int32_t h0 = 0; h0 < nh; h0 += 32) {
         const int32_t h1 = nh - h0 > 32 ? h0 + 32 : nh;
         uint32_t scalar = 0; /* heads done by the scalar form, sums included */
+        uint32_t raised = 0; /* heads with a key that raises the maximum */
         for (int32_t h = h0; h < h1; h++) {
             const int o = h * LLM_ATT_BLOCK;
             float in[LLM_ATT_BLOCK];
@@ -1378,6 +1372,7 @@ static void attn_softmax(int32_t nh, int nk, const float *sc, float scale, float
             const __m256 b_hi = lanes_up(f_hi, 1, lane7(f_lo));
             const __m256 r_lo = _mm256_and_ps(_mm256_cmp_ps(s_lo, b_lo, _CMP_GT_OQ), in_lo);
             const __m256 r_hi = _mm256_and_ps(_mm256_cmp_ps(s_hi, b_hi, _CMP_GT_OQ), in_hi);
+            raised |= (uint32_t)(_mm256_movemask_ps(_mm256_or_ps(r_lo, r_hi)) != 0) << (h - h0);
             float arg[LLM_ATT_BLOCK], e[LLM_ATT_BLOCK];
             _mm256_storeu_ps(arg, _mm256_and_ps(in_lo, _mm256_blendv_ps(_mm256_sub_ps(s_lo, b_lo),
                                                                         _mm256_sub_ps(b_lo, s_lo),
@@ -1396,11 +1391,7 @@ static void attn_softmax(int32_t nh, int nk, const float *sc, float scale, float
             _mm256_storeu_ps(fl + 8, f_hi);
             m[h] = fl[nk - 1];
         }
-        /* the heads' sums side by side, each in key order */
-        for (int u = 0; u < nk; u++)
-            for (int32_t h = h0; h < h1; h++)
-                if (!(scalar >> (h - h0) & 1))
-                    sum[h] = sum[h] * ms[h * LLM_ATT_BLOCK + u] + vs[h * LLM_ATT_BLOCK + u];
+        llm__attn_block_sums(h0, h1, nk, ms, vs, sum, scalar, raised);
     }
 }
 

@@ -640,9 +640,7 @@ static void attn_scores_f16(int32_t hd, int32_t nh, const float *q, const llm_f1
                             int nk, float *sc)
 {
     if (hd % 32) {
-        for (int32_t h = 0; h < nh; h++)
-            for (int u = 0; u < nk; u++)
-                sc[h * LLM_ATT_BLOCK + u] = dot_f32_f16(hd, q + (size_t)h * hd, k[u]);
+        llm__attn_scores_f16_generic(hd, nh, q, k, nk, sc);
         return;
     }
     int32_t h = 0;
@@ -731,16 +729,7 @@ static void attn_accum_f16(int32_t hd, int32_t nh, float *acc, const llm_f16 *co
         }
     }
 #undef ATT_ACC
-    for (int32_t h = 0; h < nh; h++) {
-        float *ah = acc + (size_t)h * hd;
-        for (int u = 0; u < nk; u++) {
-            const float m = ms[h * LLM_ATT_BLOCK + u];
-            if (m != 1.0f)
-                for (int32_t d = 0; d < hd; d++)
-                    ah[d] *= m;
-            axpy_f16(hd, ah, vs[h * LLM_ATT_BLOCK + u], v[u]);
-        }
-    }
+    llm__attn_accum_f16_generic(hd, nh, acc, v, nk, ms, vs);
 }
 
 /* llm__exp_row, sixteen lanes as two halves of eight doubles: the steps of quants_avx2.c's
@@ -843,21 +832,7 @@ static void attn_softmax(int32_t nh, int nk, const float *sc, float scale, float
             _mm512_storeu_ps(fl, f);
             m[h] = fl[nk - 1];
         }
-        /* each head's sum in key order; where no key raised the maximum every ms is 1 and
-         * sum * 1 + vs is sum + vs, half the dependent chain */
-        for (int32_t h = h0; h < h1; h++) {
-            if (scalar >> (h - h0) & 1)
-                continue;
-            const float *mh = ms + h * LLM_ATT_BLOCK, *vh = vs + h * LLM_ATT_BLOCK;
-            float sm = sum[h];
-            if (raised >> (h - h0) & 1)
-                for (int u = 0; u < nk; u++)
-                    sm = sm * mh[u] + vh[u];
-            else
-                for (int u = 0; u < nk; u++)
-                    sm = sm + vh[u];
-            sum[h] = sm;
-        }
+        llm__attn_block_sums(h0, h1, nk, ms, vs, sum, scalar, raised);
     }
 }
 
