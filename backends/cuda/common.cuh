@@ -138,6 +138,8 @@ struct llm_backend {
     int flash;    /* FLASH_* bits: tensor-core attention (flash.cu) for prompts (default), for
                    * decode batches (LLM_CUDA_FLASH=3; slower for now); 0: attention.cu's only */
     int pdl;  /* start the decode kernels early (cu_launch); LLM_CUDA_PDL=0 turns it off */
+    int early; /* matrix-vector kernels started early load their first weights before
+                * they wait (mmvq.cu); LLM_CUDA_EARLY=0 turns it off */
     int fuse; /* FUSE_* bits: which deferrals are on (LLM_CUDA_FUSE, default all) */
     struct prof_state *prof; /* LLM_CUDA_PROFILE: per-op event timings */
     struct graph_state *graph; /* recorded ops and captured graphs (graph.cu) */
@@ -149,7 +151,7 @@ enum { PEND_NONE, PEND_ADD, PEND_GLU, PEND_ROPE, PEND_MMVQ, PEND_NORM, PEND_ATT,
 enum { FLASH_PROMPT = 1, FLASH_DECODE = 2, FLASH_ALL = 3 };
 enum {
     FUSE_ADD_NORM = 1, FUSE_GLU_Q8 = 2, FUSE_ROPE_KV = 4, FUSE_MMVQ = 8, FUSE_NORM_CVT = 16,
-    FUSE_ATT_CVT = 32, FUSE_GEMM = 64, FUSE_ALL = 127
+    FUSE_ATT_CVT = 32, FUSE_GEMM = 64, FUSE_NORM_Q8 = 128, FUSE_ALL = 255
 };
 /* split-K decode attention: splits of a query's keys by default and at most
  * (LLM_CUDA_ATT_SPLIT sets it; 1 turns splitting off), and the fewest keys a batch's
@@ -543,6 +545,12 @@ HIDDEN void cu_norm(llm_backend *be, float *y, float *x, const float *a, const f
 HIDDEN void cu_norm16(llm_backend *be, float *y, float *x, const float *a, const float *b,
                       const float *w, int64_t rows, int64_t dim, float eps, uint32_t t16,
                       void *h16);
+/* The same (no 16-bit copy), also quantizing y for the 8-bit matrix-vector kernels as
+ * mmvq.cu's activation quantization does (mode ACT_Q8_0 or ACT_Q8_K), into q [rows][dim],
+ * d and s [rows][dim / 32]: the same bits as cu_norm followed by that quantization. */
+HIDDEN void cu_norm_q8(llm_backend *be, float *y, float *x, const float *a, const float *b,
+                       const float *w, int64_t rows, int64_t dim, float eps, int mode,
+                       int8_t *q, float *d, int *s);
 /* topk.cu */
 HIDDEN void cu_top_k(llm_backend *be, int32_t *ids, float *vals, const float *x,
                      int64_t n_rows, int64_t n, int32_t k);

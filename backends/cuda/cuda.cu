@@ -114,6 +114,8 @@ static llm_status cu_create(const llm_backend_config *cfg, llm_backend **out)
     be->no_mmvq = nomq && *nomq && strcmp(nomq, "0") != 0;
     const char *pdl = getenv("LLM_CUDA_PDL");
     be->pdl = prop.major >= 9 && !(pdl && strcmp(pdl, "0") == 0);
+    const char *early = getenv("LLM_CUDA_EARLY");
+    be->early = be->pdl && !(early && strcmp(early, "0") == 0);
     const char *fuse = getenv("LLM_CUDA_FUSE"); /* 0: none; else a mask of FUSE_* bits */
     be->fuse = fuse && *fuse ? (int)strtol(fuse, NULL, 0) & FUSE_ALL : FUSE_ALL;
     const char *graphs = getenv("LLM_CUDA_GRAPHS");

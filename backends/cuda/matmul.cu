@@ -553,10 +553,15 @@ static __device__ __forceinline__ void cvt8(const uint4 &u, float v[8])
 
 template <int T, int NT, int ROWS, int UNR, int KS>
 static __global__ void __launch_bounds__(MV_WARPS *LLM_WARP_SIZE)
-k_mv16(const mq_set S, size_t row_bytes, int64_t k, const uint16_t *__restrict__ xh, int n)
+k_mv16(const mq_set S, size_t row_bytes, int64_t k, const uint16_t *__restrict__ xh, int n,
+       int early)
 {
-    LLM_PDL_WAIT();
-    LLM_PDL_TRIGGER();
+    /* started early, the first weight loads go out before the wait (k_mmvq, mmvq.cu) */
+    bool waited = !early;
+    if (waited) {
+        LLM_PDL_WAIT();
+        LLM_PDL_TRIGGER();
+    }
     const mq_one mo = mq_pick(S);
     const uint8_t *__restrict__ w = mo.w;
     float *__restrict__ y = mo.y;
@@ -591,6 +596,11 @@ k_mv16(const mq_set S, size_t row_bytes, int64_t k, const uint16_t *__restrict__
 #pragma unroll
                 for (int i = 0; i < ROWS; i++)
                     wv[u][i] = row[i][c0 + u * LLM_WARP_SIZE];
+        if (!waited) {
+            LLM_PDL_WAIT();
+            LLM_PDL_TRIGGER();
+            waited = true;
+        }
 #pragma unroll
         for (int u = 0; u < UNR; u++) {
             const int64_t c = c0 + u * LLM_WARP_SIZE;
@@ -614,6 +624,10 @@ k_mv16(const mq_set S, size_t row_bytes, int64_t k, const uint16_t *__restrict__
             }
         }
     }
+    if (!waited) { /* no chunk for this thread */
+        LLM_PDL_WAIT();
+        LLM_PDL_TRIGGER();
+    }
     rows_store<MV_WARPS, ROWS, NT, KS>(acc, lane, warp, r0, rows, y, ldy, n);
 }
 
@@ -624,7 +638,7 @@ static void launch_mv16_ks(llm_backend *be, const mq_pend &p)
     const unsigned blocks = mq_set_of(p, (MV_WARPS / KS) * MV16_ROWS, &S);
     const dim3 grid(blocks, cdiv(p.n, MATVEC_MAX_TOKENS));
     cu_launch(be, k_mv16<T, NT, MV16_ROWS, MV16_UNROLL, KS>, grid, MV_WARPS * LLM_WARP_SIZE, 0,
-              S, p.rb, p.k, (const uint16_t *)p.q, (int)p.n);
+              S, p.rb, p.k, (const uint16_t *)p.q, (int)p.n, be->early);
 }
 
 /* Rows of 8192 elements or more take four warps each, each a contiguous quarter of the

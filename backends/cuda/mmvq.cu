@@ -384,10 +384,17 @@ static __device__ __forceinline__ float unit_dot(const Wu &w, int u, const int x
 template <int T, int NT, int R, int KS>
 static __global__ void __launch_bounds__(MQ_WARPS *LLM_WARP_SIZE)
 k_mmvq(const mq_set S, size_t row_bytes, int64_t k, const int8_t *__restrict__ xq,
-       const float *__restrict__ xd, const int *__restrict__ xs, int n)
+       const float *__restrict__ xd, const int *__restrict__ xs, int n, int early)
 {
-    LLM_PDL_WAIT();
-    LLM_PDL_TRIGGER();
+    /* Started early (PDL), a block first issues the loads of its first units' weights,
+     * which no kernel writes, and only then waits for the kernel before it, whose output
+     * (the activations) it reads next: the blocks resident during that kernel's last
+     * microseconds have their weights on the way meanwhile. */
+    bool waited = !early;
+    if (waited) {
+        LLM_PDL_WAIT();
+        LLM_PDL_TRIGGER();
+    }
     const mq_one mo = mq_pick(S);
     const uint8_t *__restrict__ w = mo.w;
     float *__restrict__ y = mo.y;
@@ -422,6 +429,11 @@ k_mmvq(const mq_set S, size_t row_bytes, int64_t k, const int8_t *__restrict__ x
 #pragma unroll
         for (int i = 0; i < R; i++)
             unit_load<T>(row[i], u, wu[i]);
+        if (!waited) {
+            LLM_PDL_WAIT();
+            LLM_PDL_TRIGGER();
+            waited = true;
+        }
 #pragma unroll
         for (int j = 0; j < NT; j++) {
             if (j < n) {
@@ -432,6 +444,10 @@ k_mmvq(const mq_set S, size_t row_bytes, int64_t k, const int8_t *__restrict__ x
                     acc[i][j] += unit_dot<T>(wu[i], u, x, xd + j * nb, xs + j * nb);
             }
         }
+    }
+    if (!waited) { /* no unit for this thread */
+        LLM_PDL_WAIT();
+        LLM_PDL_TRIGGER();
     }
     rows_store<MQ_WARPS, R, NT, KS>(acc, lane, warp, r0, rows, y, ldy, n);
 }
@@ -509,7 +525,7 @@ static void launch(llm_backend *be, const mq_pend &p)
     const unsigned blocks = mq_set_of(p, (MQ_WARPS / KS) * R, &S);
     const dim3 grid(blocks, cdiv(p.n, MQ_MAX_TOKENS));
     cu_launch(be, k_mmvq<T, NT, R, KS>, grid, MQ_WARPS * LLM_WARP_SIZE, 0, S, p.rb, p.k,
-              (const int8_t *)p.q, (const float *)p.d, (const int *)p.s, (int)p.n);
+              (const int8_t *)p.q, (const float *)p.d, (const int *)p.s, (int)p.n, be->early);
 }
 
 /* The work split, by row length only (never by token count: a token's sums must not
@@ -629,6 +645,12 @@ int cu_mmvq(llm_backend *be, float *y, int64_t ldy, const llm_tensor *w, const u
             be->pend.kind = PEND_NONE;
             cu_launch(be, k_act_q8<true>, dim3(cdiv(k, 256), (unsigned)n), 256, 0, x, ldx, k,
                       mode, q, d, s, p.y, p.a, p.b, p.act);
+        } else if (p.kind == PEND_NORM && (be->fuse & FUSE_NORM_Q8) && p.norm.y == x &&
+                   ldx == k && p.norm.dim == k && p.norm.rows == n) {
+            /* the deferred norm (and the add it took in), quantizing as it writes */
+            be->pend.kind = PEND_NONE;
+            cu_norm_q8(be, p.norm.y, p.norm.x, p.norm.a, p.norm.b, p.norm.w, n, k, p.norm.eps,
+                       mode, q, d, s);
         } else {
             act_stale(be); /* launches a deferred op that this one cannot take in */
             cu_launch(be, k_act_q8<false>, dim3(cdiv(k, 256), (unsigned)n), 256, 0, x, ldx, k,

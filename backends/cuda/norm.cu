@@ -42,21 +42,20 @@ static __global__ void k_rms_norm(float *y, const float *x, const float *w, int6
         yr[i] = w ? (xr[i] * scale) * w[i] : xr[i] * scale;
 }
 
-/* x and y are not restrict: y may be b and x may be a (every element is read and written
- * by one thread, reads first). H: also y rounded to __half or __nv_bfloat16 in h16 (float:
- * not). */
-template <int VPT, bool ADD, typename H>
-static __global__ void k_norm(float *y, float *x, const float *a, const float *b,
-                              const float *__restrict__ w, int64_t dim, float eps,
-                              H *__restrict__ h16)
+/* Row blockIdx.x of y = x / rms(x) * w, where with ADD x is first
+ * computed as a + b and written. Leaves thread t's normalized elements t + i * blockDim.x
+ * (i < VPT; 0 past dim) in v. x and y are not restrict: y may be b and x may be a (every
+ * element is read and written by one thread, reads first). */
+template <int VPT, bool ADD>
+static __device__ __forceinline__ void norm_row(float *y, float *x, const float *a,
+                                                const float *b, const float *__restrict__ w,
+                                                int64_t dim, float eps, float (&v)[VPT])
 {
-    LLM_PDL_WAIT();
-    LLM_PDL_TRIGGER();
     const int64_t r = blockIdx.x;
     x += r * dim, y += r * dim;
     if (ADD)
         a += r * dim, b += r * dim;
-    float v[VPT], wv[VPT];
+    float wv[VPT];
 #pragma unroll
     for (int i = 0; i < VPT; i++) {
         const int64_t j = threadIdx.x + (int64_t)i * blockDim.x;
@@ -80,12 +79,121 @@ static __global__ void k_norm(float *y, float *x, const float *a, const float *b
     for (int i = 0; i < VPT; i++) {
         const int64_t j = threadIdx.x + (int64_t)i * blockDim.x;
         v[i] = w ? (v[i] * scale) * wv[i] : v[i] * scale;
-        if (j < dim) {
+        if (j < dim)
             y[j] = v[i];
-            if constexpr (std::is_same_v<H, __half>)
-                h16[r * dim + j] = __float2half_rn(v[i]);
-            else if constexpr (std::is_same_v<H, __nv_bfloat16>)
-                h16[r * dim + j] = __float2bfloat16_rn(v[i]);
+    }
+}
+
+/* H: also y rounded to __half or __nv_bfloat16 in h16 (float: not). */
+template <int VPT, bool ADD, typename H>
+static __global__ void k_norm(float *y, float *x, const float *a, const float *b,
+                              const float *__restrict__ w, int64_t dim, float eps,
+                              H *__restrict__ h16)
+{
+    LLM_PDL_WAIT();
+    LLM_PDL_TRIGGER();
+    float v[VPT];
+    norm_row<VPT, ADD>(y, x, a, b, w, dim, eps, v);
+    if constexpr (!std::is_same_v<H, float>) {
+        const int64_t r = blockIdx.x;
+#pragma unroll
+        for (int i = 0; i < VPT; i++) {
+            const int64_t j = threadIdx.x + (int64_t)i * blockDim.x;
+            if (j < dim) {
+                if constexpr (std::is_same_v<H, __half>)
+                    h16[r * dim + j] = __float2half_rn(v[i]);
+                else
+                    h16[r * dim + j] = __float2bfloat16_rn(v[i]);
+            }
+        }
+    }
+}
+
+/* The norm, then its output quantized as k_act_q8 (mmvq.cu) quantizes it, from the
+ * registers: element t + i * blockDim.x of thread t, so at each i a warp holds one
+ * 32-block (Q8_0) and eight warps one 256-block (Q8_K; blockDim.x is 256 or 512 then,
+ * dim a multiple of 256). A Q8_K block's maximum is the first element of the largest
+ * magnitude, found as q8k_block_max_reg finds it. Each block's scale and its inverse are
+ * computed once (by one lane, or one thread of the block) and shared: the divisions are
+ * most of the work when a thread holds several elements. */
+template <int VPT, bool ADD>
+static __global__ void k_norm_q8(float *y, float *x, const float *a, const float *b,
+                                 const float *__restrict__ w, int64_t dim, float eps, int mode,
+                                 int8_t *__restrict__ q, float *__restrict__ d,
+                                 int *__restrict__ s)
+{
+    LLM_PDL_WAIT();
+    LLM_PDL_TRIGGER();
+    float v[VPT];
+    norm_row<VPT, ADD>(y, x, a, b, w, dim, eps, v);
+    const int64_t r = blockIdx.x, nb = dim / 32;
+    const int lane = threadIdx.x % LLM_WARP_SIZE, warp = threadIdx.x / LLM_WARP_SIZE;
+    float dv[VPT];
+    int qi[VPT];
+    if (mode == ACT_Q8_0) {
+        float am[VPT];
+#pragma unroll
+        for (int i = 0; i < VPT; i++)
+            am[i] = g32_max(fabsf(v[i]));
+        /* lane i < VPT: the factors of the warp's block i */
+        float mine = am[0];
+#pragma unroll
+        for (int i = 1; i < VPT; i++)
+            mine = lane == i ? am[i] : mine;
+        const float dd = mine / 127.0f, id = dd != 0.0f ? 1.0f / dd : 0.0f;
+        const float dh = __half2float(__float2half_rn(dd));
+#pragma unroll
+        for (int i = 0; i < VPT; i++) {
+            qi[i] = (int)roundf(v[i] * LLM_SHFL(id, i, 32));
+            dv[i] = LLM_SHFL(dh, i, 32);
+        }
+    } else {
+        __shared__ float s_abs[16][16], s_val[16][16]; /* [i][warp] */
+        __shared__ float s_is[16][2], s_dv[16][2];     /* [i][256-block of the i-th part] */
+#pragma unroll
+        for (int i = 0; i < VPT; i++) {
+            const int64_t j = threadIdx.x + (int64_t)i * blockDim.x;
+            const bool in = j < dim;
+            const float f = in ? fabsf(v[i]) : 0.0f;
+            const float am = g32_max(f);
+            const int first = g32_first(f == am);
+            const float val = LLM_SHFL(in ? v[i] : 0.0f, first < 0 ? 0 : first, 32);
+            if (lane == 0)
+                s_abs[i][warp] = am, s_val[i][warp] = val;
+        }
+        __syncthreads();
+        const int ng = (int)blockDim.x / 256; /* 256-blocks per i: 1 or 2 */
+        if ((int)threadIdx.x < VPT * ng) {
+            const int i = (int)threadIdx.x / ng, g = (int)threadIdx.x % ng, g0 = 8 * g;
+            float ba = s_abs[i][g0], mx = s_val[i][g0];
+            for (int e = 1; e < 8; e++)
+                if (s_abs[i][g0 + e] > ba)
+                    ba = s_abs[i][g0 + e], mx = s_val[i][g0 + e];
+            mx = ba > 0.0f ? mx : 0.0f;
+            const float iscale = mx != 0.0f ? -127.0f / mx : 0.0f;
+            s_is[i][g] = iscale;
+            s_dv[i][g] = mx != 0.0f ? 1.0f / iscale : 0.0f;
+        }
+        __syncthreads();
+        const int g = warp / 8;
+#pragma unroll
+        for (int i = 0; i < VPT; i++) {
+            const float iscale = s_is[i][g];
+            /* a block of zeros has iscale 0 and gives 0 as k_act_q8 does */
+            qi[i] = (int)fminf(rintf(iscale * v[i]), 127.0f);
+            dv[i] = s_dv[i][g];
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < VPT; i++) {
+        const int64_t j = threadIdx.x + (int64_t)i * blockDim.x;
+        const int sum = g32_sum(qi[i]);
+        if (j < dim) {
+            q[r * dim + j] = (int8_t)qi[i];
+            if (lane == 0) {
+                d[r * nb + j / 32] = dv[i];
+                s[r * nb + j / 32] = sum;
+            }
         }
     }
 }
@@ -154,5 +262,44 @@ void cu_norm16(llm_backend *be, float *y, float *x, const float *a, const float 
     } else {
         launch_norm<16>(be, y, x, a, b, w, rows, dim, eps, t16, h16);
     }
+    CU_LAUNCHED(be, "rms_norm");
+}
+
+template <int VPT>
+static void launch_norm_q8(llm_backend *be, float *y, float *x, const float *a, const float *b,
+                           const float *w, int64_t rows, int64_t dim, float eps, int mode,
+                           int8_t *q, float *d, int *s)
+{
+    const unsigned g = (unsigned)rows;
+    const int th = norm_threads(dim);
+    if (a)
+        cu_launch(be, k_norm_q8<VPT, true>, g, th, 0, y, x, a, b, w, dim, eps, mode, q, d, s);
+    else
+        cu_launch(be, k_norm_q8<VPT, false>, g, th, 0, y, x, a, b, w, dim, eps, mode, q, d, s);
+}
+
+void cu_norm_q8(llm_backend *be, float *y, float *x, const float *a, const float *b,
+                const float *w, int64_t rows, int64_t dim, float eps, int mode, int8_t *q,
+                float *d, int *s)
+{
+    const int th = norm_threads(dim);
+    if (rows <= 0)
+        return;
+    if (!cu_norm_fusable(dim) || rows > 0x7fffffff || dim % 32 != 0 ||
+        (mode == ACT_Q8_K && (dim % 256 != 0 || th < 256))) {
+        cu_record(be, LLM_ERR_INTERNAL, "cuda: norm and quantization of %lld rows of %lld",
+                  (long long)rows, (long long)dim);
+        return;
+    }
+    if (dim <= th)
+        launch_norm_q8<1>(be, y, x, a, b, w, rows, dim, eps, mode, q, d, s);
+    else if (dim <= 2 * th)
+        launch_norm_q8<2>(be, y, x, a, b, w, rows, dim, eps, mode, q, d, s);
+    else if (dim <= 4 * th)
+        launch_norm_q8<4>(be, y, x, a, b, w, rows, dim, eps, mode, q, d, s);
+    else if (dim <= 8 * th)
+        launch_norm_q8<8>(be, y, x, a, b, w, rows, dim, eps, mode, q, d, s);
+    else
+        launch_norm_q8<16>(be, y, x, a, b, w, rows, dim, eps, mode, q, d, s);
     CU_LAUNCHED(be, "rms_norm");
 }

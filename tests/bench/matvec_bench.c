@@ -8,6 +8,8 @@
  * call and the weight bytes read per second. The weight alone is counted: activations are
  * a few KB and stay in cache. Calls after the first reuse the quantized activations (as
  * the k, v and up matmuls of a layer do), so the time is the product kernel's alone.
+ * MATVEC_SHAPE=WORD keeps the shapes whose name contains WORD (e.g. "gate"), MATVEC_MAX_N=N
+ * the token counts up to N (for a profiler that should see a few launches only).
  * Uses the internal backend API (tests only). */
 #include <stdint.h>
 #include <stdio.h>
@@ -51,6 +53,8 @@ int main(int argc, char **argv)
     const char **names = argc > 1 ? (const char **)argv + 1 : deflt;
     const int n_names = argc > 1 ? argc - 1 : 5;
     uint64_t rng = 12345;
+    const char *only = getenv("MATVEC_SHAPE");
+    const int max_n = getenv("MATVEC_MAX_N") ? atoi(getenv("MATVEC_MAX_N")) : 8;
     for (int ti = 0; ti < n_names; ti++) {
         uint32_t t = LLM_DT_COUNT;
         for (uint32_t i = 0; i < LLM_DT_COUNT; i++) {
@@ -64,6 +68,8 @@ int main(int argc, char **argv)
         }
         const llm_dtype_info *info = llm__dtype_info(t);
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+            if (only && !strstr(shapes[si].what, only))
+                continue;
             const int64_t k = shapes[si].k, rows = shapes[si].rows;
             const size_t rb = llm__dtype_row_size(t, k), bytes = rb * (size_t)rows;
             uint8_t *h = malloc(bytes);
@@ -86,7 +92,7 @@ int main(int argc, char **argv)
             float *x = gpu->alloc(be, (size_t)(8 * k) * sizeof(float));
             float *y = gpu->alloc(be, (size_t)(8 * rows) * sizeof(float));
             gpu->upload(be, x, xh, (size_t)(8 * k) * sizeof(float));
-            for (int n = 1; n <= 8; n *= 2) {
+            for (int n = 1; n <= max_n; n *= 2) {
                 const int reps = 200;
                 for (int i = 0; i < 5; i++)
                     gpu->matmul(be, y, rows, &w, x, k, n);
