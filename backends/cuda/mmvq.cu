@@ -381,8 +381,13 @@ static __device__ __forceinline__ float unit_dot(const Wu &w, int u, const int x
  * groups of KS warps; a group takes R rows (activations loaded once for them), its warps
  * every KS-th run of 32 units, a lane one unit at a time; the KS partial sums of a row are
  * added in warp order, so a token's result never depends on NT. */
+/* One token: at least five blocks per SM. The early weight loads (below) keep every
+ * row's loaded words live across the wait, which took the four-row Q4_K kernel from 72 to
+ * 122 registers (four blocks); bounded, the one-token kernels in use have 96 and spill
+ * nothing. Measured on an H200 (docs/perf/cuda.md): 8B Q4_K_M tg128 +3%, Q8_0 +2-4%; six
+ * blocks (80 registers) spill and lose 5%. More tokens would spill under the bound. */
 template <int T, int NT, int R, int KS>
-static __global__ void __launch_bounds__(MQ_WARPS *LLM_WARP_SIZE)
+static __global__ void __launch_bounds__(MQ_WARPS *LLM_WARP_SIZE, NT == 1 ? 5 : 1)
 k_mmvq(const mq_set S, size_t row_bytes, int64_t k, const int8_t *__restrict__ xq,
        const float *__restrict__ xd, const int *__restrict__ xs, int n, int early)
 {
