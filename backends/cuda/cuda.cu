@@ -271,9 +271,11 @@ static void cu_release_weight(llm_backend *be, llm_tensor *w)
  * together (cu_mq_queue, mmvq.cu).
  * Any other op launches the deferred one first (act_stale), so the order of effects is
  * the plain one; each fused kernel computes the same bits as the kernels it replaces
- * (test_cuda_ops compares them). The norm is not fused into the 8-bit quantization after
- * it: one block per row would then also do the quantization's work, which measured
- * slower than two kernels (docs/perf/cuda.md). */
+ * (test_cuda_ops compares them). A held norm whose output the next matmul quantizes for
+ * the 8-bit kernels does that quantization itself (cu_norm_q8, norm.cu): one block per
+ * row, which measured slower than two kernels until each block's scale was computed once
+ * and the matrix-vector kernels loaded their first weights before waiting
+ * (docs/perf/cuda.md). */
 
 static void cu_rms_norm(llm_backend *be, float *y, const float *x, const llm_tensor *w,
                         int64_t n_rows, int64_t dim, float eps)

@@ -16,8 +16,10 @@
  * self-contained) at a time. A group of warps takes R rows (4 or 2 for the large Q4_K,
  * Q6_K and Q8_0 matrices, see launch_v; else 1); one unit per lane in flight (two measured
  * slower end to end). Consecutive matmuls of the same activations (q, k and v after one
- * norm; gate and up) quantize them once (act_q8 in common.cuh), and a deferred glu is
- * computed by that quantization (cuda.cu). A token's result depends only on its own
+ * norm; gate and up) quantize them once (act_q8 in common.cuh), a deferred glu is
+ * computed by that quantization (cuda.cu), and a deferred norm does the quantization
+ * itself (cu_norm_q8, norm.cu). Started early (PDL), a kernel issues its first weight
+ * loads before it waits for the kernel before it. A token's result depends only on its own
  * activations and this fixed order, never on how many tokens share the launch (the
  * batch-invariance matmul.cu promises).
  *
