@@ -9,7 +9,7 @@
  * a few KB and stay in cache. Calls after the first reuse the quantized activations (as
  * the k, v and up matmuls of a layer do), so the time is the product kernel's alone.
  * MATVEC_SHAPE=WORD keeps the shapes whose name contains WORD (e.g. "gate"), MATVEC_MAX_N=N
- * the token counts up to N (for a profiler that should see a few launches only).
+ * the token counts up to N, at most 8 (for a profiler that should see a few launches).
  * Uses the internal backend API (tests only). */
 #include <stdint.h>
 #include <stdio.h>
@@ -54,7 +54,8 @@ int main(int argc, char **argv)
     const int n_names = argc > 1 ? argc - 1 : 5;
     uint64_t rng = 12345;
     const char *only = getenv("MATVEC_SHAPE");
-    const int max_n = getenv("MATVEC_MAX_N") ? atoi(getenv("MATVEC_MAX_N")) : 8;
+    int max_n = getenv("MATVEC_MAX_N") ? atoi(getenv("MATVEC_MAX_N")) : 8;
+    max_n = max_n > 8 ? 8 : max_n; /* the buffers hold 8 rows */
     for (int ti = 0; ti < n_names; ti++) {
         uint32_t t = LLM_DT_COUNT;
         for (uint32_t i = 0; i < LLM_DT_COUNT; i++) {
