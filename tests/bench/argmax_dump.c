@@ -9,27 +9,11 @@
  * instruction-set level (scalar, avx2, avx512, neon, native). */
 #include <math.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "llm.h"
 
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n)
-        n = 0;
-    if (s)
-        s[n] = '\0';
-    fclose(f);
-    return s;
-}
+#include "test_io.h"
 
 static void put(const float *l, int32_t nv, int32_t pos, llm_token tok)
 {
@@ -60,7 +44,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: %s\n", argv[1], llm_last_error());
         return 1;
     }
-    char *text = read_file(argv[2]);
+    char *text = test_read_file(argv[2], NULL);
     llm_token *toks = malloc(65536 * sizeof *toks);
     const int32_t nt =
         text && toks ? llm_tokenize(m, text, strlen(text), toks, 65536, LLM_TOKENIZE_ADD_SPECIAL)

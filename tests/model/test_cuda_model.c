@@ -48,22 +48,6 @@ static int32_t argmax(const float *x, int32_t n)
     return best;
 }
 
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (fread(s, 1, (size_t)n, f) != (size_t)n)
-        n = 0;
-    s[n] = '\0';
-    fclose(f);
-    return s;
-}
-
 static llm_context *make_ctx(llm_model *m, int32_t n_batch)
 {
     llm_context_params cp;
@@ -190,7 +174,7 @@ static int run_model(const char *file)
     }
     CHECK(strcmp(llm_model_backend(mg), "cuda") == 0);
     CHECK(strcmp(llm_model_backend(mc), "cpu") == 0);
-    char *text = read_file("tests/data/ppl/Apache-2.0.txt");
+    char *text = test_read_file("tests/data/ppl/Apache-2.0.txt", NULL);
     CHECK(text != NULL);
     llm_token *toks = malloc(8192 * sizeof *toks);
     int32_t nt = text ? llm_tokenize(mc, text, strlen(text), toks, 8192, LLM_TOKENIZE_ADD_SPECIAL) : 0;

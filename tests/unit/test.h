@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "test_io.h"
+
 static int test_n_pass, test_n_fail, test_case_failed;
 
 #define CHECK(cond)                                                                     \

@@ -55,28 +55,11 @@ static int find_data_dir(void)
     return try_dir("tests/data", probe) || try_dir("../tests/data", probe);
 }
 
-static char *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)len + 1);
-    size_t got = fread(b, 1, (size_t)len, f);
-    fclose(f);
-    b[got] = '\0';
-    if (n)
-        *n = got;
-    return b;
-}
-
 static char *slurp_data(const char *rel, size_t *n)
 {
     char p[1000];
     snprintf(p, sizeof p, "%s/%s", data_dir, rel);
-    return slurp(p, n);
+    return test_read_file(p, n);
 }
 
 /* ---- the golden file: "KEY LEN\n<LEN bytes>\n" records ------------------------------ */

@@ -54,22 +54,6 @@ static int find_data_dir(void)
     return try_dir("tests/data", probe) || try_dir("../tests/data", probe);
 }
 
-static char *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)len + 1);
-    size_t got = fread(b, 1, (size_t)len, f);
-    fclose(f);
-    b[got] = '\0';
-    *n = got;
-    return b;
-}
-
 /* Renders `tmpl` with the globals of a JSON object. Returns the status; *out (malloc'd by
  * the library) on success. */
 static llm_status render_json(const char *tmpl, size_t tn, const char *json, char **out,
@@ -162,7 +146,7 @@ static void test_goldens(void)
     char path[700];
     snprintf(path, sizeof path, "%s/chat_goldens_jinja.txt", data_dir);
     size_t n;
-    char *file = slurp(path, &n);
+    char *file = test_read_file(path, &n);
     CHECK_MSG(file != NULL, "cannot read %s", path);
     if (!file)
         return;
@@ -391,7 +375,7 @@ static void test_out_of_memory_walk(void)
     char path[1000];
     snprintf(path, sizeof path, "%s/templates/llama3.1.jinja", data_dir);
     size_t n;
-    char *src = slurp(path, &n);
+    char *src = test_read_file(path, &n);
     CHECK(src != NULL);
     if (!src)
         return;
