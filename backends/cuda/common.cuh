@@ -319,6 +319,18 @@ static inline unsigned cdiv(int64_t a, int64_t b) { return (unsigned)((a + b - 1
 
 /* ---- device helpers shared by the kernels of matmul.cu and mmvq.cu -------------------- */
 
+/* A kernel that reads no output of the kernel before it until some point (the matrix-vector
+ * kernels' weights) waits there, once: LLM_PDL_WAIT() and LLM_PDL_TRIGGER() the first time
+ * it is called with waited false. */
+static __device__ __forceinline__ void pdl_wait_once(bool &waited)
+{
+    if (!waited) {
+        LLM_PDL_WAIT();
+        LLM_PDL_TRIGGER();
+        waited = true;
+    }
+}
+
 /* what the act buffer holds: activations quantized for mmvq.cu's kernels (see there),
  * converted to f16 / bf16 for the 16-bit kernels and cuBLAS, or rounded to the Q8_0 / Q8_K
  * grid and stored as f16 for cuBLAS with expanded quantized weights (act16, matmul.cu) */

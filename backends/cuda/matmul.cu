@@ -557,11 +557,9 @@ k_mv16(const mq_set S, size_t row_bytes, int64_t k, const uint16_t *__restrict__
        int early)
 {
     /* started early, the first weight loads go out before the wait (k_mmvq, mmvq.cu) */
-    bool waited = !early;
-    if (waited) {
-        LLM_PDL_WAIT();
-        LLM_PDL_TRIGGER();
-    }
+    bool waited = false;
+    if (!early)
+        pdl_wait_once(waited);
     const mq_one mo = mq_pick(S);
     const uint8_t *__restrict__ w = mo.w;
     float *__restrict__ y = mo.y;
@@ -596,11 +594,7 @@ k_mv16(const mq_set S, size_t row_bytes, int64_t k, const uint16_t *__restrict__
 #pragma unroll
                 for (int i = 0; i < ROWS; i++)
                     wv[u][i] = row[i][c0 + u * LLM_WARP_SIZE];
-        if (!waited) {
-            LLM_PDL_WAIT();
-            LLM_PDL_TRIGGER();
-            waited = true;
-        }
+        pdl_wait_once(waited);
 #pragma unroll
         for (int u = 0; u < UNR; u++) {
             const int64_t c = c0 + u * LLM_WARP_SIZE;
@@ -624,10 +618,7 @@ k_mv16(const mq_set S, size_t row_bytes, int64_t k, const uint16_t *__restrict__
             }
         }
     }
-    if (!waited) { /* no chunk for this thread */
-        LLM_PDL_WAIT();
-        LLM_PDL_TRIGGER();
-    }
+    pdl_wait_once(waited); /* a thread without a chunk waits here */
     rows_store<MV_WARPS, ROWS, NT, KS>(acc, lane, warp, r0, rows, y, ldy, n);
 }
 

@@ -397,11 +397,9 @@ k_mmvq(const mq_set S, size_t row_bytes, int64_t k, const int8_t *__restrict__ x
      * which no kernel writes, and only then waits for the kernel before it, whose output
      * (the activations) it reads next: the blocks resident during that kernel's last
      * microseconds have their weights on the way meanwhile. */
-    bool waited = !early;
-    if (waited) {
-        LLM_PDL_WAIT();
-        LLM_PDL_TRIGGER();
-    }
+    bool waited = false;
+    if (!early)
+        pdl_wait_once(waited);
     const mq_one mo = mq_pick(S);
     const uint8_t *__restrict__ w = mo.w;
     float *__restrict__ y = mo.y;
@@ -436,11 +434,7 @@ k_mmvq(const mq_set S, size_t row_bytes, int64_t k, const int8_t *__restrict__ x
 #pragma unroll
         for (int i = 0; i < R; i++)
             unit_load<T>(row[i], u, wu[i]);
-        if (!waited) {
-            LLM_PDL_WAIT();
-            LLM_PDL_TRIGGER();
-            waited = true;
-        }
+        pdl_wait_once(waited);
 #pragma unroll
         for (int j = 0; j < NT; j++) {
             if (j < n) {
@@ -452,10 +446,7 @@ k_mmvq(const mq_set S, size_t row_bytes, int64_t k, const int8_t *__restrict__ x
             }
         }
     }
-    if (!waited) { /* no unit for this thread */
-        LLM_PDL_WAIT();
-        LLM_PDL_TRIGGER();
-    }
+    pdl_wait_once(waited); /* a thread without a unit waits here */
     rows_store<MQ_WARPS, R, NT, KS>(acc, lane, warp, r0, rows, y, ldy, n);
 }
 
