@@ -13,12 +13,15 @@
  * these 512 positions have their two best logits within 0.1, so no implementation that is
  * not bit-identical agrees at 99% of them: llama.cpp and the CPU backend agree at 496 of
  * them (Gemma 3: 489), the CPU's scalar and AVX-512 levels at 497 (493)
- * (scripts/argmax-agreement, on an AVX-512 Xeon). Measured on an H200: batch 494-498/512 (498
- * since prompts use the tensor-core attention, flash.cu), one by one 496/512, the largest
- * CPU margin at a disagreement 0.28-0.51. The checks therefore are:
- *  - argmax agreement >= 94% in batch and >= 96% one by one (a wrong norm, rope, mask or
- *    kernel falls far below), and every disagreement is at a position where the CPU's two
- *    best logits lie within TIE (the noise bound of test_logits.c);
+ * (scripts/argmax-agreement, on an AVX-512 Xeon). Measured on an H200: SmolLM2 batch
+ * 494-498/512 (498 since prompts use the tensor-core attention, flash.cu), one by one
+ * 496/512, the largest CPU margin at a disagreement 0.28-0.51; Gemma 3 batch 492, one by
+ * one 491, largest margin 0.476, 5 of 8 greedy continuations equal for 32 tokens and the
+ * other 3 parting where the CPU's two best logits lie within 0.47. The checks therefore are:
+ *  - argmax agreement >= 94% in batch and >= 95% one by one (llama.cpp itself agrees with
+ *    the CPU backend at 95.5% on Gemma 3; a wrong norm, rope, mask or kernel falls far
+ *    below), and every disagreement is at a position where the CPU's two best logits lie
+ *    within TIE (the noise bound of test_logits.c);
  *  - a greedy continuation that parts from the CPU's does so where the CPU's logit of the
  *    CUDA choice is within TIE of its best.
  *
@@ -199,7 +202,7 @@ static int run_model(const char *file)
                    "%d; largest CPU margin at a disagreement %.3f; %d positions with a margin "
                    "under 0.1\n", file, N_TEXT, agree_b, agree_s, worst, close);
             CHECK_MSG(agree_b * 100 >= 94 * N_TEXT, "batch agreement %d/%d", agree_b, N_TEXT);
-            CHECK_MSG(agree_s * 100 >= 96 * N_TEXT, "single agreement %d/%d", agree_s, N_TEXT);
+            CHECK_MSG(agree_s * 100 >= 95 * N_TEXT, "single agreement %d/%d", agree_s, N_TEXT);
             CHECK_MSG(worst <= TIE, "a disagreement where the CPU's margin is %.3f", worst);
         }
         free(a), free(b), free(s), free(margin);
