@@ -17,7 +17,8 @@
  * 494-498/512 (498 since prompts use the tensor-core attention, flash.cu), one by one
  * 496/512, the largest CPU margin at a disagreement 0.28-0.51; Gemma 3 batch 492, one by
  * one 491, largest margin 0.476, 5 of 8 greedy continuations equal for 32 tokens and the
- * other 3 parting where the CPU's two best logits lie within 0.47. The checks therefore are:
+ * other 3 parting where the CPU's logit of the CUDA choice is within 0.47 of its best. The
+ * checks therefore are:
  *  - argmax agreement >= 94% in batch and >= 95% one by one (llama.cpp itself agrees with
  *    the CPU backend at 95.5% on Gemma 3; a wrong norm, rope, mask or kernel falls far
  *    below), and every disagreement is at a position where the CPU's two best logits lie
