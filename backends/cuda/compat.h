@@ -7,6 +7,8 @@
 #define LLM_CUDA_COMPAT_H
 
 #ifdef LLM_HIP
+/* hipBLAS's GemmEx with hipDataType and hipblasComputeType_t (ROCm 6: opt-in) */
+#define HIPBLAS_V2
 #include <hip/hip_bf16.h>
 #include <hip/hip_fp16.h>
 #include <hip/hip_runtime.h>
@@ -23,6 +25,8 @@
 #define cudaMalloc hipMalloc
 #define cudaFree hipFree
 #define cudaMemcpy hipMemcpy
+#define cudaMemset hipMemset
+#define cudaErrorMemoryAllocation hipErrorOutOfMemory
 #define cudaMemcpyAsync hipMemcpyAsync
 #define cudaMemGetInfo hipMemGetInfo
 #define cudaMemsetAsync hipMemsetAsync
@@ -49,7 +53,15 @@
 #define cudaDriverGetVersion hipDriverGetVersion
 #define cudaRuntimeGetVersion hipRuntimeGetVersion
 #define cudaFuncSetAttribute hipFuncSetAttribute
-#define __nv_bfloat16 hip_bfloat16
+#define cudaFuncAttributeMaxDynamicSharedMemorySize hipFuncAttributeMaxDynamicSharedMemorySize
+#define cudaEvent_t hipEvent_t
+#define cudaEventCreate hipEventCreate
+#define cudaEventDestroy hipEventDestroy
+#define cudaEventRecord hipEventRecord
+#define cudaEventElapsedTime hipEventElapsedTime
+/* hip_bf16.h's type; it has no _rn spelling, its __float2bfloat16 rounds to nearest even */
+#define __nv_bfloat16 __hip_bfloat16
+#define __float2bfloat16_rn __float2bfloat16
 
 #define cublasHandle_t hipblasHandle_t
 #define cublasStatus_t hipblasStatus_t
@@ -58,6 +70,8 @@
 #define cublasDestroy hipblasDestroy
 #define cublasSetStream hipblasSetStream
 #define cublasGemmEx hipblasGemmEx
+#define cublasGemmStridedBatchedEx hipblasGemmStridedBatchedEx
+#define cudaDataType_t hipDataType
 #define cublasSgemm hipblasSgemm
 #define CUBLAS_OP_N HIPBLAS_OP_N
 #define CUBLAS_OP_T HIPBLAS_OP_T
