@@ -110,9 +110,9 @@ static __global__ void k_norm(float *y, float *x, const float *a, const float *b
 }
 
 /* The norm, then its output quantized as k_act_q8 (mmvq.cu) quantizes it, from the
- * registers: element t + i * blockDim.x of thread t, so at each i a warp holds one
- * 32-block (Q8_0) and eight warps one 256-block (Q8_K; blockDim.x is 256 or 512 then,
- * dim a multiple of 256). A Q8_K block's maximum is the first element of the largest
+ * registers: element t + i * blockDim.x of thread t, so at each i a group of 32 threads
+ * holds one 32-block (Q8_0) and eight groups one 256-block (Q8_K; blockDim.x is 256 or
+ * 512 then, dim a multiple of 256). A Q8_K block's maximum is the first element of the largest
  * magnitude, found as q8k_block_max_reg finds it. Each block's scale and its inverse are
  * computed once (by one lane, or one thread of the block) and shared: the divisions are
  * most of the work when a thread holds several elements. */
@@ -127,7 +127,8 @@ static __global__ void k_norm_q8(float *y, float *x, const float *a, const float
     float v[VPT];
     norm_row<VPT, ADD>(y, x, a, b, w, dim, eps, v);
     const int64_t r = blockIdx.x, nb = dim / 32;
-    const int lane = threadIdx.x % LLM_WARP_SIZE, warp = threadIdx.x / LLM_WARP_SIZE;
+    /* 32-element groups, whatever the warp width (g32_* work on 32 lanes) */
+    const int lane = threadIdx.x % 32, grp = threadIdx.x / 32;
     float dv[VPT];
     int qi[VPT];
     if (mode == ACT_Q8_0) {
@@ -135,7 +136,7 @@ static __global__ void k_norm_q8(float *y, float *x, const float *a, const float
 #pragma unroll
         for (int i = 0; i < VPT; i++)
             am[i] = g32_max(fabsf(v[i]));
-        /* lane i < VPT: the factors of the warp's block i */
+        /* lane i < VPT: the factors of the group's block i */
         float mine = am[0];
 #pragma unroll
         for (int i = 1; i < VPT; i++)
@@ -148,7 +149,7 @@ static __global__ void k_norm_q8(float *y, float *x, const float *a, const float
             dv[i] = LLM_SHFL(dh, i, 32);
         }
     } else {
-        __shared__ float s_abs[16][16], s_val[16][16]; /* [i][warp] */
+        __shared__ float s_abs[16][16], s_val[16][16]; /* [i][32-group] */
         __shared__ float s_is[16][2], s_dv[16][2];     /* [i][256-block of the i-th part] */
 #pragma unroll
         for (int i = 0; i < VPT; i++) {
@@ -159,7 +160,7 @@ static __global__ void k_norm_q8(float *y, float *x, const float *a, const float
             const int first = g32_first(f == am);
             const float val = LLM_SHFL(in ? v[i] : 0.0f, first < 0 ? 0 : first, 32);
             if (lane == 0)
-                s_abs[i][warp] = am, s_val[i][warp] = val;
+                s_abs[i][grp] = am, s_val[i][grp] = val;
         }
         __syncthreads();
         const int ng = (int)blockDim.x / 256; /* 256-blocks per i: 1 or 2 */
@@ -175,7 +176,7 @@ static __global__ void k_norm_q8(float *y, float *x, const float *a, const float
             s_dv[i][g] = mx != 0.0f ? 1.0f / iscale : 0.0f;
         }
         __syncthreads();
-        const int g = warp / 8;
+        const int g = grp / 8;
 #pragma unroll
         for (int i = 0; i < VPT; i++) {
             const float iscale = s_is[i][g];
