@@ -179,9 +179,9 @@ static int run_model(const char *file)
     }
     CHECK(strcmp(llm_model_backend(mg), "cuda") == 0);
     CHECK(strcmp(llm_model_backend(mc), "cpu") == 0);
-    char *text = test_read_file("tests/data/ppl/Apache-2.0.txt", NULL);
-    CHECK_MSG(text != NULL, "tests/data/ppl/Apache-2.0.txt: not found from this directory "
-                            "(run from the source root, as meson test does)");
+    char *text = test_read_source("tests/data/ppl/Apache-2.0.txt", NULL);
+    CHECK_MSG(text != NULL, "tests/data/ppl/Apache-2.0.txt: not found (set LLM_SOURCE_ROOT "
+                            "or run from the source root)");
     llm_token *toks = malloc(8192 * sizeof *toks);
     int32_t nt = text ? llm_tokenize(mc, text, strlen(text), toks, 8192, LLM_TOKENIZE_ADD_SPECIAL) : 0;
     CHECK(nt >= N_TEXT);

@@ -89,45 +89,7 @@ static size_t row_bytes(uint32_t t, int64_t n)
 
 static unsigned char *read_vectors(size_t *len)
 {
-    static const char rel[] = "tests/data/quant_vectors.bin";
-    char path[4096];
-    const char *candidates[8];
-    int nc = 0;
-    const char *env = getenv("LLM_SOURCE_ROOT");
-    if (env && *env) {
-        snprintf(path, sizeof path, "%s/%s", env, rel);
-        candidates[nc++] = strdup(path);
-    }
-    candidates[nc++] = strdup(rel);
-    /* The compiler's name for this file leads to the source root (meson passes a path
-     * relative to the build directory, e.g. ../tests/unit/test_quants.c). */
-    const char *self = __FILE__, *at = strstr(self, "tests/unit/test_quants.c");
-    if (at) {
-        snprintf(path, sizeof path, "%.*s%s", (int)(at - self), self, rel);
-        candidates[nc++] = strdup(path);
-    }
-    candidates[nc++] = strdup("../tests/data/quant_vectors.bin");
-    candidates[nc++] = strdup("../../tests/data/quant_vectors.bin");
-
-    unsigned char *buf = NULL;
-    for (int i = 0; i < nc && !buf; i++) {
-        FILE *f = fopen(candidates[i], "rb");
-        if (!f)
-            continue;
-        fseek(f, 0, SEEK_END);
-        long sz = ftell(f);
-        fseek(f, 0, SEEK_SET);
-        buf = xmalloc((size_t)sz);
-        if (fread(buf, 1, (size_t)sz, f) != (size_t)sz) {
-            free(buf);
-            buf = NULL;
-        }
-        *len = (size_t)sz;
-        fclose(f);
-    }
-    for (int i = 0; i < nc; i++)
-        free((void *)candidates[i]);
-    return buf;
+    return (unsigned char *)test_read_source("tests/data/quant_vectors.bin", len);
 }
 
 static uint32_t rd32(const unsigned char *p)

@@ -66,42 +66,6 @@ static const char *dt_name(uint32_t t)
 
 /* ---- (a) golden vectors ----------------------------------------------------------- */
 
-static unsigned char *read_file(const char *rel, size_t *len)
-{
-    char path[4096];
-    const char *self = __FILE__, *at = strstr(self, "tests/unit/test_quants_iq.c");
-    const char *env = getenv("LLM_SOURCE_ROOT");
-    const char *cands[4] = {rel, NULL, NULL, NULL};
-    char p1[4096];
-    if (env && *env) {
-        snprintf(path, sizeof path, "%s/%s", env, rel);
-        cands[1] = path;
-    }
-    if (at) {
-        snprintf(p1, sizeof p1, "%.*s%s", (int)(at - self), self, rel);
-        cands[2] = p1;
-    }
-    for (int i = 0; i < 4; i++) {
-        if (!cands[i])
-            continue;
-        FILE *f = fopen(cands[i], "rb");
-        if (!f)
-            continue;
-        fseek(f, 0, SEEK_END);
-        long sz = ftell(f);
-        fseek(f, 0, SEEK_SET);
-        unsigned char *buf = xmalloc((size_t)sz);
-        size_t got = fread(buf, 1, (size_t)sz, f);
-        fclose(f);
-        if (got == (size_t)sz) {
-            *len = (size_t)sz;
-            return buf;
-        }
-        free(buf);
-    }
-    return NULL;
-}
-
 static uint32_t rd32(const unsigned char *p)
 {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
@@ -110,7 +74,8 @@ static uint32_t rd32(const unsigned char *p)
 static void test_golden_dequant(void)
 {
     size_t len = 0;
-    unsigned char *buf = read_file("tests/data/quant_vectors_iq.bin", &len);
+    unsigned char *buf =
+        (unsigned char *)test_read_source("tests/data/quant_vectors_iq.bin", &len);
     CHECK_MSG(buf != NULL, "cannot read tests/data/quant_vectors_iq.bin");
     if (!buf)
         return;
